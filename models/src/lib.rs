@@ -1,0 +1,4 @@
+//! Models behind small traits, and the store they are loaded from.
+
+pub mod onnx;
+pub mod store;
