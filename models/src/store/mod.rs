@@ -5,6 +5,20 @@
 
 use std::path::{Path, PathBuf};
 
+mod archive;
+pub mod client;
+mod fetch;
+mod hashing;
+pub mod manifest;
+mod progress;
+mod staged;
+mod status;
+
+pub use fetch::{FetchError, FetchReport, fetch};
+pub use manifest::{FetchSet, Model, ModelFile};
+pub use progress::Progress;
+pub use status::{FileState, ModelState, ModelStatus, check_file, model_status};
+
 /// Environment variable that overrides the store root.
 pub const MODELS_DIR_ENV: &str = "ANTIPHON_MODELS";
 
@@ -45,7 +59,10 @@ impl ModelStore {
             .filter(|h| !h.is_empty())
             .ok_or(StoreError::NoRoot)?;
         Ok(Self::at(
-            Path::new(&home).join(".cache").join("antiphon").join("models"),
+            Path::new(&home)
+                .join(".cache")
+                .join("antiphon")
+                .join("models"),
         ))
     }
 
@@ -76,10 +93,7 @@ impl ModelStore {
 
 /// The smallest fetch set that provides `model`, for error messages.
 fn set_hint(model: &str) -> &'static str {
-    // Kept in step with the manifest by the manifest's own test.
-    match model {
-        "onnxruntime" | "silero-vad" | "moonshine-base-en" | "moonshine-tokenizer"
-        | "smollm2-135m" | "piper-joe" => "ci",
-        _ => "cpu",
-    }
+    manifest::model(model)
+        .map_or(FetchSet::All, |m| m.set)
+        .name()
 }

@@ -1,0 +1,106 @@
+//! A file written beside its final path and renamed into place only once its size and hash
+//! match the manifest, so an interrupted or failed fetch never leaves a bad file at that path.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use indicatif::ProgressBar;
+use sha2::{Digest, Sha256};
+use tempfile::NamedTempFile;
+
+use super::fetch::{FetchError, io_error};
+use super::hashing::CHUNK;
+use super::manifest::ModelFile;
+
+const STAGING_SUFFIX: &str = ".partial";
+
+pub struct StagedFile {
+    tmp: NamedTempFile,
+    hasher: Sha256,
+    len: u64,
+    dest: PathBuf,
+}
+
+impl StagedFile {
+    /// Starts `.<name>.<random>.partial` in the destination's directory (same filesystem, so
+    /// the final rename is atomic). Dropped without `commit`, the temp file is removed.
+    pub fn create(dest: &Path) -> Result<Self, FetchError> {
+        let dir = dest.parent().unwrap_or(Path::new("."));
+        fs::create_dir_all(dir).map_err(io_error(format!("creating {}", dir.display())))?;
+        let name = dest
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(STAGING_SUFFIX)
+            .tempfile_in(dir)
+            .map_err(io_error(format!(
+                "creating a temp file in {}",
+                dir.display()
+            )))?;
+        Ok(Self {
+            tmp,
+            hasher: Sha256::new(),
+            len: 0,
+            dest: dest.to_path_buf(),
+        })
+    }
+
+    /// Whether a directory entry is one of our temp files.
+    pub fn is_staging_name(name: &str) -> bool {
+        name.starts_with('.') && name.ends_with(STAGING_SUFFIX)
+    }
+
+    /// Appends everything `reader` yields.
+    pub fn append(&mut self, reader: &mut dyn Read, bar: &ProgressBar) -> Result<(), FetchError> {
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => return Ok(()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(io_error(format!("extracting into {}", self.dest.display()))(e));
+                }
+            };
+            self.hasher.update(&buf[..n]);
+            self.tmp
+                .as_file_mut()
+                .write_all(&buf[..n])
+                .map_err(io_error(format!("writing {}", self.tmp.path().display())))?;
+            self.len += n as u64;
+            bar.inc(n as u64);
+        }
+    }
+
+    /// Checks size and hash against the manifest, syncs, and renames into place.
+    pub fn commit(self, expected: &ModelFile) -> Result<(), FetchError> {
+        let actual = hex::encode(self.hasher.finalize());
+        if actual != expected.sha256 || self.len != expected.size {
+            return Err(FetchError::FileHash {
+                path: self.dest,
+                expected: expected.sha256,
+                actual,
+                expected_size: expected.size,
+                actual_size: self.len,
+            });
+        }
+        let dest = self.dest;
+        self.tmp
+            .as_file()
+            .sync_all()
+            .map_err(io_error(format!("syncing {}", self.tmp.path().display())))?;
+        self.tmp
+            .persist(&dest)
+            .map_err(|e| io_error(format!("renaming into {}", dest.display()))(e.error))?;
+        // Make the rename itself durable.
+        if let Some(dir) = dest.parent() {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_error(format!("syncing {}", dir.display())))?;
+        }
+        Ok(())
+    }
+}
