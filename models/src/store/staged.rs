@@ -88,6 +88,18 @@ impl StagedFile {
             });
         }
         let dest = self.dest;
+        // Temp files are created owner-only; installed models are ordinary readable files.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            self.tmp
+                .as_file()
+                .set_permissions(fs::Permissions::from_mode(0o644))
+                .map_err(io_error(format!(
+                    "setting permissions on {}",
+                    self.tmp.path().display()
+                )))?;
+        }
         self.tmp
             .as_file()
             .sync_all()
