@@ -44,11 +44,11 @@ pub fn extract(
                 let mut entry = entry.map_err(io_error(context()))?;
                 let name = entry.path().map_err(io_error(context()))?;
                 let name = name.to_string_lossy().into_owned();
-                if let Some(i) = members.iter().position(|m| *m == name) {
-                    if !found[i] {
-                        found[i] = true;
-                        sink(members[i], &mut entry)?;
-                    }
+                if let Some(i) = members.iter().position(|m| *m == name)
+                    && !found[i]
+                {
+                    found[i] = true;
+                    sink(members[i], &mut entry)?;
                 }
                 if found.iter().all(|f| *f) {
                     break;

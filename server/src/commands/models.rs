@@ -137,8 +137,13 @@ fn status_json(s: &ModelStatus) -> serde_json::Value {
 
 fn print_table(statuses: &[ModelStatus]) {
     let id_width = statuses.iter().map(|s| s.model.id.len()).max().unwrap_or(2);
+    let path_width = statuses
+        .iter()
+        .map(|s| s.dir.display().to_string().len())
+        .max()
+        .unwrap_or(4);
     println!(
-        "{:id_width$}  {:3}  {:13}  {:>9}  {:40}  LICENSE",
+        "{:id_width$}  {:3}  {:13}  {:>9}  {:path_width$}  LICENSE",
         "ID", "SET", "STATE", "SIZE", "PATH"
     );
     for s in statuses {
@@ -153,7 +158,7 @@ fn print_table(statuses: &[ModelStatus]) {
             other => other.name().to_owned(),
         };
         println!(
-            "{:id_width$}  {:3}  {:13}  {:>9}  {:40}  {}",
+            "{:id_width$}  {:3}  {:13}  {:>9}  {:path_width$}  {}",
             s.model.id,
             s.model.set.name(),
             state,
