@@ -116,3 +116,74 @@ impl StagedFile {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use sha2::{Digest, Sha256};
+
+    use super::*;
+
+    static CONTENT: &[u8] = b"hello model store";
+
+    fn spec(sha256: &'static str) -> ModelFile {
+        ModelFile {
+            name: "f.bin",
+            parts: &[],
+            size: CONTENT.len() as u64,
+            sha256,
+        }
+    }
+
+    fn leak_hex(data: &[u8]) -> &'static str {
+        Box::leak(hex::encode(Sha256::digest(data)).into_boxed_str())
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .expect("read dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn commit_installs_only_a_matching_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let dest = dir.path().join("model").join("f.bin");
+        let bar = ProgressBar::hidden();
+
+        let mut staged = StagedFile::create(&dest).expect("create");
+        staged.append(&mut &CONTENT[..5], &bar).expect("append");
+        staged.append(&mut &CONTENT[5..], &bar).expect("append");
+        let tmp_name = names(dest.parent().expect("parent")).remove(0);
+        assert!(StagedFile::is_staging_name(&tmp_name), "{tmp_name}");
+        assert!(!dest.exists(), "nothing at the final path before commit");
+        staged.commit(&spec(leak_hex(CONTENT))).expect("commit");
+        assert_eq!(fs::read(&dest).expect("installed"), CONTENT);
+        assert_eq!(
+            names(dest.parent().expect("parent")),
+            vec!["f.bin".to_owned()]
+        );
+    }
+
+    #[test]
+    fn wrong_hash_or_abandoned_staging_leaves_nothing() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let dest = dir.path().join("f.bin");
+        let bar = ProgressBar::hidden();
+
+        let mut staged = StagedFile::create(&dest).expect("create");
+        staged.append(&mut &CONTENT[..], &bar).expect("append");
+        let err = staged
+            .commit(&spec(leak_hex(b"something else")))
+            .expect_err("mismatch");
+        assert!(matches!(err, FetchError::FileHash { .. }), "{err}");
+        assert!(names(dir.path()).is_empty(), "{:?}", names(dir.path()));
+
+        let mut staged = StagedFile::create(&dest).expect("create");
+        staged.append(&mut &CONTENT[..3], &bar).expect("append");
+        drop(staged);
+        assert!(names(dir.path()).is_empty(), "{:?}", names(dir.path()));
+    }
+}
