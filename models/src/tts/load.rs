@@ -1,0 +1,38 @@
+//! Starting the engine that serves a voice name, with the store's files.
+
+use std::sync::Arc;
+
+use super::engine::{EngineConfig, TtsEngine};
+use super::g2p::G2p;
+use super::kokoro::Kokoro;
+use super::lexicon::Lexicon;
+use super::piper::Piper;
+use super::{EngineKind, TtsError};
+use crate::store::ModelStore;
+
+/// Loads the model that speaks `voice` on its own engine thread with `threads` intra-op threads.
+pub fn spawn_engine_for_voice(
+    store: &ModelStore,
+    lexicon: Arc<Lexicon>,
+    voice: &str,
+    threads: usize,
+) -> Result<TtsEngine, TtsError> {
+    let g2p = G2p::new(lexicon);
+    let store = store.clone();
+    match EngineKind::for_voice(voice) {
+        EngineKind::Piper => {
+            let config = EngineConfig {
+                name: "tts-piper".into(),
+                ..EngineConfig::default()
+            };
+            TtsEngine::spawn(config, g2p, move || Piper::joe(&store, threads))
+        }
+        EngineKind::Kokoro => {
+            let config = EngineConfig {
+                name: "tts-kokoro".into(),
+                ..EngineConfig::default()
+            };
+            TtsEngine::spawn(config, g2p, move || Kokoro::load(&store, threads))
+        }
+    }
+}
