@@ -218,9 +218,25 @@ impl Moonshine {
                 break;
             }
             tokens.push(next);
+            if drop_repeat(&mut tokens) {
+                break;
+            }
         }
         self.decode_text(&tokens[1..])
     }
+}
+
+/// Greedy decoding can loop on its own output ("for Boston? for Boston? …"). When the newest
+/// 3..=16 tokens repeat the ones just before them, the repeat is dropped and decoding stops.
+fn drop_repeat(tokens: &mut Vec<i64>) -> bool {
+    for k in 3..=16 {
+        let n = tokens.len();
+        if n > 2 * k && tokens[n - k..] == tokens[n - 2 * k..n - k] {
+            tokens.truncate(n - k);
+            return true;
+        }
+    }
+    false
 }
 
 fn round_trip(voice: &str) {

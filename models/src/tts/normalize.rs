@@ -442,7 +442,11 @@ fn time(s: &str, next: Option<&str>) -> Option<String> {
         (None, None) => None,
         _ => return None, // a look-ahead call that found no meridiem: not a two-token time
     };
-    let (h, m) = match clock.split_once(':') {
+    // "3.30" is a clock only with a meridiem after it (British style); else a decimal.
+    let split = clock
+        .split_once(':')
+        .or_else(|| meridiem.and_then(|_| clock.split_once('.')));
+    let (h, m) = match split {
         Some((h, m)) => (h, Some(m)),
         None if meridiem.is_some() => (clock, None),
         None => return None,
@@ -693,6 +697,8 @@ mod tests {
         assert_eq!(n("at 9:00"), "at nine o'clock");
         assert_eq!(n("at 15:00"), "at fifteen hundred");
         assert_eq!(n("at 5pm"), "at five p m");
+        assert_eq!(n("at 3.30 p.m."), "at three thirty p m.");
+        assert_eq!(n("3.30 today"), "three point three zero today");
     }
 
     #[test]
