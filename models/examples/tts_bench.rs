@@ -28,7 +28,13 @@ fn first_audio(engine: &TtsEngine, voice: &str) -> (f64, f64) {
     let tokens: Vec<String> = SENTENCE
         .split(' ')
         .enumerate()
-        .map(|(i, w)| if i == 0 { w.to_owned() } else { format!(" {w}") })
+        .map(|(i, w)| {
+            if i == 0 {
+                w.to_owned()
+            } else {
+                format!(" {w}")
+            }
+        })
         .collect();
     // A twin of the stream's chunker tells us when the first chunk was cut.
     let mut chunker = TextChunker::new(ChunkerConfig::default());
@@ -72,7 +78,9 @@ fn rtf(engine: &TtsEngine, voice: &str) -> f64 {
     let start = Instant::now();
     stream.push_text(SENTENCE).expect("queued");
     stream.finish().expect("queued");
-    let chunks = stream.collect_reply(Duration::from_secs(60)).expect("audio");
+    let chunks = stream
+        .collect_reply(Duration::from_secs(60))
+        .expect("audio");
     let compute = start.elapsed().as_secs_f64();
     let samples: usize = chunks.iter().map(|c| c.samples.len()).sum();
     compute / (samples as f64 / engine.sample_rate() as f64)
@@ -92,7 +100,8 @@ fn main() {
     );
     for voice in ["joe", "af_heart"] {
         let loaded = Instant::now();
-        let engine = spawn_engine_for_voice(&store, lexicon.clone(), voice, threads).expect("engine");
+        let engine =
+            spawn_engine_for_voice(&store, lexicon.clone(), voice, threads).expect("engine");
         let load_ms = loaded.elapsed().as_secs_f64() * 1000.0;
         rtf(&engine, voice); // warm-up
         let mut from_start = Vec::new();

@@ -53,15 +53,26 @@ fn lexicon_covers_everyday_words() {
 /// Continuity at the joins: the biggest sample-to-sample step where two chunks meet must be
 /// no bigger than what speech itself does, and no silence may outlast a natural pause.
 fn check_joins(chunks: &[TtsChunk], rate: u32) {
-    assert!(chunks.len() >= 3, "want several chunks, got {}", chunks.len());
-    let audio: Vec<f32> = chunks.iter().flat_map(|c| c.samples.iter().copied()).collect();
+    assert!(
+        chunks.len() >= 3,
+        "want several chunks, got {}",
+        chunks.len()
+    );
+    let audio: Vec<f32> = chunks
+        .iter()
+        .flat_map(|c| c.samples.iter().copied())
+        .collect();
     let mut steps: Vec<f32> = audio.windows(2).map(|w| (w[1] - w[0]).abs()).collect();
     let mut join_step = 0f32;
     for c in &chunks[1..] {
         let at = c.start_sample as usize;
         assert_eq!(
             at,
-            chunks.iter().take_while(|p| p.seq < c.seq).map(|p| p.samples.len()).sum::<usize>(),
+            chunks
+                .iter()
+                .take_while(|p| p.seq < c.seq)
+                .map(|p| p.samples.len())
+                .sum::<usize>(),
             "offsets are contiguous"
         );
         for k in at.saturating_sub(2)..(at + 2).min(audio.len() - 1) {
@@ -70,7 +81,10 @@ fn check_joins(chunks: &[TtsChunk], rate: u32) {
     }
     steps.sort_by(f32::total_cmp);
     let speech_p99 = steps[steps.len() * 99 / 100];
-    assert!(join_step <= speech_p99, "join step {join_step} > speech p99 step {speech_p99}");
+    assert!(
+        join_step <= speech_p99,
+        "join step {join_step} > speech p99 step {speech_p99}"
+    );
     // Longest run below -50 dBFS-ish.
     let mut run = 0usize;
     let mut longest = 0usize;
@@ -82,8 +96,16 @@ fn check_joins(chunks: &[TtsChunk], rate: u32) {
     assert!(longest_ms < 600.0, "silent gap of {longest_ms:.0} ms");
     // Every chunk says something.
     for c in chunks.iter().filter(|c| !c.text.is_empty()) {
-        assert!(c.speech_samples > rate as usize / 10, "chunk {:?} is nearly empty", c.text);
-        assert!(rms(&c.samples[..c.speech_samples]) > 0.01, "chunk {:?} is silent", c.text);
+        assert!(
+            c.speech_samples > rate as usize / 10,
+            "chunk {:?} is nearly empty",
+            c.text
+        );
+        assert!(
+            rms(&c.samples[..c.speech_samples]) > 0.01,
+            "chunk {:?} is silent",
+            c.text
+        );
     }
 }
 
@@ -96,10 +118,21 @@ fn piper_speaks_in_joined_chunks() {
     assert_eq!(engine.sample_rate(), 22_050);
     let chunks = speak(&engine, "joe", MULTI);
     let seconds = chunks.iter().map(|c| c.samples.len()).sum::<usize>() as f64 / 22_050.0;
-    assert!((5.0..20.0).contains(&seconds), "{seconds:.1} s for {} words", MULTI.split(' ').count());
+    assert!(
+        (5.0..20.0).contains(&seconds),
+        "{seconds:.1} s for {} words",
+        MULTI.split(' ').count()
+    );
     check_joins(&chunks, 22_050);
-    let text: Vec<&str> = chunks.iter().map(|c| c.text.as_str()).filter(|t| !t.is_empty()).collect();
-    assert_eq!(text.join(" "), MULTI.split_whitespace().collect::<Vec<_>>().join(" "));
+    let text: Vec<&str> = chunks
+        .iter()
+        .map(|c| c.text.as_str())
+        .filter(|t| !t.is_empty())
+        .collect();
+    assert_eq!(
+        text.join(" "),
+        MULTI.split_whitespace().collect::<Vec<_>>().join(" ")
+    );
 }
 
 #[test]
@@ -146,16 +179,29 @@ fn cancel_stops_the_reply_and_the_next_one_plays() {
     stream.push_text(long).expect("queued");
     stream.finish().expect("queued");
     let old_epoch = stream.epoch();
-    assert!(matches!(stream.recv_timeout(WAIT), Ok(Some(TtsEvent::Audio(_)))));
+    assert!(matches!(
+        stream.recv_timeout(WAIT),
+        Ok(Some(TtsEvent::Audio(_)))
+    ));
     let cancelled_at = Instant::now();
     let new_epoch = stream.cancel();
     assert_eq!(new_epoch, old_epoch + 1);
     stream.push_text("Okay, go ahead.").expect("queued");
     stream.finish().expect("queued");
     let reply = stream.collect_reply(WAIT).expect("audio");
-    assert!(reply.iter().all(|c| c.epoch == new_epoch), "stale audio delivered");
-    assert_eq!(reply[0].start_sample, 0, "a new epoch starts a new timeline");
-    let joined: String = reply.iter().map(|c| c.text.as_str()).collect::<Vec<_>>().join(" ");
+    assert!(
+        reply.iter().all(|c| c.epoch == new_epoch),
+        "stale audio delivered"
+    );
+    assert_eq!(
+        reply[0].start_sample, 0,
+        "a new epoch starts a new timeline"
+    );
+    let joined: String = reply
+        .iter()
+        .map(|c| c.text.as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
     assert_eq!(joined.trim(), "Okay, go ahead.");
     // The old reply's queued chunks were skipped, not synthesized: the new reply came back
     // in about one old chunk plus itself, far less than the whole old text would take.
@@ -166,7 +212,10 @@ fn cancel_stops_the_reply_and_the_next_one_plays() {
 #[test]
 fn unknown_voice_is_a_typed_error() {
     let engine = engine("joe");
-    assert!(matches!(engine.open_stream("nobody"), Err(TtsError::UnknownVoice(_))));
+    assert!(matches!(
+        engine.open_stream("nobody"),
+        Err(TtsError::UnknownVoice(_))
+    ));
     let err = spawn_engine_for_voice(&store(), lexicon(), "no_such_voice", 1)
         .and_then(|e| e.open_stream("no_such_voice").map(|_| ()));
     assert!(matches!(err, Err(TtsError::UnknownVoice(_))), "{err:?}");

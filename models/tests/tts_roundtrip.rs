@@ -45,14 +45,23 @@ fn words(text: &str) -> Vec<String> {
     let spoken = normalize(text).to_lowercase().replace('-', " ");
     let raw: Vec<String> = spoken
         .split_whitespace()
-        .map(|w| w.chars().filter(|c| c.is_alphanumeric()).collect::<String>())
+        .map(|w| {
+            w.chars()
+                .filter(|c| c.is_alphanumeric())
+                .collect::<String>()
+        })
         .filter(|w| !w.is_empty())
         .collect();
     let mut out: Vec<String> = Vec::new();
     for w in raw {
         let single = w.chars().count() == 1 && w != "a" && w != "i";
         match out.last_mut() {
-            Some(prev) if single && prev.chars().all(|c| c.is_alphabetic()) && prev.len() <= 3 && prev != "a" => {
+            Some(prev)
+                if single
+                    && prev.chars().all(|c| c.is_alphabetic())
+                    && prev.len() <= 3
+                    && prev != "a" =>
+            {
                 prev.push_str(&w)
             }
             _ => out.push(w),
@@ -79,7 +88,12 @@ fn edits(reference: &[String], hypothesis: &[String]) -> usize {
 
 #[test]
 fn wer_harness_scores_what_it_should() {
-    assert_eq!(words("It's $12.50 at 3:30 PM."), ["its", "twelve", "dollars", "and", "fifty", "cents", "at", "three", "thirty", "pm"]);
+    assert_eq!(
+        words("It's $12.50 at 3:30 PM."),
+        [
+            "its", "twelve", "dollars", "and", "fifty", "cents", "at", "three", "thirty", "pm"
+        ]
+    );
     assert_eq!(words("twelve dollars and fifty cents"), words("$12.50"));
     let r = words("the cat sat on the mat");
     assert_eq!(edits(&r, &words("the cat sat on the mat")), 0);
@@ -103,8 +117,13 @@ fn to_16k(audio: &[f32], rate: u32) -> Vec<f32> {
                     continue;
                 }
                 let x = (t - i as f64) * cutoff;
-                let sinc = if x.abs() < 1e-9 { 1.0 } else { (std::f64::consts::PI * x).sin() / (std::f64::consts::PI * x) };
-                let w = 0.5 + 0.5 * (std::f64::consts::PI * (t - i as f64) / (half as f64 + 1.0)).cos();
+                let sinc = if x.abs() < 1e-9 {
+                    1.0
+                } else {
+                    (std::f64::consts::PI * x).sin() / (std::f64::consts::PI * x)
+                };
+                let w =
+                    0.5 + 0.5 * (std::f64::consts::PI * (t - i as f64) / (half as f64 + 1.0)).cos();
                 acc += audio[i as usize] as f64 * cutoff * sinc * w;
             }
             acc as f32
@@ -128,7 +147,11 @@ const HEAD_DIM: usize = 52;
 impl Moonshine {
     fn load(store: &ModelStore) -> Self {
         let env = onnx::environment(store).expect("onnxruntime");
-        let file = |f: &str| store.file("moonshine-base-en", f).expect("moonshine in the store");
+        let file = |f: &str| {
+            store
+                .file("moonshine-base-en", f)
+                .expect("moonshine in the store")
+        };
         let encoder = onnx::session(&env, &file("encoder_model.ort"), 2).expect("encoder");
         let decoder = onnx::session(&env, &file("decoder_model_merged.ort"), 2).expect("decoder");
         let json: serde_json::Value =
@@ -142,7 +165,11 @@ impl Moonshine {
                 vocab[id] = piece.clone();
             }
         }
-        Self { encoder, decoder, vocab }
+        Self {
+            encoder,
+            decoder,
+            vocab,
+        }
     }
 
     fn decode_text(&self, ids: &[i64]) -> String {
@@ -160,15 +187,25 @@ impl Moonshine {
 
     fn transcribe(&mut self, audio16k: &[f32]) -> String {
         let input_name = self.encoder.inputs()[0].name().to_owned();
-        let audio = Tensor::from_array(([1usize, audio16k.len()], audio16k.to_vec())).expect("tensor");
+        let audio =
+            Tensor::from_array(([1usize, audio16k.len()], audio16k.to_vec())).expect("tensor");
         let hidden: DynValue = {
-            let outputs = self.encoder.run(ort::inputs![input_name.as_str() => audio]).expect("encoder runs");
+            let outputs = self
+                .encoder
+                .run(ort::inputs![input_name.as_str() => audio])
+                .expect("encoder runs");
             outputs.into_iter().next().expect("encoder output").1
         };
-        let names: Vec<String> = self.decoder.inputs().iter().map(|i| i.name().to_owned()).collect();
+        let names: Vec<String> = self
+            .decoder
+            .inputs()
+            .iter()
+            .map(|i| i.name().to_owned())
+            .collect();
         let mut past: HashMap<String, DynValue> = HashMap::new();
         for n in names.iter().filter(|n| n.starts_with("past_key_values")) {
-            let empty = Tensor::from_array(([1usize, HEADS, 0, HEAD_DIM], Vec::<f32>::new())).expect("empty cache");
+            let empty = Tensor::from_array(([1usize, HEADS, 0, HEAD_DIM], Vec::<f32>::new()))
+                .expect("empty cache");
             past.insert(n.clone(), empty.into_dyn());
         }
         let max_tokens = (audio16k.len() as f64 / 16_000.0 * 6.5) as usize + 10;
@@ -178,11 +215,15 @@ impl Moonshine {
             for n in &names {
                 let value: SessionInputValue = if n == "input_ids" {
                     let last = *tokens.last().expect("starts with BOS");
-                    Tensor::from_array(([1usize, 1], vec![last])).expect("ids").into()
+                    Tensor::from_array(([1usize, 1], vec![last]))
+                        .expect("ids")
+                        .into()
                 } else if n == "encoder_hidden_states" {
                     (&hidden).into()
                 } else if n == "use_cache_branch" {
-                    Tensor::from_array(([1usize], vec![step > 0])).expect("flag").into()
+                    Tensor::from_array(([1usize], vec![step > 0]))
+                        .expect("flag")
+                        .into()
                 } else {
                     (&past[n]).into()
                 };
@@ -250,8 +291,13 @@ fn round_trip(voice: &str) {
         let mut stream = engine.open_stream(voice).expect("voice");
         stream.push_text(sentence).expect("queued");
         stream.finish().expect("queued");
-        let chunks = stream.collect_reply(Duration::from_secs(60)).expect("audio");
-        let audio: Vec<f32> = chunks.iter().flat_map(|c| c.samples.iter().copied()).collect();
+        let chunks = stream
+            .collect_reply(Duration::from_secs(60))
+            .expect("audio");
+        let audio: Vec<f32> = chunks
+            .iter()
+            .flat_map(|c| c.samples.iter().copied())
+            .collect();
         let heard = asr.transcribe(&to_16k(&audio, engine.sample_rate()));
         let (r, h) = (words(sentence), words(&heard));
         let e = edits(&r, &h);
@@ -260,7 +306,10 @@ fn round_trip(voice: &str) {
         report.push_str(&format!("{e} | {sentence} | {heard}\n"));
     }
     let wer = errors as f64 / total as f64;
-    eprintln!("{voice}: WER {:.1} % ({errors}/{total})\n{report}", wer * 100.0);
+    eprintln!(
+        "{voice}: WER {:.1} % ({errors}/{total})\n{report}",
+        wer * 100.0
+    );
     assert!(wer <= 0.10, "{voice}: WER {:.1} %\n{report}", wer * 100.0);
 }
 

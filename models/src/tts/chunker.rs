@@ -137,7 +137,11 @@ fn boundary(word: &str) -> Boundary {
         Some('.') => {
             let lower = trimmed.to_lowercase();
             let initial = trimmed.len() == 2 && trimmed.starts_with(|c: char| c.is_uppercase());
-            if NON_FINAL.iter().any(|a| lower.ends_with(a) && lower.len() == a.len()) || initial {
+            if NON_FINAL
+                .iter()
+                .any(|a| lower.ends_with(a) && lower.len() == a.len())
+                || initial
+            {
                 Boundary::None
             } else {
                 Boundary::Sentence
@@ -173,7 +177,11 @@ mod tests {
         // Split like an LLM tokenizer: words with their leading space, punctuation apart.
         let mut tokens = Vec::new();
         for (i, w) in text.split(' ').enumerate() {
-            let w = if i == 0 { w.to_owned() } else { format!(" {w}") };
+            let w = if i == 0 {
+                w.to_owned()
+            } else {
+                format!(" {w}")
+            };
             tokens.push(w);
         }
         tokens
@@ -181,15 +189,23 @@ mod tests {
 
     #[test]
     fn first_chunk_cut_at_first_clause() {
-        let toks = by_words("Sure, I can help with that. The store opens at nine, and it closes at five.");
+        let toks =
+            by_words("Sure, I can help with that. The store opens at nine, and it closes at five.");
         let refs: Vec<&str> = toks.iter().map(String::as_str).collect();
         assert_eq!(
             chunks_of(&refs),
-            ["Sure,", "I can help with that.", "The store opens at nine, and it closes at five."]
+            [
+                "Sure,",
+                "I can help with that.",
+                "The store opens at nine, and it closes at five."
+            ]
         );
         let toks = by_words("Well then, I can help with that today. Bye.");
         let refs: Vec<&str> = toks.iter().map(String::as_str).collect();
-        assert_eq!(chunks_of(&refs), ["Well then,", "I can help with that today.", "Bye."]);
+        assert_eq!(
+            chunks_of(&refs),
+            ["Well then,", "I can help with that today.", "Bye."]
+        );
     }
 
     #[test]
@@ -198,13 +214,19 @@ mod tests {
         let refs: Vec<&str> = toks.iter().map(String::as_str).collect();
         assert_eq!(
             chunks_of(&refs),
-            ["the quick brown fox jumps over", "the lazy dog again and again"]
+            [
+                "the quick brown fox jumps over",
+                "the lazy dog again and again"
+            ]
         );
     }
 
     #[test]
     fn no_cut_inside_numbers_or_abbreviations() {
-        let out = chunks_of(&["Dr", ".", " Smith", " paid", " $", "1", ",", "000", ".", "50", " today", ".", " Then", " left", "."]);
+        let out = chunks_of(&[
+            "Dr", ".", " Smith", " paid", " $", "1", ",", "000", ".", "50", " today", ".", " Then",
+            " left", ".",
+        ]);
         assert_eq!(out, ["Dr. Smith paid $1,000.50 today.", "Then left."]);
     }
 
@@ -221,8 +243,16 @@ mod tests {
     fn long_text_without_punctuation_is_capped() {
         let text = vec!["word"; 100].join(" ");
         let out = chunks_of(&[text.as_str()]);
-        assert!(out.iter().all(|c| c.split_whitespace().count() <= 40), "{out:?}");
-        assert_eq!(out.iter().map(|c| c.split_whitespace().count()).sum::<usize>(), 100);
+        assert!(
+            out.iter().all(|c| c.split_whitespace().count() <= 40),
+            "{out:?}"
+        );
+        assert_eq!(
+            out.iter()
+                .map(|c| c.split_whitespace().count())
+                .sum::<usize>(),
+            100
+        );
     }
 
     #[test]

@@ -68,7 +68,11 @@ pub struct TtsChunk {
 pub enum TtsEvent {
     Audio(TtsChunk),
     /// Synthesis of one chunk failed; later chunks are still attempted.
-    Failed { epoch: u64, seq: u64, error: String },
+    Failed {
+        epoch: u64,
+        seq: u64,
+        error: String,
+    },
 }
 
 impl TtsEvent {
@@ -329,12 +333,7 @@ struct StreamPosition {
     next_sample: u64,
 }
 
-fn serve<M: SpeechModel>(
-    mut model: M,
-    g2p: G2p,
-    inbox: Receiver<Request>,
-    dropped: &AtomicU64,
-) {
+fn serve<M: SpeechModel>(mut model: M, g2p: G2p, inbox: Receiver<Request>, dropped: &AtomicU64) {
     let rate = model.sample_rate();
     let mut positions: HashMap<u64, StreamPosition> = HashMap::new();
     while let Ok(request) = inbox.recv() {

@@ -72,7 +72,7 @@ impl G2p {
             "the" => {
                 let before_vowel = next.is_some_and(|n| {
                     n.starts_with(|c: char| "aeiouAEIOU".contains(c))
-                        || self.lookup(n).is_some_and(|p| starts_with_vowel(p))
+                        || self.lookup(n).is_some_and(starts_with_vowel)
                 });
                 return if before_vowel { "ði" } else { "ðə" }.to_owned();
             }
@@ -117,7 +117,10 @@ impl G2p {
         if let Some(stem) = w.strip_suffix("'s").or_else(|| w.strip_suffix("s"))
             && stem.len() >= 2
         {
-            let candidates = [stem.to_owned(), stem.strip_suffix('e').unwrap_or("").to_owned()];
+            let candidates = [
+                stem.to_owned(),
+                stem.strip_suffix('e').unwrap_or("").to_owned(),
+            ];
             for (k, s) in candidates.iter().enumerate() {
                 if s.is_empty() {
                     continue;
@@ -220,7 +223,10 @@ fn past_suffix(p: &str) -> &'static str {
 fn capitalise(word: &str) -> String {
     let mut chars = word.chars();
     match chars.next() {
-        Some(first) => first.to_uppercase().chain(chars.flat_map(char::to_lowercase)).collect(),
+        Some(first) => first
+            .to_uppercase()
+            .chain(chars.flat_map(char::to_lowercase))
+            .collect(),
         None => String::new(),
     }
 }
@@ -231,7 +237,8 @@ fn split(text: &str) -> Vec<Piece<'_>> {
     let chars: Vec<(usize, char)> = text.char_indices().collect();
     for (k, &(i, c)) in chars.iter().enumerate() {
         let next_alpha = chars.get(k + 1).is_some_and(|(_, n)| n.is_alphanumeric());
-        let in_word = c.is_alphanumeric() || (matches!(c, '\'' | '’' | '-') && start.is_some() && next_alpha);
+        let in_word =
+            c.is_alphanumeric() || (matches!(c, '\'' | '’' | '-') && start.is_some() && next_alpha);
         if in_word {
             start.get_or_insert(i);
             continue;
@@ -256,7 +263,10 @@ mod tests {
     fn g2p(entries: &[(&str, &str)]) -> G2p {
         let mut lex = Lexicon::default();
         let json = serde_json::to_string(
-            &entries.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<std::collections::HashMap<_, _>>(),
+            &entries
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect::<std::collections::HashMap<_, _>>(),
         )
         .expect("a map of strings serialises");
         lex.add_json_for_tests(&json);
@@ -271,15 +281,30 @@ mod tests {
 
     #[test]
     fn inflections_from_stems() {
-        let g = g2p(&[("cat", "kˈæt"), ("box", "bˈɑks"), ("dog", "dˈɔɡ"), ("want", "wˈɑnt"), ("run", "ɹˈʌn"), ("make", "mˈAk")]);
+        let g = g2p(&[
+            ("cat", "kˈæt"),
+            ("box", "bˈɑks"),
+            ("dog", "dˈɔɡ"),
+            ("want", "wˈɑnt"),
+            ("run", "ɹˈʌn"),
+            ("make", "mˈAk"),
+        ]);
         assert_eq!(g.phonemize("cats dogs boxes"), "kˈæts dˈɔɡz bˈɑksᵻz");
-        assert_eq!(g.phonemize("wanted running making"), "wˈɑntᵻd ɹˈʌnɪŋ mˈAkɪŋ");
+        assert_eq!(
+            g.phonemize("wanted running making"),
+            "wˈɑntᵻd ɹˈʌnɪŋ mˈAkɪŋ"
+        );
         assert_eq!(g.phonemize("dog's"), "dˈɔɡz");
     }
 
     #[test]
     fn the_before_vowels_and_acronyms() {
-        let g = g2p(&[("apple", "ˈæpᵊl"), ("car", "kˈɑɹ"), ("X", "ˈɛks"), ("Q", "kjˈu")]);
+        let g = g2p(&[
+            ("apple", "ˈæpᵊl"),
+            ("car", "kˈɑɹ"),
+            ("X", "ˈɛks"),
+            ("Q", "kjˈu"),
+        ]);
         assert_eq!(g.phonemize("the apple the car"), "ði ˈæpᵊl ðə kˈɑɹ");
         assert_eq!(g.phonemize("XQ"), "ˈɛks kjˈu");
     }

@@ -48,7 +48,8 @@ impl Kokoro {
             path: path.display().to_string(),
             message,
         };
-        let text = std::fs::read_to_string(&vocab_path).map_err(|e| bad(&vocab_path, e.to_string()))?;
+        let text =
+            std::fs::read_to_string(&vocab_path).map_err(|e| bad(&vocab_path, e.to_string()))?;
         let vocab: VocabFile =
             serde_json::from_str(&text).map_err(|e| bad(&vocab_path, e.to_string()))?;
         let ids = vocab
@@ -63,7 +64,11 @@ impl Kokoro {
             })
             .collect();
         // Inputs are (tokens, style, speed) in that order whatever the export named them.
-        let names: Vec<String> = session.inputs().iter().map(|i| i.name().to_owned()).collect();
+        let names: Vec<String> = session
+            .inputs()
+            .iter()
+            .map(|i| i.name().to_owned())
+            .collect();
         let find = |want: &[&str]| {
             names
                 .iter()
@@ -109,7 +114,11 @@ impl Kokoro {
             if bytes.len() != STYLE_ROWS * STYLE_DIM * 4 {
                 return Err(TtsError::Config {
                     path: path.display().to_string(),
-                    message: format!("expected {} bytes of f32 styles, found {}", STYLE_ROWS * STYLE_DIM * 4, bytes.len()),
+                    message: format!(
+                        "expected {} bytes of f32 styles, found {}",
+                        STYLE_ROWS * STYLE_DIM * 4,
+                        bytes.len()
+                    ),
                 });
             }
             let table = bytes
@@ -154,7 +163,12 @@ impl SpeechModel for Kokoro {
         let mut names: Vec<String> = std::fs::read_dir(self.store.model_dir(KOKORO_VOICES_MODEL))
             .map(|dir| {
                 dir.filter_map(|e| e.ok())
-                    .filter_map(|e| e.file_name().to_str()?.strip_suffix(".bin").map(str::to_owned))
+                    .filter_map(|e| {
+                        e.file_name()
+                            .to_str()?
+                            .strip_suffix(".bin")
+                            .map(str::to_owned)
+                    })
                     .collect()
             })
             .unwrap_or_default();

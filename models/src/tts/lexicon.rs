@@ -48,10 +48,11 @@ impl Lexicon {
             path: path.display().to_string(),
             source,
         })?;
-        self.add_json(&text).map_err(|message| LexiconError::Format {
-            path: path.display().to_string(),
-            message,
-        })
+        self.add_json(&text)
+            .map_err(|message| LexiconError::Format {
+                path: path.display().to_string(),
+                message,
+            })
     }
 
     fn add_json(&mut self, text: &str) -> Result<(), String> {

@@ -28,6 +28,10 @@ pub fn spawn_engine_for_voice(
             TtsEngine::spawn(config, g2p, move || Piper::joe(&store, threads))
         }
         EngineKind::Kokoro => {
+            // Refuse an unknown voice before loading 90 MB of weights.
+            store
+                .file(super::kokoro::KOKORO_VOICES_MODEL, &format!("{voice}.bin"))
+                .map_err(|_| TtsError::UnknownVoice(voice.to_owned()))?;
             let config = EngineConfig {
                 name: "tts-kokoro".into(),
                 ..EngineConfig::default()

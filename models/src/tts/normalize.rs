@@ -48,7 +48,19 @@ impl<'a> Token<'a> {
             .find(|&(_, c)| {
                 !matches!(
                     c,
-                    '.' | ',' | ';' | ':' | '!' | '?' | '"' | '\'' | ')' | ']' | '}' | '”' | '’' | '»'
+                    '.' | ','
+                        | ';'
+                        | ':'
+                        | '!'
+                        | '?'
+                        | '"'
+                        | '\''
+                        | ')'
+                        | ']'
+                        | '}'
+                        | '”'
+                        | '’'
+                        | '»'
                 )
             })
             .map(|(i, c)| i + c.len_utf8())
@@ -71,7 +83,11 @@ impl<'a> Token<'a> {
 
     /// Clause punctuation kept after the spoken words.
     fn trail_spoken(&self, drop_first_period: bool) -> String {
-        let trail = if drop_first_period { &self.trail[1..] } else { self.trail };
+        let trail = if drop_first_period {
+            &self.trail[1..]
+        } else {
+            self.trail
+        };
         trail
             .chars()
             .filter(|c| matches!(c, '.' | ',' | ';' | ':' | '!' | '?'))
@@ -245,8 +261,18 @@ fn abbreviation(abbr: &str) -> Option<&'static str> {
 }
 
 const MONTHS: [&str; 12] = [
-    "January", "February", "March", "April", "May", "June", "July", "August", "September",
-    "October", "November", "December",
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
 ];
 
 fn month_name(s: &str) -> Option<&'static str> {
@@ -281,7 +307,11 @@ fn email(s: &str) -> Option<String> {
     if local.is_empty() || !domain.contains('.') || domain.contains('@') {
         return None;
     }
-    Some(format!("{} at {}", address_part(local), address_part(domain)))
+    Some(format!(
+        "{} at {}",
+        address_part(local),
+        address_part(domain)
+    ))
 }
 
 const TLDS: [&str; 14] = [
@@ -298,7 +328,9 @@ fn url(s: &str) -> Option<String> {
         None => {
             let host = lower.split('/').next()?;
             let tld = host.rsplit('.').next()?;
-            if !host.contains('.') || !TLDS.contains(&tld) || !host.starts_with(char::is_alphanumeric)
+            if !host.contains('.')
+                || !TLDS.contains(&tld)
+                || !host.starts_with(char::is_alphanumeric)
             {
                 return None;
             }
@@ -376,7 +408,11 @@ fn currency(s: &str) -> Option<String> {
     let [one, many, cent, cents] = currency_unit(sym)?;
     let amount = &s[sym.len_utf8()..];
     let (int, frac) = amount.split_once('.').unwrap_or((amount, ""));
-    let whole = if int.is_empty() { 0 } else { parse_grouped(int)? };
+    let whole = if int.is_empty() {
+        0
+    } else {
+        parse_grouped(int)?
+    };
     let hundredths = match frac.len() {
         0 => 0,
         2 if frac.bytes().all(|b| b.is_ascii_digit()) => frac.parse::<u64>().ok()?,
@@ -392,7 +428,10 @@ fn currency(s: &str) -> Option<String> {
 
 fn currency_with_scale(s: &str, next: &str) -> Option<String> {
     let scale = next.to_ascii_lowercase();
-    if !matches!(scale.as_str(), "thousand" | "million" | "billion" | "trillion") {
+    if !matches!(
+        scale.as_str(),
+        "thousand" | "million" | "billion" | "trillion"
+    ) {
         return None;
     }
     let sym = s.chars().next()?;
@@ -435,7 +474,10 @@ fn time(s: &str, next: Option<&str>) -> Option<String> {
         Some(found) => found,
         None => (lower.as_str(), None),
     };
-    let meridiem = match (inline_meridiem, next.map(str::to_ascii_lowercase).as_deref()) {
+    let meridiem = match (
+        inline_meridiem,
+        next.map(str::to_ascii_lowercase).as_deref(),
+    ) {
         (Some(m), None) => Some(m),
         (None, Some("am" | "a.m" | "a.m.")) => Some("a m"),
         (None, Some("pm" | "p.m" | "p.m.")) => Some("p m"),
@@ -481,15 +523,27 @@ fn time(s: &str, next: Option<&str>) -> Option<String> {
 /// "2024-03-15" (ISO) or "3/15/2024" (US month first).
 fn date(s: &str) -> Option<String> {
     let numeric = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
-    let parts: Vec<&str> = if s.contains('-') { s.split('-') } else { s.split('/') }.collect();
+    let parts: Vec<&str> = if s.contains('-') {
+        s.split('-')
+    } else {
+        s.split('/')
+    }
+    .collect();
     if parts.len() != 3 || !parts.iter().all(|p| numeric(p)) {
         return None;
     }
-    let nums: Vec<u64> = parts.iter().map(|p| p.parse().ok()).collect::<Option<_>>()?;
+    let nums: Vec<u64> = parts
+        .iter()
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
     let (y, m, d) = if s.contains('-') && parts[0].len() == 4 {
         (nums[0], nums[1], nums[2])
     } else if s.contains('/') && (parts[2].len() == 4 || parts[2].len() == 2) {
-        let y = if parts[2].len() == 2 { 2000 + nums[2] } else { nums[2] };
+        let y = if parts[2].len() == 2 {
+            2000 + nums[2]
+        } else {
+            nums[2]
+        };
         (y, nums[0], nums[1])
     } else {
         return None;
@@ -497,7 +551,12 @@ fn date(s: &str) -> Option<String> {
     if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
         return None;
     }
-    Some(format!("{} {}, {}", MONTHS[(m - 1) as usize], ordinal(d), year(y)))
+    Some(format!(
+        "{} {}, {}",
+        MONTHS[(m - 1) as usize],
+        ordinal(d),
+        year(y)
+    ))
 }
 
 /// Digit groups read digit by digit with a pause between groups.
@@ -517,7 +576,10 @@ fn phone(s: &str) -> Option<String> {
     };
     let sep = if body.contains('-') { '-' } else { '.' };
     let groups: Vec<&str> = body.split(sep).collect();
-    if groups.iter().any(|g| g.is_empty() || !g.bytes().all(|b| b.is_ascii_digit())) {
+    if groups
+        .iter()
+        .any(|g| g.is_empty() || !g.bytes().all(|b| b.is_ascii_digit()))
+    {
         return None;
     }
     let lens: Vec<usize> = groups.iter().map(|g| g.len()).collect();
@@ -526,12 +588,19 @@ fn phone(s: &str) -> Option<String> {
         return None;
     }
     let spoken = digit_groups(&groups);
-    Some(if plus { format!("plus {spoken}") } else { spoken })
+    Some(if plus {
+        format!("plus {spoken}")
+    } else {
+        spoken
+    })
 }
 
 /// "(555) 123-4567".
 fn phone_two(a: &Token, b: &Token) -> Option<String> {
-    let area = a.core.strip_suffix(')').or(if a.lead == "(" { Some(a.core) } else { None })?;
+    let area = a
+        .core
+        .strip_suffix(')')
+        .or(if a.lead == "(" { Some(a.core) } else { None })?;
     let area = area.strip_prefix('(').unwrap_or(area);
     if area.len() != 3 || !area.bytes().all(|x| x.is_ascii_digit()) {
         return None;
@@ -576,7 +645,10 @@ fn symbol(s: &str) -> Option<&'static str> {
 
 /// Tokens mixing letters, digits and symbols ("COVID-19", "5km", "#1", "A&W"): each run spoken.
 fn mixed(s: &str) -> Option<String> {
-    if !s.chars().any(|c| c.is_ascii_digit() || matches!(c, '&' | '#' | '%' | '+' | '@')) {
+    if !s
+        .chars()
+        .any(|c| c.is_ascii_digit() || matches!(c, '&' | '#' | '%' | '+' | '@'))
+    {
         return None;
     }
     let mut words: Vec<String> = Vec::new();
@@ -655,7 +727,10 @@ mod tests {
     #[test]
     fn numbers() {
         assert_eq!(n("I have 3 cats."), "I have three cats.");
-        assert_eq!(n("It costs 1,250 points"), "It costs one thousand two hundred fifty points");
+        assert_eq!(
+            n("It costs 1,250 points"),
+            "It costs one thousand two hundred fifty points"
+        );
         assert_eq!(n("pi is 3.14"), "pi is three point one four");
         assert_eq!(n("it was -5 outside"), "it was minus five outside");
         assert_eq!(n("pages 10-20"), "pages ten to twenty");
@@ -663,7 +738,10 @@ mod tests {
 
     #[test]
     fn ordinals() {
-        assert_eq!(n("the 1st and 22nd and 103rd"), "the first and twenty-second and one hundred third");
+        assert_eq!(
+            n("the 1st and 22nd and 103rd"),
+            "the first and twenty-second and one hundred third"
+        );
     }
 
     #[test]
@@ -671,7 +749,10 @@ mod tests {
         assert_eq!(n("$12.50"), "twelve dollars and fifty cents");
         assert_eq!(n("It's $1."), "It's one dollar.");
         assert_eq!(n("only $0.99"), "only ninety-nine cents");
-        assert_eq!(n("£20 and €3.05"), "twenty pounds and three euros and five cents");
+        assert_eq!(
+            n("£20 and €3.05"),
+            "twenty pounds and three euros and five cents"
+        );
         assert_eq!(n("$5 million"), "five million dollars");
         assert_eq!(n("$2.5 billion,"), "two point five billion dollars,");
     }
@@ -684,9 +765,15 @@ mod tests {
 
     #[test]
     fn dates() {
-        assert_eq!(n("on 2024-03-15."), "on March fifteenth, twenty twenty-four.");
+        assert_eq!(
+            n("on 2024-03-15."),
+            "on March fifteenth, twenty twenty-four."
+        );
         assert_eq!(n("due 7/4/1999"), "due July fourth, nineteen ninety-nine");
-        assert_eq!(n("on March 5, 2024 we"), "on March fifth twenty twenty-four we");
+        assert_eq!(
+            n("on March 5, 2024 we"),
+            "on March fifth twenty twenty-four we"
+        );
         assert_eq!(n("by Jan 3rd"), "by January third");
     }
 
@@ -703,9 +790,18 @@ mod tests {
 
     #[test]
     fn phone_numbers() {
-        assert_eq!(n("call 555-123-4567"), "call five five five, one two three, four five six seven");
-        assert_eq!(n("call (555) 123-4567."), "call five five five, one two three, four five six seven.");
-        assert_eq!(n("+1-800-555-0199"), "plus one, eight zero zero, five five five, zero one nine nine");
+        assert_eq!(
+            n("call 555-123-4567"),
+            "call five five five, one two three, four five six seven"
+        );
+        assert_eq!(
+            n("call (555) 123-4567."),
+            "call five five five, one two three, four five six seven."
+        );
+        assert_eq!(
+            n("+1-800-555-0199"),
+            "plus one, eight zero zero, five five five, zero one nine nine"
+        );
     }
 
     #[test]
@@ -720,8 +816,14 @@ mod tests {
 
     #[test]
     fn emails_and_urls() {
-        assert_eq!(n("mail jane.doe@example.com."), "mail jane dot doe at example dot com.");
-        assert_eq!(n("see https://www.rust-lang.org/learn"), "see w w w dot rust dash lang dot org slash learn");
+        assert_eq!(
+            n("mail jane.doe@example.com."),
+            "mail jane dot doe at example dot com."
+        );
+        assert_eq!(
+            n("see https://www.rust-lang.org/learn"),
+            "see w w w dot rust dash lang dot org slash learn"
+        );
         assert_eq!(n("visit example.com today"), "visit example dot com today");
     }
 

@@ -1,8 +1,25 @@
 //! Numbers spelled as English words: cardinals, ordinals, years, digit strings.
 
 const ONES: [&str; 20] = [
-    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
-    "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen",
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
     "nineteen",
 ];
 const TENS: [&str; 10] = [
@@ -50,7 +67,7 @@ fn below_hundred(n: u64) -> String {
     debug_assert!(n < 100);
     if n < 20 {
         ONES[n as usize].to_owned()
-    } else if n % 10 == 0 {
+    } else if n.is_multiple_of(10) {
         TENS[(n / 10) as usize].to_owned()
     } else {
         format!("{}-{}", TENS[(n / 10) as usize], ONES[(n % 10) as usize])
@@ -84,7 +101,7 @@ pub fn year(n: u64) -> String {
         return cardinal(n);
     }
     let (hi, lo) = (n / 100, n % 100);
-    if n % 1000 < 10 && (2000..2010).contains(&n) || n % 1000 == 0 {
+    if (2000..2010).contains(&n) || n.is_multiple_of(1000) {
         return cardinal(n);
     }
     match lo {
@@ -157,7 +174,10 @@ mod tests {
         assert_eq!(cardinal(13), "thirteen");
         assert_eq!(cardinal(42), "forty-two");
         assert_eq!(cardinal(100), "one hundred");
-        assert_eq!(cardinal(1_234_567), "one million two hundred thirty-four thousand five hundred sixty-seven");
+        assert_eq!(
+            cardinal(1_234_567),
+            "one million two hundred thirty-four thousand five hundred sixty-seven"
+        );
     }
 
     #[test]

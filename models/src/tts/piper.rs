@@ -75,7 +75,11 @@ impl Piper {
             }
         }
         let symbols = SymbolIds::new(ids);
-        let special = |c: char| symbols.get(c).ok_or_else(|| bad(format!("no id for {c:?}")));
+        let special = |c: char| {
+            symbols
+                .get(c)
+                .ok_or_else(|| bad(format!("no id for {c:?}")))
+        };
         let (pad, bos, eos) = (special('_')?, special('^')?, special('$')?);
         let has_speaker_input = session.inputs().iter().any(|i| i.name() == "sid");
         let output = session

@@ -6,10 +6,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use antiphon_models::store::ModelStore;
 use antiphon_models::tts::lexicon::Lexicon;
 use antiphon_models::tts::load::spawn_engine_for_voice;
+use anyhow::Context;
 use clap::Args;
 
 #[derive(Args)]
