@@ -219,4 +219,6 @@ fn unknown_voice_is_a_typed_error() {
     let err = spawn_engine_for_voice(&store(), lexicon(), "no_such_voice", 1)
         .and_then(|e| e.open_stream("no_such_voice").map(|_| ()));
     assert!(matches!(err, Err(TtsError::UnknownVoice(_))), "{err:?}");
+    let escape = spawn_engine_for_voice(&store(), lexicon(), "../piper-joe/en_US-joe-medium", 1);
+    assert!(matches!(escape, Err(TtsError::UnknownVoice(_))), "a voice name is not a path");
 }

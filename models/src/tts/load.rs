@@ -28,7 +28,10 @@ pub fn spawn_engine_for_voice(
             TtsEngine::spawn(config, g2p, move || Piper::joe(&store, threads))
         }
         EngineKind::Kokoro => {
-            // Refuse an unknown voice before loading 90 MB of weights.
+            // Refuse an unknown voice before loading 90 MB of weights; a name is a file stem.
+            if voice.is_empty() || !voice.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(TtsError::UnknownVoice(voice.to_owned()));
+            }
             store
                 .file(super::kokoro::KOKORO_VOICES_MODEL, &format!("{voice}.bin"))
                 .map_err(|_| TtsError::UnknownVoice(voice.to_owned()))?;
