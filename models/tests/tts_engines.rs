@@ -220,5 +220,8 @@ fn unknown_voice_is_a_typed_error() {
         .and_then(|e| e.open_stream("no_such_voice").map(|_| ()));
     assert!(matches!(err, Err(TtsError::UnknownVoice(_))), "{err:?}");
     let escape = spawn_engine_for_voice(&store(), lexicon(), "../piper-joe/en_US-joe-medium", 1);
-    assert!(matches!(escape, Err(TtsError::UnknownVoice(_))), "a voice name is not a path");
+    assert!(
+        matches!(escape, Err(TtsError::UnknownVoice(_))),
+        "a voice name is not a path"
+    );
 }

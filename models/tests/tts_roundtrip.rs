@@ -42,7 +42,10 @@ const SENTENCES: [&str; 20] = [
 /// Words as a listener would write them: normalised, lower case, no punctuation, and runs of
 /// single letters joined ("p m" and "pm" compare equal).
 fn words(text: &str) -> Vec<String> {
-    let spoken = normalize(text).to_lowercase().replace('-', " ");
+    let spoken = normalize(text)
+        .to_lowercase()
+        .replace('-', " ")
+        .replace("per cent", "percent");
     let raw: Vec<String> = spoken
         .split_whitespace()
         .map(|w| {
@@ -294,9 +297,13 @@ fn round_trip(voice: &str) {
         let chunks = stream
             .collect_reply(Duration::from_secs(60))
             .expect("audio");
-        let audio: Vec<f32> = chunks
+        // A listener hears the reply after some silence, as the ASR would on a call.
+        let quiet = vec![0.0; engine.sample_rate() as usize / 4];
+        let audio: Vec<f32> = quiet
             .iter()
-            .flat_map(|c| c.samples.iter().copied())
+            .copied()
+            .chain(chunks.iter().flat_map(|c| c.samples.iter().copied()))
+            .chain(quiet.iter().copied())
             .collect();
         let heard = asr.transcribe(&to_16k(&audio, engine.sample_rate()));
         let (r, h) = (words(sentence), words(&heard));

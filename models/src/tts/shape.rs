@@ -3,11 +3,11 @@
 //! fades, and a pause chosen by the chunk's final punctuation is appended.
 
 /// Level below which a sample counts as silence, relative to the chunk's peak.
-const SILENCE_RELATIVE: f32 = 0.02;
+const SILENCE_RELATIVE: f32 = 0.01;
 /// Absolute floor for the silence level (quiet chunks).
 const SILENCE_FLOOR: f32 = 2e-3;
 /// Kept before the first loud sample, so soft onsets ("h", "f") survive.
-const KEEP_BEFORE_MS: u32 = 15;
+const KEEP_BEFORE_MS: u32 = 30;
 /// Kept after the last loud sample, so decays are not cut.
 const KEEP_AFTER_MS: u32 = 30;
 const FADE_IN_MS: u32 = 3;
@@ -68,8 +68,8 @@ mod tests {
         audio.extend((0..300).map(|i| (i as f32 * 0.3).sin() * 0.5));
         audio.extend(vec![0.0; 200]);
         let speech = shape_chunk(&mut audio, rate, 100);
-        // 15 ms kept before, 300 of speech (last loud sample may be a little earlier), 30 after.
-        assert!((330..=345).contains(&speech), "{speech}");
+        // 30 ms kept before, 300 of speech (last loud sample may be a little earlier), 30 after.
+        assert!((345..=360).contains(&speech), "{speech}");
         assert_eq!(audio.len(), speech + 100);
         assert!(audio[0].abs() < 1e-3 && audio[speech - 1].abs() < 0.1);
         assert!(audio[speech..].iter().all(|&x| x == 0.0));
