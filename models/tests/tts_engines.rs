@@ -225,3 +225,30 @@ fn unknown_voice_is_a_typed_error() {
         "a voice name is not a path"
     );
 }
+
+#[test]
+fn one_engine_serves_interleaved_streams() {
+    let engine = engine("joe");
+    let mut a = engine.open_stream("joe").expect("voice");
+    let mut b = engine.open_stream("joe").expect("voice");
+    a.push_text("First caller, your table is booked.")
+        .expect("queued");
+    b.push_text("Second caller, your taxi is on its way.")
+        .expect("queued");
+    a.finish().expect("queued");
+    b.finish().expect("queued");
+    let heard_b = b.collect_reply(WAIT).expect("audio");
+    let heard_a = a.collect_reply(WAIT).expect("audio");
+    let text = |c: &[TtsChunk]| {
+        c.iter()
+            .map(|x| x.text.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(text(&heard_a), "First caller, your table is booked.");
+    assert_eq!(text(&heard_b), "Second caller, your taxi is on its way.");
+    assert_eq!(
+        heard_b[0].start_sample, 0,
+        "each stream has its own timeline"
+    );
+}

@@ -14,6 +14,7 @@ pub mod load;
 pub mod normalize;
 pub mod numbers;
 pub mod piper;
+pub mod played;
 pub mod shape;
 pub mod symbols;
 
