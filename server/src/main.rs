@@ -17,6 +17,8 @@ struct Cli {
 enum Command {
     /// Fetch, verify and list model files.
     Models(commands::models::ModelsArgs),
+    /// Speak text into a WAV file (streaming TTS engine, Piper or Kokoro voice).
+    Say(commands::say::SayArgs),
 }
 
 fn main() -> ExitCode {
@@ -30,6 +32,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Models(args) => commands::models::run(args),
+        Command::Say(args) => commands::say::run(args),
     };
     match result {
         Ok(code) => code,
