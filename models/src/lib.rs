@@ -2,3 +2,6 @@
 
 pub mod onnx;
 pub mod store;
+pub mod asr;
+pub mod engine;
+pub mod vad;

@@ -17,6 +17,8 @@ struct Cli {
 enum Command {
     /// Fetch, verify and list model files.
     Models(commands::models::ModelsArgs),
+    /// Transcribe a WAV file with the streaming recogniser (VAD, endpointing, Moonshine).
+    Transcribe(commands::transcribe::TranscribeArgs),
 }
 
 fn main() -> ExitCode {
@@ -30,6 +32,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Models(args) => commands::models::run(args),
+        Command::Transcribe(args) => commands::transcribe::run(args),
     };
     match result {
         Ok(code) => code,
