@@ -13,5 +13,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for o in session.outputs() {
         println!("out {} {:?}", o.name(), o.dtype());
     }
+    let over = session.overridable_initializers();
+    println!("overridable initializers: {}", over.len());
+    for o in over.iter().take(5) {
+        println!("  {}", o.name());
+    }
     Ok(())
 }

@@ -24,11 +24,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::moonshine::{AsrError, DecodeRow, Moonshine};
-use super::stream::{SlotStream, StreamTiming};
+use super::stream::{Segment, SlotStream, StreamTiming};
 use super::{AsrEvent, FinalStats, StreamError, StreamingAsr};
 use crate::engine::{SlotId, SlotTable, spawn_engine_thread};
 use crate::store::ModelStore;
-use crate::vad::endpoint::{EndpointConfig, EndpointConfigError, Endpointer, ms_to_samples};
+use crate::vad::endpoint::{
+    EndpointConfig, EndpointConfigError, Endpointer, ms_to_samples, samples_to_ms,
+};
 use crate::vad::silero::{SileroState, SileroVad, VadError};
 
 /// Engine settings.
@@ -516,6 +518,27 @@ impl Worker {
     }
 
     fn run_finals(&mut self) -> Result<(), AsrEngineError> {
+        // Segments whose exact audio a partial already decoded need no model call.
+        for slot in 0..self.slots.len() {
+            loop {
+                let Some(active) = &mut self.slots[slot] else {
+                    break;
+                };
+                let reusable = active
+                    .stream
+                    .final_ready()
+                    .is_some_and(|seg| seg.decoded_already().is_some());
+                if !reusable {
+                    break;
+                }
+                let Some(seg) = active.stream.take_final() else {
+                    break;
+                };
+                let tokens = seg.decoded_already().unwrap_or_default().to_vec();
+                let text = self.asr.detokenize(&tokens)?;
+                self.send_final(slot, &seg, text, tokens.len(), 0, 0);
+            }
+        }
         let jobs: Vec<Job> = self
             .slots
             .iter()
@@ -541,15 +564,15 @@ impl Worker {
         let mut jobs = Vec::new();
         for k in 0..n {
             let slot = (self.next_partial + k) % n;
-            if let Some(seg) = self.slots[slot]
+            if let Some(job) = self.slots[slot]
                 .as_ref()
                 .and_then(|a| a.stream.partial_due())
             {
                 jobs.push(Job {
                     slot,
-                    segment: seg.id,
+                    segment: job.segment.id,
                     is_final: false,
-                    audio_len: seg.audio.len(),
+                    audio_len: job.len,
                 });
             }
         }
@@ -566,6 +589,43 @@ impl Worker {
             .collect();
         self.next_partial = (batch.last().map_or(0, |j| j.slot) + 1) % n;
         self.decode(batch)
+    }
+
+    fn send_final(
+        &mut self,
+        slot: usize,
+        seg: &Segment,
+        text: String,
+        reused_tokens: usize,
+        decoder_steps: usize,
+        batch_size: usize,
+    ) {
+        let stats = FinalStats {
+            latency: seg.stopped_at.map_or(Duration::ZERO, |t| t.elapsed()),
+            reused_tokens,
+            decoder_steps,
+            batch_size,
+        };
+        self.send(
+            slot,
+            AsrEvent::Final {
+                segment: seg.id,
+                text,
+                start_ms: samples_to_ms(seg.start),
+                end_ms: samples_to_ms(seg.end()),
+                stats,
+            },
+        );
+        let end_of_stream = self.slots[slot].as_mut().is_some_and(|a| {
+            let owed = a.stream.end_of_stream_owed && a.stream.final_ready().is_none();
+            if owed {
+                a.stream.end_of_stream_owed = false;
+            }
+            owed
+        });
+        if end_of_stream {
+            self.send(slot, AsrEvent::EndOfStream);
+        }
     }
 
     fn decode(&mut self, jobs: Vec<Job>) -> Result<(), AsrEngineError> {
@@ -588,8 +648,9 @@ impl Worker {
                     inputs.push((Vec::new(), Vec::new()));
                     finals.push(None);
                 }
-            } else if let Some(seg) = active.stream.partial_due() {
-                inputs.push((seg.audio.clone(), seg.stable.clone()));
+            } else if let Some(partial) = active.stream.partial_due() {
+                let seg = partial.segment;
+                inputs.push((seg.audio[..partial.len].to_vec(), seg.stable.clone()));
                 finals.push(None);
             } else {
                 inputs.push((Vec::new(), Vec::new()));
@@ -606,6 +667,16 @@ impl Worker {
             .collect();
         let (tokens, timing) = self.asr.transcribe(&rows)?;
         let batch_size = rows.len();
+        tracing::debug!(
+            batch_size,
+            finals = jobs.iter().filter(|j| j.is_final).count(),
+            samples = rows.iter().map(|r| r.audio.len()).max().unwrap_or(0),
+            forced = rows.iter().map(|r| r.forced.len()).min().unwrap_or(0),
+            encoder_ms = timing.encoder.as_millis() as u64,
+            decoder_ms = timing.decoder.as_millis() as u64,
+            steps = timing.decoder_steps,
+            "asr batch"
+        );
         self.shared.decode_batches.fetch_add(1, Ordering::Relaxed);
         self.shared
             .decoded_rows
@@ -615,32 +686,14 @@ impl Worker {
         {
             let text = self.asr.detokenize(&tokens)?;
             if let Some(seg) = seg {
-                let stats = FinalStats {
-                    latency: seg.stopped_at.map_or(Duration::ZERO, |t| t.elapsed()),
-                    reused_tokens: forced.len(),
-                    decoder_steps: timing.decoder_steps,
-                    batch_size,
-                };
-                self.send(
+                self.send_final(
                     job.slot,
-                    AsrEvent::Final {
-                        segment: seg.id,
-                        text,
-                        start_ms: crate::vad::endpoint::samples_to_ms(seg.start),
-                        end_ms: crate::vad::endpoint::samples_to_ms(seg.end()),
-                        stats,
-                    },
+                    &seg,
+                    text,
+                    forced.len(),
+                    timing.decoder_steps,
+                    batch_size,
                 );
-                let end_of_stream = self.slots[job.slot].as_mut().is_some_and(|a| {
-                    let owed = a.stream.end_of_stream_owed && a.stream.final_ready().is_none();
-                    if owed {
-                        a.stream.end_of_stream_owed = false;
-                    }
-                    owed
-                });
-                if end_of_stream {
-                    self.send(job.slot, AsrEvent::EndOfStream);
-                }
             } else if !audio.is_empty() {
                 let Some(active) = &mut self.slots[job.slot] else {
                     continue;
@@ -654,7 +707,7 @@ impl Worker {
                         },
                     );
                 } else {
-                    active.stream.partial_done_closed(job.segment, &tokens);
+                    active.stream.partial_done_closed(job.segment, audio.len(), &tokens);
                 }
             }
         }

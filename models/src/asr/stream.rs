@@ -39,6 +39,9 @@ pub(crate) struct Segment {
     previous: Vec<u32>,
     /// Audio length the last partial decoded.
     decoded_len: usize,
+    /// The last hypothesis with the audio length it was made from: a final over exactly that
+    /// audio is this hypothesis, with no decoding at all.
+    last_decode: Option<(usize, Vec<u32>)>,
     /// When the endpoint was decided (for the final's latency).
     pub stopped_at: Option<Instant>,
 }
@@ -47,6 +50,20 @@ impl Segment {
     pub fn end(&self) -> u64 {
         self.start + self.audio.len() as u64
     }
+
+    /// Tokens of a decode of exactly this segment's audio, if a partial already made one.
+    pub fn decoded_already(&self) -> Option<&[u32]> {
+        self.last_decode
+            .as_ref()
+            .filter(|(len, _)| *len == self.audio.len())
+            .map(|(_, tokens)| tokens.as_slice())
+    }
+}
+
+/// A partial decode to run: the first `len` samples of `segment`.
+pub(crate) struct PartialJob<'a> {
+    pub segment: &'a Segment,
+    pub len: usize,
 }
 
 pub(crate) struct SlotStream {
@@ -135,6 +152,7 @@ impl SlotStream {
                     stable: Vec::new(),
                     previous: Vec::new(),
                     decoded_len: 0,
+                    last_decode: None,
                     stopped_at: None,
                 });
                 self.next_id += 1;
@@ -168,6 +186,7 @@ impl SlotStream {
                         stable: Vec::new(),
                         previous: Vec::new(),
                         decoded_len: 0,
+                        last_decode: None,
                         stopped_at: None,
                     });
                     self.next_id += 1;
@@ -231,11 +250,36 @@ impl SlotStream {
         self.closed.pop_front()
     }
 
-    /// The open segment, if enough new audio arrived since its last partial.
-    pub fn partial_due(&self) -> Option<&Segment> {
-        self.open.as_ref().filter(|s| {
-            s.audio.len() >= s.decoded_len + self.timing.partial_interval
-        })
+    /// The partial decode the open segment needs now, if any: either enough new audio arrived
+    /// since the last one, or the speaker paused long enough that the audio a final would
+    /// cover (speech end + tail) is all here. The second is a speculative final: if the pause
+    /// turns into the endpoint, the final reuses it and costs nothing after the endpoint.
+    pub fn partial_due(&self) -> Option<PartialJob<'_>> {
+        let seg = self.open.as_ref()?;
+        let speech_end = self.endpointer.last_speech_end();
+        let final_len = (speech_end + self.timing.tail as u64).saturating_sub(seg.start) as usize;
+        let paused = self.endpointer.in_speech()
+            && self.clock >= speech_end + self.timing.tail as u64
+            && final_len <= seg.audio.len()
+            && final_len >= self.timing.partial_interval
+            && seg.last_decode.as_ref().is_none_or(|(len, _)| *len != final_len);
+        if paused {
+            return Some(PartialJob {
+                segment: seg,
+                len: final_len,
+            });
+        }
+        if self.clock > speech_end {
+            // In a pause: hold the engine free for the speculative final above.
+            return None;
+        }
+        let first_ready = seg.decoded_len > 0 || seg.audio.len() >= 2 * self.timing.partial_interval;
+        (first_ready && seg.audio.len() >= seg.decoded_len + self.timing.partial_interval).then_some(
+            PartialJob {
+                segment: seg,
+                len: seg.audio.len(),
+            },
+        )
     }
 
     /// Records a partial hypothesis made from the first `decoded_len` samples of segment `id`.
@@ -245,15 +289,17 @@ impl SlotStream {
             return false;
         };
         agree(seg, tokens);
-        seg.decoded_len = decoded_len;
+        seg.decoded_len = seg.decoded_len.max(decoded_len);
+        seg.last_decode = Some((decoded_len, tokens.to_vec()));
         true
     }
 
     /// Folds a partial hypothesis into a segment that has since closed (its final is still
     /// queued), so its final can reuse the agreement.
-    pub fn partial_done_closed(&mut self, id: u64, tokens: &[u32]) {
+    pub fn partial_done_closed(&mut self, id: u64, decoded_len: usize, tokens: &[u32]) {
         if let Some(seg) = self.closed.iter_mut().find(|s| s.id == id) {
             agree(seg, tokens);
+            seg.last_decode = Some((decoded_len, tokens.to_vec()));
         }
     }
 
@@ -333,9 +379,9 @@ mod tests {
     fn stable_prefix_is_the_agreement_of_two_hypotheses() {
         let mut s = stream();
         feed(&mut s, 30, 0.9, 0.5);
-        let id = s.partial_due().expect("open segment").id;
+        let id = s.partial_due().expect("open segment").segment.id;
         assert!(s.partial_done(id, 100, &[5, 6, 7]));
-        assert!(s.partial_due().is_some_and(|seg| seg.stable.is_empty()));
+        assert!(s.open.as_ref().is_some_and(|seg| seg.stable.is_empty()));
         assert!(s.partial_done(id, 200, &[5, 6, 8, 9]));
         let seg = s.open.as_ref().expect("open segment");
         assert_eq!(seg.stable, [5, 6]);
@@ -343,6 +389,25 @@ mod tests {
         assert!(s.partial_done(id, 300, &[5, 6, 1]));
         assert_eq!(s.open.as_ref().expect("open").stable, [5, 6]);
         assert!(!s.partial_done(id + 1, 300, &[1]));
+    }
+
+    #[test]
+    fn a_pause_asks_for_the_final_decode_early_and_the_final_reuses_it() {
+        let mut s = stream();
+        feed(&mut s, 30, 0.9, 0.5);
+        let job = s.partial_due().expect("partial due");
+        let (id, len) = (job.segment.id, job.len);
+        assert!(s.partial_done(id, len, &[4, 5]));
+        // 250 ms tail = 7.8 frames of pause: after 8 the final's audio is all here.
+        feed(&mut s, 8, 0.1, 0.0);
+        let job = s.partial_due().expect("speculative final due");
+        let final_len = 30 * FRAME_SAMPLES + 4000;
+        assert_eq!(job.len, final_len);
+        assert!(s.partial_done(id, final_len, &[4, 5, 6]));
+        assert!(s.partial_due().is_none());
+        feed(&mut s, 10, 0.1, 0.0);
+        let seg = s.take_final().expect("endpoint reached");
+        assert_eq!(seg.decoded_already(), Some(&[4u32, 5, 6][..]));
     }
 
     #[test]

@@ -107,6 +107,11 @@ impl Endpointer {
         self.in_speech
     }
 
+    /// End of the most recent frame judged to be speech.
+    pub fn last_speech_end(&self) -> u64 {
+        self.last_speech_end
+    }
+
     /// Feeds one frame: `probability` for the samples `start..start + len`.
     pub fn push(&mut self, probability: f32, start: u64, len: u64) -> Option<EndpointEvent> {
         let end = start + len;
