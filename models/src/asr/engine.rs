@@ -71,7 +71,7 @@ impl Default for AsrEngineConfig {
             events_capacity: 256,
             max_segment_ms: 20_000,
             tail_ms: 250,
-            max_padding_ms: 1_000,
+            max_padding_ms: 4_000,
         }
     }
 }

@@ -4,6 +4,7 @@
 pub mod engine;
 pub mod moonshine;
 mod stream;
+mod unpack;
 pub mod wer;
 
 pub use engine::{AsrEngine, AsrEngineConfig, AsrEngineError, AsrSession, EngineStats};
