@@ -12,7 +12,9 @@ use antiphon_models::store::ModelStore;
 const REPS: usize = 3;
 
 fn clips() -> Vec<(Vec<f32>, String)> {
-    let dir: PathBuf = ModelStore::from_env().expect("store").model_dir("librivox-clips");
+    let dir: PathBuf = ModelStore::from_env()
+        .expect("store")
+        .model_dir("librivox-clips");
     let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
         .expect("librivox-clips in the store")
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -39,13 +41,20 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 /// Decodes `groups` (indices into `clips`), returning wall time and WER.
-fn run(asr: &mut Moonshine, clips: &[(Vec<f32>, String)], groups: &[Vec<usize>]) -> (Duration, f64) {
+fn run(
+    asr: &mut Moonshine,
+    clips: &[(Vec<f32>, String)],
+    groups: &[Vec<usize>],
+) -> (Duration, f64) {
     let mut tally = WerTally::default();
     let started = Instant::now();
     for group in groups {
         let rows: Vec<DecodeRow<'_>> = group
             .iter()
-            .map(|&i| DecodeRow { audio: &clips[i].0, forced: &[] })
+            .map(|&i| DecodeRow {
+                audio: &clips[i].0,
+                forced: &[],
+            })
             .collect();
         let (tokens, _) = asr.transcribe(&rows).expect("decode");
         for (&i, t) in group.iter().zip(tokens) {
@@ -56,8 +65,12 @@ fn run(asr: &mut Moonshine, clips: &[(Vec<f32>, String)], groups: &[Vec<usize>])
 }
 
 fn main() {
-    let threads: usize = std::env::var("ASR_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(2);
-    let mut asr = Moonshine::load(&ModelStore::from_env().expect("store"), threads).expect("moonshine");
+    let threads: usize = std::env::var("ASR_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(2);
+    let mut asr =
+        Moonshine::load(&ModelStore::from_env().expect("store"), threads).expect("moonshine");
     let clips = clips();
     let audio_secs: f64 = clips.iter().map(|c| c.0.len() as f64 / 16_000.0).sum();
     let mut by_len: Vec<usize> = (0..clips.len()).collect();
@@ -76,7 +89,10 @@ fn main() {
         ("one padded batch", vec![by_len.clone()]),
     ];
     run(&mut asr, &clips, &modes[0].1); // warm-up
-    println!("{} clips, {audio_secs:.1} s of audio, {threads} threads", clips.len());
+    println!(
+        "{} clips, {audio_secs:.1} s of audio, {threads} threads",
+        clips.len()
+    );
     for (name, groups) in &modes {
         let mut times = Vec::new();
         let mut wer = 0.0;
@@ -99,7 +115,11 @@ fn main() {
     let i = by_len[by_len.len() / 2];
     for batch in [1usize, 2, 4, 8] {
         let groups = vec![vec![i; batch]];
-        let t = median((0..REPS).map(|_| run(&mut asr, &clips, &groups).0).collect());
+        let t = median(
+            (0..REPS)
+                .map(|_| run(&mut asr, &clips, &groups).0)
+                .collect(),
+        );
         println!(
             "batch {batch}: median {:>6.0} ms for {batch} x {:.1} s = {:.2} utterances/s",
             t.as_secs_f64() * 1000.0,

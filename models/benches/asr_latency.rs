@@ -12,19 +12,30 @@ const REPS: usize = 3;
 const FRAME: usize = 320;
 
 fn clip(name: &str) -> Vec<f32> {
-    let dir: PathBuf = ModelStore::from_env().expect("store").model_dir("librivox-clips");
+    let dir: PathBuf = ModelStore::from_env()
+        .expect("store")
+        .model_dir("librivox-clips");
     let path = std::fs::read_dir(&dir)
         .expect("librivox-clips in the store")
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.extension().is_some_and(|x| x == "wav") && p.to_string_lossy().contains(name))
         .expect("clip present");
     let mut r = hound::WavReader::open(path).expect("wav");
-    r.samples::<i16>().map(|s| f32::from(s.expect("sample")) / 32768.0).collect()
+    r.samples::<i16>()
+        .map(|s| f32::from(s.expect("sample")) / 32768.0)
+        .collect()
 }
 
 fn main() {
-    let threads: usize = std::env::var("ASR_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(2);
-    let config = AsrEngineConfig { slots: 1, threads, ..AsrEngineConfig::default() };
+    let threads: usize = std::env::var("ASR_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(2);
+    let config = AsrEngineConfig {
+        slots: 1,
+        threads,
+        ..AsrEngineConfig::default()
+    };
     let engine = AsrEngine::start(&ModelStore::from_env().expect("store"), config).expect("engine");
     println!("threads {threads}, silence_duration 500 ms, partial interval 400 ms");
     for name in ["0880", "0890", "0870"] {
@@ -85,7 +96,10 @@ fn main() {
         }
         latencies.sort();
         if let Some(m) = latencies.get(latencies.len() / 2) {
-            println!("{name} ({speech_secs:.1} s utterance): median final latency {:.0} ms", m.as_secs_f64() * 1000.0);
+            println!(
+                "{name} ({speech_secs:.1} s utterance): median final latency {:.0} ms",
+                m.as_secs_f64() * 1000.0
+            );
         }
     }
 }

@@ -21,7 +21,10 @@ fn engine(slots: usize) -> AsrEngine {
 
 /// Runs every clip in its own session at once (so finals are batched) and returns the WER.
 fn corpus_wer(engine: &AsrEngine, clips: &[Clip], audio: impl Fn(&Clip) -> Vec<f32>) -> f64 {
-    let mut sessions: Vec<_> = clips.iter().map(|_| engine.open().expect("free slot")).collect();
+    let mut sessions: Vec<_> = clips
+        .iter()
+        .map(|_| engine.open().expect("free slot"))
+        .collect();
     for (session, clip) in sessions.iter_mut().zip(clips) {
         for frame in audio(clip).chunks(320) {
             session.push_audio(frame).expect("push accepted");
@@ -98,7 +101,10 @@ fn partials_come_while_speaking_and_the_final_reuses_them() {
     eprintln!("{partials} partials over {speech_secs:.1} s: {events:#?}");
     // One partial per 400 ms of speech when the engine keeps up; on a loaded 2-core box a
     // partial decode of a long segment takes longer than that, so only ask for several.
-    assert!(partials >= 2, "{partials} partials for {speech_secs:.1} s of speech");
+    assert!(
+        partials >= 4,
+        "{partials} partials for {speech_secs:.1} s of speech"
+    );
     let finals: Vec<_> = events
         .iter()
         .filter_map(|(_, e)| match e {
@@ -108,7 +114,10 @@ fn partials_come_while_speaking_and_the_final_reuses_them() {
         .collect();
     assert_eq!(finals.len(), 1, "{events:?}");
     let (text, stats) = &finals[0];
-    assert!(stats.reused_tokens > 0, "final decoded from scratch: {stats:?}");
+    assert!(
+        stats.reused_tokens > 0,
+        "final decoded from scratch: {stats:?}"
+    );
     let wer = antiphon_models::asr::wer::wer(&clip.reference, text);
     assert!(wer <= 0.15, "WER {:.1}%: {text}", wer * 100.0);
 }

@@ -35,12 +35,24 @@ fn speech_is_likely_and_background_noise_is_not() {
         // The reader is talking through the middle half of every clip.
         let mid = &probs[probs.len() / 4..probs.len() * 3 / 4];
         let speech = mid.iter().filter(|&&p| p >= 0.5).count() as f32 / mid.len() as f32;
-        assert!(speech > 0.8, "{}: only {speech:.2} of speech frames >= 0.5", clip.name);
+        assert!(
+            speech > 0.8,
+            "{}: only {speech:.2} of speech frames >= 0.5",
+            clip.name
+        );
         let noise = probabilities(&mut vad, &background(&clip.audio, 16_000 * 2));
         let max = noise.iter().copied().fold(0.0f32, f32::max);
-        assert!(max < 0.3, "{}: background noise reached {max:.2}", clip.name);
+        assert!(
+            max < 0.3,
+            "{}: background noise reached {max:.2}",
+            clip.name
+        );
         let silence = probabilities(&mut vad, &vec![0.0; 16_000]);
-        assert!(silence.iter().all(|&p| p < 0.1), "{}: digital silence {silence:?}", clip.name);
+        assert!(
+            silence.iter().all(|&p| p < 0.1),
+            "{}: digital silence {silence:?}",
+            clip.name
+        );
     }
 }
 
@@ -61,8 +73,18 @@ fn batched_sessions_match_single_sessions() {
         let p = vad
             .step(&mut [(&mut sa, fa), (&mut sb, fb)])
             .expect("batched step");
-        assert!((p[0] - alone_a[i]).abs() < 1e-4, "frame {i}: {} vs {}", p[0], alone_a[i]);
-        assert!((p[1] - alone_b[i]).abs() < 1e-4, "frame {i}: {} vs {}", p[1], alone_b[i]);
+        assert!(
+            (p[0] - alone_a[i]).abs() < 1e-4,
+            "frame {i}: {} vs {}",
+            p[0],
+            alone_a[i]
+        );
+        assert!(
+            (p[1] - alone_b[i]).abs() < 1e-4,
+            "frame {i}: {} vs {}",
+            p[1],
+            alone_b[i]
+        );
     }
 }
 
@@ -87,23 +109,32 @@ fn endpointer_finds_each_utterance_in_real_audio() {
     let events: Vec<EndpointEvent> = probs
         .iter()
         .enumerate()
-        .filter_map(|(i, &p)| {
-            ep.push(p, (i * FRAME_SAMPLES) as u64, FRAME_SAMPLES as u64)
-        })
+        .filter_map(|(i, &p)| ep.push(p, (i * FRAME_SAMPLES) as u64, FRAME_SAMPLES as u64))
         .collect();
     assert_eq!(events.len(), 4, "{events:?}");
     let near = |got: u64, want: usize, slack_ms: u64| {
         let (g, w) = (samples_to_ms(got), samples_to_ms(want as u64));
-        assert!(g.abs_diff(w) <= slack_ms, "at {g} ms, expected about {w} ms");
+        assert!(
+            g.abs_diff(w) <= slack_ms,
+            "at {g} ms, expected about {w} ms"
+        );
     };
     for (pair, (start, end)) in events
         .chunks(2)
         .zip([(first_start, first_end), (second_start, second_end)])
     {
-        let EndpointEvent::SpeechStarted { speech_start, audio_start } = pair[0] else {
+        let EndpointEvent::SpeechStarted {
+            speech_start,
+            audio_start,
+        } = pair[0]
+        else {
             panic!("expected a start: {pair:?}");
         };
-        let EndpointEvent::SpeechStopped { speech_end, audio_end } = pair[1] else {
+        let EndpointEvent::SpeechStopped {
+            speech_end,
+            audio_end,
+        } = pair[1]
+        else {
             panic!("expected a stop: {pair:?}");
         };
         // Each clip opens with ~200 ms of room noise and ends with ~100-300 ms of it.

@@ -71,7 +71,7 @@ impl Default for AsrEngineConfig {
             events_capacity: 256,
             max_segment_ms: 20_000,
             tail_ms: 250,
-            max_padding_ms: 4_000,
+            max_padding_ms: 500,
         }
     }
 }
@@ -520,10 +520,7 @@ impl Worker {
     fn run_finals(&mut self) -> Result<(), AsrEngineError> {
         // Segments whose exact audio a partial already decoded need no model call.
         for slot in 0..self.slots.len() {
-            loop {
-                let Some(active) = &mut self.slots[slot] else {
-                    break;
-                };
+            while let Some(active) = &mut self.slots[slot] {
                 let reusable = active
                     .stream
                     .final_ready()
@@ -637,10 +634,7 @@ impl Worker {
                 continue;
             };
             if job.is_final {
-                let seg = active
-                    .stream
-                    .take_final()
-                    .filter(|s| s.id == job.segment);
+                let seg = active.stream.take_final().filter(|s| s.id == job.segment);
                 if let Some(seg) = seg {
                     inputs.push((Vec::new(), seg.stable.clone()));
                     finals.push(Some(seg));
@@ -661,7 +655,9 @@ impl Worker {
             .iter()
             .zip(&finals)
             .map(|((audio, forced), seg)| DecodeRow {
-                audio: seg.as_ref().map_or(audio.as_slice(), |s| s.audio.as_slice()),
+                audio: seg
+                    .as_ref()
+                    .map_or(audio.as_slice(), |s| s.audio.as_slice()),
                 forced,
             })
             .collect();
@@ -698,7 +694,10 @@ impl Worker {
                 let Some(active) = &mut self.slots[job.slot] else {
                     continue;
                 };
-                if active.stream.partial_done(job.segment, audio.len(), &tokens) {
+                if active
+                    .stream
+                    .partial_done(job.segment, audio.len(), &tokens)
+                {
                     self.send(
                         job.slot,
                         AsrEvent::Partial {
@@ -707,7 +706,9 @@ impl Worker {
                         },
                     );
                 } else {
-                    active.stream.partial_done_closed(job.segment, audio.len(), &tokens);
+                    active
+                        .stream
+                        .partial_done_closed(job.segment, audio.len(), &tokens);
                 }
             }
         }

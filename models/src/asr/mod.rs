@@ -17,10 +17,16 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq)]
 pub enum AsrEvent {
     /// The VAD heard speech start. `audio_start_ms` includes the prefix padding.
-    SpeechStarted { audio_start_ms: u64, speech_start_ms: u64 },
+    SpeechStarted {
+        audio_start_ms: u64,
+        speech_start_ms: u64,
+    },
     /// The endpointer ended the turn: `audio_end_ms` is the decision point (speech end plus the
     /// silence duration), `speech_end_ms` the end of the last voiced frame.
-    SpeechStopped { audio_end_ms: u64, speech_end_ms: u64 },
+    SpeechStopped {
+        audio_end_ms: u64,
+        speech_end_ms: u64,
+    },
     /// Best guess so far for the segment being spoken.
     Partial { segment: u64, text: String },
     /// The segment's transcript. `start_ms..end_ms` is the audio it covers.

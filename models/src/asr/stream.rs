@@ -199,7 +199,8 @@ impl SlotStream {
     fn close(&mut self, speech_end: u64, now: Instant) {
         if let Some(mut seg) = self.open.take() {
             let keep_until = (speech_end + self.timing.tail as u64).min(seg.end());
-            seg.audio.truncate(keep_until.saturating_sub(seg.start) as usize);
+            seg.audio
+                .truncate(keep_until.saturating_sub(seg.start) as usize);
             seg.stopped_at = Some(now);
             self.closed.push_back(seg);
         }
@@ -262,7 +263,10 @@ impl SlotStream {
             && self.clock >= speech_end + self.timing.tail as u64
             && final_len <= seg.audio.len()
             && final_len >= self.timing.partial_interval
-            && seg.last_decode.as_ref().is_none_or(|(len, _)| *len != final_len);
+            && seg
+                .last_decode
+                .as_ref()
+                .is_none_or(|(len, _)| *len != final_len);
         if paused {
             return Some(PartialJob {
                 segment: seg,
@@ -273,13 +277,13 @@ impl SlotStream {
             // In a pause: hold the engine free for the speculative final above.
             return None;
         }
-        let first_ready = seg.decoded_len > 0 || seg.audio.len() >= 2 * self.timing.partial_interval;
-        (first_ready && seg.audio.len() >= seg.decoded_len + self.timing.partial_interval).then_some(
-            PartialJob {
+        let first_ready =
+            seg.decoded_len > 0 || seg.audio.len() >= 2 * self.timing.partial_interval;
+        (first_ready && seg.audio.len() >= seg.decoded_len + self.timing.partial_interval)
+            .then_some(PartialJob {
                 segment: seg,
                 len: seg.audio.len(),
-            },
-        )
+            })
     }
 
     /// Records a partial hypothesis made from the first `decoded_len` samples of segment `id`.
@@ -366,7 +370,13 @@ mod tests {
         );
         assert!(s.partial_due().is_some());
         let stopped = feed(&mut s, 20, 0.0, 0.0);
-        assert!(matches!(stopped[0], AsrEvent::SpeechStopped { speech_end_ms: 2240, .. }));
+        assert!(matches!(
+            stopped[0],
+            AsrEvent::SpeechStopped {
+                speech_end_ms: 2240,
+                ..
+            }
+        ));
         let seg = s.take_final().expect("closed segment");
         assert_eq!(seg.start, 20 * FRAME_SAMPLES as u64 - 4800);
         assert_eq!(seg.audio.len(), 50 * FRAME_SAMPLES + 4800 + 4000);

@@ -58,7 +58,9 @@ enum Kind {
 fn read_varint(buf: &[u8], pos: &mut usize) -> Result<u64, UnpackError> {
     let mut value = 0u64;
     for shift in (0..64).step_by(7) {
-        let byte = *buf.get(*pos).ok_or(UnpackError::Protobuf("truncated varint"))?;
+        let byte = *buf
+            .get(*pos)
+            .ok_or(UnpackError::Protobuf("truncated varint"))?;
         *pos += 1;
         value |= u64::from(byte & 0x7f) << shift;
         if byte & 0x80 == 0 {

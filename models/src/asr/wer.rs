@@ -46,8 +46,25 @@ pub fn normalize(text: &str) -> Vec<String> {
 }
 
 const ONES: [&str; 20] = [
-    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
-    "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen",
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
     "nineteen",
 ];
 const TENS: [&str; 10] = [
@@ -165,9 +182,10 @@ mod tests {
                 "one", "thousand", "nine", "hundred", "eighty", "four", "and", "seven", "thousand"
             ]
         );
-        assert_eq!(normalize("21 100 1001"), [
-            "twenty", "one", "one", "hundred", "one", "thousand", "one"
-        ]);
+        assert_eq!(
+            normalize("21 100 1001"),
+            ["twenty", "one", "one", "hundred", "one", "thousand", "one"]
+        );
     }
 
     #[test]

@@ -75,7 +75,9 @@ pub fn spawn_engine_thread<F>(name: &str, body: F) -> std::io::Result<JoinHandle
 where
     F: FnOnce() + Send + 'static,
 {
-    std::thread::Builder::new().name(name.to_owned()).spawn(body)
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(body)
 }
 
 #[cfg(test)]

@@ -75,7 +75,9 @@ impl SileroVad {
     /// Loads the model from the store with `threads` intra-op threads.
     pub fn load(store: &ModelStore, threads: usize) -> Result<Self, VadError> {
         let env = onnx::environment(store)?;
-        let path = store.file(SILERO_MODEL, SILERO_FILE).map_err(OnnxError::from)?;
+        let path = store
+            .file(SILERO_MODEL, SILERO_FILE)
+            .map_err(OnnxError::from)?;
         Self::load_file(&env, &path, threads)
     }
 

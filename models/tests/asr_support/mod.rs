@@ -21,7 +21,9 @@ pub fn read_wav_16k(path: &Path) -> Vec<f32> {
     match spec.sample_format {
         hound::SampleFormat::Int => reader
             .samples::<i32>()
-            .map(|s| s.expect("readable sample") as f32 / (1u32 << (spec.bits_per_sample - 1)) as f32)
+            .map(|s| {
+                s.expect("readable sample") as f32 / (1u32 << (spec.bits_per_sample - 1)) as f32
+            })
             .collect(),
         hound::SampleFormat::Float => reader
             .samples::<f32>()
@@ -62,7 +64,10 @@ pub fn librivox_clips() -> Vec<Clip> {
     paths
         .into_iter()
         .map(|p| Clip {
-            name: p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+            name: p
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             audio: read_wav_16k(&p),
             reference: std::fs::read_to_string(p.with_extension("txt"))
                 .expect("readable transcript")
@@ -192,6 +197,9 @@ fn mulaw_round_trip_is_close() {
     for s in [-32000i16, -1000, -1, 0, 1, 100, 5000, 32000] {
         let back = mulaw_decode(mulaw_encode(s));
         let tolerance = (i32::from(s).abs() / 16).max(8);
-        assert!((i32::from(back) - i32::from(s)).abs() <= tolerance, "{s} -> {back}");
+        assert!(
+            (i32::from(back) - i32::from(s)).abs() <= tolerance,
+            "{s} -> {back}"
+        );
     }
 }

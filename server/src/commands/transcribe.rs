@@ -166,8 +166,7 @@ impl<W: Write> Printer<W> {
             let value = json!({"type": "summary", "rtf": rtf, "final_latency_ms": self.latencies});
             writeln!(self.out, "{value}")
         } else {
-            let latencies: Vec<String> =
-                self.latencies.iter().map(|l| format!("{l:.0}")).collect();
+            let latencies: Vec<String> = self.latencies.iter().map(|l| format!("{l:.0}")).collect();
             writeln!(
                 self.out,
                 "real-time factor {rtf:.3}; final latency ms [{}]",
@@ -236,4 +235,49 @@ fn resample_to_16k(samples: &[f32], rate: u32) -> anyhow::Result<Vec<f32>> {
         .process_all(&input, samples.len(), None)
         .context("resampling")?;
     Ok(output.take_data())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_wav_input_is_a_clear_error() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("notes.wav");
+        std::fs::write(&path, b"not a wav file at all").expect("write");
+        let err = read_wav_mono(&path).err().expect("must fail");
+        assert!(err.to_string().contains("not a readable WAV file"), "{err}");
+        let missing = dir.path().join("missing.wav");
+        assert!(read_wav_mono(&missing).is_err());
+    }
+
+    #[test]
+    fn stereo_is_mixed_and_8k_is_resampled_keeping_pitch() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("tone.wav");
+        let spec = hound::WavSpec {
+            channels: 2,
+            sample_rate: 8_000,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut w = hound::WavWriter::create(&path, spec).expect("create");
+        for n in 0..8_000 {
+            let s = (2.0 * std::f32::consts::PI * 500.0 * n as f32 / 8_000.0).sin();
+            w.write_sample((s * 16_000.0) as i16).expect("left");
+            w.write_sample((s * 16_000.0) as i16).expect("right");
+        }
+        w.finalize().expect("finalize");
+        let audio = read_wav_mono(&path).expect("readable");
+        assert_eq!((audio.rate, audio.samples.len()), (8_000, 8_000));
+        let up = resample_to_16k(&audio.samples, audio.rate).expect("resampled");
+        assert!(up.len().abs_diff(16_000) < 200, "{} samples", up.len());
+        // 500 Hz for one second: about 1000 zero crossings at any rate.
+        let crossings = up
+            .windows(2)
+            .filter(|w| (w[0] < 0.0) != (w[1] < 0.0))
+            .count();
+        assert!(crossings.abs_diff(1000) < 30, "{crossings} crossings");
+    }
 }
