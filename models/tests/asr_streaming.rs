@@ -131,6 +131,10 @@ fn sessions_are_refused_when_slots_are_full_and_freed_on_drop() {
     drop(a);
     let mut c = engine.open().expect("slot freed by drop");
     assert_ne!(c.slot(), b.slot());
+    assert_eq!(
+        c.push_audio(&[0.0, f32::NAN]),
+        Err(antiphon_models::asr::StreamError::BadAudio)
+    );
     // The reused slot starts clean: silence alone gives no speech events.
     let events = transcribe_stream(&mut c, &vec![0.0; 16_000]);
     assert!(events.is_empty(), "{events:?}");

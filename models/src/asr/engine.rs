@@ -265,6 +265,9 @@ impl AsrSession {
 
 impl StreamingAsr for AsrSession {
     fn push_audio(&mut self, samples: &[f32]) -> Result<(), StreamError> {
+        if samples.iter().any(|s| !s.is_finite()) {
+            return Err(StreamError::BadAudio);
+        }
         {
             let mut inbox = self.inbox()?;
             inbox.audio.extend(samples.iter().copied());

@@ -60,7 +60,7 @@ pub struct FinalStats {
 pub enum StreamError {
     #[error("the recogniser has stopped: {0}")]
     Stopped(String),
-    #[error("expected 16 kHz mono audio")]
+    #[error("audio samples must be finite numbers (16 kHz mono, -1..1)")]
     BadAudio,
 }
 
