@@ -3,3 +3,6 @@
 pub mod onnx;
 pub mod store;
 pub mod tts;
+pub mod asr;
+pub mod engine;
+pub mod vad;

@@ -19,6 +19,8 @@ enum Command {
     Models(commands::models::ModelsArgs),
     /// Speak text into a WAV file (streaming TTS engine, Piper or Kokoro voice).
     Say(commands::say::SayArgs),
+    /// Transcribe a WAV file with the streaming recogniser (VAD, endpointing, Moonshine).
+    Transcribe(commands::transcribe::TranscribeArgs),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +35,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Models(args) => commands::models::run(args),
         Command::Say(args) => commands::say::run(args),
+        Command::Transcribe(args) => commands::transcribe::run(args),
     };
     match result {
         Ok(code) => code,
