@@ -68,6 +68,42 @@ impl Law {
     }
 }
 
+/// Concealment for G.711, which has none of its own: the first lost frame replays the last
+/// good frame fading to silence (no click, keeps a vowel going through a single loss); further
+/// consecutive losses are silence (repeating longer sounds robotic).
+#[derive(Debug, Clone, Default)]
+pub struct Concealer {
+    last_good: Vec<f32>,
+    consecutive_lost: u32,
+}
+
+impl Concealer {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Remembers a frame that was received and decoded.
+    pub fn good_frame(&mut self, samples: &[f32]) {
+        self.last_good.clear();
+        self.last_good.extend_from_slice(samples);
+        self.consecutive_lost = 0;
+    }
+
+    /// Appends `len` samples standing in for a lost frame.
+    pub fn conceal(&mut self, len: usize, out: &mut Vec<f32>) {
+        self.consecutive_lost += 1;
+        if self.consecutive_lost == 1 && !self.last_good.is_empty() {
+            let n = self.last_good.len();
+            out.extend((0..len).map(|i| {
+                let gain = 1.0 - i as f32 / len as f32;
+                self.last_good[i % n] * gain
+            }));
+        } else {
+            out.resize(out.len() + len, 0.0);
+        }
+    }
+}
+
 /// Same scaling and saturation as `antiphon_kernels::pcm::f32_to_i16`, one sample at a time.
 fn f32_to_i16(s: f32) -> i16 {
     let scaled = (s * 32768.0).round();
@@ -307,6 +343,23 @@ mod tests {
             assert_eq!(i32::from(alaw_decode(code)), expected, "A code {code:#04x}");
             assert_eq!(ALAW_TO_LINEAR[usize::from(code)], alaw_decode(code));
         }
+    }
+
+    #[test]
+    fn concealment_repeats_once_with_a_fade_then_goes_silent() {
+        let mut c = Concealer::new();
+        let mut out = Vec::new();
+        c.conceal(4, &mut out);
+        assert_eq!(out, vec![0.0; 4], "nothing to repeat yet");
+        c.good_frame(&[0.8, -0.8, 0.8, -0.8]);
+        out.clear();
+        c.conceal(4, &mut out);
+        for (got, want) in out.iter().zip([0.8, -0.6, 0.4, -0.2]) {
+            assert!((got - want).abs() < 1e-6, "{out:?}");
+        }
+        out.clear();
+        c.conceal(4, &mut out);
+        assert_eq!(out, vec![0.0; 4]);
     }
 
     #[test]

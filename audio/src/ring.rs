@@ -67,6 +67,18 @@ impl Shared {
     fn slot(&self, position: u64) -> usize {
         (position % self.capacity()) as usize
     }
+
+    /// The slot ranges holding `len <= capacity` positions from `position`: up to the end of
+    /// the array, then from its start (one division per call, not per sample).
+    fn ranges(
+        &self,
+        position: u64,
+        len: usize,
+    ) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
+        let start = self.slot(position);
+        let first = len.min(self.samples.len() - start);
+        (start..start + first, 0..len - first)
+    }
 }
 
 /// Why a ring could not be made.
@@ -156,10 +168,15 @@ impl RingProducer {
             .unwrap_or(Duration::ZERO)
             .as_nanos()
             .min(u128::from(u64::MAX)) as u64;
-        for (i, &v) in src.iter().enumerate() {
-            let slot = s.slot(write_from + i as u64);
-            s.samples[slot].store(v.to_bits(), Ordering::Relaxed);
-            s.arrivals[slot].store(stamp, Ordering::Relaxed);
+        let (a, b) = s.ranges(write_from, src.len());
+        let (src_a, src_b) = src.split_at(a.len());
+        for (range, values) in [(a, src_a), (b, src_b)] {
+            for (slot, &v) in s.samples[range.clone()].iter().zip(values) {
+                slot.store(v.to_bits(), Ordering::Relaxed);
+            }
+            for slot in &s.arrivals[range] {
+                slot.store(stamp, Ordering::Relaxed);
+            }
         }
         self.tail = new_tail;
         s.tail.0.store(self.tail, Ordering::Release);
@@ -225,11 +242,17 @@ impl RingConsumer {
                 return None;
             }
             let k = available.min(out.len() as u64) as usize;
-            for (i, o) in out[..k].iter_mut().enumerate() {
-                *o = f32::from_bits(s.samples[s.slot(h + i as u64)].load(Ordering::Relaxed));
+            let (a, b) = s.ranges(h, k);
+            let (out_a, out_b) = out[..k].split_at_mut(a.len());
+            for (range, dst) in [(a, out_a), (b, out_b)] {
+                for (o, slot) in dst.iter_mut().zip(&s.samples[range]) {
+                    *o = f32::from_bits(slot.load(Ordering::Relaxed));
+                }
             }
             let first = s.arrivals[s.slot(h)].load(Ordering::Relaxed);
             let last = s.arrivals[s.slot(h + k as u64 - 1)].load(Ordering::Relaxed);
+            #[cfg(test)]
+            tests::race_window();
             if s.head
                 .0
                 .compare_exchange(h, h + k as u64, Ordering::AcqRel, Ordering::Acquire)
@@ -243,6 +266,8 @@ impl RingConsumer {
                 });
             }
             // The producer dropped some of what we read: those values may be stale. Retry.
+            #[cfg(test)]
+            tests::READ_RETRIES.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -283,6 +308,23 @@ impl RingConsumer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::Cell;
+
+    /// Consumer reads that were invalidated by the producer and retried (stress test only).
+    pub(super) static READ_RETRIES: AtomicU64 = AtomicU64::new(0);
+
+    thread_local! {
+        static WIDEN_RACE: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Called by `pop` between reading the slots and claiming them. On a thread that asked
+    /// for it, gives up the CPU there so the producer gets to overwrite what was just read:
+    /// on a busy two-core machine the race would otherwise almost never be exercised.
+    pub(super) fn race_window() {
+        if WIDEN_RACE.with(Cell::get) {
+            std::thread::yield_now();
+        }
+    }
 
     #[test]
     fn fifo_until_full_then_oldest_are_dropped_and_counted() {
@@ -318,31 +360,55 @@ mod tests {
     /// A producer thread pushes a numbered stream in bursts much faster than the consumer
     /// reads; every sample the consumer sees must be the one at its stream position (no
     /// duplicate, no reorder, no torn value), and the drop counter must equal exactly the
-    /// samples that were never delivered.
+    /// samples that were never delivered. The run lasts until the consumer has had many reads
+    /// invalidated by the producer, so the race this design exists for is really exercised.
     #[test]
     fn two_thread_stress_no_duplicates_no_reordering_exact_drops() {
-        const TOTAL: u64 = 2_000_000; // below 2^24, so every position is exact as an f32
+        use std::sync::atomic::AtomicBool;
+        const CAP: u64 = 16_000_000; // below 2^24, so every position is exact as an f32
+        const WANTED_RETRIES: u64 = 200;
         let origin = Instant::now();
-        let (mut tx, mut rx) = channel(1024, origin).expect("ring");
+        let (mut tx, mut rx) = channel(1000, origin).expect("ring");
+        let stop = Arc::new(AtomicBool::new(false));
+        let producer_stop = stop.clone();
         let producer = std::thread::spawn(move || {
             let mut next = 0u64;
             let mut burst = 1usize;
-            while next < TOTAL {
-                let n = (burst as u64).min(TOTAL - next) as usize;
-                let chunk: Vec<f32> = (next..next + n as u64).map(|v| v as f32).collect();
+            let mut pushes = 0u64;
+            let mut chunk = Vec::with_capacity(1200);
+            while next < CAP && !producer_stop.load(Ordering::Relaxed) {
+                let n = (burst as u64).min(CAP - next);
+                chunk.clear();
+                chunk.extend((next..next + n).map(|v| v as f32));
                 // Arrival stamps encode the push's first position, to check they travel.
                 tx.push(&chunk, origin + Duration::from_nanos(next));
-                next += n as u64;
-                burst = burst % 700 + 37;
+                next += n;
+                // Mostly small pushes (1..=97 samples) so the producer keeps overwriting while
+                // the consumer reads; every 64th push is larger than the whole ring.
+                pushes += 1;
+                burst = if pushes % 64 == 0 {
+                    1200
+                } else {
+                    (burst * 7 + 3) % 97 + 1
+                };
+                if pushes % 8 == 0 {
+                    // Let the consumer in on a loaded machine.
+                    std::thread::yield_now();
+                }
             }
-            tx.dropped()
+            (tx.pushed(), tx.dropped())
         });
         let mut delivered = 0u64;
         let mut gaps = 0u64;
         let mut expected_next = 0u64;
-        let mut out = vec![0.0f32; 300];
+        // Reading the whole ring at once keeps each read long, so the producer races it.
+        let mut out = vec![0.0f32; 1000];
+        WIDEN_RACE.with(|w| w.set(true));
         let mut last_arrival = origin;
         loop {
+            if READ_RETRIES.load(Ordering::Relaxed) >= WANTED_RETRIES {
+                stop.store(true, Ordering::Relaxed);
+            }
             match rx.pop(&mut out) {
                 Some(p) => {
                     assert!(p.start >= expected_next, "went backwards at {}", p.start);
@@ -367,14 +433,16 @@ mod tests {
                 None => std::thread::yield_now(),
             }
         }
-        let dropped = producer.join().expect("producer thread");
-        gaps += TOTAL - expected_next;
-        assert_eq!(delivered + dropped, TOTAL);
+        let (total, dropped) = producer.join().expect("producer thread");
+        gaps += total - expected_next;
+        assert_eq!(delivered + dropped, total);
         assert_eq!(gaps, dropped);
         assert_eq!(rx.dropped(), dropped);
+        let retries = READ_RETRIES.load(Ordering::Relaxed);
         assert!(
-            dropped > 0 && delivered > 0,
-            "the test should exercise both paths"
+            dropped > 0 && delivered > 0 && retries >= WANTED_RETRIES,
+            "the test should exercise every path: dropped {dropped}, delivered {delivered}, \
+             invalidated reads {retries}"
         );
     }
 }
