@@ -386,12 +386,12 @@ mod tests {
                 // Mostly small pushes (1..=97 samples) so the producer keeps overwriting while
                 // the consumer reads; every 64th push is larger than the whole ring.
                 pushes += 1;
-                burst = if pushes % 64 == 0 {
+                burst = if pushes.is_multiple_of(64) {
                     1200
                 } else {
                     (burst * 7 + 3) % 97 + 1
                 };
-                if pushes % 8 == 0 {
+                if pushes.is_multiple_of(8) {
                     // Let the consumer in on a loaded machine.
                     std::thread::yield_now();
                 }
