@@ -265,7 +265,7 @@ mod tests {
         assert_eq!(plc.len(), FRAME_SAMPLES);
         let plc_rms = rms(&plc);
         assert!(
-            plc_rms > 0.1 * voiced_rms,
+            plc_rms > 0.3 * voiced_rms,
             "PLC rms {plc_rms} vs voiced {voiced_rms}"
         );
         // The stream carries on after the gap.
@@ -318,7 +318,9 @@ mod tests {
         };
         let fec_corr = correlation(&rebuild(true), clean_frame);
         let plc_corr = correlation(&rebuild(false), clean_frame);
-        assert!(fec_corr > 0.8, "FEC correlation {fec_corr}");
+        // Measured 2026-11-25: FEC 0.987, PLC 0.902 (with expected loss 0 there is no FEC data
+        // and this fails: FEC falls back to PLC).
+        assert!(fec_corr > 0.95, "FEC correlation {fec_corr}");
         assert!(
             fec_corr > plc_corr,
             "FEC {fec_corr} should beat PLC {plc_corr}"
