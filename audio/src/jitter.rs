@@ -14,7 +14,7 @@
 //! * **Loss**: when the next sequence number is absent but a later packet is buffered, the gap
 //!   is certain; at the missing packet's own deadline (its timestamp interpolated between its
 //!   neighbours) `pop` yields [`JitterOutput::Missing`] so the caller conceals it (Opus FEC from
-//!   the next packet, which `peek_next_payload` exposes, or Opus PLC; G.711 repeat or
+//!   the next packet, which `peek_next_payload` then exposes, or Opus PLC; G.711 repeat or
 //!   silence). While no later packet has arrived nothing is yielded: a silent sender (DTX) and
 //!   a stalled network look the same until the next packet arrives.
 //! * **Late packets** (arriving after their slot was declared missing) and **duplicates**
@@ -304,10 +304,11 @@ impl<P> JitterBuffer<P> {
         self.next_due().map(|(d, _)| d)
     }
 
-    /// The payload of the packet after the one `pop` will yield next, if it is here (for
-    /// Opus FEC: the lost frame can be rebuilt from the next packet).
+    /// The payload of the packet `pop` will yield next, if it is already here. Right after
+    /// `pop` returned `Missing`, this is the packet following the lost one: hand it to
+    /// `OpusDecoder::decode_fec` to rebuild the lost frame from its in-band FEC.
     pub fn peek_next_payload(&self) -> Option<&P> {
-        self.packets.get(&(self.next_seq + 1)).map(|e| &e.payload)
+        self.packets.get(&self.next_seq).map(|e| &e.payload)
     }
 
     /// Yields the next packet or loss notice if it is due at `now`. Call until `None`.
@@ -486,10 +487,14 @@ mod tests {
             (80, 4, 640),
             (150, 2, 320),
         ];
-        let mut out = run(&mut jb, t0, &arrivals[..4], 99);
-        // Just before the missing slot: the packet after it is available for FEC.
+        let mut out = run(&mut jb, t0, &arrivals[..4], 100);
+        // Right after the Missing: the packet following the lost one is here for FEC.
+        assert!(matches!(
+            out.last(),
+            Some((100, JitterOutput::Missing { seq: 2, .. }))
+        ));
         assert_eq!(jb.peek_next_payload(), Some(&3));
-        out.extend(run_from(&mut jb, t0, &arrivals, 99, 300));
+        out.extend(run_from(&mut jb, t0, &arrivals, 100, 300));
         assert_eq!(
             seqs(&out),
             vec![(0, true), (1, true), (2, false), (3, true), (4, true)]
