@@ -21,6 +21,8 @@ struct Cli {
 enum Command {
     /// Fetch, verify and list model files.
     Models(commands::models::ModelsArgs),
+    /// Run the voice-agent server (OpenAI Realtime WebSocket at /v1/realtime).
+    Serve(commands::serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +36,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Models(args) => commands::models::run(args),
+        Command::Serve(args) => commands::serve::run(args),
     };
     match result {
         Ok(code) => code,

@@ -7,3 +7,4 @@ pub mod conversation;
 pub mod events;
 pub mod protocol;
 pub mod turn;
+pub mod session;
