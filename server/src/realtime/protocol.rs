@@ -986,3 +986,13 @@ fn encode_body(event: &ServerEvent, dialect: Dialect) -> Value {
 
 #[cfg(test)]
 mod tests;
+
+/// Helpers other modules' tests share.
+#[cfg(test)]
+pub mod tests_support {
+    use base64::Engine as _;
+
+    pub fn b64(bytes: &[u8]) -> String {
+        super::BASE64.encode(bytes)
+    }
+}
