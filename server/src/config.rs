@@ -154,34 +154,52 @@ pub struct TtsConfig {
 
 impl Default for TtsConfig {
     fn default() -> Self {
-        TtsConfig { enabled: true, model: "piper-joe".into(), threads: 1, slots: 16 }
+        TtsConfig {
+            enabled: true,
+            model: "piper-joe".into(),
+            threads: 1,
+            slots: 16,
+        }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config {path} is not valid: {source}")]
-    Parse { path: PathBuf, source: Box<toml::de::Error> },
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
     #[error("invalid config: {0}")]
     Invalid(String),
 }
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Config::parse(&text).map_err(|e| match e {
-            ConfigError::Parse { source, .. } => ConfigError::Parse { path: path.to_path_buf(), source },
+            ConfigError::Parse { source, .. } => ConfigError::Parse {
+                path: path.to_path_buf(),
+                source,
+            },
             other => other,
         })
     }
 
     /// Parses and validates TOML text.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { path: PathBuf::from("<text>"), source: Box::new(e) })?;
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<text>"),
+            source: Box::new(e),
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -193,31 +211,65 @@ impl Config {
             return bad("server.max_sessions must be at least 1".into());
         }
         if !(1024..=16 << 20).contains(&s.max_message_bytes) {
-            return bad(format!("server.max_message_bytes {} must be in 1 KiB..=16 MiB", s.max_message_bytes));
+            return bad(format!(
+                "server.max_message_bytes {} must be in 1 KiB..=16 MiB",
+                s.max_message_bytes
+            ));
         }
         if s.max_audio_buffer_bytes < 1024 {
             return bad("server.max_audio_buffer_bytes must be at least 1024".into());
         }
         if s.max_conversation_items == 0 || s.send_timeout_ms == 0 {
-            return bad("server.max_conversation_items and send_timeout_ms must be positive".into());
+            return bad(
+                "server.max_conversation_items and send_timeout_ms must be positive".into(),
+            );
         }
-        if let Some(k) = s.api_keys.iter().find(|k| k.trim().is_empty() || k.chars().any(char::is_whitespace)) {
-            return bad(format!("server.api_keys entry {k:?} is empty or contains whitespace"));
+        if let Some(k) = s
+            .api_keys
+            .iter()
+            .find(|k| k.trim().is_empty() || k.chars().any(char::is_whitespace))
+        {
+            return bad(format!(
+                "server.api_keys entry {k:?} is empty or contains whitespace"
+            ));
         }
         let d = &self.session;
         if !(0.0..=1.0).contains(&d.vad_threshold) {
-            return bad(format!("session.vad_threshold {} must be in 0..=1", d.vad_threshold));
+            return bad(format!(
+                "session.vad_threshold {} must be in 0..=1",
+                d.vad_threshold
+            ));
         }
         if d.silence_duration_ms == 0 {
             return bad("session.silence_duration_ms must be positive".into());
         }
         for (name, enabled, model, threads, slots) in [
-            ("asr", self.asr.enabled, &self.asr.model, self.asr.threads, self.asr.slots),
-            ("llm", self.llm.enabled, &self.llm.model, self.llm.threads, self.llm.slots),
-            ("tts", self.tts.enabled, &self.tts.model, self.tts.threads, self.tts.slots),
+            (
+                "asr",
+                self.asr.enabled,
+                &self.asr.model,
+                self.asr.threads,
+                self.asr.slots,
+            ),
+            (
+                "llm",
+                self.llm.enabled,
+                &self.llm.model,
+                self.llm.threads,
+                self.llm.slots,
+            ),
+            (
+                "tts",
+                self.tts.enabled,
+                &self.tts.model,
+                self.tts.threads,
+                self.tts.slots,
+            ),
         ] {
             if enabled && (model.is_empty() || threads == 0 || slots == 0) {
-                return bad(format!("{name}: model must be set and threads, slots at least 1"));
+                return bad(format!(
+                    "{name}: model must be set and threads, slots at least 1"
+                ));
             }
         }
         if self.asr.enabled && self.asr.vad_model.is_empty() {
@@ -261,18 +313,39 @@ mod tests {
 
     #[test]
     fn rejects_unknown_keys_and_bad_values() {
-        assert!(matches!(Config::parse("[server]\nprot = 1"), Err(ConfigError::Parse { .. })));
-        assert!(matches!(Config::parse("[server]\nmax_sessions = 0"), Err(ConfigError::Invalid(_))));
-        assert!(matches!(Config::parse("[server]\napi_keys = [\"a b\"]"), Err(ConfigError::Invalid(_))));
-        assert!(matches!(Config::parse("[session]\nvad_threshold = 2.0"), Err(ConfigError::Invalid(_))));
-        assert!(matches!(Config::parse("[session]\nturn_detection = \"semantic\""), Err(ConfigError::Parse { .. })));
-        assert!(matches!(Config::parse("[llm]\nthreads = 0"), Err(ConfigError::Invalid(_))));
+        assert!(matches!(
+            Config::parse("[server]\nprot = 1"),
+            Err(ConfigError::Parse { .. })
+        ));
+        assert!(matches!(
+            Config::parse("[server]\nmax_sessions = 0"),
+            Err(ConfigError::Invalid(_))
+        ));
+        assert!(matches!(
+            Config::parse("[server]\napi_keys = [\"a b\"]"),
+            Err(ConfigError::Invalid(_))
+        ));
+        assert!(matches!(
+            Config::parse("[session]\nvad_threshold = 2.0"),
+            Err(ConfigError::Invalid(_))
+        ));
+        assert!(matches!(
+            Config::parse("[session]\nturn_detection = \"semantic\""),
+            Err(ConfigError::Parse { .. })
+        ));
+        assert!(matches!(
+            Config::parse("[llm]\nthreads = 0"),
+            Err(ConfigError::Invalid(_))
+        ));
         assert!(Config::parse("[llm]\nenabled = false\nthreads = 0").is_ok());
     }
 
     #[test]
     fn configured_keys_replace_the_demo_key() {
         let c = Config::parse("[server]\napi_keys = [\"k1\", \"k2\"]").unwrap();
-        assert_eq!(c.accepted_keys(), (vec!["k1".to_string(), "k2".to_string()], false));
+        assert_eq!(
+            c.accepted_keys(),
+            (vec!["k1".to_string(), "k2".to_string()], false)
+        );
     }
 }

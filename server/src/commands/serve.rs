@@ -73,8 +73,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let addr: SocketAddr = format!("{}:{}", config.server.host, config.server.port)
         .parse()
-        .with_context(|| format!("invalid listen address {}:{}", config.server.host, config.server.port))?;
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+        .with_context(|| {
+            format!(
+                "invalid listen address {}:{}",
+                config.server.host, config.server.port
+            )
+        })?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
     let state = Arc::new(AppState::new(config, Arc::new(Metrics::new()), None));
     let app = http::router(state, ApiKeys::new(keys));

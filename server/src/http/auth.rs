@@ -21,12 +21,16 @@ pub const SUBPROTOCOL_KEY_PREFIX: &str = "openai-insecure-api-key.";
 
 impl ApiKeys {
     pub fn new(keys: Vec<String>) -> Self {
-        ApiKeys { keys: Arc::new(keys) }
+        ApiKeys {
+            keys: Arc::new(keys),
+        }
     }
 
     /// Compares in time independent of where a candidate differs (keys are secrets).
     fn accepts(&self, candidate: &str) -> bool {
-        self.keys.iter().fold(false, |ok, k| ok | constant_time_eq(k.as_bytes(), candidate.as_bytes()))
+        self.keys.iter().fold(false, |ok, k| {
+            ok | constant_time_eq(k.as_bytes(), candidate.as_bytes())
+        })
     }
 }
 
@@ -40,14 +44,21 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// Every key the request offers, wherever it offers it.
 fn offered_keys<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Vec<&'a str> {
     let mut out = Vec::new();
-    if let Some(v) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())
-        && let Some(k) = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer "))
+    if let Some(v) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        && let Some(k) = v
+            .strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))
     {
         out.push(k.trim());
     }
     for v in headers.get_all(header::SEC_WEBSOCKET_PROTOCOL) {
         if let Ok(v) = v.to_str() {
-            out.extend(v.split(',').filter_map(|p| p.trim().strip_prefix(SUBPROTOCOL_KEY_PREFIX)));
+            out.extend(
+                v.split(',')
+                    .filter_map(|p| p.trim().strip_prefix(SUBPROTOCOL_KEY_PREFIX)),
+            );
         }
     }
     if let Some(q) = query {
@@ -71,7 +82,12 @@ pub async fn require_key(State(keys): State<ApiKeys>, request: Request, next: Ne
     let body = serde_json::json!({
         "error": {"type": "invalid_request_error", "code": "invalid_api_key", "message": message}
     });
-    (StatusCode::UNAUTHORIZED, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 #[cfg(test)]
@@ -85,9 +101,14 @@ mod tests {
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer k1"));
         h.insert(
             header::SEC_WEBSOCKET_PROTOCOL,
-            HeaderValue::from_static("realtime, openai-insecure-api-key.k2, openai-beta.realtime-v1"),
+            HeaderValue::from_static(
+                "realtime, openai-insecure-api-key.k2, openai-beta.realtime-v1",
+            ),
         );
-        assert_eq!(offered_keys(&h, Some("model=x&api_key=k3")), ["k1", "k2", "k3"]);
+        assert_eq!(
+            offered_keys(&h, Some("model=x&api_key=k3")),
+            ["k1", "k2", "k3"]
+        );
         assert!(offered_keys(&HeaderMap::new(), None).is_empty());
     }
 

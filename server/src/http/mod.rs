@@ -36,7 +36,11 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(config: Config, metrics: Arc<Metrics>, connector: Option<Arc<dyn EngineConnector>>) -> Self {
+    pub fn new(
+        config: Config,
+        metrics: Arc<Metrics>,
+        connector: Option<Arc<dyn EngineConnector>>,
+    ) -> Self {
         let boot_tag = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() % 0x1_0000);
@@ -51,7 +55,10 @@ impl AppState {
     }
 
     fn engines(&self) -> Engines {
-        self.connector.as_ref().map(|c| c.engines()).unwrap_or_default()
+        self.connector
+            .as_ref()
+            .map(|c| c.engines())
+            .unwrap_or_default()
     }
 
     fn initial_session(&self, id: String) -> SessionConfig {
@@ -89,7 +96,10 @@ pub fn hard_message_limit(config: &Config) -> usize {
 pub fn router(state: Arc<AppState>, keys: auth::ApiKeys) -> Router {
     let protected = Router::new()
         .route("/v1/realtime", get(realtime))
-        .route_layer(axum::middleware::from_fn_with_state(keys, auth::require_key));
+        .route_layer(axum::middleware::from_fn_with_state(
+            keys,
+            auth::require_key,
+        ));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
@@ -100,7 +110,10 @@ pub fn router(state: Arc<AppState>, keys: auth::ApiKeys) -> Router {
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         state.metrics.render(),
     )
         .into_response()
@@ -119,22 +132,49 @@ fn wants_beta(headers: &HeaderMap) -> bool {
     if Dialect::from_beta_header(header_beta) == Dialect::Beta {
         return true;
     }
-    headers.get_all(header::SEC_WEBSOCKET_PROTOCOL).iter().any(|v| {
-        v.to_str().is_ok_and(|v| v.split(',').any(|p| p.trim() == "openai-beta.realtime-v1"))
-    })
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|p| p.trim() == "openai-beta.realtime-v1"))
+        })
 }
 
 fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
-    let body = serde_json::json!({"error": {"type": "server_error", "code": code, "message": message}});
-    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    let body =
+        serde_json::json!({"error": {"type": "server_error", "code": code, "message": message}});
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
-async fn realtime(State(state): State<Arc<AppState>>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
-    let dialect = if wants_beta(&headers) { Dialect::Beta } else { Dialect::Ga };
+async fn realtime(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let dialect = if wants_beta(&headers) {
+        Dialect::Beta
+    } else {
+        Dialect::Ga
+    };
     // Admission happens before the upgrade: refuse at once, never queue.
     let Ok(permit) = state.sessions.clone().try_acquire_owned() else {
-        state.metrics.add("antiphon_sessions_refused_total", TRANSPORT, &[("reason", "capacity")], 1);
-        return refuse(StatusCode::SERVICE_UNAVAILABLE, "server_at_capacity", "too many sessions; try again later");
+        state.metrics.add(
+            "antiphon_sessions_refused_total",
+            TRANSPORT,
+            &[("reason", "capacity")],
+            1,
+        );
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_at_capacity",
+            "too many sessions; try again later",
+        );
     };
     let n = state.next_session.fetch_add(1, Ordering::Relaxed) + 1;
     let session_id = format!("sess_{:04x}{n:06}", state.boot_tag);
@@ -142,8 +182,17 @@ async fn realtime(State(state): State<Arc<AppState>>, headers: HeaderMap, ws: We
         Some(c) => match c.connect(&session_id) {
             Ok(link) => Some(link),
             Err(reason) => {
-                state.metrics.add("antiphon_sessions_refused_total", TRANSPORT, &[("reason", "engines")], 1);
-                return refuse(StatusCode::SERVICE_UNAVAILABLE, "engines_unavailable", &reason);
+                state.metrics.add(
+                    "antiphon_sessions_refused_total",
+                    TRANSPORT,
+                    &[("reason", "engines")],
+                    1,
+                );
+                return refuse(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "engines_unavailable",
+                    &reason,
+                );
             }
         },
         None => None,

@@ -35,10 +35,6 @@ impl InputDecoder {
         }
     }
 
-    pub fn format(&self) -> AudioFormat {
-        self.format
-    }
-
     /// Decodes and resamples; appends 16 kHz samples to `out`.
     pub fn decode(&mut self, bytes: &[u8], out: &mut Vec<f32>) {
         self.scratch.clear();
@@ -84,10 +80,6 @@ impl OutputEncoder {
             resampler: None,
             scratch: Vec::new(),
         }
-    }
-
-    pub fn format(&self) -> AudioFormat {
-        self.format
     }
 
     /// Forgets filter history (start of a new response, or after a barge-in flush).

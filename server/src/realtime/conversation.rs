@@ -67,10 +67,12 @@ impl Conversation {
         }
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -207,6 +209,7 @@ impl Conversation {
     }
 
     /// Milliseconds of audio recorded for an assistant item.
+    #[cfg(test)]
     pub fn audio_ms(&self, id: &str) -> Option<f64> {
         let at = self.position(id)?;
         Some(self.entries[at].spoken.last().map_or(0.0, |s| s.end_ms))

@@ -166,10 +166,6 @@ impl SessionConfig {
             self.max_output_tokens = v;
         }
     }
-
-    pub fn wants_audio(&self) -> bool {
-        self.output_modalities.contains(&Modality::Audio)
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -302,7 +298,6 @@ pub enum ResponseStatus {
     Completed,
     Cancelled,
     Failed,
-    Incomplete,
 }
 
 impl ResponseStatus {
@@ -312,7 +307,6 @@ impl ResponseStatus {
             ResponseStatus::Completed => "completed",
             ResponseStatus::Cancelled => "cancelled",
             ResponseStatus::Failed => "failed",
-            ResponseStatus::Incomplete => "incomplete",
         }
     }
 }

@@ -6,5 +6,5 @@ pub mod chunker;
 pub mod conversation;
 pub mod events;
 pub mod protocol;
-pub mod turn;
 pub mod session;
+pub mod turn;

@@ -15,7 +15,9 @@ use tracing::Instrument;
 
 use super::events::{ServerEvent, SessionConfig};
 use super::protocol::{self, Dialect};
-use super::turn::{EngineCommand, EngineEvent, Engines, Output, TurnCounters, TurnManager, TurnSettings};
+use super::turn::{
+    EngineCommand, EngineEvent, Engines, Output, TurnCounters, TurnManager, TurnSettings,
+};
 use crate::metrics::Metrics;
 
 /// The `transport` label of this leg in metrics.
@@ -88,7 +90,12 @@ impl Writer {
         let Some(text) = protocol::encode_server(event, &id, self.dialect) else {
             return Ok(false);
         };
-        match tokio::time::timeout(self.send_timeout, self.socket.send(Message::Text(text.into()))).await {
+        match tokio::time::timeout(
+            self.send_timeout,
+            self.socket.send(Message::Text(text.into())),
+        )
+        .await
+        {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return Err(End::ClientGone),
             Err(_) => return Err(End::SendTimeout),
@@ -104,7 +111,9 @@ fn record(metrics: &Metrics, event: &ServerEvent) {
         ServerEvent::ResponseDone(r) if r.status == super::events::ResponseStatus::Cancelled => {
             metrics.add("antiphon_responses_cancelled_total", TRANSPORT, &[], 1)
         }
-        ServerEvent::Error(e) => metrics.add("antiphon_errors_total", TRANSPORT, &[("code", e.code)], 1),
+        ServerEvent::Error(e) => {
+            metrics.add("antiphon_errors_total", TRANSPORT, &[("code", e.code)], 1)
+        }
         ServerEvent::TurnLatency(t) => {
             for (stage, v) in [
                 ("asr_final", t.asr_final_ms),
@@ -140,11 +149,27 @@ pub async fn run(socket: WebSocket, params: SessionParams) {
 }
 
 async fn drive(socket: WebSocket, params: SessionParams) -> End {
-    let SessionParams { dialect, initial, engines, settings, send_timeout, metrics, link, permit, .. } = params;
+    let SessionParams {
+        dialect,
+        initial,
+        engines,
+        settings,
+        send_timeout,
+        metrics,
+        link,
+        permit,
+        ..
+    } = params;
     let _permit = permit;
     let _gauge = SessionGauge::new(metrics.clone());
     let (sink, mut stream) = socket.split();
-    let mut writer = Writer { socket: sink, dialect, next_event: 0, send_timeout, metrics: metrics.clone() };
+    let mut writer = Writer {
+        socket: sink,
+        dialect,
+        next_event: 0,
+        send_timeout,
+        metrics: metrics.clone(),
+    };
     let (commands, mut engine_events) = match link {
         Some(l) => (Some(l.commands), Some(l.events)),
         None => (None, None),
@@ -161,7 +186,12 @@ async fn drive(socket: WebSocket, params: SessionParams) -> End {
         account(&metrics, &mut counters, now_counters);
         if let Some(tx) = &commands {
             let depth = (tx.max_capacity() - tx.capacity()) as i64;
-            metrics.gauge_add("antiphon_queue_depth", TRANSPORT, &[("queue", "engine_commands")], depth - queue_depth);
+            metrics.gauge_add(
+                "antiphon_queue_depth",
+                TRANSPORT,
+                &[("queue", "engine_commands")],
+                depth - queue_depth,
+            );
             queue_depth = depth;
         }
 
@@ -213,7 +243,12 @@ async fn drive(socket: WebSocket, params: SessionParams) -> End {
             }
         }
     }
-    metrics.gauge_add("antiphon_queue_depth", TRANSPORT, &[("queue", "engine_commands")], -queue_depth);
+    metrics.gauge_add(
+        "antiphon_queue_depth",
+        TRANSPORT,
+        &[("queue", "engine_commands")],
+        -queue_depth,
+    );
     End::ClientGone
 }
 
@@ -236,11 +271,21 @@ async fn sleep_until(deadline: Option<TokioInstant>) {
 fn account(metrics: &Metrics, last: &mut TurnCounters, now: TurnCounters) {
     let stale = now.stale_outputs_dropped - last.stale_outputs_dropped;
     if stale > 0 {
-        metrics.add("antiphon_stale_outputs_dropped_total", TRANSPORT, &[], stale);
+        metrics.add(
+            "antiphon_stale_outputs_dropped_total",
+            TRANSPORT,
+            &[],
+            stale,
+        );
     }
     let rejected = now.audio_bytes_rejected - last.audio_bytes_rejected;
     if rejected > 0 {
-        metrics.add("antiphon_dropped_frames_total", TRANSPORT, &[("reason", "input_buffer_full")], 1);
+        metrics.add(
+            "antiphon_dropped_frames_total",
+            TRANSPORT,
+            &[("reason", "input_buffer_full")],
+            1,
+        );
     }
     *last = now;
 }
@@ -280,12 +325,20 @@ async fn forward(
     match tx.try_send(cmd) {
         Ok(()) => Ok(()),
         Err(mpsc::error::TrySendError::Full(EngineCommand::AsrAudio { .. })) => {
-            writer.metrics.add("antiphon_dropped_frames_total", TRANSPORT, &[("reason", "engine_queue_full")], 1);
+            writer.metrics.add(
+                "antiphon_dropped_frames_total",
+                TRANSPORT,
+                &[("reason", "engine_queue_full")],
+                1,
+            );
             Ok(())
         }
         Err(mpsc::error::TrySendError::Full(cmd)) => {
             tracing::warn!(?cmd, "engine command queue full");
-            let e = super::events::ErrorInfo::server("engine_busy", "the engines are overloaded; try again");
+            let e = super::events::ErrorInfo::server(
+                "engine_busy",
+                "the engines are overloaded; try again",
+            );
             writer.send(&ServerEvent::Error(e)).await.map(|_| ())
         }
         Err(mpsc::error::TrySendError::Closed(_)) => {
