@@ -23,6 +23,8 @@ enum Command {
     Models(commands::models::ModelsArgs),
     /// Run the voice-agent server (OpenAI Realtime WebSocket at /v1/realtime).
     Serve(commands::serve::ServeArgs),
+    /// Speak text into a WAV file (streaming TTS engine, Piper or Kokoro voice).
+    Say(commands::say::SayArgs),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +39,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Models(args) => commands::models::run(args),
         Command::Serve(args) => commands::serve::run(args),
+        Command::Say(args) => commands::say::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,266 @@
+//! Sans-IO text chunker: LLM tokens in, speakable chunks out.
+//!
+//! The first chunk is cut early (at the first clause boundary, or after a few words if none
+//! comes) so speech can start while the sentence is still being written; later chunks are cut
+//! at sentence ends, or at clause boundaries once they are long enough, or at a hard word cap.
+//! A boundary only counts once the next whitespace has arrived, so "3.14", "1,000" and
+//! "Dr. Smith" are never split.
+
+#[derive(Debug, Clone)]
+pub struct ChunkerConfig {
+    /// First chunk: cut after this many words even without punctuation.
+    pub first_max_words: usize,
+    /// First chunk: a clause boundary needs at least this many words before it.
+    pub first_min_words: usize,
+    /// Later chunks: a clause boundary (not a sentence end) needs this many words.
+    pub clause_min_words: usize,
+    /// Any chunk: cut at a word boundary after this many words.
+    pub max_words: usize,
+}
+
+impl Default for ChunkerConfig {
+    fn default() -> Self {
+        Self {
+            first_max_words: 6,
+            first_min_words: 1,
+            clause_min_words: 8,
+            max_words: 40,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct TextChunker {
+    config: ChunkerConfig,
+    buffer: String,
+    emitted: usize,
+    ready: std::collections::VecDeque<String>,
+}
+
+/// Abbreviations whose period does not end a sentence.
+const NON_FINAL: [&str; 20] = [
+    "dr.", "mr.", "mrs.", "ms.", "prof.", "st.", "jr.", "sr.", "vs.", "etc.", "e.g.", "i.e.",
+    "no.", "mt.", "ave.", "inc.", "ltd.", "co.", "gen.", "approx.",
+];
+
+impl TextChunker {
+    pub fn new(config: ChunkerConfig) -> Self {
+        Self {
+            config,
+            buffer: String::new(),
+            emitted: 0,
+            ready: Default::default(),
+        }
+    }
+
+    /// Appends text as it arrives (any split, even mid-word).
+    pub fn push(&mut self, text: &str) {
+        self.buffer.push_str(text);
+        while let Some(cut) = self.find_cut() {
+            let rest = self.buffer.split_off(cut);
+            let chunk = std::mem::replace(&mut self.buffer, rest);
+            self.buffer = self.buffer.trim_start().to_owned();
+            self.emit(chunk);
+        }
+    }
+
+    /// End of the reply: whatever is left becomes the last chunk.
+    pub fn finish(&mut self) {
+        let rest = std::mem::take(&mut self.buffer);
+        self.emit(rest);
+    }
+
+    /// Next complete chunk, if any.
+    pub fn poll(&mut self) -> Option<String> {
+        self.ready.pop_front()
+    }
+
+    /// Drops buffered text (barge-in) and starts over with a short first chunk.
+    pub fn reset(&mut self) {
+        self.buffer.clear();
+        self.ready.clear();
+        self.emitted = 0;
+    }
+
+    fn emit(&mut self, chunk: String) {
+        let chunk = chunk.trim();
+        if chunk.chars().any(char::is_alphanumeric) {
+            self.ready.push_back(chunk.to_owned());
+            self.emitted += 1;
+        }
+    }
+
+    /// Byte offset to cut the buffer at, if a chunk is complete.
+    fn find_cut(&self) -> Option<usize> {
+        let first = self.emitted == 0;
+        let mut words = 0;
+        let mut in_word = false;
+        let mut word_start = 0;
+        for (i, c) in self.buffer.char_indices() {
+            if c.is_whitespace() {
+                if in_word {
+                    in_word = false;
+                    words += 1;
+                    let word = &self.buffer[word_start..i];
+                    let end = boundary(word);
+                    let cut = match end {
+                        Boundary::Sentence => true,
+                        Boundary::Clause if first => words >= self.config.first_min_words,
+                        Boundary::Clause => words >= self.config.clause_min_words,
+                        Boundary::None => false,
+                    } || (first && words >= self.config.first_max_words)
+                        || words >= self.config.max_words;
+                    if cut {
+                        return Some(i);
+                    }
+                }
+            } else if !in_word {
+                in_word = true;
+                word_start = i;
+            }
+        }
+        None
+    }
+}
+
+#[derive(Debug, PartialEq)]
+enum Boundary {
+    None,
+    Clause,
+    Sentence,
+}
+
+fn boundary(word: &str) -> Boundary {
+    let trimmed = word.trim_end_matches(['"', '\'', ')', '”', '’']);
+    match trimmed.chars().last() {
+        Some('!' | '?' | '…') => Boundary::Sentence,
+        Some('.') => {
+            let lower = trimmed.to_lowercase();
+            let initial = trimmed.len() == 2 && trimmed.starts_with(|c: char| c.is_uppercase());
+            if NON_FINAL
+                .iter()
+                .any(|a| lower.ends_with(a) && lower.len() == a.len())
+                || initial
+            {
+                Boundary::None
+            } else {
+                Boundary::Sentence
+            }
+        }
+        Some(',' | ';' | ':' | '—' | '–') => Boundary::Clause,
+        _ if word == "-" || word == "—" => Boundary::Clause,
+        _ => Boundary::None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunks_of(tokens: &[&str]) -> Vec<String> {
+        let mut c = TextChunker::new(ChunkerConfig::default());
+        let mut out = Vec::new();
+        for t in tokens {
+            c.push(t);
+            while let Some(x) = c.poll() {
+                out.push(x);
+            }
+        }
+        c.finish();
+        while let Some(x) = c.poll() {
+            out.push(x);
+        }
+        out
+    }
+
+    fn by_words(text: &str) -> Vec<String> {
+        // Split like an LLM tokenizer: words with their leading space, punctuation apart.
+        let mut tokens = Vec::new();
+        for (i, w) in text.split(' ').enumerate() {
+            let w = if i == 0 {
+                w.to_owned()
+            } else {
+                format!(" {w}")
+            };
+            tokens.push(w);
+        }
+        tokens
+    }
+
+    #[test]
+    fn first_chunk_cut_at_first_clause() {
+        let toks =
+            by_words("Sure, I can help with that. The store opens at nine, and it closes at five.");
+        let refs: Vec<&str> = toks.iter().map(String::as_str).collect();
+        assert_eq!(
+            chunks_of(&refs),
+            [
+                "Sure,",
+                "I can help with that.",
+                "The store opens at nine, and it closes at five."
+            ]
+        );
+        let toks = by_words("Well then, I can help with that today. Bye.");
+        let refs: Vec<&str> = toks.iter().map(String::as_str).collect();
+        assert_eq!(
+            chunks_of(&refs),
+            ["Well then,", "I can help with that today.", "Bye."]
+        );
+    }
+
+    #[test]
+    fn first_chunk_cut_after_a_few_words_without_punctuation() {
+        let toks = by_words("the quick brown fox jumps over the lazy dog again and again");
+        let refs: Vec<&str> = toks.iter().map(String::as_str).collect();
+        assert_eq!(
+            chunks_of(&refs),
+            [
+                "the quick brown fox jumps over",
+                "the lazy dog again and again"
+            ]
+        );
+    }
+
+    #[test]
+    fn no_cut_inside_numbers_or_abbreviations() {
+        let out = chunks_of(&[
+            "Dr", ".", " Smith", " paid", " $", "1", ",", "000", ".", "50", " today", ".", " Then",
+            " left", ".",
+        ]);
+        assert_eq!(out, ["Dr. Smith paid $1,000.50 today.", "Then left."]);
+    }
+
+    #[test]
+    fn waits_for_whitespace_before_cutting() {
+        let mut c = TextChunker::new(ChunkerConfig::default());
+        c.push("Hello there,");
+        assert_eq!(c.poll(), None, "a comma may still be 1,000");
+        c.push(" friend");
+        assert_eq!(c.poll().as_deref(), Some("Hello there,"));
+    }
+
+    #[test]
+    fn long_text_without_punctuation_is_capped() {
+        let text = vec!["word"; 100].join(" ");
+        let out = chunks_of(&[text.as_str()]);
+        assert!(
+            out.iter().all(|c| c.split_whitespace().count() <= 40),
+            "{out:?}"
+        );
+        assert_eq!(
+            out.iter()
+                .map(|c| c.split_whitespace().count())
+                .sum::<usize>(),
+            100
+        );
+    }
+
+    #[test]
+    fn reset_drops_pending_text() {
+        let mut c = TextChunker::new(ChunkerConfig::default());
+        c.push("one two three");
+        c.reset();
+        c.push("four five, six ");
+        assert_eq!(c.poll().as_deref(), Some("four five,"));
+    }
+}
