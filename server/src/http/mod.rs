@@ -210,6 +210,10 @@ async fn realtime(
             },
             echo_guard: Duration::from_millis(state.config.session.echo_guard_ms),
             max_items: s.max_conversation_items,
+            chunk_for_tts: !state
+                .connector
+                .as_ref()
+                .is_some_and(|c| c.tts_chunks_text()),
         },
         send_timeout: Duration::from_millis(s.send_timeout_ms),
         metrics: state.metrics.clone(),

@@ -37,6 +37,11 @@ pub trait EngineConnector: Send + Sync {
     fn engines(&self) -> Engines;
     /// Leases what one session needs. Dropping the returned link must free the leases.
     fn connect(&self, session_id: &str) -> Result<EngineLink, String>;
+    /// True when the TTS engine cuts its input into chunks itself (then the turn machine
+    /// forwards LLM tokens unchunked).
+    fn tts_chunks_text(&self) -> bool {
+        false
+    }
 }
 
 /// Everything a session needs besides its socket.

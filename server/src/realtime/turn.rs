@@ -145,6 +145,10 @@ pub struct TurnSettings {
     /// possible echo: they interrupt only if the speech is still going when the window ends.
     pub echo_guard: Duration,
     pub max_items: usize,
+    /// Cut LLM text into clauses before `TtsText` (first clause short, for early speech).
+    /// Turn off for a TTS engine that chunks its input itself (main's `TtsStream::push_text`
+    /// does): every token then goes straight to TTS and `first_clause` is not traced.
+    pub chunk_for_tts: bool,
 }
 
 impl Default for TurnSettings {
@@ -153,6 +157,7 @@ impl Default for TurnSettings {
             limits: Limits::default(),
             echo_guard: Duration::from_millis(300),
             max_items: 1000,
+            chunk_for_tts: true,
         }
     }
 }
@@ -1019,8 +1024,12 @@ impl TurnManager {
         };
         first(&mut r.trace.llm_first_token, now);
         if r.audio {
-            let chunks = r.chunker.push(&text);
-            if !chunks.is_empty() {
+            let chunks = if self.settings.chunk_for_tts {
+                r.chunker.push(&text)
+            } else {
+                vec![text]
+            };
+            if !chunks.is_empty() && self.settings.chunk_for_tts {
                 first(&mut r.trace.first_clause, now);
             }
             let (epoch, voice) = (r.epoch, self.config.voice.clone());

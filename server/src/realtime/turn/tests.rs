@@ -793,3 +793,42 @@ fn session_update_changes_formats_for_later_audio() {
         audio.len()
     );
 }
+
+#[test]
+fn tokens_go_straight_to_a_tts_that_chunks_itself() {
+    let settings = TurnSettings {
+        chunk_for_tts: false,
+        ..TurnSettings::default()
+    };
+    let mut h = H::with(config(), ALL, settings);
+    let out = h.client(0, json!({"type": "response.create"}));
+    let epoch = llm_start(&out).0;
+    let out = h.engine(
+        10,
+        EngineEvent::LlmToken {
+            epoch,
+            text: "It".into(),
+        },
+    );
+    assert!(
+        matches!(out.as_slice(), [Output::Command(EngineCommand::TtsText { text, .. })] if text == "It")
+    );
+    let out = h.engine(20, EngineEvent::LlmDone { epoch });
+    assert_eq!(trace(&out), ["cmd:tts_finish"]);
+    let out = h.engine(30, tts(epoch, 100, "It"));
+    let rid = h.tm.active_response().unwrap().to_string();
+    assert_eq!(
+        trace(&out),
+        [
+            "response.output_audio.delta",
+            "response.output_audio_transcript.delta"
+        ]
+    );
+    h.tm.audio_sent(h.at(40), &rid);
+    let out = h.drain();
+    let [Output::Event(ServerEvent::TurnLatency(t))] = out.as_slice() else {
+        panic!()
+    };
+    assert_eq!(t.first_clause_ms, None);
+    assert_eq!(t.tts_first_audio_ms, Some(30.0));
+}
