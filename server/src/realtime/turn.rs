@@ -219,6 +219,8 @@ struct ActiveResponse {
     guard_until: Option<Instant>,
     /// Speech began inside the guard; barge in if it is still going when the guard ends.
     guarded_speech: bool,
+    /// Log span of this turn (a child of the session's span when created inside it).
+    span: tracing::Span,
 }
 
 impl ActiveResponse {
@@ -637,7 +639,10 @@ impl TurnManager {
         if origin.1 == LatencyOrigin::SpeechEnd {
             trace.asr_final = self.last_asr_final;
         }
+        let span = tracing::info_span!("turn", response_id = %id, epoch = self.epoch);
+        span.in_scope(|| tracing::info!(origin = origin.1.as_str(), audio, "response started"));
         let resp = ActiveResponse {
+            span,
             id: id.clone(),
             epoch: self.epoch,
             item: item.clone(),
@@ -814,6 +819,13 @@ impl TurnManager {
         {
             self.emit(ServerEvent::TurnLatency(report));
         }
+        r.span.in_scope(|| {
+            tracing::info!(
+                status = status.as_str(),
+                reason = reason.map(CancelReason::as_str),
+                "response done"
+            )
+        });
         let mut info = self.response_info(&r, status, reason, vec![r.item.clone()]);
         info.error = error;
         match status {
@@ -1115,6 +1127,14 @@ impl TurnManager {
         r.guard_until = Some(now + guard);
         r.trace.reported = true;
         if let Some(report) = r.trace.report(&r.id) {
+            r.span.in_scope(|| {
+                tracing::info!(
+                    first_audio_sent_ms = report.first_audio_sent_ms,
+                    llm_first_token_ms = report.llm_first_token_ms,
+                    tts_first_audio_ms = report.tts_first_audio_ms,
+                    "first reply audio sent"
+                )
+            });
             self.emit(ServerEvent::TurnLatency(report));
         }
     }
