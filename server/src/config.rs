@@ -165,12 +165,12 @@ impl Default for TtsConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config {path}: {source}")]
+    #[error("cannot read config {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("config {path} is not valid: {source}")]
+    #[error("config {path} is not valid")]
     Parse {
         path: PathBuf,
         source: Box<toml::de::Error>,
