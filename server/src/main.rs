@@ -1,6 +1,10 @@
 //! `antiphon`: the voice-agent server and its tools, one binary with subcommands.
 
 mod commands;
+mod config;
+mod http;
+mod metrics;
+mod realtime;
 
 use std::process::ExitCode;
 
@@ -17,6 +21,8 @@ struct Cli {
 enum Command {
     /// Fetch, verify and list model files.
     Models(commands::models::ModelsArgs),
+    /// Run the voice-agent server (OpenAI Realtime WebSocket at /v1/realtime).
+    Serve(commands::serve::ServeArgs),
     /// Speak text into a WAV file (streaming TTS engine, Piper or Kokoro voice).
     Say(commands::say::SayArgs),
     /// Transcribe a WAV file with the streaming recogniser (VAD, endpointing, Moonshine).
@@ -34,6 +40,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Models(args) => commands::models::run(args),
+        Command::Serve(args) => commands::serve::run(args),
         Command::Say(args) => commands::say::run(args),
         Command::Transcribe(args) => commands::transcribe::run(args),
     };
