@@ -1,4 +1,5 @@
 //! Models behind small traits, and the store they are loaded from.
 
+pub mod llm;
 pub mod onnx;
 pub mod store;

@@ -1,0 +1,152 @@
+//! LLM engine benchmark: prefill tokens/s, decode tokens/s at batch 1/4/8, and new-turn TTFT
+//! with ~500 tokens of cached history and a ~20-token user turn.
+//!
+//! `CANDLE_NUM_THREADS=2 cargo run --release -p antiphon-models --example llm_bench -- smollm2`
+//! (or `qwen`). Prints medians.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use antiphon_models::llm::{
+    self, ChatSession, EngineConfig, LlmEngine, LoadOptions, QuantLm, ReplyEvent, SamplingParams,
+    StepSeq,
+};
+use antiphon_models::store::ModelStore;
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+/// A filler text of about `n` tokens.
+fn filler(m: &QuantLm, n: usize) -> String {
+    let sentence = "The quick brown fox jumps over the lazy dog near the quiet river bank. ";
+    let mut s = String::new();
+    while m.tokenizer.encode(&s).map(|t| t.len()).unwrap_or(0) < n {
+        s.push_str(sentence);
+    }
+    s
+}
+
+fn prefill_tps(m: &QuantLm, tokens: &[u32], chunk: usize) -> f64 {
+    let mut kv = m.new_cache();
+    let t0 = Instant::now();
+    for c in tokens.chunks(chunk) {
+        m.forward(&mut [StepSeq {
+            tokens: c,
+            kv: &mut kv,
+        }])
+        .expect("forward");
+    }
+    tokens.len() as f64 / t0.elapsed().as_secs_f64()
+}
+
+fn decode_tps(m: &QuantLm, batch: usize, steps: usize) -> f64 {
+    let prompt = m
+        .tokenizer
+        .encode("Once upon a time, in a land far away,")
+        .expect("enc");
+    let mut kvs: Vec<_> = (0..batch).map(|_| m.new_cache()).collect();
+    for kv in &mut kvs {
+        m.forward(&mut [StepSeq {
+            tokens: &prompt,
+            kv,
+        }])
+        .expect("prefill");
+    }
+    let toks: Vec<[u32; 1]> = (0..batch).map(|i| [prompt[i % prompt.len()]]).collect();
+    let t0 = Instant::now();
+    for _ in 0..steps {
+        let mut seqs: Vec<StepSeq<'_>> = kvs
+            .iter_mut()
+            .zip(&toks)
+            .map(|(kv, t)| StepSeq { tokens: t, kv })
+            .collect();
+        m.forward(&mut seqs).expect("decode");
+    }
+    (batch * steps) as f64 / t0.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let alias = std::env::args().nth(1).unwrap_or_else(|| "smollm2".into());
+    let known = llm::known_model(&alias).expect("model alias: smollm2 or qwen");
+    let store = ModelStore::from_env().expect("store");
+    let t0 = Instant::now();
+    let m = Arc::new(llm::load_known(&store, known, LoadOptions::default()).expect("load"));
+    println!(
+        "model {} ({}) loaded in {:.2}s",
+        known.id,
+        m.config.name,
+        t0.elapsed().as_secs_f64()
+    );
+    println!(
+        "threads: CANDLE_NUM_THREADS={:?}",
+        std::env::var("CANDLE_NUM_THREADS").ok()
+    );
+
+    let long = m.tokenizer.encode(&filler(&m, 512)).expect("enc");
+    let long = &long[..512];
+    let pf: Vec<f64> = (0..3).map(|_| prefill_tps(&m, long, 128)).collect();
+    println!(
+        "prefill 512 tokens (chunks of 128): median {:.0} tok/s  {pf:.0?}",
+        median(pf.clone())
+    );
+
+    let mut base = 0.0;
+    for b in [1, 4, 8] {
+        let runs: Vec<f64> = (0..3).map(|_| decode_tps(&m, b, 24)).collect();
+        let med = median(runs.clone());
+        if b == 1 {
+            base = med;
+        }
+        println!(
+            "decode batch {b}: median {med:.1} tok/s aggregate ({:.2}x batch 1)  {runs:.1?}",
+            med / base
+        );
+    }
+
+    // New-turn TTFT through the engine with ~500 cached tokens of history.
+    let eng = LlmEngine::start(m.clone(), EngineConfig::default()).expect("engine");
+    let mut s = eng.session(None).expect("session");
+    let history = filler(&m, 470);
+    let greedy = |n| SamplingParams {
+        max_tokens: n,
+        ..Default::default()
+    };
+    let (_, _) = s
+        .send(&format!("Remember this text: {history}"), &greedy(8))
+        .expect("turn")
+        .collect_text();
+    let user = "Now tell me, in one short sentence, what animal jumped over the dog?";
+    println!(
+        "user turn: {} tokens",
+        eng.format()
+            .user_turn(&m.tokenizer, user)
+            .expect("enc")
+            .len()
+    );
+    let mut ttft = Vec::new();
+    let mut prefilled = Vec::new();
+    for _ in 0..5 {
+        let t0 = Instant::now();
+        let mut st = s.send(user, &greedy(4)).expect("turn");
+        let mut first = None;
+        while let Some(ev) = st.next_event() {
+            match ev {
+                ReplyEvent::Text { .. } if first.is_none() => {
+                    first = Some(t0.elapsed().as_secs_f64() * 1000.0)
+                }
+                ReplyEvent::Done { prefilled: p, .. } => prefilled.push(p),
+                _ => {}
+            }
+        }
+        ttft.push(first.unwrap_or(f64::NAN));
+        // Keep the history about the same size: only 0 bytes of the reply were "spoken".
+        s.truncate_reply(st.request_id(), 0).expect("truncate");
+    }
+    println!(
+        "new-turn TTFT (~500 cached tokens + {:?} new): median {:.0} ms  {ttft:.0?}",
+        prefilled,
+        median(ttft.clone())
+    );
+}
