@@ -17,6 +17,8 @@ struct Cli {
 enum Command {
     /// Fetch, verify and list model files.
     Models(commands::models::ModelsArgs),
+    /// Stream one chat reply to stdout (local GGUF model or an OpenAI-compatible endpoint).
+    Chat(commands::chat::ChatArgs),
 }
 
 fn main() -> ExitCode {
@@ -30,6 +32,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Models(args) => commands::models::run(args),
+        Command::Chat(args) => commands::chat::run(args),
     };
     match result {
         Ok(code) => code,

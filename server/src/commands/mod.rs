@@ -1,3 +1,4 @@
 //! One module per subcommand; each exposes `…Args` (clap) and `run(args) -> Result<ExitCode>`.
 
+pub mod chat;
 pub mod models;
