@@ -67,10 +67,55 @@ fn decode_tps(m: &QuantLm, batch: usize, steps: usize) -> f64 {
     (batch * steps) as f64 / t0.elapsed().as_secs_f64()
 }
 
+/// Greedy replies with and without Q8_0 re-quantization: how repetitive is each?
+fn loop_check(store: &ModelStore, known: llm::KnownModel) {
+    let prompts = [
+        "Tell me about the moon.",
+        "What is the capital of France?",
+        "Give me three tips for sleeping well.",
+    ];
+    for (requantize, penalty) in [(false, 1.0), (true, 1.0), (true, 1.3)] {
+        let opts = LoadOptions {
+            requantize_to_q8: requantize,
+            ..LoadOptions::default()
+        };
+        let m = Arc::new(llm::load_known(store, known, opts).expect("load"));
+        let eng = LlmEngine::start(m, EngineConfig::default()).expect("engine");
+        for p in prompts {
+            let mut s = eng.session(None).expect("session");
+            let params = SamplingParams {
+                max_tokens: 160,
+                repeat_penalty: penalty,
+                ..Default::default()
+            };
+            let mut st = s.send(p, &params).expect("turn");
+            let (text, done) = st.collect_text();
+            let words: Vec<&str> = text.split_whitespace().collect();
+            let grams: std::collections::HashSet<_> = words.windows(4).collect();
+            let distinct = grams.len() as f64 / words.len().saturating_sub(3).max(1) as f64;
+            let reason = match done {
+                Some(ReplyEvent::Done {
+                    reason, generated, ..
+                }) => format!("{reason:?} after {generated} tokens"),
+                other => format!("{other:?}"),
+            };
+            println!(
+                "requantize={requantize} repeat_penalty={penalty} prompt={p:?}: {reason}, distinct 4-grams {:.0}%\n  {:?}",
+                distinct * 100.0,
+                text.chars().take(300).collect::<String>()
+            );
+        }
+    }
+}
+
 fn main() {
     let alias = std::env::args().nth(1).unwrap_or_else(|| "smollm2".into());
     let known = llm::known_model(&alias).expect("model alias: smollm2 or qwen");
     let store = ModelStore::from_env().expect("store");
+    if std::env::args().nth(2).as_deref() == Some("loop-check") {
+        loop_check(&store, known);
+        return;
+    }
     let t0 = Instant::now();
     let m = Arc::new(llm::load_known(&store, known, LoadOptions::default()).expect("load"));
     println!(
@@ -136,7 +181,17 @@ fn main() {
                 ReplyEvent::Text { .. } if first.is_none() => {
                     first = Some(t0.elapsed().as_secs_f64() * 1000.0)
                 }
-                ReplyEvent::Done { prefilled: p, .. } => prefilled.push(p),
+                ReplyEvent::Done {
+                    prefilled: p,
+                    generated,
+                    ..
+                } => {
+                    prefilled.push(p);
+                    // A reply whose first token ends the turn still had a first token.
+                    if first.is_none() && generated > 0 {
+                        first = Some(t0.elapsed().as_secs_f64() * 1000.0);
+                    }
+                }
                 _ => {}
             }
         }

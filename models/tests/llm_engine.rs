@@ -93,6 +93,12 @@ fn tokenizer_round_trips_from_gguf_vocab() {
     // SmolLM's pre-tokenizer splits digits one by one; BPE merges "Hello" into one token.
     assert_eq!(tok.encode("123").expect("encode").len(), 3);
     assert_eq!(tok.encode("Hello").expect("encode").len(), 1);
+    // Canonical ids, each word a single vocabulary entry (ids read from the GGUF vocab).
+    assert_eq!(
+        tok.encode("What is the capital of France?")
+            .expect("encode"),
+        vec![1780, 314, 260, 3575, 282, 4649, 47]
+    );
     let f = format(&m);
     assert!(
         f.default_system
@@ -338,8 +344,8 @@ fn slow_consumer_pauses_only_its_own_reply() {
     );
 }
 
+/// The default chat model (Qwen2.5-Coder-0.5B, ~0.5 GB): a few seconds to load and answer.
 #[test]
-#[ignore = "loads the 0.5B default model (~0.5 GB); run with --ignored or in release"]
 fn default_model_knows_the_capital_of_france() {
     let _g = serial();
     let store = ModelStore::from_env().expect("store");

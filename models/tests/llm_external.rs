@@ -25,7 +25,9 @@ fn serve(replies: Vec<(u16, Vec<String>, Duration)>) -> (String, mpsc::Receiver<
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for (status, chunks, delay) in replies {
-            let Ok((stream, _)) = listener.accept() else { return };
+            let Ok((stream, _)) = listener.accept() else {
+                return;
+            };
             let mut reader = BufReader::new(stream.try_clone().expect("clone"));
             let mut request_line = String::new();
             reader.read_line(&mut request_line).expect("request line");
@@ -56,7 +58,11 @@ fn serve(replies: Vec<(u16, Vec<String>, Duration)>) -> (String, mpsc::Receiver<
             });
             let mut out = stream;
             let reason = if status == 200 { "OK" } else { "Unauthorized" };
-            let ctype = if status == 200 { "text/event-stream" } else { "application/json" };
+            let ctype = if status == 200 {
+                "text/event-stream"
+            } else {
+                "application/json"
+            };
             let _ = write!(
                 out,
                 "HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nConnection: close\r\n\r\n"
@@ -112,7 +118,9 @@ fn streams_deltas_and_keeps_spoken_history() {
         max_tokens: 50,
         ..Default::default()
     };
-    let mut st = s.send("What is the capital of France?", &params).expect("send");
+    let mut st = s
+        .send("What is the capital of France?", &params)
+        .expect("send");
     let (text, done) = st.collect_text();
     assert_eq!(text, "Paris is the capital.");
     assert!(matches!(
@@ -145,7 +153,9 @@ fn streams_deltas_and_keeps_spoken_history() {
     s.truncate_reply(st.request_id(), 5).expect("truncate");
     let (text2, _) = s.send("Sure?", &params).expect("send").collect_text();
     assert_eq!(text2, "Yes.");
-    let req2 = seen.recv_timeout(Duration::from_secs(5)).expect("request 2");
+    let req2 = seen
+        .recv_timeout(Duration::from_secs(5))
+        .expect("request 2");
     assert_eq!(
         req2.body["messages"],
         serde_json::json!([
@@ -175,7 +185,10 @@ fn cancel_stops_text_and_http_errors_are_reported() {
     }
     st.cancel();
     while let Some(ev) = st.next_event() {
-        assert!(!matches!(ev, ReplyEvent::Text { .. }), "text after cancel: {ev:?}");
+        assert!(
+            !matches!(ev, ReplyEvent::Text { .. }),
+            "text after cancel: {ev:?}"
+        );
     }
     let (_, done) = s
         .send("Again.", &SamplingParams::default())

@@ -21,10 +21,12 @@ use super::tokenizer::LmTokenizer;
 /// How to load weights.
 #[derive(Debug, Clone, Copy)]
 pub struct LoadOptions {
-    /// Re-quantize Q4_0/Q4_1 weights to Q8_0 at load time. SmolLM2's Q4_1 file loops under
-    /// greedy decoding; Q8_0 of the same weights does not (see docs/LLM.md). Costs ~2x weight
-    /// memory for those tensors and a second or two at load.
-    pub requantize_q4_to_q8: bool,
+    /// Re-quantize Q4_1/Q5_0/Q5_1 weights to Q8_0 at load time. candle 0.11 has no SIMD dot
+    /// product for those three types (Q4_0, Q8_0 and the K-quants have AVX paths), so this is
+    /// several times faster (Qwen2.5-0.5B's Q4_K_M file is mostly Q5_0), and SmolLM2's Q4_1
+    /// file, which loops under greedy decoding, behaves better as Q8_0 (see docs/LLM.md).
+    /// Costs ~1.5-2x memory for those tensors and about a second at load.
+    pub requantize_to_q8: bool,
     /// Longest sequence the RoPE tables cover (capped by the model's context length).
     pub max_positions: usize,
 }
@@ -32,7 +34,7 @@ pub struct LoadOptions {
 impl Default for LoadOptions {
     fn default() -> Self {
         Self {
-            requantize_q4_to_q8: true,
+            requantize_to_q8: true,
             max_positions: 8192,
         }
     }
@@ -84,7 +86,12 @@ struct Loader<'a> {
 impl Loader<'_> {
     fn q(&mut self, name: &str) -> CResult<QTensor> {
         let t = self.content.tensor(&mut self.file, name, &self.device)?;
-        if self.requantize && matches!(t.dtype(), GgmlDType::Q4_0 | GgmlDType::Q4_1) {
+        if self.requantize
+            && matches!(
+                t.dtype(),
+                GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1
+            )
+        {
             let f = t.dequantize(&self.device)?;
             return QTensor::quantize(&f, GgmlDType::Q8_0);
         }
@@ -123,10 +130,20 @@ impl QuantLm {
             content: &content,
             file,
             device: device.clone(),
-            requantize: opts.requantize_q4_to_q8,
+            requantize: opts.requantize_to_q8,
         };
-        let embed = Arc::new(ld.q("token_embd.weight").map_err(gguf_err)?);
-        let output = if content.tensor_infos.contains_key("output.weight") {
+        let has_output = content.tensor_infos.contains_key("output.weight");
+        // The embedding is only read row by row, so its format does not matter for speed;
+        // when it doubles as the output matrix (tied) it gets the matmul treatment.
+        let embed = if has_output {
+            content
+                .tensor(&mut ld.file, "token_embd.weight", &device)
+                .map_err(gguf_err)?
+        } else {
+            ld.q("token_embd.weight").map_err(gguf_err)?
+        };
+        let embed = Arc::new(embed);
+        let output = if has_output {
             ld.mm("output.weight").map_err(gguf_err)?
         } else {
             // Tied embeddings (SmolLM2).

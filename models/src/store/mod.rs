@@ -45,7 +45,10 @@ impl ModelStore {
             .filter(|h| !h.is_empty())
             .ok_or(StoreError::NoRoot)?;
         Ok(Self::at(
-            Path::new(&home).join(".cache").join("antiphon").join("models"),
+            Path::new(&home)
+                .join(".cache")
+                .join("antiphon")
+                .join("models"),
         ))
     }
 
@@ -78,8 +81,12 @@ impl ModelStore {
 fn set_hint(model: &str) -> &'static str {
     // Kept in step with the manifest by the manifest's own test.
     match model {
-        "onnxruntime" | "silero-vad" | "moonshine-base-en" | "moonshine-tokenizer"
-        | "smollm2-135m" | "piper-joe" => "ci",
+        "onnxruntime"
+        | "silero-vad"
+        | "moonshine-base-en"
+        | "moonshine-tokenizer"
+        | "smollm2-135m"
+        | "piper-joe" => "ci",
         _ => "cpu",
     }
 }

@@ -5,12 +5,12 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::Context;
 use antiphon_models::llm::{
     self, ChatBackend, EngineConfig, ExternalConfig, ExternalLlm, LlmEngine, LoadOptions,
     ReplyEvent, SamplingParams,
 };
 use antiphon_models::store::ModelStore;
+use anyhow::Context;
 use clap::Args;
 
 #[derive(Args)]
@@ -45,11 +45,12 @@ pub struct ChatArgs {
 
 pub fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
     let backend: Box<dyn ChatBackend> = match (&args.llm_url, &args.llm_model) {
-        (Some(url), Some(model)) => Box::new(ExternalLlm::new(ExternalConfig::from_env(url, model))),
+        (Some(url), Some(model)) => {
+            Box::new(ExternalLlm::new(ExternalConfig::from_env(url, model)))
+        }
         _ => {
-            let known = llm::known_model(&args.model).with_context(|| {
-                format!("unknown model `{}` (use qwen or smollm2)", args.model)
-            })?;
+            let known = llm::known_model(&args.model)
+                .with_context(|| format!("unknown model `{}` (use qwen or smollm2)", args.model))?;
             let store = ModelStore::from_env()?;
             let model = llm::load_known(&store, known, LoadOptions::default())
                 .with_context(|| format!("loading {}", known.id))?;
