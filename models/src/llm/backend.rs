@@ -55,6 +55,11 @@ impl ReplyEvent {
     }
 }
 
+/// No event arrived in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("timed out waiting for the next reply event")]
+pub struct TimedOut;
+
 /// The receiving end of one reply. Bounded: a consumer that falls behind pauses only its own
 /// reply (see the engine docs). After [`ReplyStream::cancel`] no further text is returned.
 pub struct ReplyStream {
@@ -137,9 +142,11 @@ impl ReplyStream {
         None
     }
 
-    /// Next event, waiting at most `timeout`. `Ok(None)` once the reply is over; `Err(())` on
-    /// timeout.
-    pub fn next_event_timeout(&mut self, timeout: Duration) -> Result<Option<ReplyEvent>, ()> {
+    /// Next event, waiting at most `timeout`. `Ok(None)` once the reply is over.
+    pub fn next_event_timeout(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<Option<ReplyEvent>, TimedOut> {
         let deadline = std::time::Instant::now() + timeout;
         while !self.finished {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
@@ -149,7 +156,7 @@ impl ReplyStream {
                         return Ok(Some(ev));
                     }
                 }
-                Err(RecvTimeoutError::Timeout) => return Err(()),
+                Err(RecvTimeoutError::Timeout) => return Err(TimedOut),
                 Err(RecvTimeoutError::Disconnected) => return Ok(None),
             }
         }
