@@ -116,8 +116,14 @@ fn main() {
         loop_check(&store, known);
         return;
     }
+    let dense = std::env::var("LLM_DENSE_PREFILL").is_ok_and(|v| v == "1");
+    let opts = LoadOptions {
+        dense_prefill: dense,
+        ..LoadOptions::default()
+    };
     let t0 = Instant::now();
-    let m = Arc::new(llm::load_known(&store, known, LoadOptions::default()).expect("load"));
+    let m = Arc::new(llm::load_known(&store, known, opts).expect("load"));
+    println!("dense_prefill: {dense}");
     println!(
         "model {} ({}) loaded in {:.2}s",
         known.id,
@@ -149,6 +155,30 @@ fn main() {
             med / base
         );
     }
+
+    // The same new turn straight on the model (no engine): prefill 27 tokens after 500 cached.
+    let mut direct = Vec::new();
+    for _ in 0..5 {
+        let mut kv = m.new_cache();
+        for c in long[..500].chunks(128) {
+            m.forward(&mut [StepSeq {
+                tokens: c,
+                kv: &mut kv,
+            }])
+            .expect("prefill");
+        }
+        let t0 = Instant::now();
+        m.forward(&mut [StepSeq {
+            tokens: &long[..27],
+            kv: &mut kv,
+        }])
+        .expect("turn");
+        direct.push(t0.elapsed().as_secs_f64() * 1000.0);
+    }
+    println!(
+        "model-only: 27 new tokens after 500 cached: median {:.0} ms  {direct:.0?}",
+        median(direct.clone())
+    );
 
     // New-turn TTFT through the engine with ~500 cached tokens of history.
     let eng = LlmEngine::start(m.clone(), EngineConfig::default()).expect("engine");

@@ -84,8 +84,8 @@ impl SeqKv {
         if let Some((ok, ov)) = &self.layers[layer]
             && self.len > 0
         {
-            k.slice_set(&ok.narrow(1, 0, self.len)?, 1, 0)?;
-            v.slice_set(&ov.narrow(1, 0, self.len)?, 1, 0)?;
+            k.slice_set(&ok.narrow(1, 0, self.len)?.contiguous()?, 1, 0)?;
+            v.slice_set(&ov.narrow(1, 0, self.len)?.contiguous()?, 1, 0)?;
         }
         self.layers[layer] = Some((k, v));
         Ok(())
@@ -94,5 +94,41 @@ impl SeqKv {
     /// Every layer has appended `t` tokens: advance the length.
     pub fn commit(&mut self, t: usize) {
         self.len += t;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filled(t: usize, start: f32) -> Tensor {
+        let data: Vec<f32> = (0..2 * t * 4).map(|i| start + i as f32).collect();
+        Tensor::from_vec(data, (2, t, 4), &Device::Cpu).expect("tensor")
+    }
+
+    #[test]
+    fn grows_past_capacity_keeping_contents_and_truncates() {
+        let mut kv = SeqKv::new(1);
+        let a = filled(50, 0.0);
+        kv.append(0, &a, &a).expect("append");
+        kv.commit(50);
+        let b = filled(30, 1000.0);
+        let (k, _) = kv.append(0, &b, &b).expect("append past 64");
+        kv.commit(30);
+        assert_eq!(k.dims(), &[2, 80, 4]);
+        let expect = Tensor::cat(&[&a, &b], 1).expect("cat");
+        let diff = (k - expect)
+            .expect("sub")
+            .abs()
+            .expect("abs")
+            .sum_all()
+            .expect("sum")
+            .to_scalar::<f32>()
+            .expect("scalar");
+        assert_eq!(diff, 0.0);
+        kv.truncate(10);
+        assert_eq!(kv.len(), 10);
+        let (k, _) = kv.append(0, &b, &b).expect("append after truncate");
+        assert_eq!(k.dims(), &[2, 40, 4]);
     }
 }

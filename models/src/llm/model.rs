@@ -29,6 +29,10 @@ pub struct LoadOptions {
     pub requantize_to_q8: bool,
     /// Longest sequence the RoPE tables cover (capped by the model's context length).
     pub max_positions: usize,
+    /// Keep a dense f32 copy of every layer matrix and use it for prefill chunks (sequences
+    /// feeding 2+ tokens in a step); decode rows keep using the quantized weights. Costs
+    /// 4 bytes per layer parameter (SmolLM2 ~0.4 GB, Qwen 0.5B ~1.4 GB); see docs/LLM.md.
+    pub dense_prefill: bool,
 }
 
 impl Default for LoadOptions {
@@ -36,23 +40,49 @@ impl Default for LoadOptions {
         Self {
             requantize_to_q8: true,
             max_positions: 8192,
+            dense_prefill: false,
         }
+    }
+}
+
+/// A projection: quantized weights for decode rows, and optionally a dense f32 copy for
+/// prefill chunks (a dense GEMM beats quantized dot products once many rows share the weights).
+struct Proj {
+    q: QMatMul,
+    dense: Option<Tensor>,
+}
+
+impl Proj {
+    /// `runs`: consecutive row ranges of `x` and whether each uses the dense copy.
+    fn forward(&self, x: &Tensor, runs: &[(usize, usize, bool)]) -> CResult<Tensor> {
+        let one = |x: &Tensor, dense: bool| match (&self.dense, dense) {
+            (Some(w), true) => x.matmul(&w.t()?),
+            _ => self.q.forward(x),
+        };
+        if let [(_, _, dense)] = runs {
+            return one(x, *dense);
+        }
+        let parts = runs
+            .iter()
+            .map(|&(start, len, dense)| one(&x.narrow(0, start, len)?, dense))
+            .collect::<CResult<Vec<_>>>()?;
+        Tensor::cat(&parts, 0)
     }
 }
 
 struct Layer {
     attn_norm: Tensor,
-    wq: QMatMul,
-    wk: QMatMul,
-    wv: QMatMul,
+    wq: Proj,
+    wk: Proj,
+    wv: Proj,
     bq: Option<Tensor>,
     bk: Option<Tensor>,
     bv: Option<Tensor>,
-    wo: QMatMul,
+    wo: Proj,
     ffn_norm: Tensor,
-    gate: QMatMul,
-    up: QMatMul,
-    down: QMatMul,
+    gate: Proj,
+    up: Proj,
+    down: Proj,
 }
 
 /// The loaded model: weights, tokenizer and RoPE tables. Shared read-only; all mutable state
@@ -81,6 +111,7 @@ struct Loader<'a> {
     file: std::fs::File,
     device: Device,
     requantize: bool,
+    dense: bool,
 }
 
 impl Loader<'_> {
@@ -99,6 +130,18 @@ impl Loader<'_> {
     }
     fn mm(&mut self, name: &str) -> CResult<QMatMul> {
         QMatMul::from_qtensor(self.q(name)?)
+    }
+    fn proj(&mut self, name: &str) -> CResult<Proj> {
+        let q = self.q(name)?;
+        let dense = if self.dense {
+            Some(q.dequantize(&self.device)?)
+        } else {
+            None
+        };
+        Ok(Proj {
+            q: QMatMul::from_qtensor(q)?,
+            dense,
+        })
     }
     fn f32(&mut self, name: &str) -> CResult<Tensor> {
         self.content
@@ -131,6 +174,7 @@ impl QuantLm {
             file,
             device: device.clone(),
             requantize: opts.requantize_to_q8,
+            dense: opts.dense_prefill,
         };
         let has_output = content.tensor_infos.contains_key("output.weight");
         // The embedding is only read row by row, so its format does not matter for speed;
@@ -156,17 +200,17 @@ impl QuantLm {
             let layer = (|| -> CResult<Layer> {
                 Ok(Layer {
                     attn_norm: ld.f32(&n("attn_norm.weight"))?,
-                    wq: ld.mm(&n("attn_q.weight"))?,
-                    wk: ld.mm(&n("attn_k.weight"))?,
-                    wv: ld.mm(&n("attn_v.weight"))?,
+                    wq: ld.proj(&n("attn_q.weight"))?,
+                    wk: ld.proj(&n("attn_k.weight"))?,
+                    wv: ld.proj(&n("attn_v.weight"))?,
                     bq: ld.opt_f32(&n("attn_q.bias"))?,
                     bk: ld.opt_f32(&n("attn_k.bias"))?,
                     bv: ld.opt_f32(&n("attn_v.bias"))?,
-                    wo: ld.mm(&n("attn_output.weight"))?,
+                    wo: ld.proj(&n("attn_output.weight"))?,
                     ffn_norm: ld.f32(&n("ffn_norm.weight"))?,
-                    gate: ld.mm(&n("ffn_gate.weight"))?,
-                    up: ld.mm(&n("ffn_up.weight"))?,
-                    down: ld.mm(&n("ffn_down.weight"))?,
+                    gate: ld.proj(&n("ffn_gate.weight"))?,
+                    up: ld.proj(&n("ffn_up.weight"))?,
+                    down: ld.proj(&n("ffn_down.weight"))?,
                 })
             })()
             .map_err(gguf_err)?;
@@ -255,6 +299,18 @@ impl QuantLm {
             }
             last_rows.push((ids.len() - 1) as u32);
         }
+        // Row runs by path: a sequence feeding 2+ tokens (prefill) may use dense weights.
+        let mut runs: Vec<(usize, usize, bool)> = Vec::new();
+        let mut row = 0;
+        for s in seqs.iter() {
+            let t = s.tokens.len();
+            let dense = t >= 2;
+            match runs.last_mut() {
+                Some(last) if last.2 == dense => last.1 += t,
+                _ => runs.push((row, t, dense)),
+            }
+            row += t;
+        }
         let ids = Tensor::from_vec(ids, n, &self.device)?;
         let pos = Tensor::from_vec(pos, n, &self.device)?;
         let cos = self.cos.index_select(&pos, 0)?.reshape((n, 1, hd / 2))?;
@@ -278,9 +334,9 @@ impl QuantLm {
         let mut x = self.embed.embedding(&ids)?;
         for (li, layer) in self.layers.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, eps)?;
-            let q = add_bias(layer.wq.forward(&h)?, &layer.bq)?;
-            let k = add_bias(layer.wk.forward(&h)?, &layer.bk)?;
-            let v = add_bias(layer.wv.forward(&h)?, &layer.bv)?;
+            let q = add_bias(layer.wq.forward(&h, &runs)?, &layer.bq)?;
+            let k = add_bias(layer.wk.forward(&h, &runs)?, &layer.bk)?;
+            let v = add_bias(layer.wv.forward(&h, &runs)?, &layer.bv)?;
             let q = rope(&q, nh)?;
             let k = rope(&k, nkv)?;
             let v = v.reshape((n, nkv, hd))?;
@@ -316,11 +372,11 @@ impl QuantLm {
             } else {
                 Tensor::cat(&outs, 0)?
             };
-            x = (x + layer.wo.forward(&attn)?)?;
+            x = (x + layer.wo.forward(&attn, &runs)?)?;
             let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, eps)?;
-            let gate = candle_nn::ops::silu(&layer.gate.forward(&h)?)?;
-            let up = layer.up.forward(&h)?;
-            x = (x + layer.down.forward(&(gate * up)?)?)?;
+            let gate = candle_nn::ops::silu(&layer.gate.forward(&h, &runs)?)?;
+            let up = layer.up.forward(&h, &runs)?;
+            x = (x + layer.down.forward(&(gate * up)?, &runs)?)?;
         }
         let last = Tensor::from_vec(last_rows, seqs.len(), &self.device)?;
         let x = x.index_select(&last, 0)?;
