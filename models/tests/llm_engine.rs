@@ -360,3 +360,49 @@ fn default_model_knows_the_capital_of_france() {
         .collect_text();
     assert!(text.contains("Paris"), "{text:?}");
 }
+
+#[test]
+fn dense_prefill_logits_match_quantized_prefill_to_rounding() {
+    let _g = serial();
+    let m = smollm();
+    let store = ModelStore::from_env().expect("store");
+    let dense = llm::load_known(
+        &store,
+        llm::SMOLLM2,
+        LoadOptions {
+            dense_prefill: true,
+            ..LoadOptions::default()
+        },
+    )
+    .expect("SmolLM2 dense");
+    let f = format(&m);
+    let mut prompt = f.system(&m.tokenizer, None).expect("system");
+    prompt.extend(f.user_turn(&m.tokenizer, PROMPTS[2]).expect("user"));
+    let last = |model: &QuantLm| {
+        let mut kv = model.new_cache();
+        model
+            .forward(&mut [StepSeq {
+                tokens: &prompt,
+                kv: &mut kv,
+            }])
+            .expect("forward")
+            .to_vec2::<f32>()
+            .expect("logits")
+            .remove(0)
+    };
+    let (a, b) = (last(&m), last(&dense));
+    let max_diff = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    let spread = a.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+        - a.iter().copied().fold(f32::INFINITY, f32::min);
+    eprintln!("dense vs quantized prefill: max |logit diff| {max_diff} (logit spread {spread})");
+    // The quantized path rounds activations to 8 bits; the dense path does not.
+    assert!(
+        max_diff < 0.05 * spread,
+        "max diff {max_diff}, spread {spread}"
+    );
+    assert_eq!(argmax(&a), argmax(&b));
+}
