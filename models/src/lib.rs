@@ -1,5 +1,6 @@
 //! Models behind small traits, and the store they are loaded from.
 
+pub mod llm;
 pub mod onnx;
 pub mod store;
 pub mod tts;

@@ -11,7 +11,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "antiphon", version, about = "Real-time voice-agent media server")]
+#[command(
+    name = "antiphon",
+    version,
+    about = "Real-time voice-agent media server"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -27,13 +31,14 @@ enum Command {
     Say(commands::say::SayArgs),
     /// Transcribe a WAV file with the streaming recogniser (VAD, endpointing, Moonshine).
     Transcribe(commands::transcribe::TranscribeArgs),
+    /// Stream one chat reply to stdout (local GGUF model or an OpenAI-compatible endpoint).
+    Chat(commands::chat::ChatArgs),
 }
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -43,6 +48,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => commands::serve::run(args),
         Command::Say(args) => commands::say::run(args),
         Command::Transcribe(args) => commands::transcribe::run(args),
+        Command::Chat(args) => commands::chat::run(args),
     };
     match result {
         Ok(code) => code,
