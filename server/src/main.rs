@@ -7,7 +7,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "antiphon", version, about = "Real-time voice-agent media server")]
+#[command(
+    name = "antiphon",
+    version,
+    about = "Real-time voice-agent media server"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -26,8 +30,7 @@ enum Command {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
