@@ -207,7 +207,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("notes.wav");
         std::fs::write(&path, b"not a wav file at all").expect("write");
-        let err = read_wav_mono(&path).err().expect("must fail");
+        let err = read_wav_mono(&path).expect_err("must fail");
         assert!(err.to_string().contains("not a readable WAV file"), "{err}");
         let missing = dir.path().join("missing.wav");
         assert!(read_wav_mono(&missing).is_err());
