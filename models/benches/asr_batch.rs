@@ -24,11 +24,7 @@ fn clips() -> Vec<(Vec<f32>, String)> {
     paths
         .iter()
         .map(|p| {
-            let mut r = hound::WavReader::open(p).expect("wav");
-            let audio = r
-                .samples::<i16>()
-                .map(|s| f32::from(s.expect("sample")) / 32768.0)
-                .collect();
+            let audio = antiphon_audio::wav::read_mono(p).expect("wav").samples;
             let text = std::fs::read_to_string(p.with_extension("txt")).expect("txt");
             (audio, text)
         })

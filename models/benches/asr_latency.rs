@@ -20,10 +20,7 @@ fn clip(name: &str) -> Vec<f32> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.extension().is_some_and(|x| x == "wav") && p.to_string_lossy().contains(name))
         .expect("clip present");
-    let mut r = hound::WavReader::open(path).expect("wav");
-    r.samples::<i16>()
-        .map(|s| f32::from(s.expect("sample")) / 32768.0)
-        .collect()
+    antiphon_audio::wav::read_mono(path).expect("wav").samples
 }
 
 fn main() {

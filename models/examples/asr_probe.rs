@@ -4,11 +4,7 @@ use antiphon_models::store::ModelStore;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let mut reader = hound::WavReader::open(&args[1])?;
-    let audio: Vec<f32> = reader
-        .samples::<i16>()
-        .map(|s| s.map(|v| v as f32 / 32768.0))
-        .collect::<Result<_, _>>()?;
+    let audio = antiphon_audio::wav::read_mono(&args[1])?.samples;
     let threads: usize = args[2].parse()?;
     let mut asr = Moonshine::load(&ModelStore::from_env()?, threads)?;
     for _ in 0..3 {

@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 
 use ort::environment::Environment;
 use ort::session::Session;
-use ort::session::builder::GraphOptimizationLevel;
+use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 
 use crate::store::{ModelStore, StoreError};
 
@@ -45,23 +45,46 @@ pub fn environment(store: &ModelStore) -> Result<Environment, OnnxError> {
     })
 }
 
-/// Opens a model with a fixed number of intra-op threads and no spinning: engines own their
-/// threads and must not burn the cores of a small box while idle.
+/// Opens a model file with the options every engine shares (see [`builder`]).
 pub fn session(env: &Environment, model: &Path, threads: usize) -> Result<Session, OnnxError> {
     let err = |message: String| OnnxError::Session {
         model: model.display().to_string(),
         message,
     };
-    Session::builder(env)
-        .map_err(|e| err(e.to_string()))?
-        .with_optimization_level(GraphOptimizationLevel::Level3)
-        .map_err(|e| err(e.to_string()))?
-        .with_intra_threads(threads.max(1))
-        .map_err(|e| err(e.to_string()))?
-        .with_inter_threads(1)
-        .map_err(|e| err(e.to_string()))?
-        .with_intra_op_spinning(false)
-        .map_err(|e| err(e.to_string()))?
+    builder(env, threads)
+        .map_err(err)?
         .commit_from_file(model)
         .map_err(|e| err(e.to_string()))
+}
+
+/// Opens a model held in memory (`name` labels errors) with the same options as [`session`].
+pub fn session_from_memory(
+    env: &Environment,
+    name: &str,
+    model: &[u8],
+    threads: usize,
+) -> Result<Session, OnnxError> {
+    let err = |message: String| OnnxError::Session {
+        model: name.to_owned(),
+        message,
+    };
+    builder(env, threads)
+        .map_err(err)?
+        .commit_from_memory(model)
+        .map_err(|e| err(e.to_string()))
+}
+
+/// Full graph optimisation, a fixed number of intra-op threads and no spinning: engines own
+/// their threads and must not burn the cores of a small box while idle.
+fn builder(env: &Environment, threads: usize) -> Result<SessionBuilder, String> {
+    Session::builder(env)
+        .map_err(|e| e.to_string())?
+        .with_optimization_level(GraphOptimizationLevel::Level3)
+        .map_err(|e| e.to_string())?
+        .with_intra_threads(threads.max(1))
+        .map_err(|e| e.to_string())?
+        .with_inter_threads(1)
+        .map_err(|e| e.to_string())?
+        .with_intra_op_spinning(false)
+        .map_err(|e| e.to_string())
 }

@@ -127,7 +127,6 @@ impl Moonshine {
         path: &Path,
         threads: usize,
     ) -> Result<Session, AsrError> {
-        use ort::session::builder::GraphOptimizationLevel;
         if std::env::var_os("ANTIPHON_MOONSHINE_ORT").is_some() {
             return Ok(onnx::session(env, path, threads)?);
         }
@@ -135,22 +134,12 @@ impl Moonshine {
             stage: "decoder conversion",
             message: e.to_string(),
         })?;
-        let err = |message: String| AsrError::Run {
-            stage: "decoder load",
-            message,
-        };
-        Session::builder(env)
-            .map_err(|e| err(e.to_string()))?
-            .with_optimization_level(GraphOptimizationLevel::Level3)
-            .map_err(|e| err(e.to_string()))?
-            .with_intra_threads(threads.max(1))
-            .map_err(|e| err(e.to_string()))?
-            .with_inter_threads(1)
-            .map_err(|e| err(e.to_string()))?
-            .with_intra_op_spinning(false)
-            .map_err(|e| err(e.to_string()))?
-            .commit_from_memory(&bytes)
-            .map_err(|e| err(e.to_string()))
+        Ok(onnx::session_from_memory(
+            env,
+            &path.display().to_string(),
+            &bytes,
+            threads,
+        )?)
     }
 
     /// Most tokens worth generating for `samples` of audio.

@@ -5,6 +5,8 @@
 //! out in words ("42" -> "forty two"), so "Mr. Smith's 2 dogs" and "mister smith's two dogs"
 //! compare equal.
 
+use crate::tts::numbers::cardinal;
+
 /// Normalised words of `text`.
 pub fn normalize(text: &str) -> Vec<String> {
     let lowered = text.to_lowercase();
@@ -37,82 +39,14 @@ pub fn normalize(text: &str) -> Vec<String> {
             "mrs" => words.push("missus".to_owned()),
             "dr" => words.push("doctor".to_owned()),
             _ => match word.parse::<u64>() {
-                Ok(n) if word.len() <= 12 => words.extend(number_words(n)),
+                Ok(n) if word.len() <= 12 => {
+                    words.extend(cardinal(n).split([' ', '-']).map(str::to_owned))
+                }
                 _ => words.push(word.to_owned()),
             },
         }
     }
     words
-}
-
-const ONES: [&str; 20] = [
-    "zero",
-    "one",
-    "two",
-    "three",
-    "four",
-    "five",
-    "six",
-    "seven",
-    "eight",
-    "nine",
-    "ten",
-    "eleven",
-    "twelve",
-    "thirteen",
-    "fourteen",
-    "fifteen",
-    "sixteen",
-    "seventeen",
-    "eighteen",
-    "nineteen",
-];
-const TENS: [&str; 10] = [
-    "", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety",
-];
-
-/// `n` spelled out as separate words ("one hundred twenty three").
-fn number_words(n: u64) -> Vec<String> {
-    let mut out = Vec::new();
-    if n == 0 {
-        out.push(ONES[0].to_owned());
-        return out;
-    }
-    let scales = [
-        (1_000_000_000, "billion"),
-        (1_000_000, "million"),
-        (1_000, "thousand"),
-    ];
-    let mut rest = n;
-    for (scale, name) in scales {
-        if rest >= scale {
-            out.extend(below_thousand(rest / scale));
-            out.push(name.to_owned());
-            rest %= scale;
-        }
-    }
-    if rest > 0 {
-        out.extend(below_thousand(rest));
-    }
-    out
-}
-
-fn below_thousand(n: u64) -> Vec<String> {
-    let mut out = Vec::new();
-    let (hundreds, rest) = (n / 100, n % 100);
-    if hundreds > 0 {
-        out.extend(below_thousand(hundreds));
-        out.push("hundred".to_owned());
-    }
-    if rest >= 20 {
-        out.push(TENS[(rest / 10) as usize].to_owned());
-        if rest % 10 > 0 {
-            out.push(ONES[(rest % 10) as usize].to_owned());
-        }
-    } else if rest > 0 {
-        out.push(ONES[rest as usize].to_owned());
-    }
-    out
 }
 
 /// Word-level edit distance between two word sequences.

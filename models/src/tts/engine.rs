@@ -21,6 +21,7 @@ use super::g2p::G2p;
 use super::normalize::normalize;
 use super::shape::{pause_ms, shape_chunk};
 use super::{SpeechModel, TtsError};
+use crate::engine::spawn_engine_thread;
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -122,23 +123,21 @@ impl TtsEngine {
         let (ready_tx, ready_rx) = mpsc::sync_channel(1);
         let dropped = Arc::new(AtomicU64::new(0));
         let dropped_in_thread = dropped.clone();
-        let thread = std::thread::Builder::new()
-            .name(config.name.clone())
-            .spawn(move || {
-                let model = match load() {
-                    Ok(m) => {
-                        // The receiver waits in spawn(); if it is gone there is no one to serve.
-                        let _ = ready_tx.send(Ok((m.sample_rate(), m.voices())));
-                        m
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
-                };
-                serve(model, g2p, inbox, &dropped_in_thread);
-            })
-            .map_err(|e| TtsError::Spawn(e.to_string()))?;
+        let thread = spawn_engine_thread(&config.name, move || {
+            let model = match load() {
+                Ok(m) => {
+                    // The receiver waits in spawn(); if it is gone there is no one to serve.
+                    let _ = ready_tx.send(Ok((m.sample_rate(), m.voices())));
+                    m
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            serve(model, g2p, inbox, &dropped_in_thread);
+        })
+        .map_err(|e| TtsError::Spawn(e.to_string()))?;
         let (sample_rate, voices) = ready_rx.recv().map_err(|_| TtsError::EngineStopped)??;
         Ok(Self {
             requests,

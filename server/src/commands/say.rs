@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use antiphon_audio::wav;
 use antiphon_models::store::ModelStore;
 use antiphon_models::tts::lexicon::Lexicon;
 use antiphon_models::tts::load::spawn_engine_for_voice;
@@ -39,23 +40,13 @@ pub fn run(args: SayArgs) -> anyhow::Result<ExitCode> {
     let chunks = stream.collect_reply(Duration::from_secs(120))?;
     let elapsed = started.elapsed();
 
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: engine.sample_rate(),
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut writer = hound::WavWriter::create(&args.output, spec)
-        .with_context(|| format!("cannot create {}", args.output.display()))?;
-    let mut samples = 0usize;
-    for chunk in &chunks {
-        for &x in &chunk.samples {
-            writer.write_sample((x.clamp(-1.0, 1.0) * i16::MAX as f32).round() as i16)?;
-        }
-        samples += chunk.samples.len();
-    }
-    writer.finalize()?;
-    let seconds = samples as f64 / engine.sample_rate() as f64;
+    let samples: Vec<f32> = chunks
+        .iter()
+        .flat_map(|c| c.samples.iter().copied())
+        .collect();
+    wav::write_mono16(&args.output, &samples, engine.sample_rate())
+        .with_context(|| format!("cannot write {}", args.output.display()))?;
+    let seconds = samples.len() as f64 / engine.sample_rate() as f64;
     eprintln!(
         "wrote {} ({seconds:.2} s of audio at {} Hz, {} chunks, synthesized in {:.2} s)",
         args.output.display(),

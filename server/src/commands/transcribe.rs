@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use antiphon_audio::resample::resample_clip;
+use antiphon_audio::wav::{self, MonoAudio};
 use antiphon_models::asr::{AsrEngine, AsrEngineConfig, AsrEvent, StreamingAsr};
 use antiphon_models::store::ModelStore;
 use anyhow::Context;
@@ -44,7 +46,7 @@ pub fn run(args: TranscribeArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(BAD_INPUT));
         }
     };
-    let audio = resample_to_16k(&audio.samples, audio.rate)?;
+    let audio = resample_to_16k(&audio.samples, audio.sample_rate)?;
     let mut config = AsrEngineConfig {
         slots: 1,
         threads: args.threads,
@@ -176,65 +178,24 @@ impl<W: Write> Printer<W> {
     }
 }
 
-struct WavAudio {
-    samples: Vec<f32>,
-    rate: u32,
-}
-
-/// Reads a WAV file and mixes it to mono f32. (Until the audio crate's WAV reader is merged.)
-fn read_wav_mono(path: &Path) -> anyhow::Result<WavAudio> {
-    let mut reader = hound::WavReader::open(path)
+/// Reads a WAV file mixed to mono; anything that is not a WAV file with audio in it is an
+/// error naming the file.
+fn read_wav_mono(path: &Path) -> anyhow::Result<MonoAudio> {
+    let audio = wav::read_mono(path)
         .with_context(|| format!("{} is not a readable WAV file", path.display()))?;
-    let spec = reader.spec();
-    let channels = usize::from(spec.channels.max(1));
-    let interleaved: Vec<f32> = match spec.sample_format {
-        hound::SampleFormat::Int => {
-            let scale = 1.0 / (1u64 << (spec.bits_per_sample.clamp(1, 32) - 1)) as f32;
-            reader
-                .samples::<i32>()
-                .map(|s| s.map(|v| v as f32 * scale))
-                .collect::<Result<_, _>>()
-        }
-        hound::SampleFormat::Float => reader.samples::<f32>().collect::<Result<_, _>>(),
-    }
-    .with_context(|| format!("{} has unreadable samples", path.display()))?;
-    if interleaved.is_empty() {
+    if audio.samples.is_empty() {
         anyhow::bail!("{} holds no audio", path.display());
     }
-    let samples = interleaved
-        .chunks(channels)
-        .map(|frame| frame.iter().sum::<f32>() / frame.len() as f32)
-        .collect();
-    Ok(WavAudio {
-        samples,
-        rate: spec.sample_rate,
-    })
+    Ok(audio)
 }
 
-/// Resamples mono audio to 16 kHz. The one place the CLI resamples: to be replaced by the
-/// audio crate's resampler.
+/// Resamples mono audio to the recogniser's 16 kHz.
 fn resample_to_16k(samples: &[f32], rate: u32) -> anyhow::Result<Vec<f32>> {
-    use rubato::audioadapter_buffers::direct::InterleavedSlice;
-    use rubato::{Fft, FixedSync, Resampler};
     if rate == TARGET_RATE {
         return Ok(samples.to_vec());
     }
-    if rate == 0 {
-        anyhow::bail!("the WAV file declares a sample rate of 0");
-    }
-    let mut resampler = Fft::<f32>::new(
-        rate as usize,
-        TARGET_RATE as usize,
-        1024,
-        1,
-        FixedSync::Input,
-    )
-    .context("creating the resampler")?;
-    let input = InterleavedSlice::new(samples, 1, samples.len()).context("resampler input")?;
-    let output = resampler
-        .process_all(&input, samples.len(), None)
-        .context("resampling")?;
-    Ok(output.take_data())
+    resample_clip(samples, rate, TARGET_RATE)
+        .with_context(|| format!("cannot resample {rate} Hz audio to {TARGET_RATE} Hz"))
 }
 
 #[cfg(test)]
@@ -246,10 +207,19 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("notes.wav");
         std::fs::write(&path, b"not a wav file at all").expect("write");
-        let err = read_wav_mono(&path).err().expect("must fail");
+        let err = read_wav_mono(&path).expect_err("must fail");
         assert!(err.to_string().contains("not a readable WAV file"), "{err}");
         let missing = dir.path().join("missing.wav");
         assert!(read_wav_mono(&missing).is_err());
+        // The command itself exits 2 before touching the model store.
+        let args = TranscribeArgs {
+            file: path,
+            json: false,
+            realtime: false,
+            silence_ms: 500,
+            threads: 1,
+        };
+        assert_eq!(run(args).expect("handled"), ExitCode::from(BAD_INPUT));
     }
 
     #[test]
@@ -270,8 +240,8 @@ mod tests {
         }
         w.finalize().expect("finalize");
         let audio = read_wav_mono(&path).expect("readable");
-        assert_eq!((audio.rate, audio.samples.len()), (8_000, 8_000));
-        let up = resample_to_16k(&audio.samples, audio.rate).expect("resampled");
+        assert_eq!((audio.sample_rate, audio.samples.len()), (8_000, 8_000));
+        let up = resample_to_16k(&audio.samples, audio.sample_rate).expect("resampled");
         assert!(up.len().abs_diff(16_000) < 200, "{} samples", up.len());
         // 500 Hz for one second: about 1000 zero crossings at any rate.
         let crossings = up
