@@ -3,3 +3,4 @@
 pub mod onnx;
 pub mod store;
 pub mod tts;
+pub mod diar;
