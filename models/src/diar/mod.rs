@@ -5,11 +5,13 @@ pub mod campplus;
 pub mod der;
 pub mod embedder;
 pub mod online;
+pub mod resample;
 pub mod rttm;
 pub mod speech;
 
 pub use campplus::{CamPlusPlus, EMBEDDING_DIM, cosine};
 pub use embedder::SpeakerEmbedder;
+pub use online::{EmbedJob, LabelChange, OnlineConfig, OnlineDiarizer, Segment};
 
 
 use crate::store::StoreError;
