@@ -5,6 +5,7 @@ pub mod campplus;
 pub mod der;
 pub mod embedder;
 pub mod online;
+pub mod pipeline;
 pub mod resample;
 pub mod rttm;
 pub mod speech;

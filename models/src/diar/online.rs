@@ -128,9 +128,14 @@ impl OnlineDiarizer {
         &self.cfg
     }
 
-    /// Speakers found so far.
+    /// Speakers that currently hold at least one window (a speaker whose windows all moved
+    /// to others keeps its label number; it is never reused).
     pub fn num_speakers(&self) -> usize {
-        self.centroids.len()
+        let mut used = vec![false; self.centroids.len()];
+        for s in self.windows.iter().filter_map(|w| w.speaker) {
+            used[s] = true;
+        }
+        used.into_iter().filter(|&u| u).count()
     }
 
     /// One 10 ms frame (160 samples at 16 kHz; a shorter last frame is fine) and whether it
