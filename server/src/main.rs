@@ -19,6 +19,8 @@ enum Command {
     Models(commands::models::ModelsArgs),
     /// Speak text into a WAV file (streaming TTS engine, Piper or Kokoro voice).
     Say(commands::say::SayArgs),
+    /// Label who spoke when in a WAV file (CAM++ embeddings, online clustering; RTTM output).
+    Diarize(commands::diarize::DiarizeArgs),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +35,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Models(args) => commands::models::run(args),
         Command::Say(args) => commands::say::run(args),
+        Command::Diarize(args) => commands::diarize::run(args),
     };
     match result {
         Ok(code) => code,
