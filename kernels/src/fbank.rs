@@ -63,7 +63,9 @@ pub struct Fbank {
 
 impl std::fmt::Debug for Fbank {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Fbank").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Fbank")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -122,7 +124,10 @@ impl Fbank {
                     })
                     .collect();
                 let first = weights.iter().position(|&w| w > 0.0).unwrap_or(0);
-                let last = weights.iter().rposition(|&w| w > 0.0).map_or(first, |l| l + 1);
+                let last = weights
+                    .iter()
+                    .rposition(|&w| w > 0.0)
+                    .map_or(first, |l| l + 1);
                 (first, weights[first..last].to_vec())
             })
             .collect();
@@ -275,16 +280,27 @@ mod tests {
             .collect();
         let feats = fb.compute(&tone);
         let row = &feats[..80];
-        let peak = row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
+        let peak = row
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .unwrap()
+            .0;
         // Centre of bin m: mel(20) + (m + 1) * (mel(8000) - mel(20)) / 81; mel(1 kHz) ~ 1000 -> m ~ 27.
         assert!((26..=28).contains(&peak), "peak at bin {peak}");
     }
 
     #[test]
     fn bad_configs_are_refused() {
-        let cfg = FbankConfig { low_freq: 9000.0, ..FbankConfig::default() };
+        let cfg = FbankConfig {
+            low_freq: 9000.0,
+            ..FbankConfig::default()
+        };
         assert!(matches!(Fbank::new(cfg), Err(FbankError::Config(_))));
-        let cfg = FbankConfig { num_mel_bins: 0, ..FbankConfig::default() };
+        let cfg = FbankConfig {
+            num_mel_bins: 0,
+            ..FbankConfig::default()
+        };
         assert!(Fbank::new(cfg).is_err());
     }
 

@@ -38,6 +38,9 @@ fn matches_the_numpy_reference_on_real_speech() {
             worst = worst.max((got - want).abs());
         }
     }
-    eprintln!("max |rust - numpy| over {} frames: {worst:.2e}", expected.len());
+    eprintln!(
+        "max |rust - numpy| over {} frames: {worst:.2e}",
+        expected.len()
+    );
     assert!(worst <= TOLERANCE, "max abs log-energy error {worst}");
 }

@@ -29,7 +29,13 @@ fn store() -> ModelStore {
 }
 
 fn trim(x: Vec<f32>) -> Vec<f32> {
-    let r = regions(&speech_mask(&x, &EnergyVadConfig { hangover_frames: 0, ..Default::default() }));
+    let r = regions(&speech_mask(
+        &x,
+        &EnergyVadConfig {
+            hangover_frames: 0,
+            ..Default::default()
+        },
+    ));
     match (r.first(), r.last()) {
         (Some(a), Some(b)) => x[a.0 * 160..(b.1 * 160).min(x.len())].to_vec(),
         _ => panic!("no speech in an utterance"),
@@ -38,22 +44,52 @@ fn trim(x: Vec<f32>) -> Vec<f32> {
 
 fn librivox(id: &str) -> Vec<f32> {
     let path = store()
-        .file("librivox-clips", &format!("sense_and_sensibility_01_austen_64kb-{id}.wav"))
+        .file(
+            "librivox-clips",
+            &format!("sense_and_sensibility_01_austen_64kb-{id}.wav"),
+        )
         .expect("LibriVox clip in the store");
     let mut reader = hound::WavReader::open(path).expect("wav");
     assert_eq!(reader.spec().sample_rate, RATE);
-    reader.samples::<i16>().map(|s| s.expect("sample") as f32 / 32768.0).collect()
+    reader
+        .samples::<i16>()
+        .map(|s| s.expect("sample") as f32 / 32768.0)
+        .collect()
 }
 
 const TTS_LINES: [(&str, &str); 8] = [
-    ("joe", "I think the train leaves at half past nine, so we should hurry up and pack our bags."),
-    ("af_heart", "Could you tell me where the nearest post office is? I need to send a parcel today."),
-    ("am_adam", "The weather has been strange this week, warm in the morning and freezing at night."),
-    ("bm_george", "Our meeting was moved to Thursday afternoon, because the manager is travelling."),
-    ("joe", "My brother bought a small boat last summer and now he wants to sail around the island."),
-    ("af_heart", "Please remember to water the plants while I am away, especially the ones by the window."),
-    ("bm_george", "The library closes early on Sundays, so return those books before four o'clock."),
-    ("am_adam", "I have never seen so many people waiting for a bus at this hour of the evening."),
+    (
+        "joe",
+        "I think the train leaves at half past nine, so we should hurry up and pack our bags.",
+    ),
+    (
+        "af_heart",
+        "Could you tell me where the nearest post office is? I need to send a parcel today.",
+    ),
+    (
+        "am_adam",
+        "The weather has been strange this week, warm in the morning and freezing at night.",
+    ),
+    (
+        "bm_george",
+        "Our meeting was moved to Thursday afternoon, because the manager is travelling.",
+    ),
+    (
+        "joe",
+        "My brother bought a small boat last summer and now he wants to sail around the island.",
+    ),
+    (
+        "af_heart",
+        "Please remember to water the plants while I am away, especially the ones by the window.",
+    ),
+    (
+        "bm_george",
+        "The library closes early on Sundays, so return those books before four o'clock.",
+    ),
+    (
+        "am_adam",
+        "I have never seen so many people waiting for a bus at this hour of the evening.",
+    ),
 ];
 
 /// All utterances, made once per test binary: index 0..3 LibriVox, then the TTS lines in order.
@@ -62,7 +98,10 @@ fn utterances() -> &'static [Utterance] {
     CELL.get_or_init(|| {
         let mut out: Vec<Utterance> = ["0870", "0890", "0920", "0930"]
             .iter()
-            .map(|id| Utterance { speaker: "reader", samples: trim(librivox(id)) })
+            .map(|id| Utterance {
+                speaker: "reader",
+                samples: trim(librivox(id)),
+            })
             .collect();
         let lexicon = Arc::new(Lexicon::load(&store()).expect("misaki lexicon"));
         let piper = spawn_engine_for_voice(&store(), lexicon.clone(), "joe", 2).expect("piper");
@@ -72,10 +111,18 @@ fn utterances() -> &'static [Utterance] {
             let mut stream = engine.open_stream(voice).expect("voice");
             stream.push_text(text).expect("queued");
             stream.finish().expect("queued");
-            let chunks = stream.collect_reply(Duration::from_secs(120)).expect("audio");
+            let chunks = stream
+                .collect_reply(Duration::from_secs(120))
+                .expect("audio");
             let rate = chunks[0].sample_rate;
-            let audio: Vec<f32> = chunks.iter().flat_map(|c| c.samples.iter().copied()).collect();
-            out.push(Utterance { speaker: voice, samples: trim(resample(&audio, rate, RATE)) });
+            let audio: Vec<f32> = chunks
+                .iter()
+                .flat_map(|c| c.samples.iter().copied())
+                .collect();
+            out.push(Utterance {
+                speaker: voice,
+                samples: trim(resample(&audio, rate, RATE)),
+            });
         }
         out
     })
@@ -101,18 +148,34 @@ fn same_speaker_segments_are_closer_than_different_speakers() {
     let mut emb = embedder().lock().expect("embedder lock");
     let mut e = Vec::new();
     for &(a, b) in &pick {
-        let v = emb.embed(&[middle(&utts[a].samples), middle(&utts[b].samples)]).expect("embed");
+        let v = emb
+            .embed(&[middle(&utts[a].samples), middle(&utts[b].samples)])
+            .expect("embed");
         e.push(v);
     }
     for (i, &(a, b)) in pick.iter().enumerate() {
         assert_eq!(utts[a].speaker, utts[b].speaker);
         let same = cosine(&e[i][0], &e[i][1]);
         let mut worst_other = f32::MIN;
-        for other in e.iter().enumerate().filter(|(j, _)| *j != i).flat_map(|(_, o)| o) {
-            worst_other = worst_other.max(cosine(&e[i][0], other)).max(cosine(&e[i][1], other));
+        for other in e
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .flat_map(|(_, o)| o)
+        {
+            worst_other = worst_other
+                .max(cosine(&e[i][0], other))
+                .max(cosine(&e[i][1], other));
         }
-        eprintln!("{:>9}: same {same:.3}, most similar other {worst_other:.3}", utts[a].speaker);
-        assert!(same > worst_other, "{}: same {same} <= other {worst_other}", utts[a].speaker);
+        eprintln!(
+            "{:>9}: same {same:.3}, most similar other {worst_other:.3}",
+            utts[a].speaker
+        );
+        assert!(
+            same > worst_other,
+            "{}: same {same} <= other {worst_other}",
+            utts[a].speaker
+        );
     }
 }
 
@@ -127,12 +190,22 @@ fn conversation_der_is_within_twenty_percent() {
     for &i in &order {
         let start = audio.len() as f64 / RATE as f64;
         audio.extend_from_slice(&utts[i].samples);
-        reference.push(Turn::new(start, audio.len() as f64 / RATE as f64, utts[i].speaker));
+        reference.push(Turn::new(
+            start,
+            audio.len() as f64 / RATE as f64,
+            utts[i].speaker,
+        ));
         audio.extend_from_slice(&gap);
     }
     let mut emb = embedder().lock().expect("embedder lock");
     let t0 = Instant::now();
-    let result = diarize(&mut emb, &audio, &EnergyVadConfig::default(), OnlineConfig::default()).expect("diarize");
+    let result = diarize(
+        &mut emb,
+        &audio,
+        &EnergyVadConfig::default(),
+        OnlineConfig::default(),
+    )
+    .expect("diarize");
     let elapsed = t0.elapsed().as_secs_f64();
     let hyp: Vec<Turn> = result
         .segments
@@ -146,7 +219,11 @@ fn conversation_der_is_within_twenty_percent() {
     for t in &reference {
         let mut f = t.start_s;
         while f < t.end_s {
-            if let Some(c) = result.changes.iter().find(|c| (c.start_s as f64) <= f && f < c.end_s as f64) {
+            if let Some(c) = result
+                .changes
+                .iter()
+                .find(|c| (c.start_s as f64) <= f && f < c.end_s as f64)
+            {
                 waits.push(c.end_s as f64 - f);
             }
             f += 0.01;
@@ -165,7 +242,10 @@ fn conversation_der_is_within_twenty_percent() {
         report.confusion_s,
         report.scored_s,
         waits.get(waits.len() / 2).copied().unwrap_or(f64::NAN),
-        waits.get(waits.len() * 95 / 100).copied().unwrap_or(f64::NAN),
+        waits
+            .get(waits.len() * 95 / 100)
+            .copied()
+            .unwrap_or(f64::NAN),
         result.changes.len() - relabels,
         elapsed,
         elapsed / audio_s,

@@ -37,7 +37,9 @@ pub const MIN_FRAMES: usize = 8;
 type Weights = HashMap<String, Tensor>;
 
 fn take(w: &Weights, name: &str) -> Result<Tensor, DiarError> {
-    w.get(name).cloned().ok_or_else(|| DiarError::MissingTensor(name.to_owned()))
+    w.get(name)
+        .cloned()
+        .ok_or_else(|| DiarError::MissingTensor(name.to_owned()))
 }
 
 /// BatchNorm folded into a per-channel scale and shift; `rank` is the input's rank.
@@ -63,8 +65,13 @@ impl BatchNorm {
             (inv_std, shift)
         };
         // Channels sit at dim 1; trailing dims broadcast.
-        let shape: Vec<usize> = std::iter::once(channels).chain(std::iter::repeat_n(1, rank - 2)).collect();
-        Ok(Self { scale: scale.reshape(shape.as_slice())?, shift: shift.reshape(shape.as_slice())? })
+        let shape: Vec<usize> = std::iter::once(channels)
+            .chain(std::iter::repeat_n(1, rank - 2))
+            .collect();
+        Ok(Self {
+            scale: scale.reshape(shape.as_slice())?,
+            shift: shift.reshape(shape.as_slice())?,
+        })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor, DiarError> {
@@ -82,7 +89,12 @@ fn weight(w: &Weights, name: &str) -> Result<Tensor, DiarError> {
 
 /// 3x3 (or 1x1) conv with a frequency stride of 1 or 2 and time stride 1. candle's conv2d has
 /// one stride for both axes, so stride 2 runs at stride 1 and keeps every other frequency row.
-fn conv2d_freq_stride(x: &Tensor, k: &Tensor, stride: usize, device: &Device) -> Result<Tensor, DiarError> {
+fn conv2d_freq_stride(
+    x: &Tensor,
+    k: &Tensor,
+    stride: usize,
+    device: &Device,
+) -> Result<Tensor, DiarError> {
     let pad = k.dim(2)? / 2;
     let y = x.conv2d(k, pad, 1, 1, 1)?;
     if stride == 1 {
@@ -106,7 +118,10 @@ struct ResBlock {
 impl ResBlock {
     fn load(w: &Weights, p: &str, stride: usize) -> Result<Self, DiarError> {
         let shortcut = if w.contains_key(&format!("{p}.shortcut.0.weight")) {
-            Some((weight(w, &format!("{p}.shortcut.0.weight"))?, BatchNorm::load(w, &format!("{p}.shortcut.1"), true, 4)?))
+            Some((
+                weight(w, &format!("{p}.shortcut.0.weight"))?,
+                BatchNorm::load(w, &format!("{p}.shortcut.1"), true, 4)?,
+            ))
         } else {
             None
         };
@@ -121,8 +136,12 @@ impl ResBlock {
     }
 
     fn forward(&self, x: &Tensor, dev: &Device) -> Result<Tensor, DiarError> {
-        let y = self.bn1.forward_relu(&conv2d_freq_stride(x, &self.conv1, self.stride, dev)?)?;
-        let y = self.bn2.forward(&conv2d_freq_stride(&y, &self.conv2, 1, dev)?)?;
+        let y = self
+            .bn1
+            .forward_relu(&conv2d_freq_stride(x, &self.conv1, self.stride, dev)?)?;
+        let y = self
+            .bn2
+            .forward(&conv2d_freq_stride(&y, &self.conv2, 1, dev)?)?;
         let skip = match &self.shortcut {
             Some((k, bn)) => bn.forward(&conv2d_freq_stride(x, k, self.stride, dev)?)?,
             None => x.clone(),
@@ -158,11 +177,15 @@ impl Fcm {
 
     fn forward(&self, x: &Tensor, dev: &Device) -> Result<Tensor, DiarError> {
         let x = x.unsqueeze(1)?;
-        let mut y = self.bn1.forward_relu(&conv2d_freq_stride(&x, &self.conv1, 1, dev)?)?;
+        let mut y = self
+            .bn1
+            .forward_relu(&conv2d_freq_stride(&x, &self.conv1, 1, dev)?)?;
         for block in &self.blocks {
             y = block.forward(&y, dev)?;
         }
-        let y = self.bn2.forward_relu(&conv2d_freq_stride(&y, &self.conv2, 2, dev)?)?;
+        let y = self
+            .bn2
+            .forward_relu(&conv2d_freq_stride(&y, &self.conv2, 2, dev)?)?;
         let (b, c, f, t) = y.dims4()?;
         Ok(y.reshape((b, c * f, t))?)
     }
@@ -221,15 +244,24 @@ impl DenseLayer {
             bn2: BatchNorm::load(w, &format!("{p}.nonlinear2.batchnorm"), true, 3)?,
             cam: CamLayer {
                 local: weight(w, &format!("{cam}.linear_local.weight"))?,
-                linear1: (weight(w, &format!("{cam}.linear1.weight"))?, weight(w, &format!("{cam}.linear1.bias"))?),
-                linear2: (weight(w, &format!("{cam}.linear2.weight"))?, weight(w, &format!("{cam}.linear2.bias"))?),
+                linear1: (
+                    weight(w, &format!("{cam}.linear1.weight"))?,
+                    weight(w, &format!("{cam}.linear1.bias"))?,
+                ),
+                linear2: (
+                    weight(w, &format!("{cam}.linear2.weight"))?,
+                    weight(w, &format!("{cam}.linear2.bias"))?,
+                ),
                 dilation,
             },
         })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor, DiarError> {
-        let y = self.bn1.forward_relu(x)?.conv1d(&self.linear1, 0, 1, 1, 1)?;
+        let y = self
+            .bn1
+            .forward_relu(x)?
+            .conv1d(&self.linear1, 0, 1, 1, 1)?;
         self.cam.forward(&self.bn2.forward_relu(&y)?)
     }
 }
@@ -248,7 +280,10 @@ impl Stage {
             let y = layer.forward(&x)?;
             x = Tensor::cat(&[&x, &y], 1)?;
         }
-        Ok(self.transit_bn.forward_relu(&x)?.conv1d(&self.transit, 0, 1, 1, 1)?)
+        Ok(self
+            .transit_bn
+            .forward_relu(&x)?
+            .conv1d(&self.transit, 0, 1, 1, 1)?)
     }
 }
 
@@ -266,7 +301,9 @@ pub struct CamPlusPlus {
 
 impl std::fmt::Debug for CamPlusPlus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CamPlusPlus").field("stages", &self.stages.len()).finish_non_exhaustive()
+        f.debug_struct("CamPlusPlus")
+            .field("stages", &self.stages.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -282,7 +319,11 @@ impl CamPlusPlus {
             let mut layers = Vec::new();
             let mut j = 1;
             while w.contains_key(&format!("xvector.block{i}.tdnnd{j}.linear1.weight")) {
-                layers.push(DenseLayer::load(&w, &format!("xvector.block{i}.tdnnd{j}"), dilation)?);
+                layers.push(DenseLayer::load(
+                    &w,
+                    &format!("xvector.block{i}.tdnnd{j}"),
+                    dilation,
+                )?);
                 j += 1;
             }
             if layers.is_empty() {
@@ -290,7 +331,12 @@ impl CamPlusPlus {
             }
             stages.push(Stage {
                 layers,
-                transit_bn: BatchNorm::load(&w, &format!("xvector.transit{i}.nonlinear.batchnorm"), true, 3)?,
+                transit_bn: BatchNorm::load(
+                    &w,
+                    &format!("xvector.transit{i}.nonlinear.batchnorm"),
+                    true,
+                    3,
+                )?,
                 transit: weight(&w, &format!("xvector.transit{i}.linear.weight"))?,
             });
         }
@@ -312,9 +358,17 @@ impl CamPlusPlus {
 
     /// Embeddings of a batch of mean-normalised fbank matrices, all `frames` x 80, row-major and
     /// concatenated in `feats`. Returns `batch` embeddings of 192 values (not length-normalised).
-    pub fn embed(&self, feats: &[f32], batch: usize, frames: usize) -> Result<Vec<Vec<f32>>, DiarError> {
+    pub fn embed(
+        &self,
+        feats: &[f32],
+        batch: usize,
+        frames: usize,
+    ) -> Result<Vec<Vec<f32>>, DiarError> {
         if frames < MIN_FRAMES {
-            return Err(DiarError::TooShort { frames, min: MIN_FRAMES });
+            return Err(DiarError::TooShort {
+                frames,
+                min: MIN_FRAMES,
+            });
         }
         if feats.len() != batch * frames * FEATURE_DIM {
             return Err(DiarError::Shape(format!(
@@ -322,10 +376,14 @@ impl CamPlusPlus {
                 feats.len()
             )));
         }
-        let x = Tensor::from_slice(feats, (batch, frames, FEATURE_DIM), &self.device)?.transpose(1, 2)?.contiguous()?;
+        let x = Tensor::from_slice(feats, (batch, frames, FEATURE_DIM), &self.device)?
+            .transpose(1, 2)?
+            .contiguous()?;
         let x = self.head.forward(&x, &self.device)?;
         let pad = (self.tdnn.dim(2)? - 1) / 2;
-        let mut x = self.tdnn_bn.forward_relu(&x.conv1d(&self.tdnn, pad, 2, 1, 1)?)?;
+        let mut x = self
+            .tdnn_bn
+            .forward_relu(&x.conv1d(&self.tdnn, pad, 2, 1, 1)?)?;
         for stage in &self.stages {
             x = stage.forward(&x)?;
         }
@@ -347,5 +405,9 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
     let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
     let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
     let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if na == 0.0 || nb == 0.0 { 0.0 } else { dot / (na * nb) }
+    if na == 0.0 || nb == 0.0 {
+        0.0
+    } else {
+        dot / (na * nb)
+    }
 }

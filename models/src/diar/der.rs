@@ -19,7 +19,11 @@ pub struct Turn {
 
 impl Turn {
     pub fn new(start_s: f64, end_s: f64, speaker: &str) -> Self {
-        Self { start_s, end_s, speaker: speaker.to_owned() }
+        Self {
+            start_s,
+            end_s,
+            speaker: speaker.to_owned(),
+        }
     }
 }
 
@@ -68,17 +72,17 @@ fn grid(turns: &[Turn], ids: &BTreeMap<String, usize>, frames: usize) -> Vec<Vec
 
 /// Best one-to-one mapping total: `overlap[h][r]` frames; DP over subsets of reference speakers.
 fn best_mapping(overlap: &[Vec<usize>], n_ref: usize) -> usize {
-    // More than 16 reference speakers would make the table too large; cap by mapping only the
-    // 16 most-talking ones (never reached in practice here).
+    // The table has 2^n_ref entries: past 16 reference speakers, the later ones stay unmapped
+    // and their time counts as confusion (DER is overstated, never understated).
     let n_ref = n_ref.min(16);
     let mut dp = vec![0usize; 1 << n_ref];
     for row in overlap {
         let prev = dp.clone();
-        for mask in 0..(1usize << n_ref) {
+        for (mask, &base) in prev.iter().enumerate() {
             for (r, &o) in row.iter().enumerate().take(n_ref) {
                 if mask & (1 << r) == 0 {
                     let m = mask | (1 << r);
-                    dp[m] = dp[m].max(prev[mask] + o);
+                    dp[m] = dp[m].max(base + o);
                 }
             }
         }
@@ -87,7 +91,11 @@ fn best_mapping(overlap: &[Vec<usize>], n_ref: usize) -> usize {
 }
 
 pub fn der(reference: &[Turn], hypothesis: &[Turn], collar_s: f64) -> DerReport {
-    let end = reference.iter().chain(hypothesis).map(|t| t.end_s).fold(0.0, f64::max);
+    let end = reference
+        .iter()
+        .chain(hypothesis)
+        .map(|t| t.end_s)
+        .fold(0.0, f64::max);
     let frames = (end / STEP_S).ceil() as usize + 1;
     let rid = index_speakers(reference);
     let hid = index_speakers(hypothesis);
@@ -135,8 +143,16 @@ mod tests {
 
     #[test]
     fn renamed_labels_score_zero() {
-        let reference = [Turn::new(0.0, 2.0, "a"), Turn::new(2.5, 4.0, "b"), Turn::new(4.0, 6.0, "a")];
-        let hyp = [Turn::new(0.0, 2.0, "S2"), Turn::new(2.5, 4.0, "S1"), Turn::new(4.0, 6.0, "S2")];
+        let reference = [
+            Turn::new(0.0, 2.0, "a"),
+            Turn::new(2.5, 4.0, "b"),
+            Turn::new(4.0, 6.0, "a"),
+        ];
+        let hyp = [
+            Turn::new(0.0, 2.0, "S2"),
+            Turn::new(2.5, 4.0, "S1"),
+            Turn::new(4.0, 6.0, "S2"),
+        ];
         assert!(close(der(&reference, &hyp, 0.0).der(), 0.0));
     }
 
@@ -145,12 +161,19 @@ mod tests {
         let reference = [Turn::new(0.0, 4.0, "a"), Turn::new(4.0, 8.0, "b")];
         // One label for everything: b's 4 s are confused; nothing missed.
         let one = der(&reference, &[Turn::new(0.0, 8.0, "S1")], 0.0);
-        assert!(close(one.confusion_s, 4.0) && close(one.missed_s, 0.0), "{one:?}");
+        assert!(
+            close(one.confusion_s, 4.0) && close(one.missed_s, 0.0),
+            "{one:?}"
+        );
         assert!(close(one.der(), 0.5));
         // Nothing said: all missed.
         assert!(close(der(&reference, &[], 0.0).der(), 1.0));
         // Speech where there was none: 2 s false alarm over 8 s.
-        let extra = [Turn::new(0.0, 4.0, "x"), Turn::new(4.0, 8.0, "y"), Turn::new(8.0, 10.0, "y")];
+        let extra = [
+            Turn::new(0.0, 4.0, "x"),
+            Turn::new(4.0, 8.0, "y"),
+            Turn::new(8.0, 10.0, "y"),
+        ];
         let r = der(&reference, &extra, 0.0);
         assert!(close(r.false_alarm_s, 2.0) && close(r.der(), 0.25), "{r:?}");
     }
@@ -172,7 +195,11 @@ mod tests {
         let reference = [Turn::new(0.0, 4.0, "a"), Turn::new(4.0, 7.0, "b")];
         let hyp = [Turn::new(0.0, 4.0, "S2"), Turn::new(4.0, 7.0, "S1")];
         assert!(close(der(&reference, &hyp, 0.0).der(), 0.0));
-        let three = [Turn::new(0.0, 1.0, "S1"), Turn::new(1.0, 4.0, "S2"), Turn::new(4.0, 7.0, "S1")];
+        let three = [
+            Turn::new(0.0, 1.0, "S1"),
+            Turn::new(1.0, 4.0, "S2"),
+            Turn::new(4.0, 7.0, "S1"),
+        ];
         let r = der(&reference, &three, 0.0);
         assert!(close(r.confusion_s, 1.0), "{r:?}");
     }

@@ -2,8 +2,8 @@
 
 use antiphon_kernels::fbank::{Fbank, FbankConfig, subtract_mean};
 
-use super::campplus::{CAMPPLUS_FILE, CAMPPLUS_MODEL, CamPlusPlus, FEATURE_DIM};
 use super::DiarError;
+use super::campplus::{CAMPPLUS_FILE, CAMPPLUS_MODEL, CamPlusPlus, FEATURE_DIM};
 use crate::store::ModelStore;
 
 /// The sample rate CAM++ was trained at.
@@ -19,7 +19,10 @@ pub struct SpeakerEmbedder {
 impl SpeakerEmbedder {
     pub fn load(store: &ModelStore) -> Result<Self, DiarError> {
         let path = store.file(CAMPPLUS_MODEL, CAMPPLUS_FILE)?;
-        Ok(Self { fbank: Fbank::new(FbankConfig::default())?, model: CamPlusPlus::load(&path)? })
+        Ok(Self {
+            fbank: Fbank::new(FbankConfig::default())?,
+            model: CamPlusPlus::load(&path)?,
+        })
     }
 
     /// One embedding per window of 16 kHz samples in [-1, 1]; windows of equal length run as
@@ -29,7 +32,11 @@ impl SpeakerEmbedder {
         let mut start = 0;
         while start < windows.len() {
             let len = windows[start].len();
-            let end = start + windows[start..].iter().take_while(|w| w.len() == len).count();
+            let end = start
+                + windows[start..]
+                    .iter()
+                    .take_while(|w| w.len() == len)
+                    .count();
             let frames = self.fbank.num_frames(len);
             let mut feats = Vec::with_capacity((end - start) * frames * FEATURE_DIM);
             for w in &windows[start..end] {

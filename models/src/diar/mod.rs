@@ -14,7 +14,6 @@ pub use campplus::{CamPlusPlus, EMBEDDING_DIM, cosine};
 pub use embedder::SpeakerEmbedder;
 pub use online::{EmbedJob, LabelChange, OnlineConfig, OnlineDiarizer, Segment};
 
-
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]

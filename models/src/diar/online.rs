@@ -32,7 +32,13 @@ pub struct OnlineConfig {
 
 impl Default for OnlineConfig {
     fn default() -> Self {
-        Self { window_s: 1.5, hop_s: 0.75, min_window_s: 0.5, threshold: 0.5, relabel_horizon_s: 3.0 }
+        Self {
+            window_s: 1.5,
+            hop_s: 0.75,
+            min_window_s: 0.5,
+            threshold: 0.5,
+            relabel_horizon_s: 3.0,
+        }
     }
 }
 
@@ -98,7 +104,11 @@ pub struct OnlineDiarizer {
 
 fn normalised(v: &[f32]) -> Vec<f32> {
     let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if n == 0.0 { v.to_vec() } else { v.iter().map(|x| x / n).collect() }
+    if n == 0.0 {
+        v.to_vec()
+    } else {
+        v.iter().map(|x| x / n).collect()
+    }
 }
 
 fn frames(seconds: f32) -> u64 {
@@ -144,7 +154,10 @@ impl OnlineDiarizer {
         let in_region = self.regions.last().is_some_and(|r| r.end.is_none());
         match (speech, in_region) {
             (true, false) => {
-                self.regions.push(Region { start: self.frame, end: None });
+                self.regions.push(Region {
+                    start: self.frame,
+                    end: None,
+                });
                 self.recent.clear();
                 self.last_window_end = None;
             }
@@ -161,7 +174,9 @@ impl OnlineDiarizer {
         self.frame += 1;
         if speech {
             let start = self.regions.last().map_or(0, |r| r.start);
-            let due = self.last_window_end.is_none_or(|e| self.frame - e >= self.hop);
+            let due = self
+                .last_window_end
+                .is_none_or(|e| self.frame - e >= self.hop);
             if self.frame - start >= self.win && due {
                 self.cut_window(self.frame - self.win);
             }
@@ -176,7 +191,9 @@ impl OnlineDiarizer {
     }
 
     fn close_region(&mut self) {
-        let Some(region) = self.regions.last_mut() else { return };
+        let Some(region) = self.regions.last_mut() else {
+            return;
+        };
         region.end = Some(self.frame);
         let start = region.start;
         let len = self.frame - start;
@@ -194,11 +211,26 @@ impl OnlineDiarizer {
     fn cut_window(&mut self, start: u64) {
         let n = (self.frame - start) as usize * FRAME_SAMPLES;
         let have = self.recent.len();
-        let samples: Vec<f32> = self.recent.iter().skip(have.saturating_sub(n)).copied().collect();
+        let samples: Vec<f32> = self
+            .recent
+            .iter()
+            .skip(have.saturating_sub(n))
+            .copied()
+            .collect();
         let id = self.windows.len();
-        self.windows.push(Window { start, end: self.frame, speaker: None, embedding: Vec::new() });
+        self.windows.push(Window {
+            start,
+            end: self.frame,
+            speaker: None,
+            embedding: Vec::new(),
+        });
         self.last_window_end = Some(self.frame);
-        self.jobs.push_back(EmbedJob { id, start_frame: start, end_frame: self.frame, samples });
+        self.jobs.push_back(EmbedJob {
+            id,
+            start_frame: start,
+            end_frame: self.frame,
+            samples,
+        });
     }
 
     /// Next window to embed.
@@ -240,7 +272,9 @@ impl OnlineDiarizer {
 
     /// The embedding for job `id`. Unknown ids (e.g. from before a reset) are ignored.
     pub fn handle_embedding(&mut self, id: usize, embedding: &[f32]) {
-        let Some(w) = self.windows.get(id) else { return };
+        let Some(w) = self.windows.get(id) else {
+            return;
+        };
         if w.speaker.is_some() {
             return;
         }
@@ -266,7 +300,11 @@ impl OnlineDiarizer {
             let e = w.embedding.clone();
             // Compare with the own speaker minus this window (leave-one-out), so a window is
             // not held by its own weight in the centroid.
-            let own: Vec<f32> = self.centroids[old].iter().zip(&e).map(|(c, x)| c - x).collect();
+            let own: Vec<f32> = self.centroids[old]
+                .iter()
+                .zip(&e)
+                .map(|(c, x)| c - x)
+                .collect();
             let own_sim = super::cosine(&own, &e);
             let candidate = self
                 .centroids
@@ -294,7 +332,9 @@ impl OnlineDiarizer {
         let mut first_window = 0;
         for region in &self.regions {
             let end = region.end.unwrap_or(self.frame);
-            while first_window < self.windows.len() && self.windows[first_window].end <= region.start {
+            while first_window < self.windows.len()
+                && self.windows[first_window].end <= region.start
+            {
                 first_window += 1;
             }
             let inside: Vec<&Window> = self.windows[first_window..]
@@ -316,8 +356,14 @@ impl OnlineDiarizer {
                 let s = label(w.and_then(|w| w.speaker).unwrap_or_default());
                 let (t0, t1) = (f as f32 / FRAMES_PER_S, (f + 1) as f32 / FRAMES_PER_S);
                 match out.last_mut() {
-                    Some(last) if last.label == s && (last.end_s - t0).abs() < 1e-4 => last.end_s = t1,
-                    _ => out.push(Segment { start_s: t0, end_s: t1, label: s }),
+                    Some(last) if last.label == s && (last.end_s - t0).abs() < 1e-4 => {
+                        last.end_s = t1
+                    }
+                    _ => out.push(Segment {
+                        start_s: t0,
+                        end_s: t1,
+                        label: s,
+                    }),
                 }
             }
         }
@@ -346,20 +392,46 @@ mod tests {
     #[test]
     fn windows_stay_inside_speech_regions() {
         let mut d = OnlineDiarizer::new(OnlineConfig::default());
-        let jobs = run(&mut d, &[(50, false), (300, true), (40, false), (30, true), (60, false), (70, true)]);
+        let jobs = run(
+            &mut d,
+            &[
+                (50, false),
+                (300, true),
+                (40, false),
+                (30, true),
+                (60, false),
+                (70, true),
+            ],
+        );
         let spans: Vec<(u64, u64)> = jobs.iter().map(|j| (j.start_frame, j.end_frame)).collect();
         // 3 s region: windows ending at 1.5 s, 2.25 s, 3.0 s; 0.3 s region: none; 0.7 s: one.
         assert_eq!(spans, vec![(50, 200), (125, 275), (200, 350), (480, 550)]);
-        assert!(jobs.iter().all(|j| j.samples.len() == (j.end_frame - j.start_frame) as usize * FRAME_SAMPLES));
+        assert!(
+            jobs.iter()
+                .all(|j| j.samples.len() == (j.end_frame - j.start_frame) as usize * FRAME_SAMPLES)
+        );
     }
 
     #[test]
     fn clustering_separates_speakers_and_labels_are_stable() {
         let mut d = OnlineDiarizer::new(OnlineConfig::default());
-        let jobs = run(&mut d, &[(300, true), (20, false), (300, true), (20, false), (300, true)]);
+        let jobs = run(
+            &mut d,
+            &[
+                (300, true),
+                (20, false),
+                (300, true),
+                (20, false),
+                (300, true),
+            ],
+        );
         // Synthetic embeddings: regions 1 and 3 from one direction, region 2 from another.
         for j in &jobs {
-            let e = if (320..620).contains(&j.start_frame) { [0.1, 1.0, 0.0] } else { [1.0, 0.1, 0.05] };
+            let e = if (320..620).contains(&j.start_frame) {
+                [0.1, 1.0, 0.0]
+            } else {
+                [1.0, 0.1, 0.05]
+            };
             d.handle_embedding(j.id, &e);
         }
         let labels: Vec<String> = d.segments().iter().map(|s| s.label.clone()).collect();
@@ -370,7 +442,10 @@ mod tests {
     /// Four windows: the second first joins S1; once the third starts S2 (ending 0.75 s after
     /// the second), the second is closer to S2 than to the rest of S1.
     fn relabels(horizon_s: f32) -> Vec<LabelChange> {
-        let cfg = OnlineConfig { relabel_horizon_s: horizon_s, ..OnlineConfig::default() };
+        let cfg = OnlineConfig {
+            relabel_horizon_s: horizon_s,
+            ..OnlineConfig::default()
+        };
         let mut d = OnlineDiarizer::new(cfg);
         let jobs = run(&mut d, &[(375, true)]);
         assert_eq!(jobs.len(), 4);
@@ -378,7 +453,9 @@ mod tests {
         for (j, e) in jobs.iter().zip(embeddings) {
             d.handle_embedding(j.id, &e);
         }
-        std::iter::from_fn(|| d.poll_change()).filter(|c| c.relabelled).collect()
+        std::iter::from_fn(|| d.poll_change())
+            .filter(|c| c.relabelled)
+            .collect()
     }
 
     #[test]

@@ -29,7 +29,11 @@ pub fn diarize(
     }
     online.finish();
     drain(&mut online, embedder, &mut changes)?;
-    Ok(Diarization { segments: online.segments(), changes, num_speakers: online.num_speakers() })
+    Ok(Diarization {
+        segments: online.segments(),
+        changes,
+        num_speakers: online.num_speakers(),
+    })
 }
 
 fn drain(

@@ -36,7 +36,9 @@ mod tests {
 
     #[test]
     fn a_tone_keeps_its_frequency_and_level() {
-        let x: Vec<f32> = (0..24_000).map(|i| (2.0 * std::f32::consts::PI * 440.0 * i as f32 / 24_000.0).sin()).collect();
+        let x: Vec<f32> = (0..24_000)
+            .map(|i| (2.0 * std::f32::consts::PI * 440.0 * i as f32 / 24_000.0).sin())
+            .collect();
         let y = resample(&x, 24_000, 16_000);
         assert_eq!(y.len(), 16_000);
         for (i, v) in y.iter().enumerate().skip(200).take(15_000) {

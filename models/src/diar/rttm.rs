@@ -14,7 +14,10 @@ pub fn rttm_line(file_id: &str, seg: &Segment) -> String {
 
 /// The RTTM file id: whitespace would split the fields, so it becomes `_`.
 pub fn file_id(name: &str) -> String {
-    let id: String = name.chars().map(|c| if c.is_whitespace() { '_' } else { c }).collect();
+    let id: String = name
+        .chars()
+        .map(|c| if c.is_whitespace() { '_' } else { c })
+        .collect();
     if id.is_empty() { "file".into() } else { id }
 }
 
@@ -24,7 +27,14 @@ mod tests {
 
     #[test]
     fn formats_a_segment() {
-        let seg = Segment { start_s: 1.5, end_s: 3.25, label: "S2".into() };
-        assert_eq!(rttm_line(&file_id("a b"), &seg), "SPEAKER a_b 1 1.500 1.750 <NA> <NA> S2 <NA> <NA>");
+        let seg = Segment {
+            start_s: 1.5,
+            end_s: 3.25,
+            label: "S2".into(),
+        };
+        assert_eq!(
+            rttm_line(&file_id("a b"), &seg),
+            "SPEAKER a_b 1 1.500 1.750 <NA> <NA> S2 <NA> <NA>"
+        );
     }
 }

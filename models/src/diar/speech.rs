@@ -17,7 +17,11 @@ pub struct EnergyVadConfig {
 
 impl Default for EnergyVadConfig {
     fn default() -> Self {
-        Self { threshold_dbfs: -45.0, hangover_frames: 20, min_speech_frames: 5 }
+        Self {
+            threshold_dbfs: -45.0,
+            hangover_frames: 20,
+            min_speech_frames: 5,
+        }
     }
 }
 

@@ -69,13 +69,23 @@ pub fn run(args: DiarizeArgs) -> anyhow::Result<ExitCode> {
     let samples = resample(&samples, rate, RATE);
     let store = ModelStore::from_env()?;
     let mut embedder = SpeakerEmbedder::load(&store).context("cannot load CAM++")?;
-    let cfg = OnlineConfig { threshold: args.threshold, ..OnlineConfig::default() };
-    let vad = EnergyVadConfig { threshold_dbfs: args.speech_dbfs, ..EnergyVadConfig::default() };
+    let cfg = OnlineConfig {
+        threshold: args.threshold,
+        ..OnlineConfig::default()
+    };
+    let vad = EnergyVadConfig {
+        threshold_dbfs: args.speech_dbfs,
+        ..EnergyVadConfig::default()
+    };
     let started = Instant::now();
     let result = diarize(&mut embedder, &samples, &vad, cfg)?;
     let elapsed = started.elapsed().as_secs_f64();
     let id = file_id(
-        &args.file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+        &args
+            .file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default(),
     );
     for seg in &result.segments {
         if args.rttm {
