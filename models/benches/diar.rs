@@ -10,10 +10,15 @@ use criterion::{Criterion, criterion_group, criterion_main};
 fn clip() -> Vec<f32> {
     let store = ModelStore::from_env().expect("store");
     let path = store
-        .file("librivox-clips", "sense_and_sensibility_01_austen_64kb-0870.wav")
+        .file(
+            "librivox-clips",
+            "sense_and_sensibility_01_austen_64kb-0870.wav",
+        )
         .expect("LibriVox clip in the store");
     let mut r = hound::WavReader::open(path).expect("wav");
-    r.samples::<i16>().map(|s| s.expect("sample") as f32 / 32768.0).collect()
+    r.samples::<i16>()
+        .map(|s| s.expect("sample") as f32 / 32768.0)
+        .collect()
 }
 
 fn bench(c: &mut Criterion) {
@@ -22,9 +27,15 @@ fn bench(c: &mut Criterion) {
     let mut fbank = Fbank::new(FbankConfig::default()).expect("config");
     c.bench_function("fbank 1.5 s", |b| b.iter(|| fbank.compute(window)));
     let mut emb = SpeakerEmbedder::load(&ModelStore::from_env().expect("store")).expect("CAM++");
-    c.bench_function("campplus 1.5 s x1", |b| b.iter(|| emb.embed(&[window]).expect("embed")));
-    let batch: Vec<&[f32]> = (0..8).map(|i| &audio[i * 8000..i * 8000 + 24_000]).collect();
-    c.bench_function("campplus 1.5 s x8", |b| b.iter(|| emb.embed(&batch).expect("embed")));
+    c.bench_function("campplus 1.5 s x1", |b| {
+        b.iter(|| emb.embed(&[window]).expect("embed"))
+    });
+    let batch: Vec<&[f32]> = (0..8)
+        .map(|i| &audio[i * 8000..i * 8000 + 24_000])
+        .collect();
+    c.bench_function("campplus 1.5 s x8", |b| {
+        b.iter(|| emb.embed(&batch).expect("embed"))
+    });
 }
 
 criterion_group! {
