@@ -1,0 +1,834 @@
+//! The decode loop: one named OS thread per loaded model, shared by every session.
+//!
+//! **Slot table / continuous batching.** At most `max_batch` replies run at once. Between steps
+//! the thread reads control messages (new turns, cancels, truncations, session ends), admits
+//! waiting turns into free slots, then runs ONE forward pass over every runnable slot: decoding
+//! slots contribute one token, prefilling slots a chunk of up to `prefill_chunk` prompt tokens
+//! (so a long prompt never stalls the others for more than one chunk). Finished slots leave at
+//! once; queued turns join at the next step.
+//!
+//! **Prefix cache.** Each session owns its conversation as tokens plus a KV cache covering a
+//! prefix of them. A new turn appends only the user message; the cached prefix (system prompt,
+//! earlier turns, what the assistant said) is not run again. When a reply is interrupted the
+//! caller says how many bytes of it were delivered ([`ChatSession::truncate_reply`]): the
+//! conversation keeps only the reply tokens inside those bytes plus closing `<|im_end|>\n`, and
+//! the KV cache is truncated to match (the closing tokens are fed with the next turn).
+//!
+//! **Memory bounds.** `max_sessions` open sessions (more are refused with `Busy`), and at most
+//! `max_cached_tokens` KV tokens across idle sessions: when over, the least-recently-used idle
+//! session's KV is dropped (its token history is kept; its next turn simply prefills it all
+//! again, transparently). `max_waiting` queued turns; more are refused with `Busy`.
+//!
+//! **Cancel.** Control messages are read before every step, so a cancelled reply gets no token
+//! from any step that starts after the cancel arrived; every event carries its request id and
+//! [`ReplyStream`] drops text after `cancel()`.
+//!
+//! **Backpressure.** Each reply's channel holds `stream_capacity` events. When it is full the
+//! event is parked and that slot sits out steps until the consumer drains it (others keep
+//! running); a slot paused for longer than `stall_timeout` is cancelled.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::LlmError;
+use super::backend::{ChatBackend, ChatSession, FinishReason, ReplyEvent, ReplyStream};
+use super::chat::ChatFormat;
+use super::kv::SeqKv;
+use super::model::{QuantLm, StepSeq};
+use super::sampling::{Sampler, SamplingParams, StopFilter, StopOutcome};
+use super::tokenizer::StreamDecoder;
+
+/// Limits and knobs of one engine.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Replies decoded together (slot count).
+    pub max_batch: usize,
+    /// Prompt tokens one sequence may feed in one step.
+    pub prefill_chunk: usize,
+    /// Total tokens in one step (decode tokens + prefill chunks).
+    pub step_token_budget: usize,
+    pub max_sessions: usize,
+    /// KV tokens kept across idle sessions before LRU eviction.
+    pub max_cached_tokens: usize,
+    pub max_waiting: usize,
+    /// Events buffered per reply stream.
+    pub stream_capacity: usize,
+    /// A reply whose consumer has not drained its stream for this long is cancelled.
+    pub stall_timeout: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            max_batch: 8,
+            prefill_chunk: 128,
+            step_token_budget: 256,
+            max_sessions: 64,
+            max_cached_tokens: 64 * 1024,
+            max_waiting: 64,
+            stream_capacity: 256,
+            stall_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+enum Msg {
+    Open {
+        session: u64,
+        system: Vec<u32>,
+    },
+    Turn {
+        session: u64,
+        request: u64,
+        tokens: Vec<u32>,
+        params: SamplingParams,
+        tx: SyncSender<ReplyEvent>,
+    },
+    Cancel {
+        request: u64,
+    },
+    Truncate {
+        session: u64,
+        request: u64,
+        spoken_bytes: usize,
+    },
+    End {
+        session: u64,
+    },
+    Shutdown,
+}
+
+struct Shared {
+    ctl: SyncSender<Msg>,
+    model: Arc<QuantLm>,
+    format: ChatFormat,
+    config: EngineConfig,
+    next_id: AtomicU64,
+    sessions_open: AtomicUsize,
+    steps: Arc<AtomicU64>,
+    evictions: Arc<AtomicU64>,
+    healthy: Arc<AtomicBool>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let _ = self.ctl.send(Msg::Shutdown);
+        if let Ok(mut t) = self.thread.lock()
+            && let Some(t) = t.take()
+        {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Handle to a running engine. Cheap to clone; the thread stops when the last handle and
+/// session are dropped.
+#[derive(Clone)]
+pub struct LlmEngine {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for LlmEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlmEngine")
+            .field("model", &self.shared.model.config.name)
+            .finish()
+    }
+}
+
+impl LlmEngine {
+    /// Start the decode thread for `model`.
+    pub fn start(model: Arc<QuantLm>, config: EngineConfig) -> Result<Self, LlmError> {
+        let format = ChatFormat::new(
+            &model.tokenizer,
+            &model.config.chat_template,
+            model.config.eos_token,
+        )?;
+        let (ctl, rx) = mpsc::sync_channel(1024);
+        let steps = Arc::new(AtomicU64::new(0));
+        let evictions = Arc::new(AtomicU64::new(0));
+        let healthy = Arc::new(AtomicBool::new(true));
+        let mut lp = Loop {
+            model: model.clone(),
+            format: format.clone(),
+            config: config.clone(),
+            rx,
+            sessions: HashMap::new(),
+            slots: Vec::new(),
+            waiting: VecDeque::new(),
+            steps: steps.clone(),
+            evictions: evictions.clone(),
+            healthy: healthy.clone(),
+            tick: 0,
+        };
+        let name = format!("llm-{}", short_name(&model.config.name));
+        let thread = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || lp.run())
+            .map_err(|e| LlmError::EngineStopped(format!("cannot spawn thread: {e}")))?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                ctl,
+                model,
+                format,
+                config,
+                next_id: AtomicU64::new(1),
+                sessions_open: AtomicUsize::new(0),
+                steps,
+                evictions,
+                healthy,
+                thread: Mutex::new(Some(thread)),
+            }),
+        })
+    }
+
+    pub fn model(&self) -> &QuantLm {
+        &self.shared.model
+    }
+
+    /// The chat format (ChatML token layout) this engine renders turns with.
+    pub fn format(&self) -> &ChatFormat {
+        &self.shared.format
+    }
+
+    /// Forward passes started so far.
+    pub fn steps_started(&self) -> u64 {
+        self.shared.steps.load(Ordering::SeqCst)
+    }
+
+    /// Idle sessions whose KV was dropped by the LRU bound.
+    pub fn evictions(&self) -> u64 {
+        self.shared.evictions.load(Ordering::SeqCst)
+    }
+
+    /// Open a conversation (typed, not boxed).
+    pub fn session(&self, system: Option<&str>) -> Result<EngineSession, LlmError> {
+        let s = &self.shared;
+        if !s.healthy.load(Ordering::SeqCst) {
+            return Err(LlmError::EngineStopped("a forward pass failed".into()));
+        }
+        let system = s.format.system(&s.model.tokenizer, system)?;
+        let prev = s.sessions_open.fetch_add(1, Ordering::SeqCst);
+        if prev >= s.config.max_sessions {
+            s.sessions_open.fetch_sub(1, Ordering::SeqCst);
+            return Err(LlmError::Busy("max sessions open"));
+        }
+        let id = s.next_id.fetch_add(1, Ordering::SeqCst);
+        if s.ctl
+            .send(Msg::Open {
+                session: id,
+                system,
+            })
+            .is_err()
+        {
+            s.sessions_open.fetch_sub(1, Ordering::SeqCst);
+            return Err(LlmError::EngineStopped("engine thread gone".into()));
+        }
+        Ok(EngineSession {
+            id,
+            shared: self.shared.clone(),
+        })
+    }
+}
+
+impl ChatBackend for LlmEngine {
+    fn open_session(&self, system: Option<&str>) -> Result<Box<dyn ChatSession>, LlmError> {
+        Ok(Box::new(self.session(system)?))
+    }
+}
+
+/// One conversation on the local engine. Dropping it frees its cache.
+pub struct EngineSession {
+    id: u64,
+    shared: Arc<Shared>,
+}
+
+impl EngineSession {
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Start a reply to `user`; see [`ChatSession::send`].
+    pub fn turn(&mut self, user: &str, params: &SamplingParams) -> Result<ReplyStream, LlmError> {
+        let s = &self.shared;
+        if !s.healthy.load(Ordering::SeqCst) {
+            return Err(LlmError::EngineStopped("a forward pass failed".into()));
+        }
+        let tokens = s.format.user_turn(&s.model.tokenizer, user)?;
+        let request = s.next_id.fetch_add(1, Ordering::SeqCst);
+        let (tx, rx) = mpsc::sync_channel(s.config.stream_capacity.max(1));
+        s.ctl
+            .send(Msg::Turn {
+                session: self.id,
+                request,
+                tokens,
+                params: params.clone(),
+                tx,
+            })
+            .map_err(|_| LlmError::EngineStopped("engine thread gone".into()))?;
+        let ctl = s.ctl.clone();
+        Ok(ReplyStream::new(
+            request,
+            rx,
+            Box::new(move || {
+                let _ = ctl.send(Msg::Cancel { request });
+            }),
+        ))
+    }
+}
+
+impl ChatSession for EngineSession {
+    fn send(&mut self, user: &str, params: &SamplingParams) -> Result<ReplyStream, LlmError> {
+        self.turn(user, params)
+    }
+
+    fn truncate_reply(&mut self, request: u64, spoken_bytes: usize) -> Result<(), LlmError> {
+        self.shared
+            .ctl
+            .send(Msg::Truncate {
+                session: self.id,
+                request,
+                spoken_bytes,
+            })
+            .map_err(|_| LlmError::EngineStopped("engine thread gone".into()))
+    }
+}
+
+impl Drop for EngineSession {
+    fn drop(&mut self) {
+        let _ = self.shared.ctl.send(Msg::End { session: self.id });
+        self.shared.sessions_open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn short_name(name: &str) -> String {
+    name.chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(10)
+        .collect()
+}
+
+/// What the last reply of a session left behind, for truncation.
+struct LastReply {
+    request: u64,
+    /// Conversation length before the reply's first token.
+    prompt_len: usize,
+    /// Decoded text bytes after each reply token (cumulative).
+    token_ends: Vec<usize>,
+}
+
+struct SessionState {
+    /// The conversation so far as tokens; `kv` covers a prefix of it.
+    tokens: Vec<u32>,
+    kv: SeqKv,
+    last_used: u64,
+    busy: bool,
+    last_reply: Option<LastReply>,
+    ended: bool,
+}
+
+struct Slot {
+    session: u64,
+    request: u64,
+    kv: SeqKv,
+    tokens: Vec<u32>,
+    prompt_len: usize,
+    prefilled: usize,
+    sampler: Sampler,
+    stop: StopFilter,
+    decoder: StreamDecoder,
+    generated: usize,
+    text_bytes: usize,
+    token_ends: Vec<usize>,
+    tx: SyncSender<ReplyEvent>,
+    parked: VecDeque<ReplyEvent>,
+    paused_since: Option<Instant>,
+    last_step: u64,
+    finished: Option<FinishReason>,
+    done_queued: bool,
+    sent_bytes: usize,
+}
+
+impl Slot {
+    fn done_event(&self, reason: FinishReason) -> ReplyEvent {
+        ReplyEvent::Done {
+            request: self.request,
+            reason,
+            prefilled: self.prefilled,
+            generated: self.generated,
+            last_step: self.last_step,
+        }
+    }
+}
+
+struct Pending {
+    session: u64,
+    request: u64,
+    tokens: Vec<u32>,
+    params: SamplingParams,
+    tx: SyncSender<ReplyEvent>,
+}
+
+struct Loop {
+    model: Arc<QuantLm>,
+    format: ChatFormat,
+    config: EngineConfig,
+    rx: Receiver<Msg>,
+    sessions: HashMap<u64, SessionState>,
+    slots: Vec<Slot>,
+    waiting: VecDeque<Pending>,
+    steps: Arc<AtomicU64>,
+    evictions: Arc<AtomicU64>,
+    healthy: Arc<AtomicBool>,
+    tick: u64,
+}
+
+impl Loop {
+    fn run(&mut self) {
+        loop {
+            // Control first: cancels must land before the next step.
+            let idle = self.slots.is_empty() && self.waiting.is_empty();
+            if idle {
+                match self.rx.recv() {
+                    Ok(m) => {
+                        if self.handle(m) {
+                            return;
+                        }
+                    }
+                    Err(_) => return,
+                }
+            }
+            loop {
+                match self.rx.try_recv() {
+                    Ok(m) => {
+                        if self.handle(m) {
+                            return;
+                        }
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => return,
+                }
+            }
+            self.admit();
+            self.flush_parked();
+            let ran = self.step();
+            self.retire();
+            if !ran && !self.slots.is_empty() {
+                // Every slot is paused on a slow consumer: wait a little for a message.
+                if let Ok(m) = self.rx.recv_timeout(Duration::from_millis(2))
+                    && self.handle(m)
+                {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Returns true on shutdown.
+    fn handle(&mut self, m: Msg) -> bool {
+        match m {
+            Msg::Shutdown => return true,
+            Msg::Open { session, system } => {
+                self.tick += 1;
+                self.sessions.insert(
+                    session,
+                    SessionState {
+                        tokens: system,
+                        kv: self.model.new_cache(),
+                        last_used: self.tick,
+                        busy: false,
+                        last_reply: None,
+                        ended: false,
+                    },
+                );
+            }
+            Msg::Turn {
+                session,
+                request,
+                tokens,
+                params,
+                tx,
+            } => {
+                let fail = |tx: &SyncSender<ReplyEvent>, message: String| {
+                    let _ = tx.try_send(ReplyEvent::Failed { request, message });
+                };
+                if !self.sessions.contains_key(&session) {
+                    fail(&tx, LlmError::UnknownSession(session).to_string());
+                } else if self.waiting.len() >= self.config.max_waiting {
+                    fail(&tx, LlmError::Busy("too many queued turns").to_string());
+                } else {
+                    self.waiting.push_back(Pending {
+                        session,
+                        request,
+                        tokens,
+                        params,
+                        tx,
+                    });
+                }
+            }
+            Msg::Cancel { request } => {
+                if let Some(slot) = self.slots.iter_mut().find(|s| s.request == request) {
+                    slot.finished.get_or_insert(FinishReason::Cancelled);
+                    slot.parked.clear();
+                }
+                if let Some(i) = self.waiting.iter().position(|p| p.request == request) {
+                    let p = self.waiting.remove(i);
+                    if let Some(p) = p {
+                        let _ = p.tx.try_send(ReplyEvent::Done {
+                            request,
+                            reason: FinishReason::Cancelled,
+                            prefilled: 0,
+                            generated: 0,
+                            last_step: 0,
+                        });
+                    }
+                }
+            }
+            Msg::Truncate {
+                session,
+                request,
+                spoken_bytes,
+            } => {
+                // Still running: stop it first, then truncate when it retires.
+                if let Some(slot) = self.slots.iter_mut().find(|s| s.request == request) {
+                    slot.finished.get_or_insert(FinishReason::Cancelled);
+                    slot.parked.clear();
+                    self.retire();
+                }
+                if let Some(st) = self.sessions.get_mut(&session) {
+                    truncate_session(st, &self.format, request, spoken_bytes);
+                }
+            }
+            Msg::End { session } => {
+                if let Some(st) = self.sessions.get_mut(&session) {
+                    st.ended = true;
+                }
+                for slot in self.slots.iter_mut().filter(|s| s.session == session) {
+                    slot.finished.get_or_insert(FinishReason::Cancelled);
+                }
+                self.waiting.retain(|p| p.session != session);
+                if self.sessions.get(&session).is_some_and(|s| !s.busy) {
+                    self.sessions.remove(&session);
+                }
+            }
+        }
+        false
+    }
+
+    /// Move queued turns into free slots (one reply per session at a time).
+    fn admit(&mut self) {
+        let mut i = 0;
+        while self.slots.len() < self.config.max_batch && i < self.waiting.len() {
+            let busy = self
+                .sessions
+                .get(&self.waiting[i].session)
+                .is_none_or(|s| s.busy);
+            if busy {
+                i += 1;
+                continue;
+            }
+            let Some(p) = self.waiting.remove(i) else {
+                break;
+            };
+            let Some(st) = self.sessions.get_mut(&p.session) else {
+                continue;
+            };
+            st.tokens.extend_from_slice(&p.tokens);
+            let limit = self.model.max_positions();
+            if st.tokens.len() + 1 > limit {
+                st.tokens.truncate(st.tokens.len() - p.tokens.len());
+                let _ = p.tx.try_send(ReplyEvent::Failed {
+                    request: p.request,
+                    message: LlmError::ContextOverflow {
+                        tokens: st.tokens.len() + p.tokens.len(),
+                        limit,
+                    }
+                    .to_string(),
+                });
+                continue;
+            }
+            st.busy = true;
+            self.tick += 1;
+            st.last_used = self.tick;
+            // Cache holds at most tokens.len()-1 so there is always a token to feed.
+            st.kv.truncate(st.tokens.len() - 1);
+            let kv = std::mem::replace(&mut st.kv, SeqKv::new(0));
+            let tokens = std::mem::take(&mut st.tokens);
+            self.slots.push(Slot {
+                session: p.session,
+                request: p.request,
+                prefilled: tokens.len() - kv.len(),
+                prompt_len: tokens.len(),
+                kv,
+                tokens,
+                stop: StopFilter::new(&p.params.stop),
+                sampler: Sampler::new(p.params),
+                decoder: StreamDecoder::default(),
+                generated: 0,
+                text_bytes: 0,
+                token_ends: Vec::new(),
+                tx: p.tx,
+                parked: VecDeque::new(),
+                paused_since: None,
+                last_step: 0,
+                finished: None,
+                done_queued: false,
+                sent_bytes: 0,
+            });
+        }
+    }
+
+    fn flush_parked(&mut self) {
+        let now = Instant::now();
+        for slot in &mut self.slots {
+            while let Some(ev) = slot.parked.pop_front() {
+                match slot.tx.try_send(ev) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(ev)) => {
+                        slot.parked.push_front(ev);
+                        break;
+                    }
+                    Err(TrySendError::Disconnected(_)) => {
+                        slot.parked.clear();
+                        slot.finished.get_or_insert(FinishReason::Cancelled);
+                    }
+                }
+            }
+            if slot.parked.is_empty() {
+                slot.paused_since = None;
+            } else {
+                let since = *slot.paused_since.get_or_insert(now);
+                if now.duration_since(since) > self.config.stall_timeout {
+                    slot.parked.clear();
+                    slot.finished = Some(FinishReason::Cancelled);
+                }
+            }
+        }
+    }
+
+    /// One forward pass over every runnable slot. Returns false if nothing could run.
+    fn step(&mut self) -> bool {
+        let mut budget = self.config.step_token_budget.max(1);
+        let mut chosen: Vec<(usize, usize, usize)> = Vec::new(); // (slot, start, len)
+        // Decoding slots first (one token each), then prefill chunks with what budget is left.
+        for pass in 0..2 {
+            for (i, slot) in self.slots.iter().enumerate() {
+                if slot.finished.is_some() || !slot.parked.is_empty() || budget == 0 {
+                    continue;
+                }
+                let start = slot.kv.len();
+                let left = slot.tokens.len() - start;
+                let decoding = left == 1;
+                if (pass == 0) != decoding {
+                    continue;
+                }
+                let len = left.min(self.config.prefill_chunk.max(1)).min(budget);
+                budget -= len;
+                chosen.push((i, start, len));
+            }
+        }
+        if chosen.is_empty() {
+            return false;
+        }
+        let step = self.steps.fetch_add(1, Ordering::SeqCst) + 1;
+        // Take the caches out so each StepSeq can borrow one mutably.
+        let mut kvs: Vec<SeqKv> = chosen
+            .iter()
+            .map(|&(i, _, _)| std::mem::replace(&mut self.slots[i].kv, SeqKv::new(0)))
+            .collect();
+        let result = {
+            let mut seqs: Vec<StepSeq<'_>> = chosen
+                .iter()
+                .zip(kvs.iter_mut())
+                .map(|(&(i, start, len), kv)| StepSeq {
+                    tokens: &self.slots[i].tokens[start..start + len],
+                    kv,
+                })
+                .collect();
+            self.model
+                .forward(&mut seqs)
+                .and_then(|l| Ok(l.to_vec2::<f32>()?))
+        };
+        for (&(i, _, _), kv) in chosen.iter().zip(kvs) {
+            self.slots[i].kv = kv;
+        }
+        let logits = match result {
+            Ok(l) => l,
+            Err(e) => {
+                // Supervision: the engine stops admitting and tells everyone.
+                self.healthy.store(false, Ordering::SeqCst);
+                tracing::error!("LLM forward pass failed: {e}");
+                for slot in self.slots.drain(..) {
+                    let _ = slot.tx.try_send(ReplyEvent::Failed {
+                        request: slot.request,
+                        message: e.to_string(),
+                    });
+                }
+                for p in self.waiting.drain(..) {
+                    let _ = p.tx.try_send(ReplyEvent::Failed {
+                        request: p.request,
+                        message: e.to_string(),
+                    });
+                }
+                return true;
+            }
+        };
+        for (&(i, _, _), mut row) in chosen.iter().zip(logits) {
+            let slot = &mut self.slots[i];
+            if slot.kv.len() < slot.tokens.len() {
+                continue; // still prefilling
+            }
+            let recent_start = slot.tokens.len().saturating_sub(256);
+            let tok = slot.sampler.sample(&mut row, &slot.tokens[recent_start..]);
+            slot.generated += 1;
+            slot.last_step = step;
+            if self.format.is_stop(tok) {
+                slot.finished = Some(FinishReason::EndOfTurn);
+                continue;
+            }
+            slot.tokens.push(tok);
+            let text = slot.decoder.push(self.model.tokenizer.token_bytes(tok));
+            slot.text_bytes += text.len();
+            slot.token_ends.push(slot.text_bytes);
+            let (emit, stop) = match slot.stop.push(&text) {
+                StopOutcome::Emit(t) => (t, false),
+                StopOutcome::Stop(t) => (t, true),
+            };
+            if !emit.is_empty() {
+                slot.sent_bytes += emit.len();
+                send_or_park(
+                    slot,
+                    ReplyEvent::Text {
+                        request: slot.request,
+                        text: emit,
+                        step,
+                    },
+                );
+            }
+            if stop {
+                slot.finished = Some(FinishReason::StopString);
+            } else if slot.generated >= slot.sampler.params().max_tokens {
+                slot.finished = Some(FinishReason::MaxTokens);
+            } else if slot.tokens.len() >= self.model.max_positions() {
+                slot.finished = Some(FinishReason::ContextFull);
+            }
+        }
+        true
+    }
+
+    /// Hand finished slots' caches back to their sessions and report the end. A finished reply
+    /// whose consumer is behind stays (not stepped) until its last events are delivered.
+    fn retire(&mut self) {
+        let mut i = 0;
+        while i < self.slots.len() {
+            let Some(reason) = self.slots[i].finished else {
+                i += 1;
+                continue;
+            };
+            let slot = &mut self.slots[i];
+            if reason == FinishReason::Cancelled {
+                slot.parked.clear();
+            } else if !slot.done_queued {
+                slot.done_queued = true;
+                let rest = slot.stop.flush();
+                if !rest.is_empty() && reason != FinishReason::StopString {
+                    slot.sent_bytes += rest.len();
+                    let ev = ReplyEvent::Text {
+                        request: slot.request,
+                        text: rest,
+                        step: slot.last_step,
+                    };
+                    send_or_park(slot, ev);
+                }
+                let done = slot.done_event(reason);
+                send_or_park(slot, done);
+            }
+            if !slot.parked.is_empty() {
+                i += 1;
+                continue; // wait for the consumer (bounded by stall_timeout)
+            }
+            let slot = self.slots.swap_remove(i);
+            if reason == FinishReason::Cancelled {
+                let _ = slot.tx.try_send(slot.done_event(reason));
+            }
+            let Some(st) = self.sessions.get_mut(&slot.session) else {
+                continue;
+            };
+            st.busy = false;
+            st.kv = slot.kv;
+            st.tokens = slot.tokens;
+            st.last_reply = Some(LastReply {
+                request: slot.request,
+                prompt_len: slot.prompt_len,
+                token_ends: slot.token_ends,
+            });
+            if reason == FinishReason::StopString {
+                // Keep only the tokens whose text was sent before the stop string.
+                truncate_session(st, &self.format, slot.request, slot.sent_bytes);
+            } else {
+                // The reply is committed to the conversation, closed with `<|im_end|>\n`.
+                st.tokens.extend(self.format.closing());
+            }
+            if st.ended {
+                self.sessions.remove(&slot.session);
+            }
+        }
+        self.enforce_cache_bound();
+    }
+
+    /// LRU: drop idle sessions' KV until the cached total is within bounds.
+    fn enforce_cache_bound(&mut self) {
+        let mut total: usize = self.sessions.values().map(|s| s.kv.len()).sum();
+        while total > self.config.max_cached_tokens {
+            let victim = self
+                .sessions
+                .iter()
+                .filter(|(_, s)| !s.busy && !s.kv.is_empty())
+                .min_by_key(|(_, s)| s.last_used)
+                .map(|(id, _)| *id);
+            let Some(id) = victim else { break };
+            if let Some(s) = self.sessions.get_mut(&id) {
+                total -= s.kv.len();
+                s.kv.clear();
+                self.evictions.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+}
+
+fn send_or_park(slot: &mut Slot, ev: ReplyEvent) {
+    if !slot.parked.is_empty() {
+        slot.parked.push_back(ev);
+        return;
+    }
+    match slot.tx.try_send(ev) {
+        Ok(()) => {}
+        Err(TrySendError::Full(ev)) => slot.parked.push_back(ev),
+        Err(TrySendError::Disconnected(_)) => {
+            slot.finished.get_or_insert(FinishReason::Cancelled);
+        }
+    }
+}
+
+/// Keep only the reply tokens of `request` whose text lies within `spoken_bytes`, then close it.
+fn truncate_session(st: &mut SessionState, format: &ChatFormat, request: u64, spoken_bytes: usize) {
+    let Some(last) = &st.last_reply else { return };
+    if last.request != request || st.busy {
+        return;
+    }
+    let keep = last
+        .token_ends
+        .iter()
+        .take_while(|&&e| e <= spoken_bytes)
+        .count();
+    let len = last.prompt_len + keep;
+    st.tokens.truncate(len);
+    st.tokens.extend(format.closing());
+    st.kv.truncate(len);
+    st.last_reply = None;
+}

@@ -1,0 +1,7 @@
+//! Voice activity detection (Silero VAD v6) and the endpointing state machine on top of it.
+
+pub mod endpoint;
+pub mod silero;
+
+pub use endpoint::{EndpointConfig, EndpointEvent, Endpointer};
+pub use silero::{SileroState, SileroVad, VadError};

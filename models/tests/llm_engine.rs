@@ -1,0 +1,408 @@
+//! LLM engine tests on real GGUF models from the store (SmolLM2 for most; Qwen for the default
+//! model's answer). Run: `CANDLE_NUM_THREADS=2 cargo test -p antiphon-models --test llm_engine`.
+
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use antiphon_models::llm::{
+    self, ChatFormat, ChatSession, EngineConfig, FinishReason, LlmEngine, LoadOptions, QuantLm,
+    ReplyEvent, SamplingParams, StepSeq, sampling::argmax,
+};
+use antiphon_models::store::ModelStore;
+
+/// Model-heavy tests take turns: two cores, and timings would otherwise starve each other.
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn smollm() -> Arc<QuantLm> {
+    static M: OnceLock<Arc<QuantLm>> = OnceLock::new();
+    M.get_or_init(|| {
+        let store = ModelStore::from_env().expect("model store");
+        Arc::new(llm::load_known(&store, llm::SMOLLM2, LoadOptions::default()).expect("SmolLM2"))
+    })
+    .clone()
+}
+
+fn format(m: &QuantLm) -> ChatFormat {
+    ChatFormat::new(&m.tokenizer, &m.config.chat_template, m.config.eos_token).expect("chatml")
+}
+
+/// Uncached, single-sequence greedy decoding straight on the model: the reference.
+fn greedy_reference(m: &QuantLm, prompt: &[u32], max_tokens: usize) -> Vec<u32> {
+    let f = format(m);
+    let mut kv = m.new_cache();
+    let mut out = Vec::new();
+    let mut next: Vec<u32> = prompt.to_vec();
+    for _ in 0..max_tokens {
+        let logits = m
+            .forward(&mut [StepSeq {
+                tokens: &next,
+                kv: &mut kv,
+            }])
+            .expect("forward");
+        let row = logits.to_vec2::<f32>().expect("logits").remove(0);
+        let tok = argmax(&row);
+        if f.is_stop(tok) {
+            break;
+        }
+        out.push(tok);
+        next = vec![tok];
+    }
+    out
+}
+
+fn greedy(max_tokens: usize) -> SamplingParams {
+    SamplingParams {
+        max_tokens,
+        ..Default::default()
+    }
+}
+
+fn engine(m: Arc<QuantLm>, cfg: EngineConfig) -> LlmEngine {
+    LlmEngine::start(m, cfg).expect("engine")
+}
+
+const PROMPTS: [&str; 8] = [
+    "What is the capital of France?",
+    "Name three colors.",
+    "Write one sentence about the sea.",
+    "What is 2 plus 2?",
+    "Say hello to Bob.",
+    "What do bees make?",
+    "Give me a word that rhymes with cat.",
+    "Which planet is closest to the sun?",
+];
+
+#[test]
+fn tokenizer_round_trips_from_gguf_vocab() {
+    let _g = serial();
+    let m = smollm();
+    let tok = &m.tokenizer;
+    for text in [
+        "Hello, world! What's the capital of France?",
+        "  spaces\tand\nnewlines\n\n  ",
+        "Numbers 12345 and 3.14159; symbols #@$%^&*()",
+        "Unicode: café, naïve, 東京, emoji 🎉",
+    ] {
+        let ids = tok.encode(text).expect("encode");
+        assert!(!ids.is_empty());
+        assert_eq!(tok.decode(&ids), text, "round trip of {text:?}");
+    }
+    // SmolLM's pre-tokenizer splits digits one by one; BPE merges "Hello" into one token.
+    assert_eq!(tok.encode("123").expect("encode").len(), 3);
+    assert_eq!(tok.encode("Hello").expect("encode").len(), 1);
+    // Canonical ids, each word a single vocabulary entry (ids read from the GGUF vocab).
+    assert_eq!(
+        tok.encode("What is the capital of France?")
+            .expect("encode"),
+        vec![1780, 314, 260, 3575, 282, 4649, 47]
+    );
+    let f = format(&m);
+    assert!(
+        f.default_system
+            .as_deref()
+            .is_some_and(|s| s.contains("SmolLM"))
+    );
+}
+
+#[test]
+fn eight_concurrent_batched_replies_equal_single_sequence_greedy() {
+    let _g = serial();
+    let m = smollm();
+    let f = format(&m);
+    let max = 20;
+    let eng = engine(m.clone(), EngineConfig::default());
+    let mut sessions: Vec<_> = (0..PROMPTS.len())
+        .map(|_| eng.session(None).expect("session"))
+        .collect();
+    // All eight start before any finishes: they share forward passes.
+    let mut streams: Vec<_> = sessions
+        .iter_mut()
+        .zip(PROMPTS)
+        .map(|(s, p)| s.turn(p, &greedy(max)).expect("turn"))
+        .collect();
+    let steps_before = eng.steps_started();
+    let mut texts = Vec::new();
+    for st in &mut streams {
+        let (text, done) = st.collect_text();
+        match done {
+            Some(ReplyEvent::Done { reason, .. }) => assert!(
+                matches!(reason, FinishReason::EndOfTurn | FinishReason::MaxTokens),
+                "{reason:?}"
+            ),
+            other => panic!("reply did not finish: {other:?}"),
+        }
+        texts.push(text);
+    }
+    let steps = eng.steps_started() - steps_before;
+    // Batched: far fewer forward passes than 8 replies x up to 20 tokens.
+    assert!(steps <= (max as u64) + 4, "took {steps} steps");
+    for (p, text) in PROMPTS.iter().zip(&texts) {
+        let mut prompt = f.system(&m.tokenizer, None).expect("system");
+        prompt.extend(f.user_turn(&m.tokenizer, p).expect("user"));
+        let reference = m.tokenizer.decode(&greedy_reference(&m, &prompt, max));
+        assert_eq!(text, &reference, "prompt {p:?}");
+        assert!(!text.trim().is_empty());
+    }
+}
+
+#[test]
+fn second_turn_prefills_only_new_tokens_and_matches_uncached_output() {
+    let _g = serial();
+    let m = smollm();
+    let f = format(&m);
+    let eng = engine(m.clone(), EngineConfig::default());
+    let mut s = eng
+        .session(Some("You are a terse assistant."))
+        .expect("session");
+    let (reply1, done1) = s
+        .turn("Name a fruit.", &greedy(16))
+        .expect("turn")
+        .collect_text();
+    let Some(ReplyEvent::Done { prefilled: p1, .. }) = done1 else {
+        panic!("turn 1 did not finish: {done1:?}")
+    };
+    let (reply2, done2) = s
+        .turn("And a vegetable?", &greedy(16))
+        .expect("turn")
+        .collect_text();
+    let Some(ReplyEvent::Done { prefilled: p2, .. }) = done2 else {
+        panic!("turn 2 did not finish: {done2:?}")
+    };
+    let user2 = f.user_turn(&m.tokenizer, "And a vegetable?").expect("user");
+    // Turn 2 runs only: the last reply token (or <|im_end|>), "\n", and the new user turn.
+    assert!(
+        p2 <= user2.len() + 3,
+        "prefilled {p2} tokens, new turn is {}",
+        user2.len()
+    );
+    assert!(p1 > p2);
+
+    // Reference: the whole conversation from scratch, reply 1 as the model produced it.
+    let mut conv = f
+        .system(&m.tokenizer, Some("You are a terse assistant."))
+        .expect("system");
+    conv.extend(f.user_turn(&m.tokenizer, "Name a fruit.").expect("user"));
+    let r1 = greedy_reference(&m, &conv, 16);
+    assert_eq!(m.tokenizer.decode(&r1), reply1);
+    conv.extend(&r1);
+    conv.extend(f.closing());
+    conv.extend(&user2);
+    let r2 = greedy_reference(&m, &conv, 16);
+    assert_eq!(m.tokenizer.decode(&r2), reply2);
+}
+
+#[test]
+fn interrupted_reply_keeps_only_spoken_part_and_evicted_session_reprefills() {
+    let _g = serial();
+    let m = smollm();
+    let f = format(&m);
+    // A tiny cache bound: the second session's reply evicts the first session's KV.
+    let cfg = EngineConfig {
+        max_cached_tokens: 60,
+        ..EngineConfig::default()
+    };
+    let eng = engine(m.clone(), cfg);
+    let mut a = eng.session(None).expect("session");
+    let mut stream = a
+        .turn("Tell me a long story about a dragon.", &greedy(40))
+        .expect("turn");
+    let (full, _) = stream.collect_text();
+    let request = stream.request_id();
+    // Pretend playback stopped after the first few words.
+    let spoken = full
+        .char_indices()
+        .nth(12)
+        .map(|(i, _)| i)
+        .unwrap_or(full.len());
+    a.truncate_reply(request, spoken).expect("truncate");
+
+    let mut b = eng.session(None).expect("session");
+    let _ = b.turn("Hi!", &greedy(8)).expect("turn").collect_text();
+    assert!(
+        eng.evictions() >= 1,
+        "the LRU bound should have evicted session a"
+    );
+
+    let (reply2, done) = a.turn("Go on.", &greedy(12)).expect("turn").collect_text();
+    let Some(ReplyEvent::Done { prefilled, .. }) = done else {
+        panic!("{done:?}")
+    };
+    // Reference: the conversation with only the spoken reply tokens, from scratch.
+    let mut conv = f.system(&m.tokenizer, None).expect("system");
+    conv.extend(
+        f.user_turn(&m.tokenizer, "Tell me a long story about a dragon.")
+            .expect("user"),
+    );
+    let r1 = greedy_reference(&m, &conv, 40);
+    let mut kept = Vec::new();
+    let mut bytes = 0;
+    for &t in &r1 {
+        bytes += m.tokenizer.token_bytes(t).len();
+        if bytes > spoken {
+            break;
+        }
+        kept.push(t);
+    }
+    assert!(kept.len() < r1.len());
+    conv.extend(&kept);
+    conv.extend(f.closing());
+    conv.extend(f.user_turn(&m.tokenizer, "Go on.").expect("user"));
+    // Evicted: the whole conversation was prefilled again, transparently.
+    assert_eq!(prefilled, conv.len());
+    let r2 = greedy_reference(&m, &conv, 12);
+    assert_eq!(m.tokenizer.decode(&r2), reply2);
+}
+
+#[test]
+fn cancel_stops_within_one_step_and_no_text_follows() {
+    let _g = serial();
+    let m = smollm();
+    let eng = engine(m, EngineConfig::default());
+    let mut s = eng.session(None).expect("session");
+    let mut other = eng.session(None).expect("session");
+    let params = SamplingParams {
+        max_tokens: 200,
+        temperature: 0.7,
+        top_p: 0.9,
+        repeat_penalty: 1.1,
+        ..Default::default()
+    };
+    let mut st = s
+        .turn("Count from one to one hundred in words.", &params)
+        .expect("turn");
+    let mut bystander = other
+        .turn("Write a poem about rain.", &greedy(30))
+        .expect("turn");
+    let mut got = 0;
+    while got < 3 {
+        match st.next_event_timeout(Duration::from_secs(60)) {
+            Ok(Some(ReplyEvent::Text { .. })) => got += 1,
+            other => panic!("expected text, got {other:?}"),
+        }
+    }
+    let steps_at_cancel = eng.steps_started();
+    st.cancel();
+    let mut after = Vec::new();
+    while let Some(ev) = st.next_event() {
+        after.push(ev);
+    }
+    assert_eq!(
+        after.len(),
+        1,
+        "only the Done event may follow a cancel: {after:?}"
+    );
+    let ReplyEvent::Done {
+        reason,
+        last_step,
+        generated,
+        ..
+    } = &after[0]
+    else {
+        panic!("{after:?}")
+    };
+    assert_eq!(*reason, FinishReason::Cancelled);
+    // The step in flight when cancel was sent may finish; no later step serves this reply.
+    assert!(
+        *last_step <= steps_at_cancel + 1,
+        "last token at step {last_step}, cancel sent during step {steps_at_cancel}"
+    );
+    assert!(*generated < 200);
+    // The other reply is unaffected.
+    let (text, done) = bystander.collect_text();
+    assert!(!text.is_empty());
+    assert!(matches!(done, Some(ReplyEvent::Done { .. })));
+}
+
+#[test]
+fn slow_consumer_pauses_only_its_own_reply() {
+    let _g = serial();
+    let m = smollm();
+    let cfg = EngineConfig {
+        stream_capacity: 2,
+        ..EngineConfig::default()
+    };
+    let eng = engine(m, cfg);
+    let mut slow = eng.session(None).expect("session");
+    let mut fast = eng.session(None).expect("session");
+    let mut slow_stream = slow.turn("Describe a forest.", &greedy(40)).expect("turn");
+    // The fast reply completes while nobody reads the slow one.
+    let (text, done) = fast
+        .turn("Describe a desert.", &greedy(40))
+        .expect("turn")
+        .collect_text();
+    assert!(!text.is_empty());
+    assert!(matches!(done, Some(ReplyEvent::Done { .. })));
+    // The slow reply was paused, not dropped: it still delivers everything in order.
+    let (slow_text, slow_done) = slow_stream.collect_text();
+    assert!(!slow_text.is_empty());
+    assert!(
+        matches!(slow_done, Some(ReplyEvent::Done { .. })),
+        "{slow_done:?}"
+    );
+}
+
+/// The default chat model (Qwen2.5-Coder-0.5B, ~0.5 GB): a few seconds to load and answer.
+#[test]
+fn default_model_knows_the_capital_of_france() {
+    let _g = serial();
+    let store = ModelStore::from_env().expect("store");
+    let m = Arc::new(
+        llm::load_known(&store, llm::QWEN_CODER_05B, LoadOptions::default()).expect("Qwen"),
+    );
+    let eng = engine(m, EngineConfig::default());
+    let mut s = eng.session(None).expect("session");
+    let (text, _) = s
+        .turn("What is the capital of France?", &greedy(24))
+        .expect("turn")
+        .collect_text();
+    assert!(text.contains("Paris"), "{text:?}");
+}
+
+#[test]
+fn dense_prefill_logits_match_quantized_prefill_to_rounding() {
+    let _g = serial();
+    let m = smollm();
+    let store = ModelStore::from_env().expect("store");
+    let dense = llm::load_known(
+        &store,
+        llm::SMOLLM2,
+        LoadOptions {
+            dense_prefill: true,
+            ..LoadOptions::default()
+        },
+    )
+    .expect("SmolLM2 dense");
+    let f = format(&m);
+    let mut prompt = f.system(&m.tokenizer, None).expect("system");
+    prompt.extend(f.user_turn(&m.tokenizer, PROMPTS[2]).expect("user"));
+    let last = |model: &QuantLm| {
+        let mut kv = model.new_cache();
+        model
+            .forward(&mut [StepSeq {
+                tokens: &prompt,
+                kv: &mut kv,
+            }])
+            .expect("forward")
+            .to_vec2::<f32>()
+            .expect("logits")
+            .remove(0)
+    };
+    let (a, b) = (last(&m), last(&dense));
+    let max_diff = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    let spread = a.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+        - a.iter().copied().fold(f32::INFINITY, f32::min);
+    eprintln!("dense vs quantized prefill: max |logit diff| {max_diff} (logit spread {spread})");
+    // The quantized path rounds activations to 8 bits; the dense path does not.
+    assert!(
+        max_diff < 0.05 * spread,
+        "max diff {max_diff}, spread {spread}"
+    );
+    assert_eq!(argmax(&a), argmax(&b));
+}

@@ -1,0 +1,351 @@
+//! The server's one TOML config file: `[server]`, `[session]` defaults and one section per
+//! engine. Every key is documented in `antiphon.example.toml`; `Config::validate` runs before
+//! anything starts.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Used when `server.api_keys` is empty, so a fresh checkout works out of the box; the server
+/// logs a loud warning at startup whenever it is accepted.
+pub const DEMO_API_KEY: &str = "antiphon-demo-key";
+
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub session: SessionDefaults,
+    pub asr: AsrConfig,
+    pub llm: LlmConfig,
+    pub tts: TtsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub host: String,
+    pub port: u16,
+    /// Accepted bearer keys. Empty: only [`DEMO_API_KEY`] is accepted.
+    pub api_keys: Vec<String>,
+    /// Concurrent Realtime sessions; more are refused with HTTP 503.
+    pub max_sessions: usize,
+    /// Largest client text message handled; larger ones get an `error` event.
+    pub max_message_bytes: usize,
+    /// Largest uncommitted input audio buffer per session.
+    pub max_audio_buffer_bytes: usize,
+    /// Items kept per conversation.
+    pub max_conversation_items: usize,
+    /// How long one write to the client may take before the session is closed.
+    pub send_timeout_ms: u64,
+    /// Directory holding `index.html` for `/` (skipped when absent).
+    pub web_demo_dir: PathBuf,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            host: "0.0.0.0".into(),
+            port: 8080,
+            api_keys: Vec::new(),
+            max_sessions: 64,
+            max_message_bytes: 1 << 20,
+            max_audio_buffer_bytes: 15 << 20,
+            max_conversation_items: 1000,
+            send_timeout_ms: 5000,
+            web_demo_dir: PathBuf::from("web-demo"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TurnMode {
+    ServerVad,
+    Manual,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionDefaults {
+    /// Reported as `session.model`.
+    pub model: String,
+    pub instructions: String,
+    pub voice: String,
+    /// `server_vad` or `manual` (`turn_detection: null`).
+    pub turn_detection: TurnMode,
+    pub vad_threshold: f32,
+    pub prefix_padding_ms: u32,
+    pub silence_duration_ms: u32,
+    /// Speech starting this soon after the first reply audio interrupts only if it lasts past
+    /// the window (guards against the reply echoing back into the microphone).
+    pub echo_guard_ms: u64,
+}
+
+impl Default for SessionDefaults {
+    fn default() -> Self {
+        SessionDefaults {
+            model: "antiphon".into(),
+            instructions: "You are a helpful voice assistant. Answer briefly.".into(),
+            voice: "default".into(),
+            turn_detection: TurnMode::ServerVad,
+            vad_threshold: 0.5,
+            prefix_padding_ms: 300,
+            silence_duration_ms: 500,
+            echo_guard_ms: 300,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AsrConfig {
+    pub enabled: bool,
+    /// Model store id of the ASR model.
+    pub model: String,
+    /// Model store id of the VAD model.
+    pub vad_model: String,
+    pub threads: usize,
+    /// Concurrent sessions the engine serves (slot table size).
+    pub slots: usize,
+}
+
+impl Default for AsrConfig {
+    fn default() -> Self {
+        AsrConfig {
+            enabled: true,
+            model: "moonshine-base-en".into(),
+            vad_model: "silero-vad".into(),
+            threads: 1,
+            slots: 16,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LlmConfig {
+    pub enabled: bool,
+    pub model: String,
+    pub max_tokens: u32,
+    pub threads: usize,
+    pub slots: usize,
+}
+
+impl Default for LlmConfig {
+    fn default() -> Self {
+        LlmConfig {
+            enabled: true,
+            model: "smollm2-135m".into(),
+            max_tokens: 256,
+            threads: 1,
+            slots: 16,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TtsConfig {
+    pub enabled: bool,
+    pub model: String,
+    pub threads: usize,
+    pub slots: usize,
+}
+
+impl Default for TtsConfig {
+    fn default() -> Self {
+        TtsConfig {
+            enabled: true,
+            model: "piper-joe".into(),
+            threads: 1,
+            slots: 16,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path} is not valid")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { source, .. } => ConfigError::Parse {
+                path: path.to_path_buf(),
+                source,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<text>"),
+            source: Box::new(e),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        let s = &self.server;
+        if s.max_sessions == 0 {
+            return bad("server.max_sessions must be at least 1".into());
+        }
+        if !(1024..=16 << 20).contains(&s.max_message_bytes) {
+            return bad(format!(
+                "server.max_message_bytes {} must be in 1 KiB..=16 MiB",
+                s.max_message_bytes
+            ));
+        }
+        if s.max_audio_buffer_bytes < 1024 {
+            return bad("server.max_audio_buffer_bytes must be at least 1024".into());
+        }
+        if s.max_conversation_items == 0 || s.send_timeout_ms == 0 {
+            return bad(
+                "server.max_conversation_items and send_timeout_ms must be positive".into(),
+            );
+        }
+        if let Some(k) = s
+            .api_keys
+            .iter()
+            .find(|k| k.trim().is_empty() || k.chars().any(char::is_whitespace))
+        {
+            return bad(format!(
+                "server.api_keys entry {k:?} is empty or contains whitespace"
+            ));
+        }
+        let d = &self.session;
+        if !(0.0..=1.0).contains(&d.vad_threshold) {
+            return bad(format!(
+                "session.vad_threshold {} must be in 0..=1",
+                d.vad_threshold
+            ));
+        }
+        if d.silence_duration_ms == 0 {
+            return bad("session.silence_duration_ms must be positive".into());
+        }
+        for (name, enabled, model, threads, slots) in [
+            (
+                "asr",
+                self.asr.enabled,
+                &self.asr.model,
+                self.asr.threads,
+                self.asr.slots,
+            ),
+            (
+                "llm",
+                self.llm.enabled,
+                &self.llm.model,
+                self.llm.threads,
+                self.llm.slots,
+            ),
+            (
+                "tts",
+                self.tts.enabled,
+                &self.tts.model,
+                self.tts.threads,
+                self.tts.slots,
+            ),
+        ] {
+            if enabled && (model.is_empty() || threads == 0 || slots == 0) {
+                return bad(format!(
+                    "{name}: model must be set and threads, slots at least 1"
+                ));
+            }
+        }
+        if self.asr.enabled && self.asr.vad_model.is_empty() {
+            return bad("asr.vad_model must be set".into());
+        }
+        if self.llm.enabled && self.llm.max_tokens == 0 {
+            return bad("llm.max_tokens must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The keys the auth layer accepts, and whether that is the demo key.
+    pub fn accepted_keys(&self) -> (Vec<String>, bool) {
+        if self.server.api_keys.is_empty() {
+            (vec![DEMO_API_KEY.to_string()], true)
+        } else {
+            (self.server.api_keys.clone(), false)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults_with_demo_key() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.accepted_keys(), (vec![DEMO_API_KEY.to_string()], true));
+    }
+
+    #[test]
+    fn example_file_parses_and_matches_defaults_where_documented() {
+        let text = include_str!("../../antiphon.example.toml");
+        let c = Config::parse(text).unwrap();
+        assert_eq!(c.server.port, 8080);
+        assert_eq!(c.server.max_message_bytes, 1 << 20);
+        assert_eq!(c.session, SessionDefaults::default());
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_bad_values() {
+        assert!(matches!(
+            Config::parse("[server]\nprot = 1"),
+            Err(ConfigError::Parse { .. })
+        ));
+        assert!(matches!(
+            Config::parse("[server]\nmax_sessions = 0"),
+            Err(ConfigError::Invalid(_))
+        ));
+        assert!(matches!(
+            Config::parse("[server]\napi_keys = [\"a b\"]"),
+            Err(ConfigError::Invalid(_))
+        ));
+        assert!(matches!(
+            Config::parse("[session]\nvad_threshold = 2.0"),
+            Err(ConfigError::Invalid(_))
+        ));
+        assert!(matches!(
+            Config::parse("[session]\nturn_detection = \"semantic\""),
+            Err(ConfigError::Parse { .. })
+        ));
+        assert!(matches!(
+            Config::parse("[llm]\nthreads = 0"),
+            Err(ConfigError::Invalid(_))
+        ));
+        assert!(Config::parse("[llm]\nenabled = false\nthreads = 0").is_ok());
+    }
+
+    #[test]
+    fn configured_keys_replace_the_demo_key() {
+        let c = Config::parse("[server]\napi_keys = [\"k1\", \"k2\"]").unwrap();
+        assert_eq!(
+            c.accepted_keys(),
+            (vec!["k1".to_string(), "k2".to_string()], false)
+        );
+    }
+}

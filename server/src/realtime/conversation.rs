@@ -1,0 +1,567 @@
+//! The conversation of one session: items in order, with the audio timing of what the assistant
+//! said so that a truncate keeps only the words actually played.
+
+use super::events::{Content, Item, ItemKind, ItemStatus, Role};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConversationError {
+    #[error("item '{0}' does not exist")]
+    NotFound(String),
+    #[error("item id '{0}' already exists")]
+    DuplicateId(String),
+    #[error("item '{item_id}' has no audio content at index {content_index}")]
+    NotAudio { item_id: String, content_index: u32 },
+    #[error("audio_end_ms {audio_end_ms} is past the {audio_ms} ms of audio item '{item_id}' has")]
+    PastEnd {
+        item_id: String,
+        audio_end_ms: u32,
+        audio_ms: u32,
+    },
+    #[error("conversation is full ({0} items)")]
+    Full(usize),
+}
+
+/// One stretch of assistant audio and the text it speaks, in ms from the item's audio start.
+#[derive(Debug, Clone, PartialEq)]
+struct Spoken {
+    start_ms: f64,
+    end_ms: f64,
+    text: String,
+}
+
+#[derive(Debug)]
+struct Entry {
+    item: Item,
+    /// For assistant audio items: chunk timings in the order they were produced.
+    spoken: Vec<Spoken>,
+}
+
+/// A chat message for the LLM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatMessage {
+    pub role: ChatRole,
+    pub content: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChatRole {
+    System,
+    User,
+    Assistant,
+    /// A function call result.
+    Tool,
+}
+
+/// Items of one session, in conversation order, with a bound on how many are kept.
+#[derive(Debug)]
+pub struct Conversation {
+    entries: Vec<Entry>,
+    max_items: usize,
+}
+
+impl Conversation {
+    pub fn new(max_items: usize) -> Self {
+        Conversation {
+            entries: Vec::new(),
+            max_items,
+        }
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn items(&self) -> impl Iterator<Item = &Item> {
+        self.entries.iter().map(|e| &e.item)
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Item> {
+        self.position(id).map(|i| &self.entries[i].item)
+    }
+
+    pub fn last_id(&self) -> Option<&str> {
+        self.entries.last().map(|e| e.item.id.as_str())
+    }
+
+    fn position(&self, id: &str) -> Option<usize> {
+        self.entries.iter().position(|e| e.item.id == id)
+    }
+
+    /// Inserts after `previous_item_id` (`None`: at the end; `Some("root")`: at the start).
+    /// Returns the id of the item now before it.
+    pub fn insert(
+        &mut self,
+        item: Item,
+        previous_item_id: Option<&str>,
+    ) -> Result<Option<String>, ConversationError> {
+        if self.position(&item.id).is_some() {
+            return Err(ConversationError::DuplicateId(item.id));
+        }
+        if self.entries.len() >= self.max_items {
+            return Err(ConversationError::Full(self.max_items));
+        }
+        let at = match previous_item_id {
+            None => self.entries.len(),
+            Some("root") => 0,
+            Some(prev) => {
+                self.position(prev)
+                    .ok_or_else(|| ConversationError::NotFound(prev.to_string()))?
+                    + 1
+            }
+        };
+        let before = at.checked_sub(1).map(|i| self.entries[i].item.id.clone());
+        self.entries.insert(
+            at,
+            Entry {
+                item,
+                spoken: Vec::new(),
+            },
+        );
+        Ok(before)
+    }
+
+    pub fn delete(&mut self, id: &str) -> Result<Item, ConversationError> {
+        let at = self
+            .position(id)
+            .ok_or_else(|| ConversationError::NotFound(id.to_string()))?;
+        Ok(self.entries.remove(at).item)
+    }
+
+    fn entry_mut(&mut self, id: &str) -> Result<&mut Entry, ConversationError> {
+        let at = self
+            .position(id)
+            .ok_or_else(|| ConversationError::NotFound(id.to_string()))?;
+        Ok(&mut self.entries[at])
+    }
+
+    /// Sets the transcript of a user audio item (ASR final).
+    pub fn set_user_transcript(
+        &mut self,
+        id: &str,
+        transcript: &str,
+    ) -> Result<(), ConversationError> {
+        let entry = self.entry_mut(id)?;
+        if let ItemKind::Message { content, .. } = &mut entry.item.kind {
+            for c in content.iter_mut() {
+                if let Content::InputAudio { transcript: t, .. } = c {
+                    *t = Some(transcript.to_string());
+                    return Ok(());
+                }
+            }
+        }
+        Err(ConversationError::NotAudio {
+            item_id: id.to_string(),
+            content_index: 0,
+        })
+    }
+
+    /// Appends text to an assistant item's text or audio transcript (content 0).
+    pub fn append_assistant_text(
+        &mut self,
+        id: &str,
+        delta: &str,
+    ) -> Result<(), ConversationError> {
+        let entry = self.entry_mut(id)?;
+        match &mut entry.item.kind {
+            ItemKind::Message { content, .. } => match content.first_mut() {
+                Some(Content::OutputText { text }) => text.push_str(delta),
+                Some(Content::OutputAudio { transcript }) => transcript.push_str(delta),
+                _ => {
+                    return Err(ConversationError::NotAudio {
+                        item_id: id.into(),
+                        content_index: 0,
+                    });
+                }
+            },
+            _ => {
+                return Err(ConversationError::NotAudio {
+                    item_id: id.into(),
+                    content_index: 0,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Records that `duration_ms` more audio of an assistant audio item speaks `text`, and
+    /// appends `text` to its transcript. Chunks arrive in playback order.
+    pub fn append_assistant_audio(
+        &mut self,
+        id: &str,
+        text: &str,
+        duration_ms: f64,
+    ) -> Result<(), ConversationError> {
+        self.append_assistant_text(id, text)?;
+        let entry = self.entry_mut(id)?;
+        let start_ms = entry.spoken.last().map_or(0.0, |s| s.end_ms);
+        entry.spoken.push(Spoken {
+            start_ms,
+            end_ms: start_ms + duration_ms,
+            text: text.to_string(),
+        });
+        Ok(())
+    }
+
+    /// Milliseconds of audio recorded for an assistant item.
+    #[cfg(test)]
+    pub fn audio_ms(&self, id: &str) -> Option<f64> {
+        let at = self.position(id)?;
+        Some(self.entries[at].spoken.last().map_or(0.0, |s| s.end_ms))
+    }
+
+    pub fn set_status(&mut self, id: &str, status: ItemStatus) -> Result<(), ConversationError> {
+        self.entry_mut(id)?.item.status = status;
+        Ok(())
+    }
+
+    /// Cuts an assistant audio item to what was heard by `audio_end_ms`: the transcript keeps
+    /// the text of whole chunks played, plus the words of a partly played chunk in proportion
+    /// to the time played (TTS chunks are a clause or so, so the error is a word or two).
+    pub fn truncate(
+        &mut self,
+        id: &str,
+        content_index: u32,
+        audio_end_ms: u32,
+    ) -> Result<(), ConversationError> {
+        let entry = self.entry_mut(id)?;
+        let not_audio = || ConversationError::NotAudio {
+            item_id: id.to_string(),
+            content_index,
+        };
+        let ItemKind::Message {
+            role: Role::Assistant,
+            content,
+        } = &mut entry.item.kind
+        else {
+            return Err(not_audio());
+        };
+        let Some(Content::OutputAudio { transcript }) = content.get_mut(content_index as usize)
+        else {
+            return Err(not_audio());
+        };
+        let total = entry.spoken.last().map_or(0.0, |s| s.end_ms);
+        let end = f64::from(audio_end_ms);
+        if end > total + 1.0 {
+            return Err(ConversationError::PastEnd {
+                item_id: id.to_string(),
+                audio_end_ms,
+                audio_ms: total.round() as u32,
+            });
+        }
+        let mut kept = String::new();
+        let mut spans = Vec::new();
+        for s in &entry.spoken {
+            if s.end_ms <= end {
+                kept.push_str(&s.text);
+                spans.push(s.clone());
+                continue;
+            }
+            if s.start_ms < end {
+                let fraction = (end - s.start_ms) / (s.end_ms - s.start_ms);
+                let part = words_prefix(&s.text, fraction);
+                kept.push_str(&part);
+                spans.push(Spoken {
+                    start_ms: s.start_ms,
+                    end_ms: end,
+                    text: part,
+                });
+            }
+            break;
+        }
+        *transcript = kept;
+        entry.spoken = spans;
+        entry.item.status = ItemStatus::Incomplete;
+        Ok(())
+    }
+
+    /// Renders the conversation for the LLM: system instructions first, then one message per
+    /// item that carries text (audio without a transcript is skipped).
+    pub fn to_chat(&self, instructions: &str) -> Vec<ChatMessage> {
+        let mut out = Vec::with_capacity(self.entries.len() + 1);
+        if !instructions.is_empty() {
+            out.push(ChatMessage {
+                role: ChatRole::System,
+                content: instructions.to_string(),
+            });
+        }
+        for e in &self.entries {
+            match &e.item.kind {
+                ItemKind::Message { role, content } => {
+                    let text: Vec<&str> = content
+                        .iter()
+                        .filter_map(|c| match c {
+                            Content::InputText { text } | Content::OutputText { text } => Some(text.as_str()),
+                            Content::InputAudio { transcript, .. } => transcript.as_deref(),
+                            Content::OutputAudio { transcript } => Some(transcript.as_str()),
+                        })
+                        .filter(|t| !t.trim().is_empty())
+                        .collect();
+                    if text.is_empty() {
+                        continue;
+                    }
+                    let role = match role {
+                        Role::User => ChatRole::User,
+                        Role::Assistant => ChatRole::Assistant,
+                        Role::System => ChatRole::System,
+                    };
+                    out.push(ChatMessage { role, content: text.join(" ") });
+                }
+                ItemKind::FunctionCall { call_id, name, arguments } => out.push(ChatMessage {
+                    role: ChatRole::Assistant,
+                    content: format!(
+                        "{{\"type\":\"function_call\",\"call_id\":{},\"name\":{},\"arguments\":{}}}",
+                        serde_json::Value::String(call_id.clone()),
+                        serde_json::Value::String(name.clone()),
+                        serde_json::Value::String(arguments.clone())
+                    ),
+                }),
+                ItemKind::FunctionCallOutput { output, .. } => {
+                    out.push(ChatMessage { role: ChatRole::Tool, content: output.clone() })
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The leading whole words of `text` covering `fraction` of its characters (keeps the text's
+/// own leading whitespace so concatenated chunks read naturally).
+fn words_prefix(text: &str, fraction: f64) -> String {
+    let budget = (text.chars().count() as f64 * fraction.clamp(0.0, 1.0)).floor() as usize;
+    let mut end_byte = 0;
+    let mut seen_word = false;
+    for (chars, (byte, ch)) in text.char_indices().enumerate() {
+        if ch.is_whitespace() {
+            if seen_word {
+                if chars <= budget {
+                    end_byte = byte;
+                } else {
+                    break;
+                }
+            }
+        } else {
+            seen_word = true;
+        }
+    }
+    if text.chars().count() <= budget {
+        return text.to_string();
+    }
+    text[..end_byte].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text_item(id: &str, role: Role, text: &str) -> Item {
+        let content = match role {
+            Role::Assistant => vec![Content::OutputText { text: text.into() }],
+            _ => vec![Content::InputText { text: text.into() }],
+        };
+        Item {
+            id: id.into(),
+            status: ItemStatus::Completed,
+            kind: ItemKind::Message { role, content },
+        }
+    }
+
+    fn audio_reply(id: &str) -> Item {
+        Item {
+            id: id.into(),
+            status: ItemStatus::InProgress,
+            kind: ItemKind::Message {
+                role: Role::Assistant,
+                content: vec![Content::OutputAudio {
+                    transcript: String::new(),
+                }],
+            },
+        }
+    }
+
+    #[test]
+    fn insert_keeps_order_and_reports_previous() {
+        let mut c = Conversation::new(10);
+        assert_eq!(
+            c.insert(text_item("a", Role::User, "one"), None).unwrap(),
+            None
+        );
+        assert_eq!(
+            c.insert(text_item("c", Role::User, "three"), None).unwrap(),
+            Some("a".into())
+        );
+        assert_eq!(
+            c.insert(text_item("b", Role::User, "two"), Some("a"))
+                .unwrap(),
+            Some("a".into())
+        );
+        assert_eq!(
+            c.insert(text_item("z", Role::User, "zero"), Some("root"))
+                .unwrap(),
+            None
+        );
+        let ids: Vec<&str> = c.items().map(|i| i.id.as_str()).collect();
+        assert_eq!(ids, ["z", "a", "b", "c"]);
+        assert_eq!(
+            c.insert(text_item("a", Role::User, "dup"), None),
+            Err(ConversationError::DuplicateId("a".into()))
+        );
+        assert_eq!(
+            c.insert(text_item("q", Role::User, "x"), Some("nope")),
+            Err(ConversationError::NotFound("nope".into()))
+        );
+        c.delete("b").unwrap();
+        assert_eq!(c.len(), 3);
+        assert!(c.delete("b").is_err());
+    }
+
+    #[test]
+    fn bounded_item_count() {
+        let mut c = Conversation::new(2);
+        c.insert(text_item("a", Role::User, "1"), None).unwrap();
+        c.insert(text_item("b", Role::User, "2"), None).unwrap();
+        assert_eq!(
+            c.insert(text_item("c", Role::User, "3"), None),
+            Err(ConversationError::Full(2))
+        );
+    }
+
+    #[test]
+    fn truncate_keeps_only_what_was_played() {
+        let mut c = Conversation::new(10);
+        c.insert(audio_reply("r"), None).unwrap();
+        c.append_assistant_audio("r", "Hello there,", 1000.0)
+            .unwrap();
+        c.append_assistant_audio("r", " how are you doing today?", 2000.0)
+            .unwrap();
+        c.append_assistant_audio("r", " I am fine.", 1000.0)
+            .unwrap();
+        assert_eq!(c.audio_ms("r"), Some(4000.0));
+        // Half way through the second chunk: about half its characters, whole words only.
+        c.truncate("r", 0, 2000).unwrap();
+        let item = c.get("r").unwrap();
+        let ItemKind::Message { content, .. } = &item.kind else {
+            panic!("message")
+        };
+        assert_eq!(
+            content[0],
+            Content::OutputAudio {
+                transcript: "Hello there, how are you".into()
+            }
+        );
+        assert_eq!(item.status, ItemStatus::Incomplete);
+        assert_eq!(c.audio_ms("r"), Some(2000.0));
+        // Truncating again earlier cuts further; at a chunk boundary keeps whole chunks.
+        c.truncate("r", 0, 1000).unwrap();
+        assert_eq!(
+            c.to_chat(""),
+            vec![ChatMessage {
+                role: ChatRole::Assistant,
+                content: "Hello there,".into()
+            }]
+        );
+        c.truncate("r", 0, 0).unwrap();
+        assert!(c.to_chat("").is_empty());
+    }
+
+    #[test]
+    fn truncate_errors() {
+        let mut c = Conversation::new(10);
+        c.insert(audio_reply("r"), None).unwrap();
+        c.insert(text_item("u", Role::User, "hi"), None).unwrap();
+        c.append_assistant_audio("r", "Hi.", 500.0).unwrap();
+        assert!(matches!(
+            c.truncate("r", 0, 900),
+            Err(ConversationError::PastEnd { .. })
+        ));
+        assert!(matches!(
+            c.truncate("r", 1, 100),
+            Err(ConversationError::NotAudio { .. })
+        ));
+        assert!(matches!(
+            c.truncate("u", 0, 100),
+            Err(ConversationError::NotAudio { .. })
+        ));
+        assert!(matches!(
+            c.truncate("x", 0, 100),
+            Err(ConversationError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn renders_chat_messages() {
+        let mut c = Conversation::new(10);
+        c.insert(text_item("u1", Role::User, "What's the weather?"), None)
+            .unwrap();
+        let audio_user = Item {
+            id: "u0".into(),
+            status: ItemStatus::Completed,
+            kind: ItemKind::Message {
+                role: Role::User,
+                content: vec![Content::InputAudio {
+                    audio: None,
+                    transcript: None,
+                }],
+            },
+        };
+        c.insert(audio_user, None).unwrap();
+        c.insert(
+            Item {
+                id: "f".into(),
+                status: ItemStatus::Completed,
+                kind: ItemKind::FunctionCall {
+                    call_id: "call_1".into(),
+                    name: "weather".into(),
+                    arguments: "{\"city\":\"Oslo\"}".into(),
+                },
+            },
+            None,
+        )
+        .unwrap();
+        c.insert(
+            Item {
+                id: "fo".into(),
+                status: ItemStatus::Completed,
+                kind: ItemKind::FunctionCallOutput {
+                    call_id: "call_1".into(),
+                    output: "rain".into(),
+                },
+            },
+            None,
+        )
+        .unwrap();
+        let chat = c.to_chat("Be brief.");
+        assert_eq!(chat.len(), 4, "untranscribed audio is skipped: {chat:?}");
+        assert_eq!(
+            chat[0],
+            ChatMessage {
+                role: ChatRole::System,
+                content: "Be brief.".into()
+            }
+        );
+        assert_eq!(chat[1].role, ChatRole::User);
+        assert!(chat[2].content.contains("\"name\":\"weather\""));
+        assert_eq!(
+            chat[3],
+            ChatMessage {
+                role: ChatRole::Tool,
+                content: "rain".into()
+            }
+        );
+        c.set_user_transcript("u0", "hello").unwrap();
+        assert_eq!(c.to_chat("").len(), 4);
+    }
+
+    #[test]
+    fn words_prefix_cuts_at_word_boundaries() {
+        assert_eq!(words_prefix(" how are you", 0.5), " how");
+        assert_eq!(words_prefix(" how are you", 1.0), " how are you");
+        assert_eq!(words_prefix("hello", 0.9), "");
+        assert_eq!(words_prefix("", 0.5), "");
+    }
+}

@@ -1,0 +1,1167 @@
+//! Sans-IO turn and response state machine of one Realtime session.
+//!
+//! Feed it client events ([`TurnManager::handle_client`]), engine events
+//! ([`TurnManager::handle_engine`]), timeouts and "audio was written" notices, each with `now`;
+//! drain [`TurnManager::poll_output`] for server events to send and [`EngineCommand`]s to hand
+//! to the engines; wait no longer than [`TurnManager::poll_timeout`]. No clocks, sockets or
+//! threads inside: tests drive it with virtual time.
+//!
+//! Cancel by id: every response gets a fresh epoch; a barge-in or `response.cancel` bumps the
+//! epoch, and any LLM/TTS output tagged with another epoch is dropped (and counted).
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use super::audio_format::{InputDecoder, OutputEncoder};
+use super::chunker::Chunker;
+use super::conversation::{ChatMessage, Conversation, ConversationError};
+use super::events::*;
+use super::protocol::Limits;
+
+/// The epoch of an agent reply. Outputs made for another epoch are stale.
+pub type Epoch = u64;
+
+/// Which engine an event or failure concerns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// VAD + streaming ASR.
+    Asr,
+    Llm,
+    Tts,
+}
+
+impl Engine {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Asr => "asr",
+            Engine::Llm => "llm",
+            Engine::Tts => "tts",
+        }
+    }
+}
+
+/// Events from the engines, as the session receives them. Wiring a real engine means mapping
+/// its events onto these.
+#[derive(Debug, Clone, PartialEq)]
+#[allow(
+    dead_code,
+    reason = "built by the engine wiring, which lands once the engine branches merge"
+)]
+pub enum EngineEvent {
+    /// VAD: speech began at `audio_ms` of this session's input audio (media time).
+    SpeechStarted {
+        audio_ms: u64,
+    },
+    /// VAD endpoint: speech ended at `audio_ms`. `now` passed with it should be the arrival
+    /// instant of the last voiced frame (the latency origin).
+    SpeechStopped {
+        audio_ms: u64,
+    },
+    TranscriptPartial {
+        text: String,
+    },
+    TranscriptFinal {
+        text: String,
+    },
+    LlmToken {
+        epoch: Epoch,
+        text: String,
+    },
+    LlmDone {
+        epoch: Epoch,
+    },
+    /// A TTS chunk: mono f32 `samples` at `rate` that speak `text`.
+    TtsAudio {
+        epoch: Epoch,
+        samples: Vec<f32>,
+        rate: u32,
+        text: String,
+    },
+    TtsDone {
+        epoch: Epoch,
+    },
+    /// An engine failed; `epoch` when it concerns one reply.
+    Failed {
+        engine: Engine,
+        epoch: Option<Epoch>,
+        message: String,
+    },
+}
+
+/// Work for the engines. The session forwards these without awaiting (bounded channels).
+#[derive(Debug, Clone, PartialEq)]
+pub enum EngineCommand {
+    /// Input audio, mono f32 at 16 kHz, in arrival order.
+    AsrAudio {
+        samples: Vec<f32>,
+    },
+    /// Manual turn: the buffer was committed; finish the utterance and send `TranscriptFinal`.
+    AsrCommit,
+    /// The input buffer was cleared: drop buffered audio and VAD state.
+    AsrReset,
+    LlmStart {
+        epoch: Epoch,
+        messages: Vec<ChatMessage>,
+        max_tokens: Option<u32>,
+    },
+    LlmCancel {
+        epoch: Epoch,
+    },
+    /// Text to speak, in order; `voice` from the session config.
+    TtsText {
+        epoch: Epoch,
+        text: String,
+        voice: String,
+    },
+    /// No more text for this epoch: speak the rest, then send `TtsDone`.
+    TtsFinish {
+        epoch: Epoch,
+    },
+    TtsCancel {
+        epoch: Epoch,
+    },
+}
+
+/// What the session must do next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    Event(ServerEvent),
+    Command(EngineCommand),
+}
+
+/// Which engines are wired into this server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Engines {
+    pub asr: bool,
+    pub llm: bool,
+    pub tts: bool,
+}
+
+/// Per-session knobs from the server config.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TurnSettings {
+    pub limits: Limits,
+    /// After the first reply audio is sent, speech starts within this window are taken as
+    /// possible echo: they interrupt only if the speech is still going when the window ends.
+    pub echo_guard: Duration,
+    pub max_items: usize,
+    /// Cut LLM text into clauses before `TtsText` (first clause short, for early speech).
+    /// Turn off for a TTS engine that chunks its input itself (main's `TtsStream::push_text`
+    /// does): every token then goes straight to TTS and `first_clause` is not traced.
+    pub chunk_for_tts: bool,
+}
+
+impl Default for TurnSettings {
+    fn default() -> Self {
+        TurnSettings {
+            limits: Limits::default(),
+            echo_guard: Duration::from_millis(300),
+            max_items: 1000,
+            chunk_for_tts: true,
+        }
+    }
+}
+
+/// Stage instants of one turn.
+#[derive(Debug, Clone, Default)]
+struct Trace {
+    origin: Option<(Instant, LatencyOrigin)>,
+    asr_final: Option<Instant>,
+    llm_first_token: Option<Instant>,
+    first_clause: Option<Instant>,
+    tts_first_audio: Option<Instant>,
+    first_audio_sent: Option<Instant>,
+    reported: bool,
+}
+
+impl Trace {
+    fn report(&self, response_id: &str) -> Option<TurnLatency> {
+        let (origin, kind) = self.origin?;
+        let rel = |t: Option<Instant>| {
+            t.map(|t| {
+                if t >= origin {
+                    t.duration_since(origin).as_secs_f64() * 1000.0
+                } else {
+                    -(origin.duration_since(t).as_secs_f64() * 1000.0)
+                }
+            })
+        };
+        Some(TurnLatency {
+            response_id: response_id.to_string(),
+            origin: kind,
+            asr_final_ms: rel(self.asr_final),
+            llm_first_token_ms: rel(self.llm_first_token),
+            first_clause_ms: rel(self.first_clause),
+            tts_first_audio_ms: rel(self.tts_first_audio),
+            first_audio_sent_ms: rel(self.first_audio_sent),
+        })
+    }
+}
+
+fn first(slot: &mut Option<Instant>, now: Instant) {
+    slot.get_or_insert(now);
+}
+
+#[derive(Debug)]
+struct ActiveResponse {
+    id: String,
+    epoch: Epoch,
+    item: Item,
+    audio: bool,
+    out_of_band: bool,
+    instructions: String,
+    /// LLM not started yet: waiting for the user's transcript.
+    waiting_for_transcript: bool,
+    chunker: Chunker,
+    text: String,
+    trace: Trace,
+    /// End of the echo guard, set when the first audio is sent.
+    guard_until: Option<Instant>,
+    /// Speech began inside the guard; barge in if it is still going when the guard ends.
+    guarded_speech: bool,
+    /// Log span of this turn (a child of the session's span when created inside it).
+    span: tracing::Span,
+}
+
+impl ActiveResponse {
+    fn part(&self) -> PartRef {
+        PartRef {
+            response_id: self.id.clone(),
+            item_id: self.item.id.clone(),
+            output_index: 0,
+            content_index: 0,
+        }
+    }
+}
+
+/// Counters the session exports as metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TurnCounters {
+    pub stale_outputs_dropped: u64,
+    pub audio_bytes_rejected: u64,
+    pub responses_completed: u64,
+    pub responses_cancelled: u64,
+}
+
+/// The turn/response state machine of one session.
+pub struct TurnManager {
+    config: SessionConfig,
+    engines: Engines,
+    settings: TurnSettings,
+    conversation: Conversation,
+    next_id: u64,
+    epoch: Epoch,
+    decoder: InputDecoder,
+    encoder: OutputEncoder,
+    input_bytes: usize,
+    /// Item id of the user's speech in progress (server VAD).
+    speech_item: Option<String>,
+    /// User audio item waiting for its ASR transcript.
+    awaiting_transcript: Option<String>,
+    /// Latency origin of the last user turn, consumed by the next response.
+    last_turn_end: Option<Instant>,
+    last_asr_final: Option<Instant>,
+    response: Option<ActiveResponse>,
+    warned_no_asr: bool,
+    counters: TurnCounters,
+    out: VecDeque<Output>,
+}
+
+impl TurnManager {
+    /// Creates the machine and queues `session.created`.
+    pub fn new(config: SessionConfig, engines: Engines, settings: TurnSettings) -> Self {
+        let mut t = TurnManager {
+            decoder: InputDecoder::new(config.input_format),
+            encoder: OutputEncoder::new(config.output_format),
+            conversation: Conversation::new(settings.max_items),
+            config,
+            engines,
+            settings,
+            next_id: 0,
+            epoch: 0,
+            input_bytes: 0,
+            speech_item: None,
+            awaiting_transcript: None,
+            last_turn_end: None,
+            last_asr_final: None,
+            response: None,
+            warned_no_asr: false,
+            counters: TurnCounters::default(),
+            out: VecDeque::new(),
+        };
+        t.emit(ServerEvent::SessionCreated(t.config.clone()));
+        t
+    }
+
+    #[cfg(test)]
+    pub fn conversation(&self) -> &Conversation {
+        &self.conversation
+    }
+
+    #[cfg(test)]
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    pub fn counters(&self) -> TurnCounters {
+        self.counters
+    }
+
+    /// The active response id, if a reply is in progress.
+    #[cfg(test)]
+    pub fn active_response(&self) -> Option<&str> {
+        self.response.as_ref().map(|r| r.id.as_str())
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// The next instant `handle_timeout` must be called at, if any.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let r = self.response.as_ref()?;
+        if r.guarded_speech {
+            r.guard_until
+        } else {
+            None
+        }
+    }
+
+    fn emit(&mut self, e: ServerEvent) {
+        self.out.push_back(Output::Event(e));
+    }
+
+    fn command(&mut self, c: EngineCommand) {
+        self.out.push_back(Output::Command(c));
+    }
+
+    fn error(&mut self, e: ErrorInfo) {
+        self.emit(ServerEvent::Error(e));
+    }
+
+    fn new_id(&mut self, prefix: &str) -> String {
+        self.next_id += 1;
+        // Session id suffix keeps ids unique across sessions in logs.
+        let tail = self.config.id.rsplit('_').next().unwrap_or("");
+        format!("{prefix}_{tail}{:04}", self.next_id)
+    }
+
+    fn engine_unavailable(engine: Engine, what: &str, event_id: Option<String>) -> ErrorInfo {
+        ErrorInfo {
+            kind: "server_error",
+            code: "engine_unavailable",
+            message: format!(
+                "{what} needs the {} engine, which this server does not run",
+                engine.as_str()
+            ),
+            param: None,
+            event_id,
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Client events
+
+    pub fn handle_client(&mut self, now: Instant, msg: ClientMessage) {
+        let eid = msg.event_id;
+        match msg.event {
+            ClientEvent::SessionUpdate(patch) => self.session_update(patch),
+            ClientEvent::AudioAppend { audio } => self.append(audio, eid),
+            ClientEvent::AudioCommit => self.commit(now, eid),
+            ClientEvent::AudioClear => {
+                self.input_bytes = 0;
+                self.speech_item = None;
+                if self.engines.asr {
+                    self.command(EngineCommand::AsrReset);
+                }
+                self.emit(ServerEvent::AudioCleared);
+            }
+            ClientEvent::ItemCreate { previous_item_id, item } => self.item_create(previous_item_id, item, eid),
+            ClientEvent::ItemTruncate { item_id, content_index, audio_end_ms } => {
+                match self.conversation.truncate(&item_id, content_index, audio_end_ms) {
+                    Ok(()) => self.emit(ServerEvent::ItemTruncated { item_id, content_index, audio_end_ms }),
+                    Err(e) => self.error(conversation_error(e, eid)),
+                }
+            }
+            ClientEvent::ItemDelete { item_id } => {
+                if self.response.as_ref().is_some_and(|r| r.item.id == item_id) {
+                    self.error(
+                        ErrorInfo::invalid_request("item_in_progress", format!("item '{item_id}' belongs to the response in progress; cancel it first"))
+                            .with_event_id(eid),
+                    );
+                    return;
+                }
+                match self.conversation.delete(&item_id) {
+                    Ok(_) => self.emit(ServerEvent::ItemDeleted { item_id }),
+                    Err(e) => self.error(conversation_error(e, eid)),
+                }
+            }
+            ClientEvent::ResponseCreate(opts) => {
+                let origin = match self.last_turn_end.take() {
+                    Some(t) => (t, LatencyOrigin::SpeechEnd),
+                    None => (now, LatencyOrigin::ResponseCreate),
+                };
+                self.start_response(opts, origin, eid);
+            }
+            ClientEvent::ResponseCancel { response_id } => match (&self.response, response_id) {
+                (None, _) => self.error(
+                    ErrorInfo::invalid_request("response_cancel_not_active", "there is no response in progress to cancel")
+                        .with_event_id(eid),
+                ),
+                (Some(r), Some(id)) if r.id != id => {
+                    let msg = format!("response '{id}' is not the response in progress ('{}')", r.id);
+                    self.error(ErrorInfo::invalid_request("invalid_value", msg).with_event_id(eid));
+                }
+                _ => self.cancel(CancelReason::ClientCancelled),
+            },
+            ClientEvent::OutputAudioClear => self.error(
+                ErrorInfo::invalid_request(
+                    "unsupported_event",
+                    "output_audio_buffer.clear is for WebRTC/SIP; over WebSocket the client owns playback (send response.cancel and conversation.item.truncate)",
+                )
+                .with_event_id(eid),
+            ),
+        }
+    }
+
+    fn session_update(&mut self, patch: SessionPatch) {
+        let old_in = self.config.input_format;
+        let old_out = self.config.output_format;
+        self.config.apply(patch);
+        if self.config.input_format != old_in {
+            self.decoder = InputDecoder::new(self.config.input_format);
+            self.input_bytes = 0;
+        }
+        if self.config.output_format != old_out {
+            self.encoder = OutputEncoder::new(self.config.output_format);
+        }
+        self.emit(ServerEvent::SessionUpdated(self.config.clone()));
+    }
+
+    fn append(&mut self, audio: Vec<u8>, eid: Option<String>) {
+        let limit = self.settings.limits.max_audio_buffer_bytes;
+        if self.input_bytes + audio.len() > limit {
+            self.counters.audio_bytes_rejected += audio.len() as u64;
+            let msg = format!(
+                "input audio buffer would exceed {limit} bytes ({} buffered, {} appended); commit or clear it",
+                self.input_bytes,
+                audio.len()
+            );
+            self.error(
+                ErrorInfo::invalid_request("input_audio_buffer_full", msg).with_event_id(eid),
+            );
+            return;
+        }
+        self.input_bytes += audio.len();
+        if self.engines.asr {
+            let mut samples = Vec::new();
+            self.decoder.decode(&audio, &mut samples);
+            if !samples.is_empty() {
+                self.command(EngineCommand::AsrAudio { samples });
+            }
+        } else if self.config.turn_detection.is_some() && !self.warned_no_asr {
+            self.warned_no_asr = true;
+            let mut e = Self::engine_unavailable(Engine::Asr, "turn_detection server_vad", eid);
+            e.message.push_str("; audio is buffered only: set turn_detection to null and send input_audio_buffer.commit for manual turns");
+            self.error(e);
+        }
+    }
+
+    fn commit(&mut self, now: Instant, eid: Option<String>) {
+        if self.input_bytes == 0 {
+            self.error(
+                ErrorInfo::invalid_request(
+                    "input_audio_buffer_commit_empty",
+                    "the input audio buffer is empty",
+                )
+                .with_event_id(eid),
+            );
+            return;
+        }
+        let item_id = self
+            .speech_item
+            .take()
+            .unwrap_or_else(|| self.new_id("item"));
+        self.commit_user_audio(now, item_id);
+        if self.engines.asr {
+            self.command(EngineCommand::AsrCommit);
+        } else if self.config.transcription.is_some() {
+            self.awaiting_transcript = None;
+            self.error(Self::engine_unavailable(
+                Engine::Asr,
+                "input audio transcription",
+                eid,
+            ));
+        } else {
+            self.awaiting_transcript = None;
+        }
+    }
+
+    /// Turns the buffered audio into a user item (committed + added events).
+    fn commit_user_audio(&mut self, now: Instant, item_id: String) {
+        let ms = self.config.input_format.bytes_to_ms(self.input_bytes);
+        tracing::debug!(item_id, audio_ms = ms, "input audio committed");
+        self.input_bytes = 0;
+        let item = Item {
+            id: item_id.clone(),
+            status: ItemStatus::Completed,
+            kind: ItemKind::Message {
+                role: Role::User,
+                content: vec![Content::InputAudio {
+                    audio: None,
+                    transcript: None,
+                }],
+            },
+        };
+        let previous_item_id = self.conversation.last_id().map(str::to_string);
+        match self.conversation.insert(item.clone(), None) {
+            Ok(_) => {
+                self.emit(ServerEvent::AudioCommitted {
+                    previous_item_id: previous_item_id.clone(),
+                    item_id: item_id.clone(),
+                });
+                self.emit(ServerEvent::ItemAdded {
+                    previous_item_id,
+                    item,
+                });
+                self.awaiting_transcript = Some(item_id);
+                self.last_turn_end = Some(now);
+            }
+            Err(e) => self.error(conversation_error(e, None)),
+        }
+    }
+
+    fn item_create(&mut self, previous: Option<String>, mut item: Item, eid: Option<String>) {
+        if let ItemKind::Message { content, .. } = &item.kind
+            && content.iter().any(|c| {
+                matches!(
+                    c,
+                    Content::InputAudio {
+                        audio: Some(_),
+                        transcript: None
+                    }
+                )
+            })
+        {
+            let e = if self.engines.asr {
+                ErrorInfo::invalid_request(
+                    "unsupported_content",
+                    "input_audio content without a transcript is not transcribed here; stream it with input_audio_buffer.append",
+                )
+                .with_event_id(eid)
+            } else {
+                Self::engine_unavailable(
+                    Engine::Asr,
+                    "input_audio content without a transcript",
+                    eid,
+                )
+            };
+            self.error(e);
+            return;
+        }
+        if item.id.is_empty() {
+            item.id = self.new_id("item");
+        }
+        match self.conversation.insert(item.clone(), previous.as_deref()) {
+            Ok(previous_item_id) => {
+                self.emit(ServerEvent::ItemAdded {
+                    previous_item_id: previous_item_id.clone(),
+                    item: item.clone(),
+                });
+                self.emit(ServerEvent::ItemDone {
+                    previous_item_id,
+                    item,
+                });
+            }
+            Err(e) => self.error(conversation_error(e, eid)),
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Responses
+
+    fn start_response(
+        &mut self,
+        opts: ResponseOptions,
+        origin: (Instant, LatencyOrigin),
+        eid: Option<String>,
+    ) {
+        if let Some(r) = &self.response {
+            let msg = format!("conversation already has an active response '{}'", r.id);
+            self.error(
+                ErrorInfo::invalid_request("conversation_already_has_active_response", msg)
+                    .with_event_id(eid),
+            );
+            return;
+        }
+        let modalities = opts
+            .output_modalities
+            .unwrap_or_else(|| self.config.output_modalities.clone());
+        let audio = modalities.contains(&Modality::Audio);
+        if !self.engines.llm {
+            self.error(Self::engine_unavailable(
+                Engine::Llm,
+                "response.create",
+                eid,
+            ));
+            return;
+        }
+        if audio && !self.engines.tts {
+            let mut e = Self::engine_unavailable(Engine::Tts, "an audio response", eid);
+            e.message.push_str("; ask for output_modalities [\"text\"]");
+            self.error(e);
+            return;
+        }
+        self.epoch += 1;
+        let id = self.new_id("resp");
+        let item_id = self.new_id("item");
+        let content = if audio {
+            Content::OutputAudio {
+                transcript: String::new(),
+            }
+        } else {
+            Content::OutputText {
+                text: String::new(),
+            }
+        };
+        let item = Item {
+            id: item_id,
+            status: ItemStatus::InProgress,
+            kind: ItemKind::Message {
+                role: Role::Assistant,
+                content: vec![content],
+            },
+        };
+        let mut trace = Trace {
+            origin: Some(origin),
+            ..Trace::default()
+        };
+        if origin.1 == LatencyOrigin::SpeechEnd {
+            trace.asr_final = self.last_asr_final;
+        }
+        let span = tracing::info_span!("turn", response_id = %id, epoch = self.epoch);
+        span.in_scope(|| tracing::info!(origin = origin.1.as_str(), audio, "response started"));
+        let resp = ActiveResponse {
+            span,
+            id: id.clone(),
+            epoch: self.epoch,
+            item: item.clone(),
+            audio,
+            out_of_band: opts.out_of_band,
+            instructions: opts
+                .instructions
+                .unwrap_or_else(|| self.config.instructions.clone()),
+            waiting_for_transcript: self.awaiting_transcript.is_some(),
+            chunker: Chunker::new(),
+            text: String::new(),
+            trace,
+            guard_until: None,
+            guarded_speech: false,
+        };
+        self.emit(ServerEvent::ResponseCreated(self.response_info(
+            &resp,
+            ResponseStatus::InProgress,
+            None,
+            vec![],
+        )));
+        self.emit(ServerEvent::OutputItemAdded {
+            response_id: id,
+            output_index: 0,
+            item: item.clone(),
+        });
+        if !resp.out_of_band {
+            match self.conversation.insert(item.clone(), None) {
+                Ok(previous_item_id) => self.emit(ServerEvent::ItemAdded {
+                    previous_item_id,
+                    item,
+                }),
+                Err(e) => {
+                    self.error(conversation_error(e, None));
+                    return;
+                }
+            }
+        }
+        let kind = if audio {
+            PartKind::Audio
+        } else {
+            PartKind::Text
+        };
+        self.emit(ServerEvent::ContentPartAdded {
+            part: resp.part(),
+            kind,
+            text: String::new(),
+        });
+        self.encoder.reset();
+        let waiting = resp.waiting_for_transcript;
+        self.response = Some(resp);
+        if !waiting {
+            self.start_llm();
+        }
+    }
+
+    fn start_llm(&mut self) {
+        let Some(r) = self.response.as_mut() else {
+            return;
+        };
+        r.waiting_for_transcript = false;
+        let epoch = r.epoch;
+        let instructions = r.instructions.clone();
+        let messages = self.conversation.to_chat(&instructions);
+        let max_tokens = self.config.max_output_tokens;
+        self.command(EngineCommand::LlmStart {
+            epoch,
+            messages,
+            max_tokens,
+        });
+    }
+
+    fn response_info(
+        &self,
+        r: &ActiveResponse,
+        status: ResponseStatus,
+        reason: Option<CancelReason>,
+        output: Vec<Item>,
+    ) -> ResponseInfo {
+        ResponseInfo {
+            id: r.id.clone(),
+            status,
+            cancel_reason: reason,
+            error: None,
+            output,
+            output_modalities: if r.audio {
+                vec![Modality::Audio]
+            } else {
+                vec![Modality::Text]
+            },
+            output_format: self.config.output_format,
+            voice: self.config.voice.clone(),
+            conversation_id: None,
+        }
+    }
+
+    /// Closes the active response: done events for its part and item, then `response.done`.
+    fn finish(
+        &mut self,
+        status: ResponseStatus,
+        reason: Option<CancelReason>,
+        error: Option<(String, String)>,
+    ) {
+        let Some(mut r) = self.response.take() else {
+            return;
+        };
+        let item_status = if status == ResponseStatus::Completed {
+            ItemStatus::Completed
+        } else {
+            ItemStatus::Incomplete
+        };
+        if !r.out_of_band {
+            // The conversation holds the authoritative transcript (it may have been truncated).
+            if let Some(stored) = self.conversation.get(&r.item.id) {
+                r.item = stored.clone();
+            }
+            let _ = self.conversation.set_status(&r.item.id, item_status);
+        } else {
+            r.item.kind = ItemKind::Message {
+                role: Role::Assistant,
+                content: vec![if r.audio {
+                    Content::OutputAudio {
+                        transcript: r.text.clone(),
+                    }
+                } else {
+                    Content::OutputText {
+                        text: r.text.clone(),
+                    }
+                }],
+            };
+        }
+        r.item.status = item_status;
+        let part = r.part();
+        let text = match &r.item.kind {
+            ItemKind::Message { content, .. } => match content.first() {
+                Some(Content::OutputAudio { transcript }) => transcript.clone(),
+                Some(Content::OutputText { text }) => text.clone(),
+                _ => String::new(),
+            },
+            _ => String::new(),
+        };
+        if r.audio {
+            self.emit(ServerEvent::AudioDone { part: part.clone() });
+            self.emit(ServerEvent::TranscriptDone {
+                part: part.clone(),
+                transcript: text.clone(),
+            });
+        } else {
+            self.emit(ServerEvent::TextDone {
+                part: part.clone(),
+                text: text.clone(),
+            });
+        }
+        let kind = if r.audio {
+            PartKind::Audio
+        } else {
+            PartKind::Text
+        };
+        self.emit(ServerEvent::ContentPartDone { part, kind, text });
+        self.emit(ServerEvent::OutputItemDone {
+            response_id: r.id.clone(),
+            output_index: 0,
+            item: r.item.clone(),
+        });
+        if !r.out_of_band {
+            let previous_item_id = self.previous_of(&r.item.id);
+            self.emit(ServerEvent::ItemDone {
+                previous_item_id,
+                item: r.item.clone(),
+            });
+        }
+        if !r.trace.reported
+            && let Some(report) = r.trace.report(&r.id)
+        {
+            self.emit(ServerEvent::TurnLatency(report));
+        }
+        r.span.in_scope(|| {
+            tracing::info!(
+                status = status.as_str(),
+                reason = reason.map(CancelReason::as_str),
+                "response done"
+            )
+        });
+        let mut info = self.response_info(&r, status, reason, vec![r.item.clone()]);
+        info.error = error;
+        match status {
+            ResponseStatus::Completed => self.counters.responses_completed += 1,
+            ResponseStatus::Cancelled => self.counters.responses_cancelled += 1,
+            _ => {}
+        }
+        self.emit(ServerEvent::ResponseDone(info));
+    }
+
+    fn previous_of(&self, id: &str) -> Option<String> {
+        let mut prev = None;
+        for item in self.conversation.items() {
+            if item.id == id {
+                return prev;
+            }
+            prev = Some(item.id.clone());
+        }
+        None
+    }
+
+    /// Stops the active response: bumps the epoch so late outputs are dropped, tells the
+    /// engines, and reports `response.done` with status `cancelled`.
+    fn cancel(&mut self, reason: CancelReason) {
+        let Some(r) = &self.response else { return };
+        let (old, audio) = (r.epoch, r.audio);
+        tracing::debug!(response_id = %r.id, epoch = old, reason = reason.as_str(), "response cancelled");
+        self.epoch += 1;
+        self.command(EngineCommand::LlmCancel { epoch: old });
+        if audio {
+            self.command(EngineCommand::TtsCancel { epoch: old });
+        }
+        self.finish(ResponseStatus::Cancelled, Some(reason), None);
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Engine events
+
+    fn is_current(&mut self, epoch: Epoch) -> bool {
+        let current = self.response.as_ref().is_some_and(|r| r.epoch == epoch);
+        if !current {
+            self.counters.stale_outputs_dropped += 1;
+        }
+        current
+    }
+
+    pub fn handle_engine(&mut self, now: Instant, event: EngineEvent) {
+        match event {
+            EngineEvent::SpeechStarted { audio_ms } => self.speech_started(now, audio_ms),
+            EngineEvent::SpeechStopped { audio_ms } => self.speech_stopped(now, audio_ms),
+            EngineEvent::TranscriptPartial { text } => {
+                if self.config.transcription.is_some()
+                    && let Some(item_id) = self
+                        .awaiting_transcript
+                        .clone()
+                        .or_else(|| self.speech_item.clone())
+                {
+                    self.emit(ServerEvent::TranscriptionDelta {
+                        item_id,
+                        content_index: 0,
+                        delta: text,
+                    });
+                }
+            }
+            EngineEvent::TranscriptFinal { text } => self.transcript_final(now, text),
+            EngineEvent::LlmToken { epoch, text } => {
+                if self.is_current(epoch) {
+                    self.llm_token(now, text);
+                }
+            }
+            EngineEvent::LlmDone { epoch } => {
+                if self.is_current(epoch) {
+                    self.llm_done(now);
+                }
+            }
+            EngineEvent::TtsAudio {
+                epoch,
+                samples,
+                rate,
+                text,
+            } => {
+                if self.is_current(epoch) {
+                    self.tts_audio(now, &samples, rate, text);
+                }
+            }
+            EngineEvent::TtsDone { epoch } => {
+                if self.is_current(epoch) {
+                    self.finish(ResponseStatus::Completed, None, None);
+                }
+            }
+            EngineEvent::Failed {
+                engine,
+                epoch,
+                message,
+            } => {
+                tracing::warn!(engine = engine.as_str(), %message, "engine failure");
+                let concerns_reply = match epoch {
+                    Some(e) => self.response.as_ref().is_some_and(|r| r.epoch == e),
+                    None => self.response.is_some() && engine != Engine::Asr,
+                };
+                self.error(ErrorInfo::server(
+                    "engine_failed",
+                    format!("{} engine failed: {message}", engine.as_str()),
+                ));
+                if concerns_reply {
+                    let old = self.epoch;
+                    self.epoch += 1;
+                    self.command(EngineCommand::LlmCancel { epoch: old });
+                    self.command(EngineCommand::TtsCancel { epoch: old });
+                    self.finish(
+                        ResponseStatus::Failed,
+                        None,
+                        Some(("engine_failed".into(), message)),
+                    );
+                }
+            }
+        }
+    }
+
+    fn speech_started(&mut self, now: Instant, audio_ms: u64) {
+        let Some(td) = self.config.turn_detection.clone() else {
+            return;
+        };
+        if let Some(r) = self.response.as_mut()
+            && td.interrupt_response
+        {
+            let in_guard = r.guard_until.is_some_and(|until| now < until);
+            if in_guard {
+                r.guarded_speech = true;
+            } else {
+                self.cancel(CancelReason::TurnDetected);
+            }
+        }
+        let item_id = self.new_id("item");
+        self.speech_item = Some(item_id.clone());
+        self.emit(ServerEvent::SpeechStarted {
+            audio_start_ms: audio_ms,
+            item_id,
+        });
+    }
+
+    fn speech_stopped(&mut self, now: Instant, audio_ms: u64) {
+        let Some(td) = self.config.turn_detection.clone() else {
+            return;
+        };
+        let Some(item_id) = self.speech_item.take() else {
+            return;
+        };
+        if let Some(r) = self.response.as_mut()
+            && r.guarded_speech
+        {
+            // Speech that began and ended inside the echo guard: most likely our own echo.
+            r.guarded_speech = false;
+            tracing::debug!(item_id, "speech inside echo guard ignored");
+            return;
+        }
+        self.emit(ServerEvent::SpeechStopped {
+            audio_end_ms: audio_ms,
+            item_id: item_id.clone(),
+        });
+        self.commit_user_audio(now, item_id);
+        if td.create_response && self.response.is_none() {
+            let origin = self
+                .last_turn_end
+                .take()
+                .map_or((now, LatencyOrigin::SpeechEnd), |t| {
+                    (t, LatencyOrigin::SpeechEnd)
+                });
+            self.last_asr_final = None;
+            self.start_response(ResponseOptions::default(), origin, None);
+        }
+    }
+
+    fn transcript_final(&mut self, now: Instant, text: String) {
+        let Some(item_id) = self.awaiting_transcript.take() else {
+            tracing::debug!("transcript with no committed audio item dropped");
+            return;
+        };
+        self.last_asr_final = Some(now);
+        if let Err(e) = self.conversation.set_user_transcript(&item_id, &text) {
+            tracing::debug!(%e, "transcript for a deleted item dropped");
+        }
+        if self.config.transcription.is_some() {
+            self.emit(ServerEvent::TranscriptionCompleted {
+                item_id: item_id.clone(),
+                content_index: 0,
+                transcript: text,
+            });
+        }
+        if let Some(item) = self.conversation.get(&item_id).cloned() {
+            let previous_item_id = self.previous_of(&item_id);
+            self.emit(ServerEvent::ItemDone {
+                previous_item_id,
+                item,
+            });
+        }
+        if let Some(r) = self.response.as_mut()
+            && r.waiting_for_transcript
+        {
+            first(&mut r.trace.asr_final, now);
+            self.start_llm();
+        }
+    }
+
+    fn llm_token(&mut self, now: Instant, text: String) {
+        let Some(r) = self.response.as_mut() else {
+            return;
+        };
+        first(&mut r.trace.llm_first_token, now);
+        if r.audio {
+            let chunks = if self.settings.chunk_for_tts {
+                r.chunker.push(&text)
+            } else {
+                vec![text]
+            };
+            if !chunks.is_empty() && self.settings.chunk_for_tts {
+                first(&mut r.trace.first_clause, now);
+            }
+            let (epoch, voice) = (r.epoch, self.config.voice.clone());
+            for text in chunks {
+                self.command(EngineCommand::TtsText {
+                    epoch,
+                    text,
+                    voice: voice.clone(),
+                });
+            }
+        } else {
+            r.text.push_str(&text);
+            let (part, item_id, oob) = (r.part(), r.item.id.clone(), r.out_of_band);
+            if !oob {
+                let _ = self.conversation.append_assistant_text(&item_id, &text);
+            }
+            self.emit(ServerEvent::TextDelta { part, delta: text });
+        }
+    }
+
+    fn llm_done(&mut self, now: Instant) {
+        let Some(r) = self.response.as_mut() else {
+            return;
+        };
+        if !r.audio {
+            self.finish(ResponseStatus::Completed, None, None);
+            return;
+        }
+        let epoch = r.epoch;
+        if let Some(text) = r.chunker.flush() {
+            first(&mut r.trace.first_clause, now);
+            let voice = self.config.voice.clone();
+            self.command(EngineCommand::TtsText { epoch, text, voice });
+        }
+        self.command(EngineCommand::TtsFinish { epoch });
+    }
+
+    fn tts_audio(&mut self, now: Instant, samples: &[f32], rate: u32, text: String) {
+        let Some(r) = self.response.as_mut() else {
+            return;
+        };
+        first(&mut r.trace.tts_first_audio, now);
+        let audio = match self.encoder.encode(samples, rate) {
+            Ok(a) => a,
+            Err(e) => {
+                self.error(ErrorInfo::server(
+                    "engine_failed",
+                    format!("tts audio unusable: {e}"),
+                ));
+                return;
+            }
+        };
+        let duration_ms = samples.len() as f64 * 1000.0 / f64::from(rate);
+        r.text.push_str(&text);
+        let (part, item_id, oob) = (r.part(), r.item.id.clone(), r.out_of_band);
+        if !oob {
+            let _ = self
+                .conversation
+                .append_assistant_audio(&item_id, &text, duration_ms);
+        }
+        if !audio.is_empty() {
+            self.emit(ServerEvent::AudioDelta {
+                part: part.clone(),
+                audio,
+            });
+        }
+        if !text.is_empty() {
+            self.emit(ServerEvent::TranscriptDelta { part, delta: text });
+        }
+    }
+
+    /// The session wrote reply audio for `response_id` to the client at `now`. The first call
+    /// per response completes the latency trace and opens the echo guard.
+    pub fn audio_sent(&mut self, now: Instant, response_id: &str) {
+        let guard = self.settings.echo_guard;
+        let Some(r) = self.response.as_mut() else {
+            return;
+        };
+        if r.id != response_id || r.trace.first_audio_sent.is_some() {
+            return;
+        }
+        r.trace.first_audio_sent = Some(now);
+        r.guard_until = Some(now + guard);
+        r.trace.reported = true;
+        if let Some(report) = r.trace.report(&r.id) {
+            r.span.in_scope(|| {
+                tracing::info!(
+                    first_audio_sent_ms = report.first_audio_sent_ms,
+                    llm_first_token_ms = report.llm_first_token_ms,
+                    tts_first_audio_ms = report.tts_first_audio_ms,
+                    "first reply audio sent"
+                )
+            });
+            self.emit(ServerEvent::TurnLatency(report));
+        }
+    }
+
+    /// Call at (or after) the instant `poll_timeout` gave.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let expired = self
+            .response
+            .as_ref()
+            .is_some_and(|r| r.guarded_speech && r.guard_until.is_some_and(|u| now >= u));
+        if expired {
+            // The speech outlasted the echo guard: a real interruption.
+            self.cancel(CancelReason::TurnDetected);
+        }
+    }
+}
+
+fn conversation_error(e: ConversationError, eid: Option<String>) -> ErrorInfo {
+    let code = match e {
+        ConversationError::NotFound(_) => "item_not_found",
+        ConversationError::DuplicateId(_) => "duplicate_item_id",
+        ConversationError::NotAudio { .. } => "invalid_value",
+        ConversationError::PastEnd { .. } => "invalid_value",
+        ConversationError::Full(_) => "conversation_full",
+    };
+    ErrorInfo::invalid_request(code, e.to_string()).with_event_id(eid)
+}
+
+#[cfg(test)]
+mod tests;

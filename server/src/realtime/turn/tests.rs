@@ -1,0 +1,834 @@
+//! The turn machine driven with virtual time: every instant is `t0 + ms`.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::*;
+use crate::realtime::conversation::ChatRole;
+use crate::realtime::protocol::{Dialect, decode_client, server_event_name};
+
+const ALL: Engines = Engines {
+    asr: true,
+    llm: true,
+    tts: true,
+};
+
+struct H {
+    tm: TurnManager,
+    t0: Instant,
+}
+
+fn config() -> SessionConfig {
+    SessionConfig {
+        id: "sess_test".into(),
+        model: "antiphon".into(),
+        instructions: "Be brief.".into(),
+        voice: "joe".into(),
+        input_format: AudioFormat::Pcm16,
+        output_format: AudioFormat::Pcm16,
+        turn_detection: Some(TurnDetection::default()),
+        transcription: Some(Transcription::default()),
+        output_modalities: vec![Modality::Audio],
+        max_output_tokens: Some(64),
+    }
+}
+
+impl H {
+    fn new(engines: Engines) -> H {
+        H::with(config(), engines, TurnSettings::default())
+    }
+
+    fn with(config: SessionConfig, engines: Engines, settings: TurnSettings) -> H {
+        let mut h = H {
+            tm: TurnManager::new(config, engines, settings),
+            t0: Instant::now(),
+        };
+        let first = h.drain();
+        assert!(matches!(
+            first.as_slice(),
+            [Output::Event(ServerEvent::SessionCreated(_))]
+        ));
+        h
+    }
+
+    fn at(&self, ms: u64) -> Instant {
+        self.t0 + Duration::from_millis(ms)
+    }
+
+    fn client(&mut self, ms: u64, v: Value) -> Vec<Output> {
+        let m = decode_client(&v.to_string(), &Limits::default()).expect("valid client event");
+        self.tm.handle_client(self.at(ms), m);
+        self.drain()
+    }
+
+    fn engine(&mut self, ms: u64, e: EngineEvent) -> Vec<Output> {
+        self.tm.handle_engine(self.at(ms), e);
+        self.drain()
+    }
+
+    fn drain(&mut self) -> Vec<Output> {
+        std::iter::from_fn(|| self.tm.poll_output()).collect()
+    }
+}
+
+/// GA wire names of the events, commands as short tags: a compact, readable trace.
+fn trace(out: &[Output]) -> Vec<String> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Event(e) => server_event_name(e, Dialect::Ga).map(str::to_string),
+            Output::Command(c) => Some(
+                match c {
+                    EngineCommand::AsrAudio { .. } => "cmd:asr_audio",
+                    EngineCommand::AsrCommit => "cmd:asr_commit",
+                    EngineCommand::AsrReset => "cmd:asr_reset",
+                    EngineCommand::LlmStart { .. } => "cmd:llm_start",
+                    EngineCommand::LlmCancel { .. } => "cmd:llm_cancel",
+                    EngineCommand::TtsText { .. } => "cmd:tts_text",
+                    EngineCommand::TtsFinish { .. } => "cmd:tts_finish",
+                    EngineCommand::TtsCancel { .. } => "cmd:tts_cancel",
+                }
+                .to_string(),
+            ),
+        })
+        .collect()
+}
+
+fn errors(out: &[Output]) -> Vec<&'static str> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Event(ServerEvent::Error(e)) => Some(e.code),
+            _ => None,
+        })
+        .collect()
+}
+
+fn llm_start(out: &[Output]) -> (Epoch, Vec<ChatMessage>) {
+    out.iter()
+        .find_map(|o| match o {
+            Output::Command(EngineCommand::LlmStart {
+                epoch, messages, ..
+            }) => Some((*epoch, messages.clone())),
+            _ => None,
+        })
+        .expect("LlmStart")
+}
+
+fn tts(epoch: Epoch, ms_of_audio: usize, text: &str) -> EngineEvent {
+    EngineEvent::TtsAudio {
+        epoch,
+        samples: vec![0.1; 24 * ms_of_audio],
+        rate: 24_000,
+        text: text.into(),
+    }
+}
+
+fn response_id(out: &[Output]) -> String {
+    out.iter()
+        .find_map(|o| match o {
+            Output::Event(ServerEvent::ResponseCreated(r)) => Some(r.id.clone()),
+            _ => None,
+        })
+        .expect("response.created")
+}
+
+fn done_status(out: &[Output]) -> Option<(ResponseStatus, Option<CancelReason>)> {
+    out.iter().find_map(|o| match o {
+        Output::Event(ServerEvent::ResponseDone(r)) => Some((r.status, r.cancel_reason)),
+        _ => None,
+    })
+}
+
+/// A server-VAD voice turn up to the first reply audio; returns (epoch, response id).
+fn voice_turn_until_audio(h: &mut H) -> (Epoch, String) {
+    h.client(
+        0,
+        json!({"type": "input_audio_buffer.append", "audio": "AAAAAA=="}),
+    );
+    h.engine(100, EngineEvent::SpeechStarted { audio_ms: 100 });
+    let out = h.engine(1000, EngineEvent::SpeechStopped { audio_ms: 1000 });
+    let rid = response_id(&out);
+    let out = h.engine(
+        1100,
+        EngineEvent::TranscriptFinal {
+            text: "what time is it".into(),
+        },
+    );
+    let (epoch, _) = llm_start(&out);
+    h.engine(
+        1200,
+        EngineEvent::LlmToken {
+            epoch,
+            text: "It is".into(),
+        },
+    );
+    h.engine(
+        1250,
+        EngineEvent::LlmToken {
+            epoch,
+            text: " noon,".into(),
+        },
+    );
+    h.engine(
+        1300,
+        EngineEvent::LlmToken {
+            epoch,
+            text: " friend".into(),
+        },
+    );
+    h.engine(1400, tts(epoch, 500, "It is noon,"));
+    h.tm.audio_sent(h.at(1410), &rid);
+    h.drain();
+    (epoch, rid)
+}
+
+#[test]
+fn without_engines_requests_needing_them_say_so() {
+    let mut h = H::new(Engines::default());
+    let out = h.client(0, json!({"type": "response.create", "event_id": "r1"}));
+    assert_eq!(errors(&out), ["engine_unavailable"]);
+    let Output::Event(ServerEvent::Error(e)) = &out[0] else {
+        panic!()
+    };
+    assert_eq!(e.event_id.as_deref(), Some("r1"));
+    assert!(e.message.contains("llm"));
+    // server_vad with no ASR: one error on the first append, not one per frame.
+    let out = h.client(
+        10,
+        json!({"type": "input_audio_buffer.append", "audio": "AAAA"}),
+    );
+    assert_eq!(errors(&out), ["engine_unavailable"]);
+    assert!(
+        h.client(
+            20,
+            json!({"type": "input_audio_buffer.append", "audio": "AAAA"})
+        )
+        .is_empty()
+    );
+    // Commit works (the item exists) but transcription cannot happen.
+    let out = h.client(30, json!({"type": "input_audio_buffer.commit"}));
+    assert_eq!(
+        trace(&out),
+        [
+            "input_audio_buffer.committed",
+            "conversation.item.added",
+            "error"
+        ]
+    );
+    assert_eq!(h.tm.conversation().len(), 1);
+}
+
+#[test]
+fn text_only_response_needs_no_tts() {
+    let mut h = H::new(Engines {
+        asr: false,
+        llm: true,
+        tts: false,
+    });
+    let out = h.client(0, json!({"type": "response.create"}));
+    assert_eq!(
+        errors(&out),
+        ["engine_unavailable"],
+        "audio reply needs tts"
+    );
+    let out = h.client(10, json!({"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}}));
+    assert_eq!(
+        trace(&out),
+        ["conversation.item.added", "conversation.item.done"]
+    );
+    let out = h.client(
+        20,
+        json!({"type": "response.create", "response": {"output_modalities": ["text"]}}),
+    );
+    assert_eq!(
+        trace(&out),
+        [
+            "response.created",
+            "response.output_item.added",
+            "conversation.item.added",
+            "response.content_part.added",
+            "cmd:llm_start"
+        ]
+    );
+    let (epoch, messages) = llm_start(&out);
+    assert_eq!(
+        messages[0],
+        ChatMessage {
+            role: ChatRole::System,
+            content: "Be brief.".into()
+        }
+    );
+    assert_eq!(
+        messages[1],
+        ChatMessage {
+            role: ChatRole::User,
+            content: "hi".into()
+        }
+    );
+    assert_eq!(
+        messages.len(),
+        2,
+        "the empty reply item is not sent to the LLM"
+    );
+    let out = h.engine(
+        70,
+        EngineEvent::LlmToken {
+            epoch,
+            text: "Hello".into(),
+        },
+    );
+    assert_eq!(trace(&out), ["response.output_text.delta"]);
+    h.engine(
+        80,
+        EngineEvent::LlmToken {
+            epoch,
+            text: "!".into(),
+        },
+    );
+    let out = h.engine(90, EngineEvent::LlmDone { epoch });
+    assert_eq!(
+        trace(&out),
+        [
+            "response.output_text.done",
+            "response.content_part.done",
+            "response.output_item.done",
+            "conversation.item.done",
+            "antiphon.turn.latency",
+            "response.done"
+        ]
+    );
+    assert_eq!(done_status(&out), Some((ResponseStatus::Completed, None)));
+    let latency = out.iter().find_map(|o| match o {
+        Output::Event(ServerEvent::TurnLatency(t)) => Some(t.clone()),
+        _ => None,
+    });
+    let latency = latency.unwrap();
+    assert_eq!(latency.origin, LatencyOrigin::ResponseCreate);
+    assert_eq!(latency.llm_first_token_ms, Some(50.0));
+    let chat = h.tm.conversation().to_chat("");
+    assert_eq!(
+        chat.last().unwrap(),
+        &ChatMessage {
+            role: ChatRole::Assistant,
+            content: "Hello!".into()
+        }
+    );
+}
+
+#[test]
+fn server_vad_voice_turn_end_to_end_with_latency_trace() {
+    let mut h = H::new(ALL);
+    // 100 ms of 24 kHz pcm16 becomes about 1600 samples at 16 kHz for the ASR.
+    let audio = crate::realtime::protocol::tests_support::b64(&vec![0u8; 4800]);
+    let out = h.client(
+        0,
+        json!({"type": "input_audio_buffer.append", "audio": audio}),
+    );
+    let samples: usize = out
+        .iter()
+        .map(|o| match o {
+            Output::Command(EngineCommand::AsrAudio { samples }) => samples.len(),
+            _ => 0,
+        })
+        .sum();
+    assert!((1580..=1600).contains(&samples), "{samples}");
+
+    let out = h.engine(100, EngineEvent::SpeechStarted { audio_ms: 100 });
+    assert_eq!(trace(&out), ["input_audio_buffer.speech_started"]);
+    let out = h.engine(
+        120,
+        EngineEvent::TranscriptPartial {
+            text: "what".into(),
+        },
+    );
+    assert_eq!(
+        trace(&out),
+        ["conversation.item.input_audio_transcription.delta"]
+    );
+    let out = h.engine(1000, EngineEvent::SpeechStopped { audio_ms: 1000 });
+    assert_eq!(
+        trace(&out),
+        [
+            "input_audio_buffer.speech_stopped",
+            "input_audio_buffer.committed",
+            "conversation.item.added",
+            "response.created",
+            "response.output_item.added",
+            "conversation.item.added",
+            "response.content_part.added",
+        ],
+        "the LLM waits for the transcript"
+    );
+    let rid = response_id(&out);
+    let out = h.engine(
+        1100,
+        EngineEvent::TranscriptFinal {
+            text: "what time is it".into(),
+        },
+    );
+    assert_eq!(
+        trace(&out),
+        [
+            "conversation.item.input_audio_transcription.completed",
+            "conversation.item.done",
+            "cmd:llm_start"
+        ]
+    );
+    let (epoch, messages) = llm_start(&out);
+    assert_eq!(epoch, h.tm.epoch());
+    assert_eq!(
+        messages.last().unwrap(),
+        &ChatMessage {
+            role: ChatRole::User,
+            content: "what time is it".into()
+        }
+    );
+
+    assert!(
+        trace(&h.engine(
+            1200,
+            EngineEvent::LlmToken {
+                epoch,
+                text: "It is".into()
+            }
+        ))
+        .is_empty()
+    );
+    let out = h.engine(
+        1250,
+        EngineEvent::LlmToken {
+            epoch,
+            text: " noon, friend".into(),
+        },
+    );
+    assert_eq!(trace(&out), ["cmd:tts_text"]);
+    assert!(
+        matches!(&out[0], Output::Command(EngineCommand::TtsText { text, voice, .. }) if text == "It is noon," && voice == "joe")
+    );
+
+    let out = h.engine(1400, tts(epoch, 500, "It is noon,"));
+    assert_eq!(
+        trace(&out),
+        [
+            "response.output_audio.delta",
+            "response.output_audio_transcript.delta"
+        ]
+    );
+    let Output::Event(ServerEvent::AudioDelta { audio, .. }) = &out[0] else {
+        panic!()
+    };
+    assert!(
+        audio.len() > 23_000 && audio.len() <= 24_000,
+        "500 ms at 24 kHz pcm16: {}",
+        audio.len()
+    );
+
+    h.tm.audio_sent(h.at(1410), &rid);
+    let out = h.drain();
+    let [Output::Event(ServerEvent::TurnLatency(t))] = out.as_slice() else {
+        panic!("{out:?}")
+    };
+    assert_eq!(t.origin, LatencyOrigin::SpeechEnd);
+    assert_eq!(t.asr_final_ms, Some(100.0));
+    assert_eq!(t.llm_first_token_ms, Some(200.0));
+    assert_eq!(t.first_clause_ms, Some(250.0));
+    assert_eq!(t.tts_first_audio_ms, Some(400.0));
+    assert_eq!(t.first_audio_sent_ms, Some(410.0));
+    h.tm.audio_sent(h.at(1500), &rid);
+    assert!(h.drain().is_empty(), "latency is reported once");
+
+    let out = h.engine(1500, EngineEvent::LlmDone { epoch });
+    assert_eq!(trace(&out), ["cmd:tts_text", "cmd:tts_finish"]);
+    h.engine(1600, tts(epoch, 300, " friend"));
+    let out = h.engine(1700, EngineEvent::TtsDone { epoch });
+    assert_eq!(
+        trace(&out),
+        [
+            "response.output_audio.done",
+            "response.output_audio_transcript.done",
+            "response.content_part.done",
+            "response.output_item.done",
+            "conversation.item.done",
+            "response.done"
+        ]
+    );
+    assert_eq!(done_status(&out), Some((ResponseStatus::Completed, None)));
+    let chat = h.tm.conversation().to_chat("");
+    assert_eq!(chat.last().unwrap().content, "It is noon, friend");
+    assert!(h.tm.active_response().is_none());
+}
+
+#[test]
+fn barge_in_cancels_by_epoch_and_drops_stale_output() {
+    let mut h = H::new(ALL);
+    let (epoch, _) = voice_turn_until_audio(&mut h);
+    // Past the 300 ms echo guard (opened at 1410).
+    let out = h.engine(2000, EngineEvent::SpeechStarted { audio_ms: 2000 });
+    assert_eq!(
+        trace(&out)[..3],
+        [
+            "cmd:llm_cancel",
+            "cmd:tts_cancel",
+            "response.output_audio.done"
+        ]
+    );
+    assert_eq!(
+        trace(&out).last().unwrap(),
+        "input_audio_buffer.speech_started"
+    );
+    assert_eq!(
+        done_status(&out),
+        Some((ResponseStatus::Cancelled, Some(CancelReason::TurnDetected)))
+    );
+    assert!(matches!(out[0], Output::Command(EngineCommand::LlmCancel { epoch: e }) if e == epoch));
+    assert!(h.tm.epoch() > epoch);
+    // Late audio and tokens for the cancelled epoch vanish.
+    assert!(h.engine(2010, tts(epoch, 200, " friend")).is_empty());
+    assert!(
+        h.engine(
+            2020,
+            EngineEvent::LlmToken {
+                epoch,
+                text: "x".into()
+            }
+        )
+        .is_empty()
+    );
+    assert!(h.engine(2030, EngineEvent::TtsDone { epoch }).is_empty());
+    assert_eq!(h.tm.counters().stale_outputs_dropped, 3);
+    assert_eq!(h.tm.counters().responses_cancelled, 1);
+    // The interrupted reply keeps what was produced; the client truncates to what it played.
+    let reply =
+        h.tm.conversation()
+            .items()
+            .find(|i| {
+                matches!(
+                    &i.kind,
+                    ItemKind::Message {
+                        role: Role::Assistant,
+                        ..
+                    }
+                )
+            })
+            .unwrap()
+            .clone();
+    assert_eq!(reply.status, ItemStatus::Incomplete);
+    let out = h.client(2100, json!({"type": "conversation.item.truncate", "item_id": reply.id, "content_index": 0, "audio_end_ms": 300}));
+    assert_eq!(trace(&out), ["conversation.item.truncated"]);
+    // The user's new turn starts a new response whose LLM context has the truncated reply.
+    h.engine(2500, EngineEvent::SpeechStopped { audio_ms: 2500 });
+    let out = h.engine(
+        2600,
+        EngineEvent::TranscriptFinal {
+            text: "wait".into(),
+        },
+    );
+    let (e2, messages) = llm_start(&out);
+    assert!(e2 > epoch);
+    let assistant: Vec<&ChatMessage> = messages
+        .iter()
+        .filter(|m| m.role == ChatRole::Assistant)
+        .collect();
+    assert_eq!(assistant.len(), 1);
+    assert_eq!(
+        assistant[0].content, "It is",
+        "300 of 500 ms played: the first words only"
+    );
+}
+
+#[test]
+fn echo_guard_ignores_short_speech_but_not_long_speech() {
+    let mut h = H::new(ALL);
+    let (epoch, _) = voice_turn_until_audio(&mut h);
+    // Speech 50 ms after the first audio went out, ending inside the guard: treated as echo.
+    let out = h.engine(1460, EngineEvent::SpeechStarted { audio_ms: 1460 });
+    assert_eq!(trace(&out), ["input_audio_buffer.speech_started"]);
+    assert_eq!(h.tm.poll_timeout(), Some(h.at(1710)));
+    let out = h.engine(1600, EngineEvent::SpeechStopped { audio_ms: 1600 });
+    assert!(out.is_empty(), "{:?}", trace(&out));
+    assert_eq!(h.tm.poll_timeout(), None);
+    assert!(h.tm.active_response().is_some());
+    // Speech inside the guard that is still going when it ends: a real barge-in.
+    h.engine(1650, EngineEvent::SpeechStarted { audio_ms: 1650 });
+    let deadline = h.tm.poll_timeout().expect("guard deadline");
+    h.tm.handle_timeout(deadline - Duration::from_millis(1));
+    assert!(h.drain().is_empty(), "not yet");
+    h.tm.handle_timeout(deadline);
+    let out = h.drain();
+    assert_eq!(
+        done_status(&out),
+        Some((ResponseStatus::Cancelled, Some(CancelReason::TurnDetected)))
+    );
+    assert!(h.engine(1800, tts(epoch, 100, "x")).is_empty());
+}
+
+#[test]
+fn interrupt_response_false_lets_the_reply_finish() {
+    let mut c = config();
+    c.turn_detection = Some(TurnDetection {
+        interrupt_response: false,
+        ..TurnDetection::default()
+    });
+    let mut h = H::with(c, ALL, TurnSettings::default());
+    let (epoch, _) = voice_turn_until_audio(&mut h);
+    let out = h.engine(3000, EngineEvent::SpeechStarted { audio_ms: 3000 });
+    assert_eq!(trace(&out), ["input_audio_buffer.speech_started"]);
+    assert!(
+        h.engine(3010, tts(epoch, 100, " friend"))
+            .iter()
+            .any(|o| matches!(o, Output::Event(ServerEvent::AudioDelta { .. })))
+    );
+}
+
+#[test]
+fn manual_turns_commit_then_response_create() {
+    let mut c = config();
+    c.turn_detection = None;
+    let mut h = H::with(c, ALL, TurnSettings::default());
+    h.client(
+        0,
+        json!({"type": "input_audio_buffer.append", "audio": "AAAAAA=="}),
+    );
+    assert!(
+        h.engine(10, EngineEvent::SpeechStarted { audio_ms: 10 })
+            .is_empty(),
+        "VAD is ignored in manual mode"
+    );
+    let out = h.client(500, json!({"type": "input_audio_buffer.commit"}));
+    assert_eq!(
+        trace(&out),
+        [
+            "input_audio_buffer.committed",
+            "conversation.item.added",
+            "cmd:asr_commit"
+        ]
+    );
+    let out = h.client(510, json!({"type": "response.create"}));
+    assert!(
+        !trace(&out).contains(&"cmd:llm_start".to_string()),
+        "waits for the transcript"
+    );
+    let out = h.engine(
+        600,
+        EngineEvent::TranscriptFinal {
+            text: "hello".into(),
+        },
+    );
+    let (epoch, messages) = llm_start(&out);
+    assert_eq!(messages.last().unwrap().content, "hello");
+    h.engine(
+        700,
+        EngineEvent::LlmToken {
+            epoch,
+            text: "Hi there.".into(),
+        },
+    );
+    let out = h.engine(710, EngineEvent::LlmDone { epoch });
+    assert_eq!(trace(&out), ["cmd:tts_text", "cmd:tts_finish"]);
+    h.engine(800, tts(epoch, 100, "Hi there."));
+    h.engine(900, EngineEvent::TtsDone { epoch });
+    // Clear resets the ASR.
+    let out = h.client(1000, json!({"type": "input_audio_buffer.clear"}));
+    assert_eq!(trace(&out), ["cmd:asr_reset", "input_audio_buffer.cleared"]);
+}
+
+#[test]
+fn client_cancel_and_single_active_response() {
+    let mut h = H::new(ALL);
+    let out = h.client(0, json!({"type": "response.create"}));
+    let rid = response_id(&out);
+    let epoch = llm_start(&out).0;
+    let out = h.client(10, json!({"type": "response.create", "event_id": "again"}));
+    assert_eq!(errors(&out), ["conversation_already_has_active_response"]);
+    let out = h.client(
+        20,
+        json!({"type": "response.cancel", "response_id": "resp_other"}),
+    );
+    assert_eq!(errors(&out), ["invalid_value"]);
+    let out = h.client(30, json!({"type": "response.cancel", "response_id": rid}));
+    assert_eq!(
+        done_status(&out),
+        Some((
+            ResponseStatus::Cancelled,
+            Some(CancelReason::ClientCancelled)
+        ))
+    );
+    assert!(
+        h.engine(
+            40,
+            EngineEvent::LlmToken {
+                epoch,
+                text: "late".into()
+            }
+        )
+        .is_empty()
+    );
+    let out = h.client(50, json!({"type": "response.cancel"}));
+    assert_eq!(errors(&out), ["response_cancel_not_active"]);
+    // A new response gets a new epoch.
+    let out = h.client(60, json!({"type": "response.create"}));
+    assert!(llm_start(&out).0 > epoch);
+}
+
+#[test]
+fn out_of_band_response_stays_out_of_the_conversation() {
+    let mut h = H::new(ALL);
+    let out = h.client(0, json!({"type": "response.create", "response": {"conversation": "none", "output_modalities": ["text"]}}));
+    assert!(!trace(&out).contains(&"conversation.item.added".to_string()));
+    let epoch = llm_start(&out).0;
+    h.engine(
+        10,
+        EngineEvent::LlmToken {
+            epoch,
+            text: "summary".into(),
+        },
+    );
+    let out = h.engine(20, EngineEvent::LlmDone { epoch });
+    assert!(!trace(&out).contains(&"conversation.item.done".to_string()));
+    let Some(Output::Event(ServerEvent::ResponseDone(r))) = out
+        .iter()
+        .find(|o| matches!(o, Output::Event(ServerEvent::ResponseDone(_))))
+    else {
+        panic!()
+    };
+    assert_eq!(r.output.len(), 1);
+    assert!(
+        matches!(&r.output[0].kind, ItemKind::Message { content, .. } if content[0] == Content::OutputText { text: "summary".into() })
+    );
+    assert!(h.tm.conversation().is_empty());
+}
+
+#[test]
+fn engine_failure_fails_the_response() {
+    let mut h = H::new(ALL);
+    let out = h.client(0, json!({"type": "response.create"}));
+    let epoch = llm_start(&out).0;
+    let out = h.engine(
+        10,
+        EngineEvent::Failed {
+            engine: Engine::Llm,
+            epoch: Some(epoch),
+            message: "oom".into(),
+        },
+    );
+    assert_eq!(errors(&out), ["engine_failed"]);
+    assert_eq!(done_status(&out).map(|d| d.0), Some(ResponseStatus::Failed));
+    assert!(
+        h.engine(
+            20,
+            EngineEvent::LlmToken {
+                epoch,
+                text: "x".into()
+            }
+        )
+        .is_empty()
+    );
+}
+
+#[test]
+fn audio_buffer_limit_and_item_errors() {
+    let settings = TurnSettings {
+        limits: Limits {
+            max_message_bytes: 1 << 20,
+            max_audio_buffer_bytes: 8,
+        },
+        ..TurnSettings::default()
+    };
+    let mut h = H::with(config(), ALL, settings);
+    h.client(
+        0,
+        json!({"type": "input_audio_buffer.append", "audio": "AAAAAAAA"}),
+    );
+    let out = h.client(
+        1,
+        json!({"type": "input_audio_buffer.append", "event_id": "a2", "audio": "AAAAAAAA"}),
+    );
+    assert_eq!(errors(&out), ["input_audio_buffer_full"]);
+    assert_eq!(h.tm.counters().audio_bytes_rejected, 6);
+    let out = h.client(2, json!({"type": "conversation.item.create", "previous_item_id": "nope", "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "x"}]}}));
+    assert_eq!(errors(&out), ["item_not_found"]);
+    h.client(3, json!({"type": "conversation.item.create", "item": {"id": "mine", "type": "message", "role": "user", "content": [{"type": "input_text", "text": "x"}]}}));
+    let out = h.client(4, json!({"type": "conversation.item.create", "item": {"id": "mine", "type": "message", "role": "user", "content": [{"type": "input_text", "text": "y"}]}}));
+    assert_eq!(errors(&out), ["duplicate_item_id"]);
+    let out = h.client(5, json!({"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [{"type": "input_audio", "audio": "AAAA"}]}}));
+    assert_eq!(errors(&out), ["unsupported_content"]);
+    let out = h.client(6, json!({"type": "output_audio_buffer.clear"}));
+    assert_eq!(errors(&out), ["unsupported_event"]);
+}
+
+#[test]
+fn session_update_changes_formats_for_later_audio() {
+    let mut h = H::new(ALL);
+    let out = h.client(0, json!({"type": "session.update", "session": {"input_audio_format": "g711_ulaw", "output_audio_format": "g711_alaw"}}));
+    let [Output::Event(ServerEvent::SessionUpdated(s))] = out.as_slice() else {
+        panic!()
+    };
+    assert_eq!(
+        (s.input_format, s.output_format),
+        (AudioFormat::G711Ulaw, AudioFormat::G711Alaw)
+    );
+    // 800 bytes of mu-law = 100 ms at 8 kHz -> about 1600 samples at 16 kHz.
+    let audio = crate::realtime::protocol::tests_support::b64(&vec![0xFFu8; 800]);
+    let out = h.client(
+        10,
+        json!({"type": "input_audio_buffer.append", "audio": audio}),
+    );
+    let n: usize = out
+        .iter()
+        .map(|o| match o {
+            Output::Command(EngineCommand::AsrAudio { samples }) => samples.len(),
+            _ => 0,
+        })
+        .sum();
+    assert!((1560..=1600).contains(&n), "{n}");
+    let out = h.client(20, json!({"type": "response.create"}));
+    let epoch = llm_start(&out).0;
+    let out = h.engine(30, tts(epoch, 100, "Hi."));
+    let Some(Output::Event(ServerEvent::AudioDelta { audio, .. })) = out.first() else {
+        panic!()
+    };
+    assert!(
+        audio.len() > 760 && audio.len() <= 800,
+        "100 ms of 8 kHz A-law: {}",
+        audio.len()
+    );
+}
+
+#[test]
+fn tokens_go_straight_to_a_tts_that_chunks_itself() {
+    let settings = TurnSettings {
+        chunk_for_tts: false,
+        ..TurnSettings::default()
+    };
+    let mut h = H::with(config(), ALL, settings);
+    let out = h.client(0, json!({"type": "response.create"}));
+    let epoch = llm_start(&out).0;
+    let out = h.engine(
+        10,
+        EngineEvent::LlmToken {
+            epoch,
+            text: "It".into(),
+        },
+    );
+    assert!(
+        matches!(out.as_slice(), [Output::Command(EngineCommand::TtsText { text, .. })] if text == "It")
+    );
+    let out = h.engine(20, EngineEvent::LlmDone { epoch });
+    assert_eq!(trace(&out), ["cmd:tts_finish"]);
+    let out = h.engine(30, tts(epoch, 100, "It"));
+    let rid = h.tm.active_response().unwrap().to_string();
+    assert_eq!(
+        trace(&out),
+        [
+            "response.output_audio.delta",
+            "response.output_audio_transcript.delta"
+        ]
+    );
+    h.tm.audio_sent(h.at(40), &rid);
+    let out = h.drain();
+    let [Output::Event(ServerEvent::TurnLatency(t))] = out.as_slice() else {
+        panic!()
+    };
+    assert_eq!(t.first_clause_ms, None);
+    assert_eq!(t.tts_first_audio_ms, Some(30.0));
+}
