@@ -8,13 +8,14 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use antiphon_models::diar::der::{Turn, der};
-use antiphon_models::diar::pipeline::diarize;
+use antiphon_models::diar::pipeline::{diarize, diarize_with_mask};
 use antiphon_models::diar::resample::resample;
-use antiphon_models::diar::speech::{EnergyVadConfig, regions, speech_mask};
+use antiphon_models::diar::speech::{EnergyVadConfig, regions, silero_mask, speech_mask};
 use antiphon_models::diar::{OnlineConfig, SpeakerEmbedder, cosine};
 use antiphon_models::store::ModelStore;
 use antiphon_models::tts::lexicon::Lexicon;
 use antiphon_models::tts::load::spawn_engine_for_voice;
+use antiphon_models::vad::SileroVad;
 
 const RATE: u32 = 16_000;
 
@@ -257,4 +258,25 @@ fn conversation_der_is_within_twenty_percent() {
         eprintln!("  ref {:7.2} {:7.2} {}", t.start_s, t.end_s, t.speaker);
     }
     assert!(report.der() <= 0.20, "DER {:.3}", report.der());
+
+    // The same conversation with Silero VAD's speech mask instead of the energy mask.
+    let mut vad = SileroVad::load(&store(), 1).expect("Silero VAD loads");
+    let mask = silero_mask(&mut vad, &audio, 0.5, &EnergyVadConfig::default()).expect("vad");
+    let result =
+        diarize_with_mask(&mut emb, &audio, &mask, OnlineConfig::default()).expect("diarize");
+    let hyp: Vec<Turn> = result
+        .segments
+        .iter()
+        .map(|s| Turn::new(s.start_s as f64, s.end_s as f64, &s.label))
+        .collect();
+    let silero = der(&reference, &hyp, 0.25);
+    eprintln!(
+        "with Silero VAD: DER {:.1} % (miss {:.2} s, FA {:.2} s, confusion {:.2} s), {} speakers",
+        100.0 * silero.der(),
+        silero.missed_s,
+        silero.false_alarm_s,
+        silero.confusion_s,
+        result.num_speakers
+    );
+    assert!(silero.der() <= 0.20, "DER with Silero {:.3}", silero.der());
 }

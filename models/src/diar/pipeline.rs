@@ -13,17 +13,26 @@ pub struct Diarization {
     pub num_speakers: usize,
 }
 
-/// Diarizes 16 kHz mono samples in [-1, 1].
+/// Diarizes 16 kHz mono samples in [-1, 1] with the energy speech mask.
 pub fn diarize(
     embedder: &mut SpeakerEmbedder,
     samples: &[f32],
     vad: &EnergyVadConfig,
     cfg: OnlineConfig,
 ) -> Result<Diarization, DiarError> {
-    let mask = speech_mask(samples, vad);
+    diarize_with_mask(embedder, samples, &speech_mask(samples, vad), cfg)
+}
+
+/// Diarizes with a given speech mask (one bool per 10 ms frame, e.g. from Silero VAD).
+pub fn diarize_with_mask(
+    embedder: &mut SpeakerEmbedder,
+    samples: &[f32],
+    mask: &[bool],
+    cfg: OnlineConfig,
+) -> Result<Diarization, DiarError> {
     let mut online = OnlineDiarizer::new(cfg);
     let mut changes = Vec::new();
-    for (frame, speech) in samples.chunks(FRAME_SAMPLES).zip(&mask) {
+    for (frame, speech) in samples.chunks(FRAME_SAMPLES).zip(mask) {
         online.push_frame(frame, *speech);
         drain(&mut online, embedder, &mut changes)?;
     }

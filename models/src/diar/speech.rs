@@ -1,6 +1,9 @@
-//! An energy-based speech mask, used because no neural VAD is on main yet: 10 ms frames above a
-//! level threshold are speech, with a hangover that bridges short gaps inside a turn and a
-//! minimum run that drops clicks. Sans-IO: feed frames, read decisions.
+//! Speech masks, one bool per 10 ms frame: energy based (10 ms frames above a level threshold),
+//! or from Silero VAD; both smoothed with a hangover that bridges short gaps inside a turn and a
+//! minimum run that drops clicks.
+
+use crate::vad::silero::FRAME_SAMPLES as SILERO_CHUNK;
+use crate::vad::{SileroState, SileroVad, VadError};
 
 /// Samples per decision frame at 16 kHz (10 ms).
 pub const FRAME_SAMPLES: usize = 160;
@@ -34,8 +37,39 @@ pub fn speech_mask(samples: &[f32], cfg: &EnergyVadConfig) -> Vec<bool> {
             20.0 * rms.max(1e-10).log10() >= cfg.threshold_dbfs
         })
         .collect();
+    smooth(&level, cfg)
+}
+
+/// The same mask from Silero VAD: each 32 ms Silero chunk with speech probability at least
+/// `threshold` marks the 10 ms frames starting inside it; then the same minimum-run and
+/// hangover smoothing as the energy mask.
+pub fn silero_mask(
+    vad: &mut SileroVad,
+    samples: &[f32],
+    threshold: f32,
+    cfg: &EnergyVadConfig,
+) -> Result<Vec<bool>, VadError> {
+    let frames = samples.len().div_ceil(FRAME_SAMPLES);
+    let mut level = vec![false; frames];
+    let mut state = SileroState::default();
+    let mut chunk = [0.0f32; SILERO_CHUNK];
+    for (i, part) in samples.chunks(SILERO_CHUNK).enumerate() {
+        chunk[..part.len()].copy_from_slice(part);
+        chunk[part.len()..].fill(0.0);
+        let prob = vad.step(&mut [(&mut state, &chunk[..])])?;
+        if prob.first().is_some_and(|&p| p >= threshold) {
+            let (a, b) = (i * SILERO_CHUNK, i * SILERO_CHUNK + part.len());
+            let first = a.div_ceil(FRAME_SAMPLES);
+            let last = b.div_ceil(FRAME_SAMPLES).min(frames);
+            level[first.min(frames)..last].fill(true);
+        }
+    }
+    Ok(smooth(&level, cfg))
+}
+
+fn smooth(level: &[bool], cfg: &EnergyVadConfig) -> Vec<bool> {
     // Drop bursts shorter than the minimum, then extend the rest by the hangover.
-    let mut mask = level.clone();
+    let mut mask = level.to_vec();
     let mut i = 0;
     while i < level.len() {
         if level[i] {

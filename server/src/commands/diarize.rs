@@ -1,17 +1,19 @@
 //! `antiphon diarize FILE.wav [--rttm]`: who spoke when, through the same online path a live
-//! session uses (energy speech mask, CAM++ embeddings over 1.5 s windows, online clustering).
+//! session uses (Silero VAD or energy speech mask, CAM++ embeddings over 1.5 s windows, online
+//! clustering).
 //! CAM++ runs on candle's CPU backend; set `CANDLE_NUM_THREADS` to bound its threads.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use antiphon_models::diar::pipeline::diarize;
+use antiphon_models::diar::pipeline::diarize_with_mask;
 use antiphon_models::diar::resample::resample;
 use antiphon_models::diar::rttm::{file_id, rttm_line};
-use antiphon_models::diar::speech::EnergyVadConfig;
+use antiphon_models::diar::speech::{EnergyVadConfig, silero_mask, speech_mask};
 use antiphon_models::diar::{OnlineConfig, SpeakerEmbedder};
 use antiphon_models::store::ModelStore;
+use antiphon_models::vad::SileroVad;
 use anyhow::{Context, bail};
 use clap::Args;
 
@@ -27,7 +29,10 @@ pub struct DiarizeArgs {
     /// Cosine similarity a window needs to join an existing speaker (higher: more speakers).
     #[arg(long, default_value_t = OnlineConfig::default().threshold)]
     threshold: f32,
-    /// Level in dBFS below which a 10 ms frame counts as silence.
+    /// Speech mask: `silero` (Silero VAD, probability >= 0.5) or `energy` (level threshold).
+    #[arg(long, default_value = "silero", value_parser = ["silero", "energy"])]
+    vad: String,
+    /// With `--vad energy`: level in dBFS below which a 10 ms frame counts as silence.
     #[arg(long, default_value_t = EnergyVadConfig::default().threshold_dbfs)]
     speech_dbfs: f32,
 }
@@ -78,7 +83,13 @@ pub fn run(args: DiarizeArgs) -> anyhow::Result<ExitCode> {
         ..EnergyVadConfig::default()
     };
     let started = Instant::now();
-    let result = diarize(&mut embedder, &samples, &vad, cfg)?;
+    let mask = if args.vad == "silero" {
+        let mut silero = SileroVad::load(&store, 1).context("cannot load Silero VAD")?;
+        silero_mask(&mut silero, &samples, 0.5, &vad)?
+    } else {
+        speech_mask(&samples, &vad)
+    };
+    let result = diarize_with_mask(&mut embedder, &samples, &mask, cfg)?;
     let elapsed = started.elapsed().as_secs_f64();
     let id = file_id(
         &args
@@ -97,10 +108,14 @@ pub fn run(args: DiarizeArgs) -> anyhow::Result<ExitCode> {
     let audio_s = samples.len() as f64 / RATE as f64;
     eprintln!(
         "{audio_s:.1} s of audio, {} speakers, {} segments, diarized in {elapsed:.2} s \
-         (speech mask: energy threshold {} dBFS)",
+         (speech mask: {})",
         result.num_speakers,
         result.segments.len(),
-        args.speech_dbfs
+        if args.vad == "silero" {
+            "Silero VAD".to_owned()
+        } else {
+            format!("energy, {} dBFS", args.speech_dbfs)
+        }
     );
     Ok(ExitCode::SUCCESS)
 }
