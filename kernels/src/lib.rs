@@ -2,3 +2,4 @@
 //! feature and are tested equal to the CPU ones.
 
 pub mod pcm;
+pub mod fbank;

@@ -7,3 +7,4 @@ pub mod onnx;
 pub mod store;
 pub mod tts;
 pub mod vad;
+pub mod diar;

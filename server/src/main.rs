@@ -33,6 +33,8 @@ enum Command {
     Transcribe(commands::transcribe::TranscribeArgs),
     /// Stream one chat reply to stdout (local GGUF model or an OpenAI-compatible endpoint).
     Chat(commands::chat::ChatArgs),
+    /// Label who spoke when in a WAV file (CAM++ embeddings, online clustering; RTTM output).
+    Diarize(commands::diarize::DiarizeArgs),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +51,7 @@ fn main() -> ExitCode {
         Command::Say(args) => commands::say::run(args),
         Command::Transcribe(args) => commands::transcribe::run(args),
         Command::Chat(args) => commands::chat::run(args),
+        Command::Diarize(args) => commands::diarize::run(args),
     };
     match result {
         Ok(code) => code,

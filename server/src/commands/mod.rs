@@ -5,3 +5,4 @@ pub mod models;
 pub mod serve;
 pub mod say;
 pub mod transcribe;
+pub mod diarize;

@@ -1,0 +1,282 @@
+//! Diarization on real voices: one LibriVox reader (recorded speech) and four TTS voices
+//! (Piper `joe`, Kokoro `af_heart`, `am_adam`, `bm_george`), all resampled to 16 kHz.
+//! Needs the store's `campplus`, `librivox-clips`, `piper-joe`, `kokoro-82m`, `kokoro-voices`
+//! and `misaki-lexicon` files. Run with a fixed thread count:
+//! `CANDLE_NUM_THREADS=2 cargo test -p antiphon-models --test diar_eval -- --nocapture`.
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use antiphon_models::diar::der::{Turn, der};
+use antiphon_models::diar::pipeline::{diarize, diarize_with_mask};
+use antiphon_models::diar::resample::resample;
+use antiphon_models::diar::speech::{EnergyVadConfig, regions, silero_mask, speech_mask};
+use antiphon_models::diar::{OnlineConfig, SpeakerEmbedder, cosine};
+use antiphon_models::store::ModelStore;
+use antiphon_models::tts::lexicon::Lexicon;
+use antiphon_models::tts::load::spawn_engine_for_voice;
+use antiphon_models::vad::SileroVad;
+
+const RATE: u32 = 16_000;
+
+/// One utterance of one speaker, 16 kHz, leading and trailing silence trimmed.
+struct Utterance {
+    speaker: &'static str,
+    samples: Vec<f32>,
+}
+
+fn store() -> ModelStore {
+    ModelStore::from_env().expect("model store location")
+}
+
+fn trim(x: Vec<f32>) -> Vec<f32> {
+    let r = regions(&speech_mask(
+        &x,
+        &EnergyVadConfig {
+            hangover_frames: 0,
+            ..Default::default()
+        },
+    ));
+    match (r.first(), r.last()) {
+        (Some(a), Some(b)) => x[a.0 * 160..(b.1 * 160).min(x.len())].to_vec(),
+        _ => panic!("no speech in an utterance"),
+    }
+}
+
+fn librivox(id: &str) -> Vec<f32> {
+    let path = store()
+        .file(
+            "librivox-clips",
+            &format!("sense_and_sensibility_01_austen_64kb-{id}.wav"),
+        )
+        .expect("LibriVox clip in the store");
+    let mut reader = hound::WavReader::open(path).expect("wav");
+    assert_eq!(reader.spec().sample_rate, RATE);
+    reader
+        .samples::<i16>()
+        .map(|s| s.expect("sample") as f32 / 32768.0)
+        .collect()
+}
+
+const TTS_LINES: [(&str, &str); 8] = [
+    (
+        "joe",
+        "I think the train leaves at half past nine, so we should hurry up and pack our bags.",
+    ),
+    (
+        "af_heart",
+        "Could you tell me where the nearest post office is? I need to send a parcel today.",
+    ),
+    (
+        "am_adam",
+        "The weather has been strange this week, warm in the morning and freezing at night.",
+    ),
+    (
+        "bm_george",
+        "Our meeting was moved to Thursday afternoon, because the manager is travelling.",
+    ),
+    (
+        "joe",
+        "My brother bought a small boat last summer and now he wants to sail around the island.",
+    ),
+    (
+        "af_heart",
+        "Please remember to water the plants while I am away, especially the ones by the window.",
+    ),
+    (
+        "bm_george",
+        "The library closes early on Sundays, so return those books before four o'clock.",
+    ),
+    (
+        "am_adam",
+        "I have never seen so many people waiting for a bus at this hour of the evening.",
+    ),
+];
+
+/// All utterances, made once per test binary: index 0..3 LibriVox, then the TTS lines in order.
+fn utterances() -> &'static [Utterance] {
+    static CELL: OnceLock<Vec<Utterance>> = OnceLock::new();
+    CELL.get_or_init(|| {
+        let mut out: Vec<Utterance> = ["0870", "0890", "0920", "0930"]
+            .iter()
+            .map(|id| Utterance {
+                speaker: "reader",
+                samples: trim(librivox(id)),
+            })
+            .collect();
+        let lexicon = Arc::new(Lexicon::load(&store()).expect("misaki lexicon"));
+        let piper = spawn_engine_for_voice(&store(), lexicon.clone(), "joe", 2).expect("piper");
+        let kokoro = spawn_engine_for_voice(&store(), lexicon, "af_heart", 2).expect("kokoro");
+        for (voice, text) in TTS_LINES {
+            let engine = if voice == "joe" { &piper } else { &kokoro };
+            let mut stream = engine.open_stream(voice).expect("voice");
+            stream.push_text(text).expect("queued");
+            stream.finish().expect("queued");
+            let chunks = stream
+                .collect_reply(Duration::from_secs(120))
+                .expect("audio");
+            let rate = chunks[0].sample_rate;
+            let audio: Vec<f32> = chunks
+                .iter()
+                .flat_map(|c| c.samples.iter().copied())
+                .collect();
+            out.push(Utterance {
+                speaker: voice,
+                samples: trim(resample(&audio, rate, RATE)),
+            });
+        }
+        out
+    })
+}
+
+fn embedder() -> &'static Mutex<SpeakerEmbedder> {
+    static CELL: OnceLock<Mutex<SpeakerEmbedder>> = OnceLock::new();
+    CELL.get_or_init(|| Mutex::new(SpeakerEmbedder::load(&store()).expect("CAM++ loads")))
+}
+
+/// 2 s from the middle of an utterance.
+fn middle(x: &[f32]) -> &[f32] {
+    let n = 2 * RATE as usize;
+    let start = x.len().saturating_sub(n) / 2;
+    &x[start..(start + n).min(x.len())]
+}
+
+#[test]
+fn same_speaker_segments_are_closer_than_different_speakers() {
+    let utts = utterances();
+    // Two different utterances of each of the five speakers.
+    let pick: [(usize, usize); 5] = [(0, 1), (4, 8), (5, 9), (6, 11), (7, 10)];
+    let mut emb = embedder().lock().expect("embedder lock");
+    let mut e = Vec::new();
+    for &(a, b) in &pick {
+        let v = emb
+            .embed(&[middle(&utts[a].samples), middle(&utts[b].samples)])
+            .expect("embed");
+        e.push(v);
+    }
+    for (i, &(a, b)) in pick.iter().enumerate() {
+        assert_eq!(utts[a].speaker, utts[b].speaker);
+        let same = cosine(&e[i][0], &e[i][1]);
+        let mut worst_other = f32::MIN;
+        for other in e
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .flat_map(|(_, o)| o)
+        {
+            worst_other = worst_other
+                .max(cosine(&e[i][0], other))
+                .max(cosine(&e[i][1], other));
+        }
+        eprintln!(
+            "{:>9}: same {same:.3}, most similar other {worst_other:.3}",
+            utts[a].speaker
+        );
+        assert!(
+            same > worst_other,
+            "{}: same {same} <= other {worst_other}",
+            utts[a].speaker
+        );
+    }
+}
+
+#[test]
+fn conversation_der_is_within_twenty_percent() {
+    let utts = utterances();
+    // Turn order: speakers alternate, each voice returns later in the conversation.
+    let order = [0, 4, 5, 1, 6, 7, 8, 2, 9, 10, 3, 11];
+    let gap = vec![0.0f32; (0.4 * RATE as f32) as usize];
+    let mut audio = gap.clone();
+    let mut reference = Vec::new();
+    for &i in &order {
+        let start = audio.len() as f64 / RATE as f64;
+        audio.extend_from_slice(&utts[i].samples);
+        reference.push(Turn::new(
+            start,
+            audio.len() as f64 / RATE as f64,
+            utts[i].speaker,
+        ));
+        audio.extend_from_slice(&gap);
+    }
+    let mut emb = embedder().lock().expect("embedder lock");
+    let t0 = Instant::now();
+    let result = diarize(
+        &mut emb,
+        &audio,
+        &EnergyVadConfig::default(),
+        OnlineConfig::default(),
+    )
+    .expect("diarize");
+    let elapsed = t0.elapsed().as_secs_f64();
+    let hyp: Vec<Turn> = result
+        .segments
+        .iter()
+        .map(|s| Turn::new(s.start_s as f64, s.end_s as f64, &s.label))
+        .collect();
+    let report = der(&reference, &hyp, 0.25);
+    let audio_s = audio.len() as f64 / RATE as f64;
+    // Label latency: for each reference speech frame, audio time until its first label exists.
+    let mut waits = Vec::new();
+    for t in &reference {
+        let mut f = t.start_s;
+        while f < t.end_s {
+            if let Some(c) = result
+                .changes
+                .iter()
+                .find(|c| (c.start_s as f64) <= f && f < c.end_s as f64)
+            {
+                waits.push(c.end_s as f64 - f);
+            }
+            f += 0.01;
+        }
+    }
+    waits.sort_by(f64::total_cmp);
+    let relabels = result.changes.iter().filter(|c| c.relabelled).count();
+    eprintln!(
+        "audio {audio_s:.1} s, {} turns, 5 speakers -> {} found; DER {:.1} % (miss {:.2} s, FA {:.2} s, confusion {:.2} s of {:.1} s scored); \
+         first-label wait median {:.2} s, p95 {:.2} s; {} windows, {relabels} re-labels; {:.1} s compute (RTF {:.3})",
+        reference.len(),
+        result.num_speakers,
+        100.0 * report.der(),
+        report.missed_s,
+        report.false_alarm_s,
+        report.confusion_s,
+        report.scored_s,
+        waits.get(waits.len() / 2).copied().unwrap_or(f64::NAN),
+        waits
+            .get(waits.len() * 95 / 100)
+            .copied()
+            .unwrap_or(f64::NAN),
+        result.changes.len() - relabels,
+        elapsed,
+        elapsed / audio_s,
+    );
+    for s in &result.segments {
+        eprintln!("  {:7.2} {:7.2} {}", s.start_s, s.end_s, s.label);
+    }
+    for t in &reference {
+        eprintln!("  ref {:7.2} {:7.2} {}", t.start_s, t.end_s, t.speaker);
+    }
+    assert!(report.der() <= 0.20, "DER {:.3}", report.der());
+
+    // The same conversation with Silero VAD's speech mask instead of the energy mask.
+    let mut vad = SileroVad::load(&store(), 1).expect("Silero VAD loads");
+    let mask = silero_mask(&mut vad, &audio, 0.5, &EnergyVadConfig::default()).expect("vad");
+    let result =
+        diarize_with_mask(&mut emb, &audio, &mask, OnlineConfig::default()).expect("diarize");
+    let hyp: Vec<Turn> = result
+        .segments
+        .iter()
+        .map(|s| Turn::new(s.start_s as f64, s.end_s as f64, &s.label))
+        .collect();
+    let silero = der(&reference, &hyp, 0.25);
+    eprintln!(
+        "with Silero VAD: DER {:.1} % (miss {:.2} s, FA {:.2} s, confusion {:.2} s), {} speakers",
+        100.0 * silero.der(),
+        silero.missed_s,
+        silero.false_alarm_s,
+        silero.confusion_s,
+        result.num_speakers
+    );
+    assert!(silero.der() <= 0.20, "DER with Silero {:.3}", silero.der());
+}
