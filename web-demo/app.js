@@ -118,6 +118,7 @@
     playingItem: null,
     active: false,
   };
+  const silencedResponses = new Set(); // replies cut off by a barge-in
   let talkFrames = 0;
 
   // ---------------------------------------------------------------------------------------
@@ -418,6 +419,7 @@
   }
 
   function enqueueAudio(ev) {
+    if (silencedResponses.has(ev.response_id)) return;
     const pcm = base64ToPcm16(ev.delta);
     demo.audio.chunksReceived++;
     demo.audio.bytesReceived += pcm.length * 2;
@@ -505,6 +507,9 @@
   function bargeIn(why) {
     if (!player || !playback.active) return;
     demo.audio.bargeIns++;
+    playback.active = false;
+    // Audio of these replies still in flight from the server must not start playing again.
+    for (const p of playback.items.values()) if (!p.drained) silencedResponses.add(p.responseId);
     const token = ++clearToken;
     pendingClears.set(token, (msg) => {
       // Truncate every reply item that had audio not yet heard.
@@ -576,7 +581,7 @@
     let spoken = "";
     let unspoken = "";
     for (const s of entry.segments) {
-      if (s.at <= p.played) spoken += s.text;
+      if (p.played > s.at) spoken += s.text;
       else unspoken += s.text;
     }
     return { spoken, unspoken: p.truncated ? unspoken : "" };
@@ -737,8 +742,8 @@
         : "VAD speech stop";
     const rows = [[originLabel, 0, "server"]];
     for (const [key, label] of STAGES) rows.push([label, lat[key] == null ? null : lat[key], "server"]);
-    rows.push(["Audio received (page)", turn.page.firstAudioReceivedMs, "page"]);
-    rows.push(["First audio heard (page)", turn.page.firstAudioHeardMs, "page"]);
+    rows.push(["Received (page)", turn.page.firstAudioReceivedMs, "page"]);
+    rows.push(["Heard (page)", turn.page.firstAudioHeardMs, "page"]);
     const max = Math.max(1, ...rows.map((r) => (r[1] == null ? 0 : r[1])));
 
     const head = document.createElement("header");
@@ -761,18 +766,21 @@
       const l = document.createElement("span");
       l.className = "label";
       l.textContent = label;
-      l.title = label;
+      l.title =
+        kind === "page"
+          ? "Measured by this page from when it got speech_stopped (or sent response.create)"
+          : "Reported by the server in antiphon.turn.latency";
       const track = document.createElement("div");
       track.className = "track";
       if (value != null) {
         const v = Math.max(0, value);
-        const from = kind === "page" ? 0 : Math.min(prev, v);
+        const from = Math.min(prev, v);
         const seg = document.createElement("div");
         seg.className = "seg" + (kind === "page" ? " page" : "");
         seg.style.left = `${(from / max) * 100}%`;
         seg.style.width = `${((v - from) / max) * 100}%`;
         track.append(seg);
-        if (kind === "server") prev = Math.max(prev, v);
+        prev = Math.max(prev, v);
       }
       const ms = document.createElement("span");
       ms.className = "ms" + (value == null ? " none" : "");
@@ -1171,6 +1179,23 @@
         );
       }
     } catch (_) {
+      // Cross-origin servers send no CORS headers: an opaque answer still proves it is up.
+      let answered = false;
+      try {
+        await fetch(httpUrl, { cache: "no-store", mode: "no-cors" });
+        answered = true;
+      } catch (_) {
+        /* unreachable */
+      }
+      if (answered) {
+        recordError("handshake", { code: "refused", message: `server at ${wsUrl} refused the WebSocket` });
+        setState("error", "Connection refused", "error");
+        showAlert(
+          "Connection refused.",
+          " The server answered but refused the session: check Settings › API key (or the server is at capacity)."
+        );
+        return;
+      }
       recordError("network", { code: "unreachable", message: `server unreachable at ${wsUrl}` });
       setState("error", "Server unreachable", "error");
       showAlert("Server unreachable.", ` Nothing answered at ${wsUrl}. Is \`antiphon serve\` running?`);
@@ -1192,6 +1217,7 @@
   function stop(note) {
     if (!ws) return;
     closingByClient = true;
+    demo.closed = { code: 1000, reason: "bye", byClient: true, wasOpen: demo.connected };
     ws.close(1000, "bye");
     teardown();
     setState("ended", "Session ended", "");

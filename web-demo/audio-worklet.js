@@ -9,6 +9,10 @@
 // one-pole low-pass in front when capturing from a higher rate, against aliasing).
 
 const WIRE_RATE = 24000;
+// After the queue ran dry mid-reply, wait for 160 ms of audio before resuming, so a stream that
+// arrives just in time pauses once and gains headroom instead of clicking at every chunk. The first chunk of a
+// reply plays at once (that is the latency that matters).
+const REBUFFER_SAMPLES = (WIRE_RATE * 160) / 1000;
 
 class CaptureProcessor extends AudioWorkletProcessor {
   constructor(options) {
@@ -97,6 +101,7 @@ class PlayerProcessor extends AudioWorkletProcessor {
     this.ended = {}; // itemId -> server said the item's audio is complete
     this.playing = false;
     this.underruns = 0;
+    this.rebuffering = false;
     this.blocks = 0;
     this.port.onmessage = (e) => this.onMessage(e.data);
   }
@@ -118,6 +123,7 @@ class PlayerProcessor extends AudioWorkletProcessor {
         const dropped = this.queue.reduce((n, c) => n + c.samples.length - c.offset, 0);
         this.queue = [];
         this.frac = 0;
+        this.rebuffering = false;
         const wasPlaying = this.playing;
         this.playing = false;
         this.port.postMessage({
@@ -163,12 +169,22 @@ class PlayerProcessor extends AudioWorkletProcessor {
     if (head.offset >= head.samples.length) this.queue.shift();
   }
 
+  canResume() {
+    let queued = 0;
+    for (const c of this.queue) {
+      if (c.itemId !== this.current || this.ended[c.itemId]) return true;
+      queued += c.samples.length - c.offset;
+    }
+    return queued >= REBUFFER_SAMPLES;
+  }
+
   process(_inputs, outputs) {
     const out = outputs[0];
     const ch0 = out[0];
     const n = ch0.length;
+    if (this.rebuffering && this.queue.length && this.canResume()) this.rebuffering = false;
     for (let i = 0; i < n; i++) {
-      if (this.queue.length === 0) {
+      if (this.queue.length === 0 || this.rebuffering) {
         ch0[i] = 0;
         continue;
       }
@@ -188,10 +204,13 @@ class PlayerProcessor extends AudioWorkletProcessor {
     }
     for (let c = 1; c < out.length; c++) out[c].set(ch0);
 
-    const nowPlaying = this.queue.length > 0;
-    if (this.playing && !nowPlaying) {
+    const nowPlaying = this.queue.length > 0 && !this.rebuffering;
+    if (this.playing && this.queue.length === 0) {
       // Ran dry before the server marked the item complete: the network or TTS fell behind.
-      if (!this.ended[this.current]) this.underruns++;
+      if (!this.ended[this.current]) {
+        this.underruns++;
+        this.rebuffering = true;
+      }
       this.port.postMessage({
         type: "drained",
         itemId: this.current,

@@ -128,6 +128,7 @@ def main():
     ap.add_argument("--json", default=None, help="write the final antiphonDemo snapshot here")
     ap.add_argument("--ptt", type=float, default=0.0, metavar="S",
                     help="push-to-talk: press Talk once the session is ready, press again after S s")
+    ap.add_argument("--dark", action="store_true", help="render with prefers-color-scheme: dark")
     ap.add_argument("--deny-mic", action="store_true", help="deny the microphone permission")
     ap.add_argument("--expect-error", default=None, metavar="SOURCE",
                     help="pass only if antiphonDemo.errors has an entry from SOURCE (auth, network, microphone, server)")
@@ -148,7 +149,7 @@ def main():
         "--deny-permission-prompts" if a.deny_mic else "--use-fake-ui-for-media-stream",
         "--use-fake-device-for-media-stream",
         f"--use-file-for-fake-audio-capture={wav}%noloop",
-    ]
+    ] + (["--force-dark-mode", "--blink-settings=preferredColorScheme=0"] if a.dark else [])
     port = free_port()
     driver_proc = subprocess.Popen(
         [a.chromedriver, f"--port={port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
