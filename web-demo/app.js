@@ -1132,10 +1132,14 @@
       if (!opened) {
         diagnoseHandshake(url, key);
       } else {
-        const why = e.reason ? `: ${e.reason}` : e.code === 1000 ? "" : ` (code ${e.code})`;
-        setState("ended", "Session ended", "error");
-        showAlert("The server ended the session.", why ? " " + why.replace(/^: /, "") : " The connection closed.");
-        systemNote(`Session ended by the server${why}`);
+        const lost = e.code === 1006;
+        const why = e.reason ? `${e.reason} (code ${e.code})` : lost ? "connection lost" : `code ${e.code}`;
+        setState("ended", lost ? "Connection lost" : "Session ended", "error");
+        showAlert(
+          lost ? "Connection lost." : "The server ended the session.",
+          lost ? " The server stopped or the network failed. Start a new session to continue." : ` ${why}.`
+        );
+        systemNote(`Session ended: ${why}`);
       }
     };
     return true;

@@ -230,7 +230,7 @@ def main():
             print("FAIL:", p, file=sys.stderr)
         return 1 if problems else 0
     if not snap["sessionReady"]:
-        problems.append("no session.updated: the page never got a ready session")
+        problems.append("no ready session at the end of the run (see state/alert above)")
     if audio["framesSent"] == 0:
         problems.append("no microphone audio was sent")
     if a.expect_reply:
