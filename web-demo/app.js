@@ -826,6 +826,7 @@
         break;
       }
       case "input_audio_buffer.speech_started": {
+        dropGhostSpeech();
         speechActive = true;
         const entry = transcriptEntry(ev.item_id, "user");
         entry.speaker = speakerOf(ev) || entry.speaker;
@@ -840,7 +841,7 @@
         setState("thinking", "Thinking…", "busy");
         break;
       case "input_audio_buffer.committed":
-        transcriptEntry(ev.item_id, "user");
+        transcriptEntry(ev.item_id, "user").committed = true;
         lastCommittedItem = ev.item_id;
         break;
       case "conversation.item.added":
@@ -1009,9 +1010,22 @@
     }
   }
 
+  // Speech the server set aside as echo (it began inside the echo guard and ended there) gets no
+  // speech_stopped; its placeholder goes when the next speech starts.
+  function dropGhostSpeech() {
+    for (const [id, entry] of itemsById) {
+      if (entry.role !== "user" || entry.committed || entry.text || entry.final) continue;
+      itemsById.delete(id);
+      if (entry.el) entry.el.remove();
+      const i = demo.transcripts.indexOf(entry.pub);
+      if (i >= 0) demo.transcripts.splice(i, 1);
+    }
+  }
+
   function onItem(item, done) {
     if (!item || item.type !== "message") return;
     const entry = transcriptEntry(item.id, item.role);
+    entry.committed = true;
     entry.speaker = speakerOf(item) || entry.speaker;
     for (const c of item.content || []) {
       if (item.role === "user" && (c.type === "input_text" || (c.type === "input_audio" && c.transcript))) {

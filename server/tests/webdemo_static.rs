@@ -134,7 +134,11 @@ fn page_and_assets_are_served_with_their_types() {
         } else {
             "text/css"
         };
-        assert!(r.content_type.starts_with(want), "{path}: {}", r.content_type);
+        assert!(
+            r.content_type.starts_with(want),
+            "{path}: {}",
+            r.content_type
+        );
         let on_disk = std::fs::read(workspace_root().join(&path[1..])).expect("asset on disk");
         assert_eq!(r.body, on_disk, "{path} served byte-exact");
     }
