@@ -350,18 +350,29 @@
       }
       throw new MicError("other", `Microphone error: ${e.name}: ${e.message}`);
     }
-    const source = ctx.createMediaStreamSource(stream);
-    const node = new AudioWorkletNode(ctx, "antiphon-capture", {
+    // Firefox cannot connect a microphone to a context at another rate than the device's: capture
+    // then runs in a second context at the device rate and the worklet resamples to 24 kHz.
+    let micCtx = ctx;
+    let source;
+    try {
+      source = ctx.createMediaStreamSource(stream);
+    } catch (e) {
+      if (e.name !== "NotSupportedError") throw e;
+      micCtx = new AudioContext({ latencyHint: "interactive" });
+      await micCtx.audioWorklet.addModule(new URL("audio-worklet.js", SCRIPT_URL).href);
+      source = micCtx.createMediaStreamSource(stream);
+    }
+    const node = new AudioWorkletNode(micCtx, "antiphon-capture", {
       numberOfInputs: 1,
       numberOfOutputs: 1,
       processorOptions: { frameMs: FRAME_MS },
     });
     // A silent sink keeps the capture node in the rendered graph.
-    const sink = ctx.createGain();
+    const sink = micCtx.createGain();
     sink.gain.value = 0;
     source.connect(node);
     node.connect(sink);
-    sink.connect(ctx.destination);
+    sink.connect(micCtx.destination);
     node.port.onmessage = (e) => onMicFrame(e.data);
     stream.getAudioTracks().forEach((t) => {
       t.onended = () => {
@@ -371,7 +382,7 @@
         }
       };
     });
-    return { stream, source, node, sink };
+    return { stream, source, node, sink, ctx: micCtx };
   }
 
   function closeMic() {
@@ -384,6 +395,7 @@
     mic.node.disconnect();
     mic.sink.disconnect();
     mic.node.port.onmessage = null;
+    if (mic.ctx !== ctx) mic.ctx.close();
     mic = null;
     ui.micLevel.style.width = "0%";
   }

@@ -73,12 +73,13 @@ class CaptureProcessor extends AudioWorkletProcessor {
       }
       this.lp = y;
     }
-    // Read positions run from -1 (the previous block's last sample) to n-1.
-    while (this.pos <= n - 1) {
+    // Read positions run from -1 (the previous block's last sample) up to, not including, n-1:
+    // a position in [n-1, n) needs the next block's first sample and is read there as [-1, 0).
+    while (this.pos < n - 1) {
       const i = Math.floor(this.pos);
       const frac = this.pos - i;
       const a = i < 0 ? this.prev : mono[i];
-      const b = i + 1 < 0 ? this.prev : mono[i + 1];
+      const b = mono[i + 1];
       this.pushSample(a + (b - a) * frac);
       this.pos += this.step;
     }
