@@ -128,6 +128,7 @@ def main():
     ap.add_argument("--json", default=None, help="write the final antiphonDemo snapshot here")
     ap.add_argument("--ptt", type=float, default=0.0, metavar="S",
                     help="push-to-talk: press Talk once the session is ready, press again after S s")
+    ap.add_argument("--window", default="1280,900", help="window size W,H")
     ap.add_argument("--dark", action="store_true", help="render with prefers-color-scheme: dark")
     ap.add_argument("--deny-mic", action="store_true", help="deny the microphone permission")
     ap.add_argument("--expect-error", default=None, metavar="SOURCE",
@@ -144,7 +145,7 @@ def main():
     args = [
         "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1280,900",
+        "--disable-dev-shm-usage", f"--user-data-dir={profile}", f"--window-size={a.window}",
         "--autoplay-policy=no-user-gesture-required",
         "--deny-permission-prompts" if a.deny_mic else "--use-fake-ui-for-media-stream",
         "--use-fake-device-for-media-stream",
