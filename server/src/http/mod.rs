@@ -1,5 +1,5 @@
 //! HTTP surface: `/v1/realtime` (WebSocket, behind the auth layer), `/healthz`, `/metrics`,
-//! and `/` (the web demo page when present). Handlers stay thin: admission, then hand the
+//! `/` (the web demo page when present) and `/web-demo/FILE` (its scripts and styles). Handlers stay thin: admission, then hand the
 //! socket to its session task.
 
 pub mod auth;
@@ -104,6 +104,7 @@ pub fn router(state: Arc<AppState>, keys: auth::ApiKeys) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .route("/", get(index))
+        .route("/web-demo/{file}", get(web_demo_file))
         .merge(protected)
         .with_state(state)
 }
@@ -124,6 +125,56 @@ async fn index(State(state): State<Arc<AppState>>) -> Response {
     match tokio::fs::read_to_string(&path).await {
         Ok(html) => Html(html).into_response(),
         Err(_) => (StatusCode::NOT_FOUND, "no web demo installed\n").into_response(),
+    }
+}
+
+/// Content type of a web demo asset, by extension; `None` for anything we do not serve.
+fn web_demo_content_type(name: &str) -> Option<&'static str> {
+    let ext = name.rsplit_once('.')?.1;
+    Some(match ext {
+        "html" => "text/html; charset=utf-8",
+        "js" => "text/javascript; charset=utf-8",
+        "css" => "text/css; charset=utf-8",
+        "svg" => "image/svg+xml",
+        "png" => "image/png",
+        "ico" => "image/x-icon",
+        "json" => "application/json",
+        "md" => "text/markdown; charset=utf-8",
+        _ => return None,
+    })
+}
+
+/// A plain file directly inside the web demo dir: no subfolders, no hidden files, no `..`.
+fn is_plain_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+}
+
+async fn web_demo_file(
+    State(state): State<Arc<AppState>>,
+    axum::extract::Path(file): axum::extract::Path<String>,
+) -> Response {
+    let not_found = || (StatusCode::NOT_FOUND, "not found\n").into_response();
+    if !is_plain_file_name(&file) {
+        return not_found();
+    }
+    let Some(content_type) = web_demo_content_type(&file) else {
+        return not_found();
+    };
+    let path = state.config.server.web_demo_dir.join(&file);
+    match tokio::fs::read(&path).await {
+        Ok(bytes) => (
+            [
+                (header::CONTENT_TYPE, content_type),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            bytes,
+        )
+            .into_response(),
+        Err(_) => not_found(),
     }
 }
 

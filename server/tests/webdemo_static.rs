@@ -1,0 +1,163 @@
+//! Runs the real `antiphon serve` binary from the workspace root and fetches the web demo the way
+//! a browser does: `/`, then every `/web-demo/FILE` the page loads. Also checks that the static
+//! route serves only plain files directly inside `web-demo/`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+struct Server {
+    port: u16,
+    child: Child,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("server/ sits inside the workspace")
+        .to_path_buf()
+}
+
+fn start() -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_antiphon"))
+        .args(["serve", "--port", "0", "--host", "127.0.0.1"])
+        .current_dir(workspace_root())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn antiphon serve");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("server printed its address");
+    let port = line
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no port in {line:?}"));
+    Server { port, child }
+}
+
+struct Reply {
+    status: u16,
+    content_type: String,
+    body: Vec<u8>,
+}
+
+/// One HTTP/1.1 GET with `Connection: close`; `path` goes on the wire exactly as given.
+fn get(port: u16, path: &str) -> Reply {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read reply");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("header end");
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    let content_type = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-type")
+                .then(|| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    Reply {
+        status,
+        content_type,
+        body: raw[split + 4..].to_vec(),
+    }
+}
+
+/// Every `/web-demo/...` URL in `src="..."` / `href="..."` attributes of the page.
+fn assets_of(html: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for attr in ["src=\"", "href=\""] {
+        let mut rest = html;
+        while let Some(i) = rest.find(attr) {
+            rest = &rest[i + attr.len()..];
+            let end = rest.find('"').expect("closing quote");
+            if rest[..end].starts_with("/web-demo/") {
+                out.push(rest[..end].to_string());
+            }
+            rest = &rest[end..];
+        }
+    }
+    out
+}
+
+#[test]
+fn page_and_assets_are_served_with_their_types() {
+    let server = start();
+    let index = get(server.port, "/");
+    assert_eq!(index.status, 200);
+    assert!(index.content_type.starts_with("text/html"));
+    let html = String::from_utf8(index.body).expect("utf-8 page");
+    let mut assets = assets_of(&html);
+    assert!(
+        assets.contains(&"/web-demo/app.js".to_string()),
+        "{assets:?}"
+    );
+    assert!(
+        assets.contains(&"/web-demo/style.css".to_string()),
+        "{assets:?}"
+    );
+    // app.js loads the worklet module by URL, not through the HTML.
+    assets.push("/web-demo/audio-worklet.js".into());
+    for path in &assets {
+        let r = get(server.port, path);
+        assert_eq!(r.status, 200, "{path}");
+        let want = if path.ends_with(".js") {
+            "text/javascript"
+        } else {
+            "text/css"
+        };
+        assert!(
+            r.content_type.starts_with(want),
+            "{path}: {}",
+            r.content_type
+        );
+        let on_disk = std::fs::read(workspace_root().join(&path[1..])).expect("asset on disk");
+        assert_eq!(r.body, on_disk, "{path} served byte-exact");
+    }
+}
+
+#[test]
+fn static_route_serves_only_plain_files_inside_the_dir() {
+    let server = start();
+    for path in [
+        "/web-demo/..%2FCargo.toml",
+        "/web-demo/%2E%2E%2FCargo.toml",
+        "/web-demo/../Cargo.toml",
+        "/web-demo/.hidden.js",
+        "/web-demo/missing.js",
+        "/web-demo/headless_check.py",
+        "/web-demo/sub/app.js",
+        "/web-demo/",
+    ] {
+        let r = get(server.port, path);
+        assert_eq!(r.status, 404, "{path} must not be served");
+    }
+}
