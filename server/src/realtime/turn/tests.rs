@@ -318,7 +318,8 @@ fn text_only_response_needs_no_tts() {
 #[test]
 fn server_vad_voice_turn_end_to_end_with_latency_trace() {
     let mut h = H::new(ALL);
-    // 100 ms of 24 kHz pcm16 becomes about 1600 samples at 16 kHz for the ASR.
+    // 100 ms of 24 kHz pcm16 becomes about 1600 samples at 16 kHz for the ASR (less up to
+    // one 20 ms chunk + 10 ms filter delay the streaming resampler still holds).
     let audio = crate::realtime::protocol::tests_support::b64(&vec![0u8; 4800]);
     let out = h.client(
         0,
@@ -327,11 +328,11 @@ fn server_vad_voice_turn_end_to_end_with_latency_trace() {
     let samples: usize = out
         .iter()
         .map(|o| match o {
-            Output::Command(EngineCommand::AsrAudio { samples }) => samples.len(),
+            Output::Command(EngineCommand::AsrAudio { samples, .. }) => samples.len(),
             _ => 0,
         })
         .sum();
-    assert!((1580..=1600).contains(&samples), "{samples}");
+    assert!((1120..=1600).contains(&samples), "{samples}");
 
     let out = h.engine(100, EngineEvent::SpeechStarted { audio_ms: 100 });
     assert_eq!(trace(&out), ["input_audio_buffer.speech_started"]);
@@ -776,11 +777,11 @@ fn session_update_changes_formats_for_later_audio() {
     let n: usize = out
         .iter()
         .map(|o| match o {
-            Output::Command(EngineCommand::AsrAudio { samples }) => samples.len(),
+            Output::Command(EngineCommand::AsrAudio { samples, .. }) => samples.len(),
             _ => 0,
         })
         .sum();
-    assert!((1560..=1600).contains(&n), "{n}");
+    assert!((1120..=1600).contains(&n), "{n}");
     let out = h.client(20, json!({"type": "response.create"}));
     let epoch = llm_start(&out).0;
     let out = h.engine(30, tts(epoch, 100, "Hi."));
