@@ -47,7 +47,10 @@ struct Server {
 async fn start_server() -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_antiphon"))
         .args(["serve", "--port", "0", "--host", "127.0.0.1"])
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("ANTIPHON_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .env("CANDLE_NUM_THREADS", "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -389,6 +392,7 @@ async fn speech_during_the_reply_stops_it_and_truncates_the_item() {
     let barge_in = tokio::time::sleep(Duration::from_millis(400));
     tokio::pin!(barge_in);
     let mut barged = false;
+    let mut second_audio = false;
     loop {
         let v = tokio::select! {
             () = &mut barge_in, if !barged => {
@@ -422,8 +426,14 @@ async fn speech_during_the_reply_stops_it_and_truncates_the_item() {
                     );
                 }
             }
-            // The interrupting turn is answered in its turn: the old reply is settled by then.
-            "input_audio_buffer.speech_stopped" if interrupted_at.is_some() => break,
+            "response.output_audio.delta" => second_audio = true,
+            // The interrupting turn gets its own reply, on the conversation as heard (the LLM
+            // keeps only the played part of the first reply).
+            "response.done" => {
+                assert!(interrupted_at.is_some(), "{v}");
+                assert_eq!(v["response"]["status"], "completed", "{v}");
+                break;
+            }
             _ => {}
         }
     }
@@ -445,5 +455,9 @@ async fn speech_during_the_reply_stops_it_and_truncates_the_item() {
     assert_eq!(
         deltas_after_interrupt, 0,
         "audio kept coming after the barge-in"
+    );
+    assert!(
+        second_audio,
+        "the interrupting turn was answered with audio"
     );
 }

@@ -2,6 +2,6 @@
 
 pub mod chat;
 pub mod models;
-pub mod serve;
 pub mod say;
+pub mod serve;
 pub mod transcribe;

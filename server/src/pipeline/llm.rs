@@ -204,6 +204,11 @@ impl LlmAdapter {
                 keep_reply_bytes,
                 user,
             } => {
+                tracing::debug!(
+                    ?keep_reply_bytes,
+                    last_reply_bytes = self.last_reply.as_ref().map(|(_, t)| t.len()),
+                    "LLM turn continues the cached conversation"
+                );
                 if let (Some(keep), Some((request, text)), Some(session)) =
                     (keep_reply_bytes, &self.last_reply, self.session.as_mut())
                     && keep < text.len()
