@@ -1178,11 +1178,12 @@ impl TurnManager {
         let Some(total) = self.conversation.audio_ms(&item_id) else {
             return;
         };
-        let played = now.saturating_duration_since(first_sent).as_secs_f64() * 1000.0;
-        if played >= total {
+        let played_ms = now.saturating_duration_since(first_sent).as_millis();
+        if played_ms as f64 >= total {
             return;
         }
-        let end_ms = played.floor() as u32;
+        // Below `total`, which is far below u32::MAX ms for any reply.
+        let end_ms = played_ms as u32;
         match self.conversation.truncate(&item_id, 0, end_ms) {
             Ok(()) => self.emit(ServerEvent::ItemTruncated {
                 item_id,
