@@ -33,6 +33,8 @@ const RATE: u32 = 24_000;
 const FRAME: usize = 480; // 20 ms at 24 kHz
 /// The 3.0 s clip: "he was not an ill disposed young man".
 const CLIP: &str = "sense_and_sensibility_01_austen_64kb-0880";
+/// The 7.1 s clip (22 words), for a WER that one misheard word does not dominate.
+const LONG_CLIP: &str = "sense_and_sensibility_01_austen_64kb-0870";
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -94,10 +96,14 @@ struct Clip {
 }
 
 fn load_clip() -> Clip {
+    load_named_clip(CLIP)
+}
+
+fn load_named_clip(name: &str) -> Clip {
     let store = ModelStore::from_env().expect("model store");
     let dir: PathBuf = store.root().join("librivox-clips");
-    let audio = wav::read_mono(dir.join(format!("{CLIP}.wav"))).expect("clip wav");
-    let text = std::fs::read_to_string(dir.join(format!("{CLIP}.txt"))).expect("clip txt");
+    let audio = wav::read_mono(dir.join(format!("{name}.wav"))).expect("clip wav");
+    let text = std::fs::read_to_string(dir.join(format!("{name}.txt"))).expect("clip txt");
     let samples = resample_clip(&audio.samples, audio.sample_rate, RATE).expect("resample");
     let extent = speech_extent(&samples, RATE, DEFAULT_FLOOR_DB).expect("speech in the clip");
     let speech_end = (extent.end_ms as usize * RATE as usize / 1000).min(samples.len());
@@ -460,4 +466,99 @@ async fn speech_during_the_reply_stops_it_and_truncates_the_item() {
         second_audio,
         "the interrupting turn was answered with audio"
     );
+}
+
+/// Manual turns over 8 kHz G.711 mu-law both ways (the telephone path): the client commits
+/// its audio and asks for the response; the ASR finishes the open utterance on commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_turn_over_g711_mulaw_both_ways() {
+    use antiphon_audio::g711::Law;
+    let _serial = SERIAL.lock().await;
+    let clip = load_named_clip(LONG_CLIP);
+    let clip_8k = resample_clip(&clip.samples, RATE, 8_000).expect("resample");
+    let server = start_server().await;
+    let ws = connect(server.port).await;
+    let (mut tx, mut rx) = ws.split();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(50);
+    assert_eq!(recv(&mut rx, deadline).await["type"], "session.created");
+    send(
+        &mut tx,
+        json!({"type": "session.update", "session": {
+            "type": "realtime",
+            "max_output_tokens": 30,
+            "audio": {
+                "input": {
+                    "format": {"type": "audio/pcmu"},
+                    "turn_detection": null,
+                    "transcription": {"model": "moonshine-base-en"}
+                },
+                "output": {"format": {"type": "audio/pcmu"}}
+            }
+        }}),
+    )
+    .await;
+    // 20 ms frames of mu-law at real-time pace, then commit.
+    let mut next = tokio::time::Instant::now();
+    for frame in clip_8k.chunks(160) {
+        let mut codes = Vec::with_capacity(frame.len());
+        Law::Mu.encode(frame, &mut codes);
+        let audio = base64::engine::general_purpose::STANDARD.encode(codes);
+        send(
+            &mut tx,
+            json!({"type": "input_audio_buffer.append", "audio": audio}),
+        )
+        .await;
+        next += Duration::from_millis(20);
+        tokio::time::sleep_until(next).await;
+    }
+    send(&mut tx, json!({"type": "input_audio_buffer.commit"})).await;
+    let mut user = None;
+    let mut reply_mulaw = Vec::new();
+    let mut reply_transcript = String::new();
+    loop {
+        let v = recv(&mut rx, deadline).await;
+        match v["type"].as_str().unwrap_or("") {
+            "error" => panic!("server error: {v}"),
+            "input_audio_buffer.speech_started" => panic!("server VAD events in a manual session"),
+            "conversation.item.input_audio_transcription.completed" => {
+                user = v["transcript"].as_str().map(str::to_string);
+                send(&mut tx, json!({"type": "response.create"})).await;
+            }
+            "response.output_audio.delta" => reply_mulaw.extend(
+                base64::engine::general_purpose::STANDARD
+                    .decode(v["delta"].as_str().unwrap())
+                    .unwrap(),
+            ),
+            "response.output_audio_transcript.delta" => {
+                reply_transcript.push_str(v["delta"].as_str().unwrap_or(""))
+            }
+            "response.done" => {
+                assert_eq!(v["response"]["status"], "completed", "{v}");
+                break;
+            }
+            _ => {}
+        }
+    }
+    let user = user.expect("the committed audio was transcribed");
+    let user_wer = wer(&clip.text, &user);
+    eprintln!(
+        "manual turn over mu-law: heard {user:?}; WER {:.1} %",
+        user_wer * 100.0
+    );
+    assert!(user_wer <= 0.15, "user transcript WER {user_wer}: {user:?}");
+    assert!(
+        reply_mulaw.len() > 4000,
+        "reply: {} bytes of mu-law",
+        reply_mulaw.len()
+    );
+    let mut reply = Vec::new();
+    Law::Mu.decode(&reply_mulaw, &mut reply);
+    let heard = transcribe_reply(&resample_clip(&reply, 8_000, RATE).expect("resample"));
+    let reply_wer = wer(&reply_transcript, &heard);
+    eprintln!(
+        "reply {reply_transcript:?} ({:.1} s at 8 kHz mu-law); ASR {heard:?}; WER {:.1} %",
+        reply.len() as f64 / 8000.0,
+        reply_wer * 100.0
+    );
+    assert!(reply_wer <= 0.35, "reply round-trip WER {reply_wer}");
 }
