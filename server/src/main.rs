@@ -4,6 +4,7 @@ mod commands;
 mod config;
 mod http;
 mod metrics;
+mod pipeline;
 mod realtime;
 
 use std::process::ExitCode;

@@ -21,11 +21,28 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 struct Server {
     port: u16,
     _child: Child,
+    _config: tempfile::NamedTempFile,
 }
 
 async fn start() -> Server {
+    // This suite covers the protocol without engines (pipeline_e2e.rs runs them).
+    let config = tempfile::NamedTempFile::new().expect("temp config");
+    std::fs::write(
+        config.path(),
+        "[asr]\nenabled = false\n[llm]\nenabled = false\n[tts]\nenabled = false\n",
+    )
+    .expect("write config");
+    let config_path = config.path().to_str().expect("utf-8 temp path").to_string();
     let mut child = Command::new(env!("CARGO_BIN_EXE_antiphon"))
-        .args(["serve", "--port", "0", "--host", "127.0.0.1"])
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--host",
+            "127.0.0.1",
+            "--config",
+            &config_path,
+        ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -47,6 +64,7 @@ async fn start() -> Server {
     Server {
         port,
         _child: child,
+        _config: config,
     }
 }
 

@@ -2,7 +2,7 @@
 
 pub mod chat;
 pub mod models;
-pub mod serve;
 pub mod say;
+pub mod serve;
 pub mod transcribe;
 pub mod diarize;

@@ -11,6 +11,9 @@ use clap::Args;
 use crate::config::Config;
 use crate::http::{self, AppState, auth::ApiKeys};
 use crate::metrics::Metrics;
+use crate::pipeline::Pipeline;
+use crate::realtime::session::EngineConnector;
+use crate::realtime::turn::Engines;
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -44,16 +47,18 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         println!("config ok");
         return Ok(ExitCode::SUCCESS);
     }
+    // Engines load before anything listens: a session is never admitted to a half-loaded server.
+    let pipeline = Pipeline::load(&config).context("loading the engines")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("antiphon-io")
         .build()
         .context("cannot start the tokio runtime")?;
-    runtime.block_on(serve(config))?;
+    runtime.block_on(serve(config, pipeline))?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, pipeline: Pipeline) -> anyhow::Result<()> {
     let (keys, demo) = config.accepted_keys();
     if demo {
         tracing::warn!(
@@ -61,15 +66,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
              Anyone who can reach this port can use it. Set server.api_keys for real use. !!!",
             crate::config::DEMO_API_KEY
         );
-    }
-    for (name, enabled, model) in [
-        ("asr", config.asr.enabled, &config.asr.model),
-        ("llm", config.llm.enabled, &config.llm.model),
-        ("tts", config.tts.enabled, &config.tts.model),
-    ] {
-        if enabled {
-            tracing::warn!(engine = name, model = %model, "engine configured but not wired into this build; requests that need it get error engine_unavailable");
-        }
     }
     let addr: SocketAddr = format!("{}:{}", config.server.host, config.server.port)
         .parse()
@@ -83,7 +79,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
-    let state = Arc::new(AppState::new(config, Arc::new(Metrics::new()), None));
+    let connector: Option<Arc<dyn EngineConnector>> = if pipeline.engines() == Engines::default() {
+        tracing::warn!("every engine is disabled: sessions run the protocol only");
+        None
+    } else {
+        Some(Arc::new(pipeline))
+    };
+    let state = Arc::new(AppState::new(config, Arc::new(Metrics::new()), connector));
     let app = http::router(state, ApiKeys::new(keys));
     tracing::info!(%local, "listening");
     // Machine-readable line for scripts and tests (the port may have been chosen by the OS).

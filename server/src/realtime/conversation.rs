@@ -209,7 +209,6 @@ impl Conversation {
     }
 
     /// Milliseconds of audio recorded for an assistant item.
-    #[cfg(test)]
     pub fn audio_ms(&self, id: &str) -> Option<f64> {
         let at = self.position(id)?;
         Some(self.entries[at].spoken.last().map_or(0.0, |s| s.end_ms))

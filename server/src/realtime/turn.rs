@@ -91,9 +91,11 @@ pub enum EngineEvent {
 /// Work for the engines. The session forwards these without awaiting (bounded channels).
 #[derive(Debug, Clone, PartialEq)]
 pub enum EngineCommand {
-    /// Input audio, mono f32 at 16 kHz, in arrival order.
+    /// Input audio, mono f32 at 16 kHz, in arrival order, with the arrival instant of the
+    /// client message that carried it (the engine adapter maps ASR audio times back to it).
     AsrAudio {
         samples: Vec<f32>,
+        arrival: Instant,
     },
     /// Manual turn: the buffer was committed; finish the utterance and send `TranscriptFinal`.
     AsrCommit,
@@ -262,6 +264,9 @@ pub struct TurnManager {
     last_turn_end: Option<Instant>,
     last_asr_final: Option<Instant>,
     response: Option<ActiveResponse>,
+    /// The last finished audio reply (item id, first audio sent): its audio may still be
+    /// playing at the client, so a barge-in truncates it to what was heard.
+    last_played: Option<(String, Instant)>,
     warned_no_asr: bool,
     counters: TurnCounters,
     out: VecDeque<Output>,
@@ -285,6 +290,7 @@ impl TurnManager {
             last_turn_end: None,
             last_asr_final: None,
             response: None,
+            last_played: None,
             warned_no_asr: false,
             counters: TurnCounters::default(),
             out: VecDeque::new(),
@@ -366,7 +372,7 @@ impl TurnManager {
         let eid = msg.event_id;
         match msg.event {
             ClientEvent::SessionUpdate(patch) => self.session_update(patch),
-            ClientEvent::AudioAppend { audio } => self.append(audio, eid),
+            ClientEvent::AudioAppend { audio } => self.append(now, audio, eid),
             ClientEvent::AudioCommit => self.commit(now, eid),
             ClientEvent::AudioClear => {
                 self.input_bytes = 0;
@@ -438,7 +444,7 @@ impl TurnManager {
         self.emit(ServerEvent::SessionUpdated(self.config.clone()));
     }
 
-    fn append(&mut self, audio: Vec<u8>, eid: Option<String>) {
+    fn append(&mut self, now: Instant, audio: Vec<u8>, eid: Option<String>) {
         let limit = self.settings.limits.max_audio_buffer_bytes;
         if self.input_bytes + audio.len() > limit {
             self.counters.audio_bytes_rejected += audio.len() as u64;
@@ -457,7 +463,10 @@ impl TurnManager {
             let mut samples = Vec::new();
             self.decoder.decode(&audio, &mut samples);
             if !samples.is_empty() {
-                self.command(EngineCommand::AsrAudio { samples });
+                self.command(EngineCommand::AsrAudio {
+                    samples,
+                    arrival: now,
+                });
             }
         } else if self.config.turn_detection.is_some() && !self.warned_no_asr {
             self.warned_no_asr = true;
@@ -749,6 +758,14 @@ impl TurnManager {
         let Some(mut r) = self.response.take() else {
             return;
         };
+        self.last_played = match r.trace.first_audio_sent {
+            Some(first_sent)
+                if r.audio && !r.out_of_band && status == ResponseStatus::Completed =>
+            {
+                Some((r.item.id.clone(), first_sent))
+            }
+            _ => None,
+        };
         let item_status = if status == ResponseStatus::Completed {
             ItemStatus::Completed
         } else {
@@ -956,8 +973,11 @@ impl TurnManager {
             if in_guard {
                 r.guarded_speech = true;
             } else {
+                self.truncate_to_played(now);
                 self.cancel(CancelReason::TurnDetected);
             }
+        } else if self.response.is_none() && td.interrupt_response {
+            self.truncate_to_played(now);
         }
         let item_id = self.new_id("item");
         self.speech_item = Some(item_id.clone());
@@ -1139,6 +1159,41 @@ impl TurnManager {
         }
     }
 
+    /// Server-side barge-in: over WebSocket, audio is sent as fast as it is made, so what a
+    /// real-time listener has heard is the wall time since the first delta was sent. The
+    /// assistant item keeps only that much (`conversation.item.truncated` tells the client).
+    /// Covers the active reply and a finished one whose audio is still playing.
+    fn truncate_to_played(&mut self, now: Instant) {
+        let playing = match self.response.as_ref() {
+            Some(r) if r.audio && !r.out_of_band => r
+                .trace
+                .first_audio_sent
+                .map(|first_sent| (r.item.id.clone(), first_sent)),
+            Some(_) => None,
+            None => self.last_played.take(),
+        };
+        let Some((item_id, first_sent)) = playing else {
+            return;
+        };
+        let Some(total) = self.conversation.audio_ms(&item_id) else {
+            return;
+        };
+        let played_ms = now.saturating_duration_since(first_sent).as_millis();
+        if played_ms as f64 >= total {
+            return;
+        }
+        // Below `total`, which is far below u32::MAX ms for any reply.
+        let end_ms = played_ms as u32;
+        match self.conversation.truncate(&item_id, 0, end_ms) {
+            Ok(()) => self.emit(ServerEvent::ItemTruncated {
+                item_id,
+                content_index: 0,
+                audio_end_ms: end_ms,
+            }),
+            Err(e) => tracing::debug!(%e, "barge-in truncation failed"),
+        }
+    }
+
     /// Call at (or after) the instant `poll_timeout` gave.
     pub fn handle_timeout(&mut self, now: Instant) {
         let expired = self
@@ -1147,6 +1202,7 @@ impl TurnManager {
             .is_some_and(|r| r.guarded_speech && r.guard_until.is_some_and(|u| now >= u));
         if expired {
             // The speech outlasted the echo guard: a real interruption.
+            self.truncate_to_played(now);
             self.cancel(CancelReason::TurnDetected);
         }
     }

@@ -1,0 +1,218 @@
+//! ASR side of a session's bridge: pushes input audio into the session's ASR slot, maps the
+//! recogniser's audio-clock times back to the arrival instants of the audio, and turns
+//! [`AsrEvent`]s into [`EngineEvent`]s.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use antiphon_models::asr::{AsrEngine, AsrEvent, AsrSession, StreamingAsr};
+use antiphon_models::vad::endpoint::EndpointConfig;
+
+use crate::realtime::audio_format::ASR_RATE;
+use crate::realtime::turn::{Engine, EngineEvent};
+
+/// Pushes remembered for mapping audio time to arrival: 60 s of 20 ms frames. Speech ends
+/// reported by the endpointer are at most a silence duration (plus any backlog) old.
+const ARRIVALS_KEPT: usize = 3000;
+/// Final transcripts kept for a manual commit (turns since the last commit).
+const FINALS_KEPT: usize = 64;
+
+/// When each stretch of the session's input audio arrived, on the recogniser's sample clock
+/// (sample 0 = the first sample pushed).
+#[derive(Debug, Default)]
+pub struct ArrivalClock {
+    /// (sample count after the push, arrival of that push), oldest first.
+    pushes: VecDeque<(u64, Instant)>,
+    total: u64,
+}
+
+impl ArrivalClock {
+    pub fn record(&mut self, samples: usize, arrival: Instant) {
+        self.total += samples as u64;
+        self.pushes.push_back((self.total, arrival));
+        if self.pushes.len() > ARRIVALS_KEPT {
+            self.pushes.pop_front();
+        }
+    }
+
+    /// Arrival of the push that carried `sample`; the newest known push for a sample not
+    /// pushed yet, the oldest kept for one older than the history.
+    pub fn arrival_of(&self, sample: u64) -> Option<Instant> {
+        let i = self.pushes.partition_point(|&(end, _)| end <= sample);
+        self.pushes
+            .get(i)
+            .or_else(|| self.pushes.back())
+            .map(|&(_, at)| at)
+    }
+
+    /// Arrival of the sample that starts at `ms` on the audio clock.
+    pub fn arrival_of_ms(&self, ms: u64) -> Option<Instant> {
+        self.arrival_of(ms * u64::from(ASR_RATE) / 1000)
+    }
+}
+
+pub struct AsrAdapter {
+    engine: Arc<AsrEngine>,
+    endpoint: EndpointConfig,
+    session: Option<AsrSession>,
+    clock: ArrivalClock,
+    /// A manual commit is waiting for `EndOfStream`.
+    committing: bool,
+    /// Finals since the last commit: a manual turn may span several VAD segments.
+    since_commit: VecDeque<String>,
+}
+
+impl AsrAdapter {
+    pub fn new(engine: Arc<AsrEngine>, endpoint: EndpointConfig, session: AsrSession) -> Self {
+        AsrAdapter {
+            engine,
+            endpoint,
+            session: Some(session),
+            clock: ArrivalClock::default(),
+            committing: false,
+            since_commit: VecDeque::new(),
+        }
+    }
+
+    fn session(&mut self) -> Result<&mut AsrSession, String> {
+        self.session
+            .as_mut()
+            .ok_or_else(|| "the ASR slot was lost at a reset".to_string())
+    }
+
+    pub fn push(&mut self, samples: &[f32], arrival: Instant) -> Result<(), String> {
+        self.session()?
+            .push_audio(samples)
+            .map_err(|e| e.to_string())?;
+        self.clock.record(samples.len(), arrival);
+        Ok(())
+    }
+
+    /// Manual turn: end the open utterance; the turn's transcript follows `EndOfStream`.
+    pub fn commit(&mut self) -> Result<(), String> {
+        self.committing = true;
+        self.session()?.finish().map_err(|e| e.to_string())
+    }
+
+    /// Drops buffered audio and VAD state by taking a fresh slot (the old one is freed first,
+    /// so a full engine still has one for us).
+    pub fn reset(&mut self) -> Result<(), String> {
+        self.session = None;
+        self.clock = ArrivalClock::default();
+        self.committing = false;
+        self.since_commit.clear();
+        let session = self
+            .engine
+            .open_with(self.endpoint)
+            .map_err(|e| e.to_string())?;
+        self.session = Some(session);
+        Ok(())
+    }
+
+    /// Moves every ready recogniser event to `out`; true if there was any.
+    pub fn poll(&mut self, out: &mut Vec<(Instant, EngineEvent)>) -> bool {
+        let mut any = false;
+        while let Some(event) = self.session.as_mut().and_then(|s| s.try_event()) {
+            any = true;
+            let now = Instant::now();
+            match event {
+                AsrEvent::SpeechStarted {
+                    audio_start_ms,
+                    speech_start_ms,
+                } => {
+                    let at = self.clock.arrival_of_ms(speech_start_ms).unwrap_or(now);
+                    out.push((
+                        at,
+                        EngineEvent::SpeechStarted {
+                            audio_ms: audio_start_ms,
+                        },
+                    ));
+                }
+                AsrEvent::SpeechStopped {
+                    audio_end_ms,
+                    speech_end_ms,
+                } => {
+                    // The latency origin: when the last voiced sample arrived.
+                    let last_voiced =
+                        (speech_end_ms * u64::from(ASR_RATE) / 1000).saturating_sub(1);
+                    let at = self.clock.arrival_of(last_voiced).unwrap_or(now);
+                    out.push((
+                        at,
+                        EngineEvent::SpeechStopped {
+                            audio_ms: audio_end_ms,
+                        },
+                    ));
+                }
+                AsrEvent::Partial { text, .. } => {
+                    out.push((now, EngineEvent::TranscriptPartial { text }))
+                }
+                AsrEvent::Final { text, .. } => {
+                    if self.since_commit.len() == FINALS_KEPT {
+                        self.since_commit.pop_front();
+                    }
+                    self.since_commit.push_back(text.clone());
+                    if !self.committing {
+                        out.push((now, EngineEvent::TranscriptFinal { text }));
+                    }
+                }
+                AsrEvent::EndOfStream => {
+                    if std::mem::take(&mut self.committing) {
+                        let parts: Vec<String> = self.since_commit.drain(..).collect();
+                        let text = parts
+                            .iter()
+                            .map(|s| s.trim())
+                            .filter(|s| !s.is_empty())
+                            .collect::<Vec<_>>()
+                            .join(" ");
+                        out.push((now, EngineEvent::TranscriptFinal { text }));
+                    }
+                }
+                AsrEvent::Failed { message } => out.push((
+                    now,
+                    EngineEvent::Failed {
+                        engine: Engine::Asr,
+                        epoch: None,
+                        message,
+                    },
+                )),
+            }
+        }
+        any
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn arrival_clock_maps_samples_to_the_push_that_carried_them() {
+        let t0 = Instant::now();
+        let mut c = ArrivalClock::default();
+        assert_eq!(c.arrival_of(0), None);
+        for i in 0..10u32 {
+            c.record(320, t0 + Duration::from_millis(20 * u64::from(i)));
+        }
+        assert_eq!(c.arrival_of(0), Some(t0));
+        assert_eq!(c.arrival_of(319), Some(t0));
+        assert_eq!(c.arrival_of(320), Some(t0 + Duration::from_millis(20)));
+        // 100 ms = sample 1600 = first sample of push 5.
+        assert_eq!(c.arrival_of_ms(100), Some(t0 + Duration::from_millis(100)));
+        // Not pushed yet: the newest push.
+        assert_eq!(c.arrival_of(10_000), Some(t0 + Duration::from_millis(180)));
+    }
+
+    #[test]
+    fn arrival_clock_is_bounded() {
+        let t0 = Instant::now();
+        let mut c = ArrivalClock::default();
+        for i in 0..(ARRIVALS_KEPT as u64 + 10) {
+            c.record(1, t0 + Duration::from_micros(i));
+        }
+        assert_eq!(c.pushes.len(), ARRIVALS_KEPT);
+        // Older than the history: the oldest kept.
+        assert_eq!(c.arrival_of(0), Some(t0 + Duration::from_micros(10)));
+    }
+}

@@ -1,0 +1,235 @@
+//! The real session pipeline: the engines loaded once at `serve` start and shared by every
+//! session, and the [`EngineConnector`] that leases one session's slots on them and bridges
+//! its commands and events (see [`bridge`] for threads, queues and epochs).
+//!
+//! - [`asr`]: input audio -> ASR slot; VAD/transcript events, stamped with audio arrival.
+//! - [`llm`]: `LlmStart` -> a turn on the session's engine conversation (prefix cache).
+//! - [`tts`]: text -> the session's TTS stream; reply epochs mapped onto stream epochs.
+
+pub mod asr;
+pub mod bridge;
+pub mod llm;
+pub mod tts;
+
+use std::sync::Arc;
+
+use antiphon_models::asr::{AsrEngine, AsrEngineConfig};
+use antiphon_models::llm::{
+    EngineConfig as LlmEngineConfig, LlmEngine, LoadOptions, SamplingParams,
+};
+use antiphon_models::store::ModelStore;
+use antiphon_models::tts::TtsEngine;
+use antiphon_models::tts::lexicon::Lexicon;
+use antiphon_models::tts::load::spawn_engine_for_voice;
+use antiphon_models::vad::endpoint::EndpointConfig;
+use anyhow::{Context as _, bail};
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::realtime::session::{EngineConnector, EngineLink};
+use crate::realtime::turn::Engines;
+
+use bridge::{Bridge, COMMAND_QUEUE, EVENT_QUEUE};
+
+/// The ASR model this build runs.
+const ASR_MODEL: &str = "moonshine-base-en";
+
+/// Sampling for spoken replies. Small chat models loop under greedy decoding (docs/LLM.md):
+/// a mild temperature with nucleus sampling and a repetition penalty keeps them talking
+/// sensibly. The seed is offset by the reply epoch, so a session's replies are reproducible.
+fn reply_sampling(max_tokens: u32) -> SamplingParams {
+    SamplingParams {
+        temperature: 0.6,
+        top_p: 0.9,
+        repeat_penalty: 1.2,
+        max_tokens: max_tokens as usize,
+        seed: 7,
+        ..SamplingParams::default()
+    }
+}
+
+/// The TTS voice a `[tts] model` id speaks with by default.
+fn tts_voice(model: &str) -> anyhow::Result<&'static str> {
+    Ok(match model {
+        "piper-joe" => "joe",
+        "kokoro-82m" => "af_heart",
+        other => bail!("unsupported [tts] model {other:?} (piper-joe or kokoro-82m)"),
+    })
+}
+
+/// The engines of one server, shared by all its sessions.
+pub struct Pipeline {
+    asr: Option<Arc<AsrEngine>>,
+    endpoint: EndpointConfig,
+    llm: Option<Arc<LlmEngine>>,
+    instructions: Option<String>,
+    sampling: SamplingParams,
+    tts: Option<(Arc<TtsEngine>, String)>,
+}
+
+impl Pipeline {
+    /// Loads every enabled engine from the model store (seconds: call before serving).
+    pub fn load(config: &Config) -> anyhow::Result<Pipeline> {
+        let store = ModelStore::from_env()?;
+        let s = &config.session;
+        let endpoint = EndpointConfig {
+            threshold: s.vad_threshold,
+            prefix_padding_ms: s.prefix_padding_ms,
+            silence_duration_ms: s.silence_duration_ms,
+        };
+        let asr = if config.asr.enabled {
+            if config.asr.model != ASR_MODEL {
+                bail!(
+                    "unsupported [asr] model {:?} ({ASR_MODEL})",
+                    config.asr.model
+                );
+            }
+            let started = std::time::Instant::now();
+            let engine = AsrEngine::start(
+                &store,
+                AsrEngineConfig {
+                    slots: config.asr.slots,
+                    threads: config.asr.threads,
+                    endpoint,
+                    ..AsrEngineConfig::default()
+                },
+            )
+            .context("starting the ASR engine")?;
+            tracing::info!(
+                model = ASR_MODEL,
+                ms = started.elapsed().as_millis() as u64,
+                "ASR engine ready"
+            );
+            Some(Arc::new(engine))
+        } else {
+            None
+        };
+        let llm = if config.llm.enabled {
+            let known =
+                antiphon_models::llm::known_model(&config.llm.model).with_context(|| {
+                    format!(
+                        "unknown [llm] model {:?} (smollm2 or qwen)",
+                        config.llm.model
+                    )
+                })?;
+            let started = std::time::Instant::now();
+            let model = antiphon_models::llm::load_known(&store, known, LoadOptions::default())
+                .with_context(|| format!("loading the LLM {}", known.id))?;
+            let engine = LlmEngine::start(
+                Arc::new(model),
+                LlmEngineConfig {
+                    max_batch: config.llm.slots.max(1),
+                    max_sessions: config.server.max_sessions.max(1),
+                    ..LlmEngineConfig::default()
+                },
+            )
+            .context("starting the LLM engine")?;
+            tracing::info!(
+                model = known.id,
+                ms = started.elapsed().as_millis() as u64,
+                "LLM engine ready"
+            );
+            Some(Arc::new(engine))
+        } else {
+            None
+        };
+        let tts = if config.tts.enabled {
+            let voice = tts_voice(&config.tts.model)?;
+            let started = std::time::Instant::now();
+            let lexicon = Arc::new(Lexicon::load(&store).context("loading the TTS lexicon")?);
+            let engine = spawn_engine_for_voice(&store, lexicon, voice, config.tts.threads)
+                .with_context(|| format!("starting the TTS engine for {}", config.tts.model))?;
+            tracing::info!(
+                voice,
+                ms = started.elapsed().as_millis() as u64,
+                "TTS engine ready"
+            );
+            Some((Arc::new(engine), voice.to_string()))
+        } else {
+            None
+        };
+        let instructions = Some(s.instructions.clone()).filter(|i| !i.is_empty());
+        Ok(Pipeline {
+            asr,
+            endpoint,
+            llm,
+            instructions,
+            sampling: reply_sampling(config.llm.max_tokens),
+            tts,
+        })
+    }
+}
+
+impl EngineConnector for Pipeline {
+    fn engines(&self) -> Engines {
+        Engines {
+            asr: self.asr.is_some(),
+            llm: self.llm.is_some(),
+            tts: self.tts.is_some(),
+        }
+    }
+
+    fn connect(&self, session_id: &str) -> Result<EngineLink, String> {
+        // Every lease is taken (or refused) here, before the WebSocket upgrade.
+        let asr = match &self.asr {
+            Some(engine) => {
+                let session = engine
+                    .open_with(self.endpoint)
+                    .map_err(|e| format!("speech recognition: {e}"))?;
+                Some(asr::AsrAdapter::new(engine.clone(), self.endpoint, session))
+            }
+            None => None,
+        };
+        let llm = match &self.llm {
+            Some(engine) => {
+                let session = engine
+                    .session(self.instructions.as_deref())
+                    .map_err(|e| format!("language model: {e}"))?;
+                Some(llm::LlmAdapter::new(
+                    engine.clone(),
+                    session,
+                    self.instructions.clone(),
+                    self.sampling.clone(),
+                ))
+            }
+            None => None,
+        };
+        let tts = match &self.tts {
+            Some((engine, voice)) => {
+                let stream = engine
+                    .open_stream(voice)
+                    .map_err(|e| format!("speech synthesis: {e}"))?;
+                Some(tts::TtsAdapter::new(engine.clone(), stream, voice.clone()))
+            }
+            None => None,
+        };
+        let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
+        let (event_tx, events) = mpsc::channel(EVENT_QUEUE);
+        let bridge = Bridge {
+            commands: command_rx,
+            events: event_tx,
+            asr,
+            llm,
+            tts,
+        };
+        // Linux keeps 15 bytes of a thread name: the session id's tail identifies it.
+        let tail: String = session_id
+            .chars()
+            .rev()
+            .take(10)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        std::thread::Builder::new()
+            .name(format!("pipe-{tail}"))
+            .spawn(move || bridge.run())
+            .map_err(|e| format!("cannot start the session's engine bridge: {e}"))?;
+        Ok(EngineLink { commands, events })
+    }
+
+    fn tts_chunks_text(&self) -> bool {
+        // The TTS stream cuts LLM text into speakable chunks itself (short first clause).
+        true
+    }
+}

@@ -1,0 +1,564 @@
+//! End to end through the real engines: `antiphon serve` with the CI models (Moonshine ASR,
+//! SmolLM2 LLM, Piper joe TTS) on 127.0.0.1:0, a LibriVox clip streamed into `/v1/realtime`
+//! at real-time pace in 20 ms pcm16 frames, then silence, as a microphone would.
+//!
+//! Needs the model store (`$ANTIPHON_MODELS` or `~/.cache/antiphon/models`) with the CI models
+//! and `librivox-clips/`. Prints the measured TTFB (end of speech in the clip -> first reply
+//! audio delta received) and the server's stage breakdown.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use antiphon_audio::resample::resample_clip;
+use antiphon_audio::wav;
+use antiphon_loadtest::speech_end::{DEFAULT_FLOOR_DB, speech_extent};
+use antiphon_models::asr::wer::wer;
+use antiphon_models::asr::{DecodeRow, Moonshine};
+use antiphon_models::store::ModelStore;
+use base64::Engine as _;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+
+const KEY: &str = "antiphon-demo-key";
+const RATE: u32 = 24_000;
+const FRAME: usize = 480; // 20 ms at 24 kHz
+/// The 3.0 s clip: "he was not an ill disposed young man".
+const CLIP: &str = "sense_and_sensibility_01_austen_64kb-0880";
+/// The 7.1 s clip (22 words), for a WER that one misheard word does not dominate.
+const LONG_CLIP: &str = "sense_and_sensibility_01_austen_64kb-0870";
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Tests share two CPU cores with the engines: run one server at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+struct Server {
+    port: u16,
+    _child: Child,
+}
+
+async fn start_server() -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_antiphon"))
+        .args(["serve", "--port", "0", "--host", "127.0.0.1"])
+        .env(
+            "RUST_LOG",
+            std::env::var("ANTIPHON_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .env("CANDLE_NUM_THREADS", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn antiphon serve");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    // Loading the three engines takes seconds on a loaded 2-core box.
+    let line = tokio::time::timeout(Duration::from_secs(120), lines.next_line())
+        .await
+        .expect("server loaded its engines and printed its address in time")
+        .expect("read stdout")
+        .expect("a line (the server exited: are the models in the store?)");
+    let port = line
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no port in {line:?}"));
+    Server {
+        port,
+        _child: child,
+    }
+}
+
+async fn connect(port: u16) -> Ws {
+    let mut req = format!("ws://127.0.0.1:{port}/v1/realtime?model=test")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("Authorization", format!("Bearer {KEY}").parse().unwrap());
+    connect_async(req).await.expect("connect").0
+}
+
+struct Clip {
+    /// 24 kHz mono.
+    samples: Vec<f32>,
+    text: String,
+    /// End of speech judged from the audio, in samples at 24 kHz.
+    speech_end: usize,
+}
+
+fn load_clip() -> Clip {
+    load_named_clip(CLIP)
+}
+
+fn load_named_clip(name: &str) -> Clip {
+    let store = ModelStore::from_env().expect("model store");
+    let dir: PathBuf = store.root().join("librivox-clips");
+    let audio = wav::read_mono(dir.join(format!("{name}.wav"))).expect("clip wav");
+    let text = std::fs::read_to_string(dir.join(format!("{name}.txt"))).expect("clip txt");
+    let samples = resample_clip(&audio.samples, audio.sample_rate, RATE).expect("resample");
+    let extent = speech_extent(&samples, RATE, DEFAULT_FLOOR_DB).expect("speech in the clip");
+    let speech_end = (extent.end_ms as usize * RATE as usize / 1000).min(samples.len());
+    Clip {
+        samples,
+        text,
+        speech_end,
+    }
+}
+
+fn pcm16(frame: &[f32]) -> String {
+    let bytes: Vec<u8> = frame
+        .iter()
+        .flat_map(|&x| ((x.clamp(-1.0, 1.0) * 32767.0).round() as i16).to_le_bytes())
+        .collect();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn decode_pcm16(b64: &str) -> Vec<f32> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .expect("audio delta is base64");
+    bytes
+        .chunks_exact(2)
+        .map(|c| f32::from(i16::from_le_bytes([c[0], c[1]])) / 32768.0)
+        .collect()
+}
+
+async fn send(tx: &mut SplitSink<Ws, Message>, v: Value) {
+    tx.send(Message::Text(v.to_string().into()))
+        .await
+        .expect("send");
+}
+
+/// The microphone: speaks `clip` whenever `speak` is bumped, silence otherwise, one 20 ms
+/// frame every 20 ms. Reports the wall instant at which the clip's speech end was sent.
+fn microphone(
+    mut tx: SplitSink<Ws, Message>,
+    clip: Vec<f32>,
+    speech_end: usize,
+    mut speak: watch::Receiver<u32>,
+    speech_end_sent: mpsc::UnboundedSender<Instant>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let silence = vec![0.0f32; FRAME];
+        let mut pos: Option<usize> = None;
+        let mut next = tokio::time::Instant::now();
+        loop {
+            if speak.has_changed().unwrap_or(false) {
+                speak.borrow_and_update();
+                pos = Some(0);
+            }
+            let frame = match pos {
+                Some(p) if p < clip.len() => {
+                    let end = (p + FRAME).min(clip.len());
+                    if p <= speech_end && speech_end <= end {
+                        // The frame holding the last voiced sample goes out now.
+                        let _ = speech_end_sent.send(Instant::now());
+                    }
+                    pos = Some(end);
+                    &clip[p..end]
+                }
+                _ => &silence[..],
+            };
+            let msg = json!({"type": "input_audio_buffer.append", "audio": pcm16(frame)});
+            if tx
+                .send(Message::Text(msg.to_string().into()))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            next += Duration::from_millis(20);
+            if next < tokio::time::Instant::now() - Duration::from_millis(200) {
+                // Fell far behind (loaded box): resynchronise rather than burst.
+                next = tokio::time::Instant::now();
+            }
+            tokio::time::sleep_until(next).await;
+        }
+    })
+}
+
+async fn recv(rx: &mut SplitStream<Ws>, deadline: tokio::time::Instant) -> Value {
+    loop {
+        let msg = tokio::time::timeout_at(deadline, rx.next())
+            .await
+            .expect("server event before the deadline")
+            .expect("stream open")
+            .expect("no ws error");
+        if let Message::Text(t) = msg {
+            return serde_json::from_str(t.as_str()).expect("server sends JSON");
+        }
+    }
+}
+
+/// Opens a session with transcription on and short replies, split into (sink, stream).
+async fn open_session(
+    port: u16,
+    max_tokens: u32,
+    instructions: Option<&str>,
+) -> (SplitSink<Ws, Message>, SplitStream<Ws>) {
+    let ws = connect(port).await;
+    let (mut tx, mut rx) = ws.split();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    assert_eq!(recv(&mut rx, deadline).await["type"], "session.created");
+    let mut session = json!({
+        "type": "realtime",
+        "max_output_tokens": max_tokens,
+        "audio": {"input": {"transcription": {"model": "moonshine-base-en"}}}
+    });
+    if let Some(i) = instructions {
+        session["instructions"] = json!(i);
+    }
+    send(
+        &mut tx,
+        json!({"type": "session.update", "session": session}),
+    )
+    .await;
+    loop {
+        let v = recv(&mut rx, deadline).await;
+        assert_ne!(v["type"], "error", "{v}");
+        if v["type"] == "session.updated" {
+            break;
+        }
+    }
+    (tx, rx)
+}
+
+fn transcribe_reply(audio_24k: &[f32]) -> String {
+    let store = ModelStore::from_env().expect("model store");
+    let mut asr = Moonshine::load(&store, 1).expect("load Moonshine");
+    let mut audio = vec![0.0f32; 4000];
+    audio.extend(resample_clip(audio_24k, RATE, 16_000).expect("resample"));
+    audio.extend(vec![0.0f32; 4000]);
+    let (tokens, _) = asr
+        .transcribe(&[DecodeRow {
+            audio: &audio,
+            forced: &[],
+        }])
+        .expect("transcribe the reply");
+    asr.detokenize(&tokens[0]).expect("detokenize")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spoken_turn_gets_a_spoken_reply_with_latency_trace() {
+    let _serial = SERIAL.lock().await;
+    let clip = load_clip();
+    let server = start_server().await;
+    let (tx, mut rx) = open_session(server.port, 40, None).await;
+    let (speak_tx, speak_rx) = watch::channel(0u32);
+    let (end_tx, mut end_rx) = mpsc::unbounded_channel();
+    let mic = microphone(tx, clip.samples.clone(), clip.speech_end, speak_rx, end_tx);
+    // A little room noise-free lead-in, then the clip.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    speak_tx.send(1).unwrap();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(50);
+    let mut seen = Vec::new();
+    let mut user_transcript = None;
+    let mut reply_audio = Vec::new();
+    let mut reply_transcript = String::new();
+    let mut first_delta: Option<Instant> = None;
+    let mut latency = None;
+    let mut done = None;
+    while done.is_none() || latency.is_none() {
+        let v = recv(&mut rx, deadline).await;
+        let kind = v["type"].as_str().unwrap_or("").to_string();
+        match kind.as_str() {
+            "error" => panic!("server error: {v}"),
+            "conversation.item.input_audio_transcription.completed" => {
+                user_transcript = v["transcript"].as_str().map(str::to_string)
+            }
+            "response.output_audio.delta" => {
+                first_delta.get_or_insert_with(Instant::now);
+                reply_audio.extend(decode_pcm16(v["delta"].as_str().expect("delta")));
+            }
+            "response.output_audio_transcript.delta" => {
+                reply_transcript.push_str(v["delta"].as_str().unwrap_or(""))
+            }
+            "antiphon.turn.latency" => latency = Some(v.clone()),
+            "response.done" => done = Some(v.clone()),
+            _ => {}
+        }
+        seen.push(kind);
+    }
+    mic.abort();
+    let has = |t: &str| seen.iter().any(|s| s == t);
+    assert!(has("input_audio_buffer.speech_started"), "{seen:?}");
+    assert!(has("input_audio_buffer.speech_stopped"), "{seen:?}");
+    let pos = |t: &str| seen.iter().position(|s| s == t).unwrap();
+    assert!(pos("input_audio_buffer.speech_stopped") < pos("response.created"));
+
+    let user = user_transcript.expect("user transcript");
+    let user_wer = wer(&clip.text, &user);
+    eprintln!(
+        "user said {:?}; heard {user:?}; WER {:.1} %",
+        clip.text.trim(),
+        user_wer * 100.0
+    );
+    assert!(user_wer <= 0.15, "user transcript WER {user_wer}: {user:?}");
+
+    let done = done.unwrap();
+    assert_eq!(done["response"]["status"], "completed", "{done}");
+    assert!(
+        reply_audio.len() > RATE as usize / 2,
+        "reply audio: {} samples",
+        reply_audio.len()
+    );
+    assert!(!reply_transcript.trim().is_empty());
+    let heard = transcribe_reply(&reply_audio);
+    let reply_wer = wer(&reply_transcript, &heard);
+    eprintln!(
+        "reply {:?} ({:.1} s of audio); ASR of the reply audio {heard:?}; WER {:.1} %",
+        reply_transcript,
+        reply_audio.len() as f64 / f64::from(RATE),
+        reply_wer * 100.0
+    );
+    assert!(reply_wer <= 0.35, "reply round-trip WER {reply_wer}");
+
+    let latency = latency.unwrap();
+    assert_eq!(latency["origin"], "speech_end", "{latency}");
+    for stage in [
+        "asr_final_ms",
+        "llm_first_token_ms",
+        "tts_first_audio_ms",
+        "first_audio_sent_ms",
+    ] {
+        assert!(
+            latency[stage].as_f64().is_some(),
+            "{stage} missing: {latency}"
+        );
+    }
+    let ms = |k: &str| latency[k].as_f64().unwrap();
+    assert!(ms("asr_final_ms") <= ms("llm_first_token_ms"));
+    assert!(ms("llm_first_token_ms") <= ms("tts_first_audio_ms"));
+    assert!(ms("tts_first_audio_ms") <= ms("first_audio_sent_ms"));
+    let speech_end_sent = end_rx.try_recv().expect("the clip's speech end was sent");
+    let ttfb = first_delta
+        .unwrap()
+        .saturating_duration_since(speech_end_sent);
+    eprintln!(
+        "TTFB (clip speech end sent -> first audio delta received): {} ms; server trace from \
+         the last voiced frame's arrival: asr_final {:.0}, llm_first_token {:.0}, \
+         tts_first_audio {:.0}, first_audio_sent {:.0} ms",
+        ttfb.as_millis(),
+        ms("asr_final_ms"),
+        ms("llm_first_token_ms"),
+        ms("tts_first_audio_ms"),
+        ms("first_audio_sent_ms")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn speech_during_the_reply_stops_it_and_truncates_the_item() {
+    let _serial = SERIAL.lock().await;
+    let clip = load_clip();
+    let server = start_server().await;
+    let (tx, mut rx) = open_session(
+        server.port,
+        150,
+        Some("You are a storyteller. Whatever the user says, tell a long story about it."),
+    )
+    .await;
+    let (speak_tx, speak_rx) = watch::channel(0u32);
+    let (end_tx, _end_rx) = mpsc::unbounded_channel();
+    let mic = microphone(tx, clip.samples.clone(), clip.speech_end, speak_rx, end_tx);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    speak_tx.send(1).unwrap();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(50);
+    let delta_ms = |v: &Value| {
+        decode_pcm16(v["delta"].as_str().unwrap()).len() as f64 * 1000.0 / f64::from(RATE)
+    };
+    // First turn: wait for the reply's first audio.
+    let (response_id, item_id, mut audio_ms) = loop {
+        let v = recv(&mut rx, deadline).await;
+        assert_ne!(v["type"], "error", "{v}");
+        if v["type"] == "response.output_audio.delta" {
+            break (
+                v["response_id"].as_str().unwrap().to_string(),
+                v["item_id"].as_str().unwrap().to_string(),
+                delta_ms(&v),
+            );
+        }
+    };
+    let first_delta = Instant::now();
+    let mut interrupted_at = None;
+    let mut truncated = None;
+    let mut cancelled = false;
+    let mut deltas_after_interrupt = 0;
+    // Talk over the reply 400 ms after it started (past the 300 ms echo guard's start).
+    let barge_in = tokio::time::sleep(Duration::from_millis(400));
+    tokio::pin!(barge_in);
+    let mut barged = false;
+    let mut second_audio = false;
+    loop {
+        let v = tokio::select! {
+            () = &mut barge_in, if !barged => {
+                barged = true;
+                speak_tx.send(2).unwrap();
+                continue;
+            }
+            v = recv(&mut rx, deadline) => v,
+        };
+        match v["type"].as_str().unwrap_or("") {
+            "error" => panic!("server error: {v}"),
+            "response.output_audio.delta" if v["response_id"] == response_id.as_str() => {
+                audio_ms += delta_ms(&v);
+                if interrupted_at.is_some() {
+                    deltas_after_interrupt += 1;
+                }
+            }
+            "input_audio_buffer.speech_started" if barged && interrupted_at.is_none() => {
+                interrupted_at = Some(Instant::now())
+            }
+            "conversation.item.truncated" => {
+                assert_eq!(v["item_id"], item_id.as_str(), "{v}");
+                truncated = Some(v["audio_end_ms"].as_u64().unwrap());
+            }
+            "response.done" if v["response"]["id"] == response_id.as_str() => {
+                cancelled = v["response"]["status"] == "cancelled";
+                if cancelled {
+                    assert_eq!(
+                        v["response"]["status_details"]["reason"], "turn_detected",
+                        "{v}"
+                    );
+                }
+            }
+            "response.output_audio.delta" => second_audio = true,
+            // The interrupting turn gets its own reply, on the conversation as heard (the LLM
+            // keeps only the played part of the first reply).
+            "response.done" => {
+                assert!(interrupted_at.is_some(), "{v}");
+                assert_eq!(v["response"]["status"], "completed", "{v}");
+                break;
+            }
+            _ => {}
+        }
+    }
+    mic.abort();
+    let interrupted_at = interrupted_at.expect("the second utterance was detected");
+    let end_ms = truncated.expect("the assistant item was truncated to what was played");
+    let heard_ms = interrupted_at.duration_since(first_delta).as_millis() as u64;
+    eprintln!(
+        "reply: {audio_ms:.0} ms of audio sent, {heard_ms} ms played when speech was detected; \
+         truncated at {end_ms} ms; response cancelled: {cancelled}"
+    );
+    assert!(
+        (end_ms as f64) < audio_ms,
+        "truncated at {end_ms} ms of {audio_ms} ms sent"
+    );
+    // The server marks truncation at the speech start it saw (stamped at arrival), which is
+    // before the event reached us.
+    assert!(end_ms <= heard_ms + 50, "{end_ms} vs {heard_ms}");
+    assert_eq!(
+        deltas_after_interrupt, 0,
+        "audio kept coming after the barge-in"
+    );
+    assert!(
+        second_audio,
+        "the interrupting turn was answered with audio"
+    );
+}
+
+/// Manual turns over 8 kHz G.711 mu-law both ways (the telephone path): the client commits
+/// its audio and asks for the response; the ASR finishes the open utterance on commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_turn_over_g711_mulaw_both_ways() {
+    use antiphon_audio::g711::Law;
+    let _serial = SERIAL.lock().await;
+    let clip = load_named_clip(LONG_CLIP);
+    let clip_8k = resample_clip(&clip.samples, RATE, 8_000).expect("resample");
+    let server = start_server().await;
+    let ws = connect(server.port).await;
+    let (mut tx, mut rx) = ws.split();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(50);
+    assert_eq!(recv(&mut rx, deadline).await["type"], "session.created");
+    send(
+        &mut tx,
+        json!({"type": "session.update", "session": {
+            "type": "realtime",
+            "max_output_tokens": 30,
+            "audio": {
+                "input": {
+                    "format": {"type": "audio/pcmu"},
+                    "turn_detection": null,
+                    "transcription": {"model": "moonshine-base-en"}
+                },
+                "output": {"format": {"type": "audio/pcmu"}}
+            }
+        }}),
+    )
+    .await;
+    // 20 ms frames of mu-law at real-time pace, then commit.
+    let mut next = tokio::time::Instant::now();
+    for frame in clip_8k.chunks(160) {
+        let mut codes = Vec::with_capacity(frame.len());
+        Law::Mu.encode(frame, &mut codes);
+        let audio = base64::engine::general_purpose::STANDARD.encode(codes);
+        send(
+            &mut tx,
+            json!({"type": "input_audio_buffer.append", "audio": audio}),
+        )
+        .await;
+        next += Duration::from_millis(20);
+        tokio::time::sleep_until(next).await;
+    }
+    send(&mut tx, json!({"type": "input_audio_buffer.commit"})).await;
+    let mut user = None;
+    let mut reply_mulaw = Vec::new();
+    let mut reply_transcript = String::new();
+    loop {
+        let v = recv(&mut rx, deadline).await;
+        match v["type"].as_str().unwrap_or("") {
+            "error" => panic!("server error: {v}"),
+            "input_audio_buffer.speech_started" => panic!("server VAD events in a manual session"),
+            "conversation.item.input_audio_transcription.completed" => {
+                user = v["transcript"].as_str().map(str::to_string);
+                send(&mut tx, json!({"type": "response.create"})).await;
+            }
+            "response.output_audio.delta" => reply_mulaw.extend(
+                base64::engine::general_purpose::STANDARD
+                    .decode(v["delta"].as_str().unwrap())
+                    .unwrap(),
+            ),
+            "response.output_audio_transcript.delta" => {
+                reply_transcript.push_str(v["delta"].as_str().unwrap_or(""))
+            }
+            "response.done" => {
+                assert_eq!(v["response"]["status"], "completed", "{v}");
+                break;
+            }
+            _ => {}
+        }
+    }
+    let user = user.expect("the committed audio was transcribed");
+    let user_wer = wer(&clip.text, &user);
+    eprintln!(
+        "manual turn over mu-law: heard {user:?}; WER {:.1} %",
+        user_wer * 100.0
+    );
+    assert!(user_wer <= 0.15, "user transcript WER {user_wer}: {user:?}");
+    assert!(
+        reply_mulaw.len() > 4000,
+        "reply: {} bytes of mu-law",
+        reply_mulaw.len()
+    );
+    let mut reply = Vec::new();
+    Law::Mu.decode(&reply_mulaw, &mut reply);
+    let heard = transcribe_reply(&resample_clip(&reply, 8_000, RATE).expect("resample"));
+    let reply_wer = wer(&reply_transcript, &heard);
+    eprintln!(
+        "reply {reply_transcript:?} ({:.1} s at 8 kHz mu-law); ASR {heard:?}; WER {:.1} %",
+        reply.len() as f64 / 8000.0,
+        reply_wer * 100.0
+    );
+    assert!(reply_wer <= 0.35, "reply round-trip WER {reply_wer}");
+}
