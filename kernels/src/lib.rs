@@ -1,5 +1,5 @@
 //! Numeric kernels. Each kernel has a CPU implementation; CUDA versions live behind the `cuda`
 //! feature and are tested equal to the CPU ones.
 
-pub mod pcm;
 pub mod fbank;
+pub mod pcm;

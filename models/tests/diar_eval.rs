@@ -7,9 +7,9 @@
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use antiphon_audio::resample::resample_clip;
 use antiphon_models::diar::der::{Turn, der};
 use antiphon_models::diar::pipeline::{diarize, diarize_with_mask};
-use antiphon_models::diar::resample::resample;
 use antiphon_models::diar::speech::{EnergyVadConfig, regions, silero_mask, speech_mask};
 use antiphon_models::diar::{OnlineConfig, SpeakerEmbedder, cosine};
 use antiphon_models::store::ModelStore;
@@ -122,7 +122,7 @@ fn utterances() -> &'static [Utterance] {
                 .collect();
             out.push(Utterance {
                 speaker: voice,
-                samples: trim(resample(&audio, rate, RATE)),
+                samples: trim(resample_clip(&audio, rate, RATE).expect("TTS rates are supported")),
             });
         }
         out

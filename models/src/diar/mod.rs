@@ -6,7 +6,6 @@ pub mod der;
 pub mod embedder;
 pub mod online;
 pub mod pipeline;
-pub mod resample;
 pub mod rttm;
 pub mod speech;
 

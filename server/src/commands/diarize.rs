@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use antiphon_audio::resample::resample_clip;
+use antiphon_audio::wav::read_mono;
 use antiphon_models::diar::pipeline::diarize_with_mask;
-use antiphon_models::diar::resample::resample;
 use antiphon_models::diar::rttm::{file_id, rttm_line};
 use antiphon_models::diar::speech::{EnergyVadConfig, silero_mask, speech_mask};
 use antiphon_models::diar::{OnlineConfig, SpeakerEmbedder};
@@ -37,41 +38,12 @@ pub struct DiarizeArgs {
     speech_dbfs: f32,
 }
 
-/// Mono f32 samples in [-1, 1] and the file's rate.
-fn read_wav(path: &PathBuf) -> anyhow::Result<(Vec<f32>, u32)> {
-    let mut reader =
-        hound::WavReader::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let spec = reader.spec();
-    let channels = spec.channels.max(1) as usize;
-    let interleaved: Vec<f32> = match spec.sample_format {
-        hound::SampleFormat::Float => reader.samples::<f32>().collect::<Result<_, _>>()?,
-        hound::SampleFormat::Int => {
-            if !(1..=32).contains(&spec.bits_per_sample) {
-                bail!("unsupported sample width {} bits", spec.bits_per_sample);
-            }
-            let scale = (1u64 << (spec.bits_per_sample - 1)) as f32;
-            reader
-                .samples::<i32>()
-                .map(|s| s.map(|v| v as f32 / scale))
-                .collect::<Result<_, _>>()?
-        }
-    };
-    let mono = interleaved
-        .chunks(channels)
-        .map(|c| c.iter().sum::<f32>() / c.len() as f32)
-        .collect();
-    Ok((mono, spec.sample_rate))
-}
-
 pub fn run(args: DiarizeArgs) -> anyhow::Result<ExitCode> {
     if !(-1.0..=1.0).contains(&args.threshold) {
         bail!("--threshold must be a cosine similarity in [-1, 1]");
     }
-    let (samples, rate) = read_wav(&args.file)?;
-    if rate == 0 {
-        bail!("{} declares a sample rate of 0", args.file.display());
-    }
-    let samples = resample(&samples, rate, RATE);
+    let audio = read_mono(&args.file)?;
+    let samples = resample_clip(&audio.samples, audio.sample_rate, RATE)?;
     let store = ModelStore::from_env()?;
     let mut embedder = SpeakerEmbedder::load(&store).context("cannot load CAM++")?;
     let cfg = OnlineConfig {
