@@ -135,7 +135,7 @@ impl Default for LlmConfig {
     fn default() -> Self {
         LlmConfig {
             enabled: true,
-            model: "smollm2-135m".into(),
+            model: "qwen2.5-coder-0.5b".into(),
             max_tokens: 256,
             threads: 1,
             slots: 16,

@@ -47,8 +47,12 @@ struct Server {
 }
 
 async fn start_server() -> Server {
+    // The small CI model keeps these tests fast; the server's default is the cpu set's Qwen.
+    let config = std::env::temp_dir().join(format!("antiphon-e2e-{}.toml", std::process::id()));
+    std::fs::write(&config, "[llm]\nmodel = \"smollm2-135m\"\n").expect("write test config");
     let mut child = Command::new(env!("CARGO_BIN_EXE_antiphon"))
-        .args(["serve", "--port", "0", "--host", "127.0.0.1"])
+        .args(["serve", "--port", "0", "--host", "127.0.0.1", "--config"])
+        .arg(&config)
         .env(
             "RUST_LOG",
             std::env::var("ANTIPHON_TEST_LOG").unwrap_or_else(|_| "warn".into()),

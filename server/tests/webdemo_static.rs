@@ -28,8 +28,16 @@ fn workspace_root() -> PathBuf {
 }
 
 fn start() -> Server {
+    // Static files need no engines; loading them would only slow the test down.
+    let config = std::env::temp_dir().join(format!("antiphon-webdemo-{}.toml", std::process::id()));
+    std::fs::write(
+        &config,
+        "[asr]\nenabled = false\n[llm]\nenabled = false\n[tts]\nenabled = false\n",
+    )
+    .expect("write test config");
     let mut child = Command::new(env!("CARGO_BIN_EXE_antiphon"))
-        .args(["serve", "--port", "0", "--host", "127.0.0.1"])
+        .args(["serve", "--port", "0", "--host", "127.0.0.1", "--config"])
+        .arg(&config)
         .current_dir(workspace_root())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
