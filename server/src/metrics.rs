@@ -218,37 +218,37 @@ mod tests {
     #[test]
     fn renders_counters_gauges_and_histograms() {
         let m = Metrics::new();
-        m.gauge_add("antiphon_sessions", "realtime_ws", &[], 2);
-        m.gauge_add("antiphon_sessions", "realtime_ws", &[], -1);
+        m.gauge_add("antiphon_sessions", "websocket", &[], 2);
+        m.gauge_add("antiphon_sessions", "websocket", &[], -1);
         m.add(
             "antiphon_errors_total",
-            "realtime_ws",
+            "websocket",
             &[("code", "invalid_json")],
             3,
         );
         m.observe(
             "antiphon_turn_latency_seconds",
-            "realtime_ws",
+            "websocket",
             &[("stage", "first_audio_sent")],
             Duration::from_millis(120),
         );
         let text = m.render();
         assert!(
-            text.contains("antiphon_sessions{transport=\"realtime_ws\"} 1\n"),
+            text.contains("antiphon_sessions{transport=\"websocket\"} 1\n"),
             "{text}"
         );
         assert!(text.contains(
-            "antiphon_errors_total{transport=\"realtime_ws\",code=\"invalid_json\"} 3\n"
+            "antiphon_errors_total{transport=\"websocket\",code=\"invalid_json\"} 3\n"
         ));
         assert!(text.contains(
-            "antiphon_turn_latency_seconds_bucket{transport=\"realtime_ws\",stage=\"first_audio_sent\",le=\"0.1\"} 0\n"
+            "antiphon_turn_latency_seconds_bucket{transport=\"websocket\",stage=\"first_audio_sent\",le=\"0.1\"} 0\n"
         ));
         assert!(text.contains(
-            "antiphon_turn_latency_seconds_bucket{transport=\"realtime_ws\",stage=\"first_audio_sent\",le=\"0.15\"} 1\n"
+            "antiphon_turn_latency_seconds_bucket{transport=\"websocket\",stage=\"first_audio_sent\",le=\"0.15\"} 1\n"
         ));
-        assert!(text.contains("antiphon_turn_latency_seconds_count{transport=\"realtime_ws\",stage=\"first_audio_sent\"} 1\n"));
+        assert!(text.contains("antiphon_turn_latency_seconds_count{transport=\"websocket\",stage=\"first_audio_sent\"} 1\n"));
         assert!(text.contains("# TYPE antiphon_turns_total counter"));
-        assert_eq!(m.gauge("antiphon_sessions", "realtime_ws"), 1);
+        assert_eq!(m.gauge("antiphon_sessions", "websocket"), 1);
     }
 
     #[test]

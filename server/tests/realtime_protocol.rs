@@ -354,7 +354,7 @@ async fn abrupt_disconnect_frees_the_session() {
     let metrics = http_get(server.port, "/metrics").await;
     assert_eq!(sessions_gauge(&metrics), 2, "{metrics}");
     assert!(
-        metrics.contains("antiphon_turns_total") && metrics.contains("transport=\"realtime_ws\"")
+        metrics.contains("antiphon_turns_total") && metrics.contains("transport=\"websocket\"")
     );
 
     // Drop the TCP connections without a close handshake.

@@ -21,7 +21,7 @@ use super::turn::{
 use crate::metrics::Metrics;
 
 /// The `transport` label of this leg in metrics.
-pub const TRANSPORT: &str = "realtime_ws";
+pub const TRANSPORT: &str = "websocket";
 
 /// A session's connection to the engines: commands out, events in. Both channels are bounded;
 /// the events carry the instant they were produced (stamped once, where they were made).
