@@ -237,9 +237,11 @@ mod tests {
             text.contains("antiphon_sessions{transport=\"websocket\"} 1\n"),
             "{text}"
         );
-        assert!(text.contains(
-            "antiphon_errors_total{transport=\"websocket\",code=\"invalid_json\"} 3\n"
-        ));
+        assert!(
+            text.contains(
+                "antiphon_errors_total{transport=\"websocket\",code=\"invalid_json\"} 3\n"
+            )
+        );
         assert!(text.contains(
             "antiphon_turn_latency_seconds_bucket{transport=\"websocket\",stage=\"first_audio_sent\",le=\"0.1\"} 0\n"
         ));
