@@ -13,3 +13,7 @@ cargo run --quiet --bin antiphon -- models fetch --set cpu
 # starving each other on a 2-core machine.
 export CANDLE_NUM_THREADS="${CANDLE_NUM_THREADS:-1}"
 cargo test --workspace --no-fail-fast
+
+# A real third-party client: the official OpenAI Python SDK's Realtime client, GA and beta,
+# against `antiphon serve` (its own venv in target/sdk-venv; prints `sdk: N passed, M failed`).
+tests/sdk/run.sh
