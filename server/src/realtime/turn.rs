@@ -80,6 +80,11 @@ pub enum EngineEvent {
     TtsDone {
         epoch: Epoch,
     },
+    /// A TTS engine that chunks its own input (`chunk_for_tts` off) handed this reply's
+    /// first chunk to synthesis: the "first clause" stage of the latency trace.
+    TtsClause {
+        epoch: Epoch,
+    },
     /// An engine failed; `epoch` when it concerns one reply.
     Failed {
         engine: Engine,
@@ -149,7 +154,8 @@ pub struct TurnSettings {
     pub max_items: usize,
     /// Cut LLM text into clauses before `TtsText` (first clause short, for early speech).
     /// Turn off for a TTS engine that chunks its input itself (main's `TtsStream::push_text`
-    /// does): every token then goes straight to TTS and `first_clause` is not traced.
+    /// does): every token then goes straight to TTS and `first_clause` comes from the
+    /// engine's [`EngineEvent::TtsClause`].
     pub chunk_for_tts: bool,
 }
 
@@ -931,6 +937,15 @@ impl TurnManager {
             EngineEvent::TtsDone { epoch } => {
                 if self.is_current(epoch) {
                     self.finish(ResponseStatus::Completed, None, None);
+                }
+            }
+            EngineEvent::TtsClause { epoch } => {
+                // With our own chunking the clause was already traced when it was cut.
+                if self.is_current(epoch)
+                    && !self.settings.chunk_for_tts
+                    && let Some(r) = self.response.as_mut()
+                {
+                    first(&mut r.trace.first_clause, now);
                 }
             }
             EngineEvent::Failed {
