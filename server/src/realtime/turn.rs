@@ -13,10 +13,10 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::audio_format::{InputDecoder, OutputEncoder};
-use super::chunker::Chunker;
 use super::conversation::{ChatMessage, Conversation, ConversationError};
 use super::events::*;
 use super::protocol::Limits;
+use antiphon_models::tts::chunker::{ChunkerConfig, TextChunker};
 
 /// The epoch of an agent reply. Outputs made for another epoch are stale.
 pub type Epoch = u64;
@@ -170,6 +170,50 @@ impl Default for TurnSettings {
     }
 }
 
+/// `chunk_for_tts`: the TTS engine's own chunker ([`TextChunker`], same rules as
+/// `TtsStream`) cutting LLM tokens into `TtsText` chunks. Chunks come trimmed; later ones get
+/// a space in front so the texts still join as the LLM wrote them.
+#[derive(Debug)]
+struct ClauseCutter {
+    chunker: TextChunker,
+    cut_any: bool,
+}
+
+impl Default for ClauseCutter {
+    fn default() -> Self {
+        ClauseCutter {
+            chunker: TextChunker::new(ChunkerConfig::default()),
+            cut_any: false,
+        }
+    }
+}
+
+impl ClauseCutter {
+    /// Adds a token; returns every chunk now complete, in order.
+    fn push(&mut self, token: &str) -> Vec<String> {
+        self.chunker.push(token);
+        self.ready()
+    }
+
+    /// Whatever text remains, as a final chunk.
+    fn flush(&mut self) -> Option<String> {
+        self.chunker.finish();
+        self.ready().pop()
+    }
+
+    fn ready(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Some(mut chunk) = self.chunker.poll() {
+            if self.cut_any {
+                chunk.insert(0, ' ');
+            }
+            self.cut_any = true;
+            out.push(chunk);
+        }
+        out
+    }
+}
+
 /// Stage instants of one turn.
 #[derive(Debug, Clone, Default)]
 struct Trace {
@@ -220,7 +264,7 @@ struct ActiveResponse {
     instructions: String,
     /// LLM not started yet: waiting for the user's transcript.
     waiting_for_transcript: bool,
-    chunker: Chunker,
+    chunker: ClauseCutter,
     text: String,
     trace: Trace,
     /// End of the echo guard, set when the first audio is sent.
@@ -667,7 +711,7 @@ impl TurnManager {
                 .instructions
                 .unwrap_or_else(|| self.config.instructions.clone()),
             waiting_for_transcript: self.awaiting_transcript.is_some(),
-            chunker: Chunker::new(),
+            chunker: ClauseCutter::default(),
             text: String::new(),
             trace,
             guard_until: None,
