@@ -108,6 +108,7 @@ impl TtsAdapter {
         if self.active == Some(epoch) {
             self.stream.cancel();
             self.active = None;
+            self.clause_at = None;
         }
     }
 
