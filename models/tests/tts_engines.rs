@@ -151,8 +151,14 @@ fn kokoro_speaks_in_joined_chunks() {
 fn first_chunk_arrives_before_the_sentence_is_finished() {
     let engine = engine("joe");
     let mut stream = engine.open_stream("joe").expect("voice");
-    for token in ["Well", " then", ",", " I", " can", " help", " you", " with"] {
+    for (i, token) in ["Well", " then", ",", " I", " can", " help", " you", " with"]
+        .into_iter()
+        .enumerate()
+    {
         stream.push_text(token).expect("queued");
+        // The comma becomes a boundary once the following space arrives (token 3).
+        let cut = u64::from(i >= 3);
+        assert_eq!(stream.reply_chunks_sent(), cut, "after token {i}");
     }
     // The rest of the sentence has not been written yet.
     let first = match stream.recv_timeout(WAIT).expect("engine alive") {
@@ -165,9 +171,13 @@ fn first_chunk_arrives_before_the_sentence_is_finished() {
     assert!(!first.last);
     stream.push_text(" that today.").expect("queued");
     stream.finish().expect("queued");
+    assert_eq!(stream.reply_chunks_sent(), 2);
     let rest = stream.collect_reply(WAIT).expect("audio");
     assert_eq!(rest.last().map(|c| c.last), Some(true));
     assert_eq!(rest[0].start_sample, first.samples.len() as u64);
+    // The next reply counts from zero again.
+    stream.push_text("Sure").expect("queued");
+    assert_eq!(stream.reply_chunks_sent(), 0);
 }
 
 #[test]

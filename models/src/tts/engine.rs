@@ -179,6 +179,7 @@ impl TtsEngine {
             chunker: TextChunker::new(self.config.chunker.clone()),
             pending: VecDeque::new(),
             seq: 0,
+            reply_sent: 0,
             finished: false,
         })
     }
@@ -209,6 +210,8 @@ pub struct TtsStream {
     /// Chunks cut but not yet accepted by a full engine queue.
     pending: VecDeque<(String, bool)>,
     seq: u64,
+    /// Chunks with text handed to the engine in the current reply (see `reply_chunks_sent`).
+    reply_sent: u64,
     finished: bool,
 }
 
@@ -247,8 +250,17 @@ impl TtsStream {
         self.chunker.reset();
         self.pending.clear();
         self.seq = 0;
+        self.reply_sent = 0;
         self.finished = false;
         self.epoch.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Chunks with text the chunker has cut and handed to the engine in the current reply
+    /// (reset by `cancel` and by the next reply after `finish`). Going from 0 to 1 marks the
+    /// first clause leaving for synthesis: the latency trace's "first clause" stage. A chunk
+    /// held back by a full engine queue counts once it is accepted (on a later call).
+    pub fn reply_chunks_sent(&self) -> u64 {
+        self.reply_sent
     }
 
     /// Next chunk of the current epoch, waiting up to `timeout`.
@@ -276,6 +288,7 @@ impl TtsStream {
     /// but its first chunk is cut short again.
     fn start_next_reply(&mut self) {
         self.finished = false;
+        self.reply_sent = 0;
         self.chunker.reset();
     }
 
@@ -295,6 +308,7 @@ impl TtsStream {
 
     fn flush(&mut self) -> Result<(), TtsError> {
         while let Some((text, last)) = self.pending.pop_front() {
+            let spoken = !text.is_empty();
             let request = Request::Speak(Speak {
                 stream: self.id,
                 epoch: self.epoch(),
@@ -306,7 +320,10 @@ impl TtsStream {
                 reply: self.reply.clone(),
             });
             match self.requests.try_send(request) {
-                Ok(()) => self.seq += 1,
+                Ok(()) => {
+                    self.seq += 1;
+                    self.reply_sent += u64::from(spoken);
+                }
                 Err(TrySendError::Full(Request::Speak(s))) => {
                     self.pending.push_front((s.text, s.last));
                     return Err(TtsError::QueueFull);

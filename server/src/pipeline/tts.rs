@@ -5,6 +5,10 @@
 //! (`active`); a cancel, or text for another epoch while one is unfinished, cancels the
 //! stream first, so its stale chunks are dropped by the stream itself and every chunk that
 //! reaches us belongs to `active`.
+//!
+//! First clause: the stream chunks its own text, so the adapter watches its
+//! `reply_chunks_sent` counter and reports the instant the reply's first chunk went to the
+//! engine as [`EngineEvent::TtsClause`] (the latency trace's "first clause" stage).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -22,6 +26,10 @@ pub struct TtsAdapter {
     /// The active reply has spoken some text already (chunk texts come trimmed: later ones
     /// get a space in front so the transcript reads as the LLM wrote it).
     spoke: bool,
+    /// The active reply's first clause is known to have gone to the engine.
+    clause_seen: bool,
+    /// When it went, until `poll` reports it.
+    clause_at: Option<(Epoch, Instant)>,
 }
 
 /// A full engine queue only delays text (the stream keeps it and retries on every poll).
@@ -40,6 +48,19 @@ impl TtsAdapter {
             voice,
             active: None,
             spoke: false,
+            clause_seen: false,
+            clause_at: None,
+        }
+    }
+
+    /// Notes the instant the active reply's first chunk left for the engine.
+    fn watch_clause(&mut self) {
+        if let Some(epoch) = self.active
+            && !self.clause_seen
+            && self.stream.reply_chunks_sent() > 0
+        {
+            self.clause_seen = true;
+            self.clause_at = Some((epoch, Instant::now()));
         }
     }
 
@@ -57,12 +78,16 @@ impl TtsAdapter {
         }
         self.active = Some(epoch);
         self.spoke = false;
+        self.clause_seen = false;
+        self.clause_at = None;
         Ok(())
     }
 
     pub fn text(&mut self, epoch: Epoch, text: &str, voice: &str) -> Result<(), String> {
         self.begin(epoch, voice)?;
-        queued(self.stream.push_text(text))
+        let result = queued(self.stream.push_text(text));
+        self.watch_clause();
+        result
     }
 
     pub fn finish(&mut self, epoch: Epoch) -> Result<(), String> {
@@ -74,13 +99,16 @@ impl TtsAdapter {
         if self.active != Some(epoch) {
             return Ok(());
         }
-        queued(self.stream.finish())
+        let result = queued(self.stream.finish());
+        self.watch_clause();
+        result
     }
 
     pub fn cancel(&mut self, epoch: Epoch) {
         if self.active == Some(epoch) {
             self.stream.cancel();
             self.active = None;
+            self.clause_at = None;
         }
     }
 
@@ -88,7 +116,14 @@ impl TtsAdapter {
     pub fn poll(&mut self, out: &mut Vec<(Instant, EngineEvent)>) -> bool {
         let mut any = false;
         loop {
-            let event = match self.stream.try_recv() {
+            let received = self.stream.try_recv();
+            // `try_recv` retries chunks a full engine queue held back.
+            self.watch_clause();
+            if let Some((epoch, at)) = self.clause_at.take() {
+                out.push((at, EngineEvent::TtsClause { epoch }));
+                any = true;
+            }
+            let event = match received {
                 Ok(Some(e)) => e,
                 Ok(None) => return any,
                 Err(e) => {

@@ -6,7 +6,6 @@
 //!   `encode_server(&ServerEvent, event_id, Dialect) -> Option<String>`; GA and beta names.
 //! - [`events`]: dialect-neutral client/server event types, session config, items.
 //! - [`conversation`]: items in order, truncate-to-played, `to_chat` for the LLM.
-//! - [`chunker`]: LLM tokens -> TTS text chunks (short first clause).
 //! - [`turn`]: `TurnManager` (epochs, server_vad/manual turns, echo guard, latency trace);
 //!   consumes [`turn::EngineEvent`], emits [`turn::Output`] = server events + [`turn::EngineCommand`]s.
 //! - [`audio_format`]: client pcm16 24 kHz / G.711 8 kHz <-> engine f32 (16 kHz into ASR).
@@ -18,7 +17,6 @@
 //! pass it to `http::AppState::new` in `commands/serve.rs`.
 
 pub mod audio_format;
-pub mod chunker;
 pub mod conversation;
 pub mod events;
 pub mod protocol;

@@ -13,10 +13,10 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::audio_format::{InputDecoder, OutputEncoder};
-use super::chunker::Chunker;
 use super::conversation::{ChatMessage, Conversation, ConversationError};
 use super::events::*;
 use super::protocol::Limits;
+use antiphon_models::tts::chunker::{ChunkerConfig, TextChunker};
 
 /// The epoch of an agent reply. Outputs made for another epoch are stale.
 pub type Epoch = u64;
@@ -78,6 +78,11 @@ pub enum EngineEvent {
         text: String,
     },
     TtsDone {
+        epoch: Epoch,
+    },
+    /// A TTS engine that chunks its own input (`chunk_for_tts` off) handed this reply's
+    /// first chunk to synthesis: the "first clause" stage of the latency trace.
+    TtsClause {
         epoch: Epoch,
     },
     /// An engine failed; `epoch` when it concerns one reply.
@@ -149,7 +154,8 @@ pub struct TurnSettings {
     pub max_items: usize,
     /// Cut LLM text into clauses before `TtsText` (first clause short, for early speech).
     /// Turn off for a TTS engine that chunks its input itself (main's `TtsStream::push_text`
-    /// does): every token then goes straight to TTS and `first_clause` is not traced.
+    /// does): every token then goes straight to TTS and `first_clause` comes from the
+    /// engine's [`EngineEvent::TtsClause`].
     pub chunk_for_tts: bool,
 }
 
@@ -161,6 +167,50 @@ impl Default for TurnSettings {
             max_items: 1000,
             chunk_for_tts: true,
         }
+    }
+}
+
+/// `chunk_for_tts`: the TTS engine's own chunker ([`TextChunker`], same rules as
+/// `TtsStream`) cutting LLM tokens into `TtsText` chunks. Chunks come trimmed; later ones get
+/// a space in front so the texts still join as the LLM wrote them.
+#[derive(Debug)]
+struct ClauseCutter {
+    chunker: TextChunker,
+    cut_any: bool,
+}
+
+impl Default for ClauseCutter {
+    fn default() -> Self {
+        ClauseCutter {
+            chunker: TextChunker::new(ChunkerConfig::default()),
+            cut_any: false,
+        }
+    }
+}
+
+impl ClauseCutter {
+    /// Adds a token; returns every chunk now complete, in order.
+    fn push(&mut self, token: &str) -> Vec<String> {
+        self.chunker.push(token);
+        self.ready()
+    }
+
+    /// Whatever text remains, as a final chunk.
+    fn flush(&mut self) -> Option<String> {
+        self.chunker.finish();
+        self.ready().pop()
+    }
+
+    fn ready(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Some(mut chunk) = self.chunker.poll() {
+            if self.cut_any {
+                chunk.insert(0, ' ');
+            }
+            self.cut_any = true;
+            out.push(chunk);
+        }
+        out
     }
 }
 
@@ -214,7 +264,7 @@ struct ActiveResponse {
     instructions: String,
     /// LLM not started yet: waiting for the user's transcript.
     waiting_for_transcript: bool,
-    chunker: Chunker,
+    chunker: ClauseCutter,
     text: String,
     trace: Trace,
     /// End of the echo guard, set when the first audio is sent.
@@ -661,7 +711,7 @@ impl TurnManager {
                 .instructions
                 .unwrap_or_else(|| self.config.instructions.clone()),
             waiting_for_transcript: self.awaiting_transcript.is_some(),
-            chunker: Chunker::new(),
+            chunker: ClauseCutter::default(),
             text: String::new(),
             trace,
             guard_until: None,
@@ -931,6 +981,15 @@ impl TurnManager {
             EngineEvent::TtsDone { epoch } => {
                 if self.is_current(epoch) {
                     self.finish(ResponseStatus::Completed, None, None);
+                }
+            }
+            EngineEvent::TtsClause { epoch } => {
+                // With our own chunking the clause was already traced when it was cut.
+                if self.is_current(epoch)
+                    && !self.settings.chunk_for_tts
+                    && let Some(r) = self.response.as_mut()
+                {
+                    first(&mut r.trace.first_clause, now);
                 }
             }
             EngineEvent::Failed {

@@ -814,8 +814,18 @@ fn tokens_go_straight_to_a_tts_that_chunks_itself() {
     assert!(
         matches!(out.as_slice(), [Output::Command(EngineCommand::TtsText { text, .. })] if text == "It")
     );
+    // The TTS engine reports its own first clause; another reply's report is stale.
+    let stale = h.tm.counters().stale_outputs_dropped;
+    assert!(
+        h.engine(15, EngineEvent::TtsClause { epoch: epoch + 1 })
+            .is_empty()
+    );
+    assert_eq!(h.tm.counters().stale_outputs_dropped, stale + 1);
     let out = h.engine(20, EngineEvent::LlmDone { epoch });
     assert_eq!(trace(&out), ["cmd:tts_finish"]);
+    assert!(h.engine(25, EngineEvent::TtsClause { epoch }).is_empty());
+    // Only the first report counts.
+    assert!(h.engine(27, EngineEvent::TtsClause { epoch }).is_empty());
     let out = h.engine(30, tts(epoch, 100, "It"));
     let rid = h.tm.active_response().unwrap().to_string();
     assert_eq!(
@@ -830,7 +840,7 @@ fn tokens_go_straight_to_a_tts_that_chunks_itself() {
     let [Output::Event(ServerEvent::TurnLatency(t))] = out.as_slice() else {
         panic!()
     };
-    assert_eq!(t.first_clause_ms, None);
+    assert_eq!(t.first_clause_ms, Some(25.0));
     assert_eq!(t.tts_first_audio_ms, Some(30.0));
 }
 
