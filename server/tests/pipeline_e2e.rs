@@ -47,9 +47,15 @@ struct Server {
 }
 
 async fn start_server() -> Server {
+    start_server_with("").await
+}
+
+/// `extra` is appended to the `[llm]` section of the test config (then may open others).
+async fn start_server_with(extra: &str) -> Server {
     // The small CI model keeps these tests fast; the server's default is the cpu set's Qwen.
     let config = std::env::temp_dir().join(format!("antiphon-e2e-{}.toml", std::process::id()));
-    std::fs::write(&config, "[llm]\nmodel = \"smollm2-135m\"\n").expect("write test config");
+    std::fs::write(&config, format!("[llm]\nmodel = \"smollm2-135m\"\n{extra}"))
+        .expect("write test config");
     let mut child = Command::new(env!("CARGO_BIN_EXE_antiphon"))
         .args(["serve", "--port", "0", "--host", "127.0.0.1", "--config"])
         .arg(&config)
@@ -568,4 +574,104 @@ async fn manual_turn_over_g711_mulaw_both_ways() {
         reply_wer * 100.0
     );
     assert!(reply_wer <= 0.35, "reply round-trip WER {reply_wer}");
+}
+
+/// `GET /metrics` over a bare HTTP/1.0 connection.
+async fn metrics(port: u16) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut sock = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect for /metrics");
+    sock.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .expect("send /metrics request");
+    let mut body = String::new();
+    sock.read_to_string(&mut body).await.expect("read /metrics");
+    body
+}
+
+/// Streams the 3 s clip into a fresh session and returns once the first reply audio arrives,
+/// with the session's halves and its microphone still running.
+async fn speak_until_reply_audio(
+    port: u16,
+    clip: &Clip,
+) -> (
+    tokio::task::JoinHandle<()>,
+    SplitStream<Ws>,
+    watch::Sender<u32>,
+) {
+    let (tx, mut rx) = open_session(port, 40, None).await;
+    let (speak_tx, speak_rx) = watch::channel(0u32);
+    let (end_tx, _end_rx) = mpsc::unbounded_channel();
+    let mic = microphone(tx, clip.samples.clone(), clip.speech_end, speak_rx, end_tx);
+    speak_tx.send(1).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = recv(&mut rx, deadline).await;
+        assert_ne!(v["type"], "error", "{v}");
+        if v["type"] == "response.output_audio.delta" {
+            return (mic, rx, speak_tx);
+        }
+    }
+}
+
+/// A client that vanishes mid-reply frees everything it held. The server runs one ASR slot,
+/// one LLM conversation and one TTS stream, so a lease the dead session's bridge kept would
+/// turn the next connect into a 503 and this test would fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_vanishing_mid_reply_frees_its_engine_slots() {
+    let _serial = SERIAL.lock().await;
+    let clip = load_clip();
+    let server = start_server_with("slots = 1\n[asr]\nslots = 1\n[tts]\nslots = 1\n").await;
+    let gauge = "antiphon_sessions{transport=\"websocket\"}";
+
+    let (mic, rx, speak) = speak_until_reply_audio(server.port, &clip).await;
+    assert!(metrics(server.port).await.contains(&format!("{gauge} 1")));
+    // Vanish: no close frame, the TCP connection just goes away mid-reply.
+    mic.abort();
+    let _ = mic.await;
+    drop(rx);
+    drop(speak);
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = metrics(server.port).await;
+        if m.contains(&format!("{gauge} 0")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "session still open: {m}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The bridge thread drops the leases as it ends, just after the session: a few retries
+    // cover that; a leaked slot keeps refusing until the deadline.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut req = format!("ws://127.0.0.1:{}/v1/realtime?model=test", server.port)
+            .into_client_request()
+            .unwrap();
+        req.headers_mut()
+            .insert("Authorization", format!("Bearer {KEY}").parse().unwrap());
+        match connect_async(req).await {
+            Ok((ws, _)) => {
+                drop(ws);
+                break;
+            }
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the vanished session's slots were not freed: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !metrics(server.port).await.contains(&format!("{gauge} 0")) {
+        assert!(Instant::now() < deadline, "probe session did not close");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The new session is served end to end on the freed slots.
+    let (mic, _rx, _speak) = speak_until_reply_audio(server.port, &clip).await;
+    mic.abort();
 }

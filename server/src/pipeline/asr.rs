@@ -110,6 +110,16 @@ impl AsrAdapter {
         Ok(())
     }
 
+    /// New server-VAD parameters (`session.update`). The engine fixes a slot's endpointer when
+    /// it opens, so this takes a fresh slot with them: audio the old slot still buffered and an
+    /// utterance in progress are discarded, which at a settings change is what a client expects.
+    /// An invalid config is refused before the old slot is let go.
+    pub fn configure(&mut self, endpoint: EndpointConfig) -> Result<(), String> {
+        endpoint.validate().map_err(|e| e.to_string())?;
+        self.endpoint = endpoint;
+        self.reset()
+    }
+
     /// Moves every ready recogniser event to `out`; true if there was any.
     pub fn poll(&mut self, out: &mut Vec<(Instant, EngineEvent)>) -> bool {
         let mut any = false;

@@ -27,6 +27,7 @@ use super::asr::AsrAdapter;
 use super::llm::LlmAdapter;
 use super::tts::TtsAdapter;
 use crate::realtime::turn::{Engine, EngineCommand, EngineEvent, Epoch};
+use antiphon_models::vad::endpoint::EndpointConfig;
 
 /// Commands waiting for the bridge (about 5 s of 20 ms audio frames).
 pub const COMMAND_QUEUE: usize = 256;
@@ -112,6 +113,20 @@ impl Bridge {
             },
             EngineCommand::AsrReset => match self.asr.as_mut() {
                 Some(a) => a.reset().map_err(|m| (Engine::Asr, None, m)),
+                None => Ok(()),
+            },
+            EngineCommand::AsrConfigure {
+                threshold,
+                prefix_padding_ms,
+                silence_duration_ms,
+            } => match self.asr.as_mut() {
+                Some(a) => a
+                    .configure(EndpointConfig {
+                        threshold,
+                        prefix_padding_ms,
+                        silence_duration_ms,
+                    })
+                    .map_err(|m| (Engine::Asr, None, m)),
                 None => Ok(()),
             },
             EngineCommand::LlmStart {

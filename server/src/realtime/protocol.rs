@@ -6,6 +6,7 @@
 //! nested `audio.input.format` objects and the beta flat `input_audio_format` strings are
 //! accepted in either dialect, and unknown fields are ignored (as OpenAI adds fields often).
 
+use antiphon_models::vad::endpoint::MIN_SILENCE_DURATION_MS;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::Deserialize;
@@ -261,6 +262,16 @@ fn turn_detection(v: Value) -> Result<Option<TurnDetectionPatch>, DecodeError> {
         return Err((
             "invalid_value",
             format!("turn_detection.threshold {t} is not in 0..1"),
+        ));
+    }
+    if let Some(ms) = w.silence_duration_ms
+        && ms < MIN_SILENCE_DURATION_MS
+    {
+        return Err((
+            "invalid_value",
+            format!(
+                "turn_detection.silence_duration_ms {ms} is below {MIN_SILENCE_DURATION_MS} ms"
+            ),
         ));
     }
     Ok(Some(TurnDetectionPatch {

@@ -106,6 +106,13 @@ pub enum EngineCommand {
     AsrCommit,
     /// The input buffer was cleared: drop buffered audio and VAD state.
     AsrReset,
+    /// `session.update` changed the server-VAD parameters: the endpointer must use these from
+    /// now on (audio the recogniser still buffers may be discarded).
+    AsrConfigure {
+        threshold: f32,
+        prefix_padding_ms: u32,
+        silence_duration_ms: u32,
+    },
     LlmStart {
         epoch: Epoch,
         messages: Vec<ChatMessage>,
@@ -318,13 +325,22 @@ pub struct TurnManager {
     /// playing at the client, so a barge-in truncates it to what was heard.
     last_played: Option<(String, Instant)>,
     warned_no_asr: bool,
+    /// VAD parameters the ASR engine was last told (threshold, prefix, silence); starts as the
+    /// session's initial config, which the pipeline opened the ASR slot with.
+    asr_vad: Option<(f32, u32, u32)>,
     counters: TurnCounters,
     out: VecDeque<Output>,
+}
+
+/// The parts of turn detection the ASR endpointer uses.
+fn vad_params(td: &TurnDetection) -> (f32, u32, u32) {
+    (td.threshold, td.prefix_padding_ms, td.silence_duration_ms)
 }
 
 impl TurnManager {
     /// Creates the machine and queues `session.created`.
     pub fn new(config: SessionConfig, engines: Engines, settings: TurnSettings) -> Self {
+        let asr_vad = config.turn_detection.as_ref().map(vad_params);
         let mut t = TurnManager {
             decoder: InputDecoder::new(config.input_format),
             encoder: OutputEncoder::new(config.output_format),
@@ -342,6 +358,7 @@ impl TurnManager {
             response: None,
             last_played: None,
             warned_no_asr: false,
+            asr_vad,
             counters: TurnCounters::default(),
             out: VecDeque::new(),
         };
@@ -490,6 +507,18 @@ impl TurnManager {
         }
         if self.config.output_format != old_out {
             self.encoder = OutputEncoder::new(self.config.output_format);
+        }
+        // Switching to manual turns leaves the endpointer as it is (its events are ignored).
+        if let Some(p) = self.config.turn_detection.as_ref().map(vad_params)
+            && self.asr_vad != Some(p)
+            && self.engines.asr
+        {
+            self.asr_vad = Some(p);
+            self.command(EngineCommand::AsrConfigure {
+                threshold: p.0,
+                prefix_padding_ms: p.1,
+                silence_duration_ms: p.2,
+            });
         }
         self.emit(ServerEvent::SessionUpdated(self.config.clone()));
     }

@@ -188,6 +188,10 @@ fn session_update_rejects_unsupported_settings() {
             json!({"turn_detection": {"type": "server_vad", "threshold": 3.0}}),
             "threshold",
         ),
+        (
+            json!({"turn_detection": {"type": "server_vad", "silence_duration_ms": 50}}),
+            "silence_duration_ms",
+        ),
         (json!({"modalities": ["video"]}), "video"),
         (json!({"max_output_tokens": -1}), "max_output_tokens"),
         (json!({"instructions": 5}), "session.update"),

@@ -82,6 +82,7 @@ fn trace(out: &[Output]) -> Vec<String> {
                     EngineCommand::AsrAudio { .. } => "cmd:asr_audio",
                     EngineCommand::AsrCommit => "cmd:asr_commit",
                     EngineCommand::AsrReset => "cmd:asr_reset",
+                    EngineCommand::AsrConfigure { .. } => "cmd:asr_configure",
                     EngineCommand::LlmStart { .. } => "cmd:llm_start",
                     EngineCommand::LlmCancel { .. } => "cmd:llm_cancel",
                     EngineCommand::TtsText { .. } => "cmd:tts_text",
@@ -900,4 +901,64 @@ fn finished_reply_still_playing_is_truncated_at_barge_in() {
     let out = h.engine(2500, EngineEvent::SpeechStarted { audio_ms: 2500 });
     assert_eq!(truncated_at(&out), None);
     assert_eq!(assistant_text(&h), "It is noon,");
+}
+
+#[test]
+fn session_update_changing_vad_parameters_reconfigures_the_asr_endpointer() {
+    let mut h = H::new(ALL);
+    let out = h.client(
+        0,
+        json!({"type": "session.update", "session": {"type": "realtime",
+            "turn_detection": {"type": "server_vad", "silence_duration_ms": 900}}}),
+    );
+    let cmds: Vec<_> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Command(c) => Some(c.clone()),
+            _ => None,
+        })
+        .collect();
+    let d = TurnDetection::default();
+    assert_eq!(
+        cmds,
+        vec![EngineCommand::AsrConfigure {
+            threshold: d.threshold,
+            prefix_padding_ms: d.prefix_padding_ms,
+            silence_duration_ms: 900,
+        }]
+    );
+    assert!(trace(&out).contains(&"session.updated".to_string()));
+
+    // The same values again, or settings the endpointer does not use: nothing to apply.
+    for session in [
+        json!({"type": "realtime", "turn_detection": {"type": "server_vad", "silence_duration_ms": 900}}),
+        json!({"type": "realtime", "turn_detection": {"type": "server_vad", "create_response": false}}),
+        json!({"type": "realtime", "instructions": "Be terse."}),
+        json!({"type": "realtime", "turn_detection": null}),
+    ] {
+        let out = h.client(10, json!({"type": "session.update", "session": session}));
+        assert_eq!(trace(&out), ["session.updated"], "{session}");
+    }
+    // Back to server VAD with the values the engine already has: still nothing.
+    let out = h.client(
+        20,
+        json!({"type": "session.update", "session": {"type": "realtime",
+            "turn_detection": {"type": "server_vad", "silence_duration_ms": 900}}}),
+    );
+    assert_eq!(trace(&out), ["session.updated"]);
+}
+
+#[test]
+fn vad_parameters_are_not_sent_to_a_missing_asr_engine() {
+    let mut h = H::new(Engines {
+        asr: false,
+        llm: true,
+        tts: true,
+    });
+    let out = h.client(
+        0,
+        json!({"type": "session.update", "session": {"type": "realtime",
+            "turn_detection": {"type": "server_vad", "threshold": 0.8}}}),
+    );
+    assert_eq!(trace(&out), ["session.updated"]);
 }
