@@ -195,6 +195,94 @@ fn second_turn_prefills_only_new_tokens_and_matches_uncached_output() {
 }
 
 #[test]
+fn warmed_session_prefills_only_the_user_turn_and_replies_the_same() {
+    let _g = serial();
+    let m = smollm();
+    let f = format(&m);
+    let eng = engine(m.clone(), EngineConfig::default());
+    let system = "You are a terse assistant who answers in one short sentence.";
+    let user = "Name a fruit.";
+    let system_len = f.system(&m.tokenizer, Some(system)).expect("system").len();
+    let user_len = f.user_turn(&m.tokenizer, user).expect("user").len();
+
+    // Cold: the first turn prefills the system prompt and the user turn.
+    let mut cold = eng.session(Some(system)).expect("session");
+    let (cold_text, cold_done) = cold.turn(user, &greedy(16)).expect("turn").collect_text();
+    let Some(ReplyEvent::Done { prefilled: pc, .. }) = cold_done else {
+        panic!("cold turn did not finish: {cold_done:?}")
+    };
+    assert_eq!(pc, system_len + user_len);
+
+    // Warm: the system prompt is cached ahead of time, the turn runs only the user tokens.
+    let warm = eng.session(Some(system)).expect("session");
+    let steps_before = eng.steps_started();
+    let cached = warm
+        .warm()
+        .expect("warm")
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("warm-up finished");
+    assert_eq!(cached, system_len);
+    assert!(eng.steps_started() > steps_before, "warm-up ran no step");
+    let mut warm = warm;
+    let (warm_text, warm_done) = warm.turn(user, &greedy(16)).expect("turn").collect_text();
+    let Some(ReplyEvent::Done { prefilled: pw, .. }) = warm_done else {
+        panic!("warm turn did not finish: {warm_done:?}")
+    };
+    assert_eq!(pw, user_len);
+    assert_eq!(warm_text, cold_text);
+    assert!(!warm_text.is_empty());
+}
+
+#[test]
+fn warm_up_yields_to_a_turn_and_to_the_cache_bound() {
+    let _g = serial();
+    let m = smollm();
+    let f = format(&m);
+    let system = "You are a terse assistant who answers in one short sentence.";
+    let user = "Name a fruit.";
+    let full = f.system(&m.tokenizer, Some(system)).expect("system").len()
+        + f.user_turn(&m.tokenizer, user).expect("user").len();
+    let wait = std::time::Duration::from_secs(60);
+
+    // A turn sent right after warm() continues from whatever was cached; same reply.
+    let eng = engine(m.clone(), EngineConfig::default());
+    let mut cold = eng.session(Some(system)).expect("session");
+    let (cold_text, _) = cold.turn(user, &greedy(12)).expect("turn").collect_text();
+    let mut s = eng.session(Some(system)).expect("session");
+    let warmed = s.warm().expect("warm");
+    let (text, done) = s.turn(user, &greedy(12)).expect("turn").collect_text();
+    let Some(ReplyEvent::Done { prefilled, .. }) = done else {
+        panic!("turn did not finish: {done:?}")
+    };
+    assert!(prefilled <= full);
+    assert_eq!(text, cold_text);
+    // Either it finished before the turn or it was superseded: it never hangs.
+    let _ = warmed.recv_timeout(wait);
+
+    // A cache bound smaller than the prefix: the warm-up's cache is evicted, it stops, and
+    // the turn still prefills everything and answers the same.
+    let cfg = EngineConfig {
+        max_cached_tokens: 4,
+        ..EngineConfig::default()
+    };
+    let eng = engine(m.clone(), cfg);
+    let mut s = eng.session(Some(system)).expect("session");
+    let outcome = s.warm().expect("warm").recv_timeout(wait);
+    assert_eq!(
+        outcome,
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected),
+        "a warm-up over the cache bound must stop"
+    );
+    assert!(eng.evictions() >= 1);
+    let (text, done) = s.turn(user, &greedy(12)).expect("turn").collect_text();
+    let Some(ReplyEvent::Done { prefilled, .. }) = done else {
+        panic!("turn did not finish: {done:?}")
+    };
+    assert_eq!(prefilled, full);
+    assert_eq!(text, cold_text);
+}
+
+#[test]
 fn interrupted_reply_keeps_only_spoken_part_and_evicted_session_reprefills() {
     let _g = serial();
     let m = smollm();

@@ -89,12 +89,25 @@ async fn start_server_with(extra: &str) -> Server {
 }
 
 async fn connect(port: u16) -> Ws {
-    let mut req = format!("ws://127.0.0.1:{port}/v1/realtime?model=test")
-        .into_client_request()
-        .unwrap();
-    req.headers_mut()
-        .insert("Authorization", format!("Bearer {KEY}").parse().unwrap());
-    connect_async(req).await.expect("connect").0
+    // A session that just closed may hold its engine leases a moment longer (its bridge thread
+    // drops them as it ends, after the sessions gauge falls): retry a 503 briefly.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut req = format!("ws://127.0.0.1:{port}/v1/realtime?model=test")
+            .into_client_request()
+            .unwrap();
+        req.headers_mut()
+            .insert("Authorization", format!("Bearer {KEY}").parse().unwrap());
+        match connect_async(req).await {
+            Ok((ws, _)) => return ws,
+            Err(tokio_tungstenite::tungstenite::Error::Http(r))
+                if r.status() == 503 && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("connect: {e:?}"),
+        }
+    }
 }
 
 struct Clip {

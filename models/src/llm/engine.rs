@@ -99,6 +99,10 @@ enum Msg {
     End {
         session: u64,
     },
+    Warm {
+        session: u64,
+        done: SyncSender<usize>,
+    },
     Shutdown,
 }
 
@@ -161,6 +165,7 @@ impl LlmEngine {
             sessions: HashMap::new(),
             slots: Vec::new(),
             waiting: VecDeque::new(),
+            warms: VecDeque::new(),
             steps: steps.clone(),
             evictions: evictions.clone(),
             healthy: healthy.clone(),
@@ -282,6 +287,28 @@ impl EngineSession {
     }
 }
 
+impl EngineSession {
+    /// Prefill this conversation's known prefix (the system turn, or whatever it holds) into
+    /// its KV cache now, without generating, so the first `send` runs only the user turn.
+    ///
+    /// Lowest priority: the decode thread runs one chunk of it per step, only with step budget
+    /// left after every running reply. A `send` that arrives first simply continues from
+    /// whatever is cached by then (the warm-up stops). The returned receiver gets the cached
+    /// token count once the prefix is fully cached; it disconnects instead if the warm-up was
+    /// superseded by a turn, evicted by the cache bound, or the session ended.
+    pub fn warm(&self) -> Result<Receiver<usize>, LlmError> {
+        let (done, rx) = mpsc::sync_channel(1);
+        self.shared
+            .ctl
+            .send(Msg::Warm {
+                session: self.id,
+                done,
+            })
+            .map_err(|_| LlmError::EngineStopped("engine thread gone".into()))?;
+        Ok(rx)
+    }
+}
+
 impl ChatSession for EngineSession {
     fn send(&mut self, user: &str, params: &SamplingParams) -> Result<ReplyStream, LlmError> {
         self.turn(user, params)
@@ -374,6 +401,12 @@ struct Pending {
     tx: SyncSender<ReplyEvent>,
 }
 
+/// A queued prefill-only job (see [`EngineSession::warm`]).
+struct WarmJob {
+    session: u64,
+    done: SyncSender<usize>,
+}
+
 struct Loop {
     model: Arc<QuantLm>,
     format: ChatFormat,
@@ -382,6 +415,7 @@ struct Loop {
     sessions: HashMap<u64, SessionState>,
     slots: Vec<Slot>,
     waiting: VecDeque<Pending>,
+    warms: VecDeque<WarmJob>,
     steps: Arc<AtomicU64>,
     evictions: Arc<AtomicU64>,
     healthy: Arc<AtomicBool>,
@@ -392,7 +426,8 @@ impl Loop {
     fn run(&mut self) {
         loop {
             // Control first: cancels must land before the next step.
-            let idle = self.slots.is_empty() && self.waiting.is_empty();
+            self.prune_warms();
+            let idle = self.slots.is_empty() && self.waiting.is_empty() && self.warms.is_empty();
             if idle {
                 match self.rx.recv() {
                     Ok(m) => {
@@ -504,7 +539,13 @@ impl Loop {
                     truncate_session(st, &self.format, request, spoken_bytes);
                 }
             }
+            Msg::Warm { session, done } => {
+                if self.sessions.contains_key(&session) {
+                    self.warms.push_back(WarmJob { session, done });
+                }
+            }
             Msg::End { session } => {
+                self.warms.retain(|w| w.session != session);
                 if let Some(st) = self.sessions.get_mut(&session) {
                     st.ended = true;
                 }
@@ -555,6 +596,8 @@ impl Loop {
             st.busy = true;
             self.tick += 1;
             st.last_used = self.tick;
+            // A real turn supersedes a warm-up: it continues from whatever is cached.
+            self.warms.retain(|w| w.session != p.session);
             // Cache holds at most tokens.len()-1 so there is always a token to feed.
             st.kv.truncate(st.tokens.len() - 1);
             let kv = std::mem::replace(&mut st.kv, SeqKv::new(0));
@@ -632,10 +675,18 @@ impl Loop {
                 chosen.push((i, start, len));
             }
         }
-        if chosen.is_empty() {
+        // Lowest priority: at most one warm-up chunk, with whatever budget is left.
+        let warm = self.pick_warm(budget);
+        if chosen.is_empty() && warm.is_none() {
             return false;
         }
         let step = self.steps.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut warm_kv = warm.map(|(session, _, _)| {
+            let st = self.sessions.get_mut(&session);
+            // pick_warm only returns sessions that exist.
+            st.map(|st| std::mem::replace(&mut st.kv, SeqKv::new(0)))
+                .unwrap_or_else(|| SeqKv::new(0))
+        });
         // Take the caches out so each StepSeq can borrow one mutably.
         let mut kvs: Vec<SeqKv> = chosen
             .iter()
@@ -650,12 +701,25 @@ impl Loop {
                     kv,
                 })
                 .collect();
+            if let (Some((session, start, len)), Some(kv)) = (warm, warm_kv.as_mut())
+                && let Some(st) = self.sessions.get(&session)
+            {
+                seqs.push(StepSeq {
+                    tokens: &st.tokens[start..start + len],
+                    kv,
+                });
+            }
             self.model
                 .forward(&mut seqs)
                 .and_then(|l| Ok(l.to_vec2::<f32>()?))
         };
         for (&(i, _, _), kv) in chosen.iter().zip(kvs) {
             self.slots[i].kv = kv;
+        }
+        if let (Some((session, _, _)), Some(kv)) = (warm, warm_kv)
+            && let Some(st) = self.sessions.get_mut(&session)
+        {
+            st.kv = kv;
         }
         let logits = match result {
             Ok(l) => l,
@@ -678,6 +742,10 @@ impl Loop {
                 return true;
             }
         };
+        if let Some((session, _, _)) = warm {
+            self.after_warm_chunk(session);
+        }
+        // The warm-up's logits row (last, if any) is not sampled: zip stops at `chosen`.
         for (&(i, _, _), mut row) in chosen.iter().zip(logits) {
             let slot = &mut self.slots[i];
             if slot.kv.len() < slot.tokens.len() {
@@ -719,6 +787,50 @@ impl Loop {
             }
         }
         true
+    }
+
+    /// Drop warm-ups that cannot or need not run; report the finished ones.
+    fn prune_warms(&mut self) {
+        let sessions = &self.sessions;
+        self.warms.retain(|w| match sessions.get(&w.session) {
+            None => false,
+            Some(st) if st.busy => false,
+            Some(st) if st.kv.len() >= st.tokens.len() => {
+                let _ = w.done.try_send(st.kv.len());
+                false
+            }
+            Some(_) => true,
+        });
+    }
+
+    /// The next warm-up chunk `(session, start, len)` within `budget`, if any.
+    fn pick_warm(&mut self, budget: usize) -> Option<(u64, usize, usize)> {
+        self.prune_warms();
+        if budget == 0 {
+            return None;
+        }
+        let job = self.warms.front()?;
+        let st = self.sessions.get(&job.session)?;
+        let start = st.kv.len();
+        let len = (st.tokens.len() - start)
+            .min(self.config.prefill_chunk.max(1))
+            .min(budget);
+        Some((job.session, start, len))
+    }
+
+    /// Keep the warmed session most recent and the cache within bounds; a warm-up whose own
+    /// cache had to be evicted stops (it would only be evicted again).
+    fn after_warm_chunk(&mut self, session: u64) {
+        self.tick += 1;
+        let tick = self.tick;
+        if let Some(st) = self.sessions.get_mut(&session) {
+            st.last_used = tick;
+        }
+        self.enforce_cache_bound();
+        if self.sessions.get(&session).is_none_or(|s| s.kv.is_empty()) {
+            self.warms.retain(|w| w.session != session);
+        }
+        self.prune_warms();
     }
 
     /// Hand finished slots' caches back to their sessions and report the end. A finished reply

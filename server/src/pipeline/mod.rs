@@ -185,6 +185,11 @@ impl EngineConnector for Pipeline {
                 let session = engine
                     .session(self.instructions.as_deref())
                     .map_err(|e| format!("language model: {e}"))?;
+                // Cache the system prompt while the caller is still speaking, so the first
+                // turn prefills only its own tokens. Best effort: a failure shows up at the turn.
+                if let Err(e) = session.warm() {
+                    tracing::debug!("LLM warm-up not queued: {e}");
+                }
                 Some(llm::LlmAdapter::new(
                     engine.clone(),
                     session,
