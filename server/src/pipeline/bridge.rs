@@ -129,6 +129,12 @@ impl Bridge {
                     .map_err(|m| (Engine::Asr, None, m)),
                 None => Ok(()),
             },
+            EngineCommand::LlmPrepare { messages } => {
+                if let Some(l) = self.llm.as_mut() {
+                    l.prepare(&messages);
+                }
+                Ok(())
+            }
             EngineCommand::LlmStart {
                 epoch,
                 messages,

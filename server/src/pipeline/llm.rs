@@ -187,6 +187,38 @@ impl LlmAdapter {
         }
     }
 
+    /// The instructions changed before a turn: if the next turn would open a fresh engine
+    /// conversation anyway, open it now and warm it, so the turn prefills only its own tokens.
+    /// Best effort: any failure is left for the turn to meet.
+    pub fn prepare(&mut self, messages: &[ChatMessage]) {
+        if self.reply.is_some() {
+            return;
+        }
+        let held = self.session.as_ref().map(|_| self.system.as_deref());
+        let last = self.last_reply.as_ref().map(|(_, t)| t.as_str());
+        // Only when everything is history: pending user messages belong to the turn itself.
+        let Plan::Reset { system, user } = plan(held, &self.history, last, messages) else {
+            return;
+        };
+        if !user.is_empty() {
+            return;
+        }
+        self.session = None;
+        match self.engine.session(system.as_deref()) {
+            Ok(s) => {
+                if let Err(e) = s.warm() {
+                    tracing::debug!("LLM warm-up not queued: {e}");
+                }
+                self.session = Some(s);
+                let (system, rest) = split_system(messages);
+                self.system = system.map(str::to_string);
+                self.history = rest.to_vec();
+                self.last_reply = None;
+            }
+            Err(e) => tracing::debug!("LLM conversation not prepared: {e}"),
+        }
+    }
+
     pub fn start(
         &mut self,
         epoch: Epoch,

@@ -121,6 +121,11 @@ pub enum EngineCommand {
     LlmCancel {
         epoch: Epoch,
     },
+    /// The instructions changed: the conversation the next `LlmStart` will send (so far),
+    /// for the engine to open and prefill ahead of the turn. A hint; nothing waits on it.
+    LlmPrepare {
+        messages: Vec<ChatMessage>,
+    },
     /// Text to speak, in order; `voice` from the session config.
     TtsText {
         epoch: Epoch,
@@ -500,7 +505,12 @@ impl TurnManager {
     fn session_update(&mut self, patch: SessionPatch) {
         let old_in = self.config.input_format;
         let old_out = self.config.output_format;
+        let old_instructions = self.config.instructions.clone();
         self.config.apply(patch);
+        if self.config.instructions != old_instructions && self.engines.llm {
+            let messages = self.conversation.to_chat(&self.config.instructions);
+            self.command(EngineCommand::LlmPrepare { messages });
+        }
         if self.config.input_format != old_in {
             self.decoder = InputDecoder::new(self.config.input_format);
             self.input_bytes = 0;

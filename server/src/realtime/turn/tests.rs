@@ -85,6 +85,7 @@ fn trace(out: &[Output]) -> Vec<String> {
                     EngineCommand::AsrConfigure { .. } => "cmd:asr_configure",
                     EngineCommand::LlmStart { .. } => "cmd:llm_start",
                     EngineCommand::LlmCancel { .. } => "cmd:llm_cancel",
+                    EngineCommand::LlmPrepare { .. } => "cmd:llm_prepare",
                     EngineCommand::TtsText { .. } => "cmd:tts_text",
                     EngineCommand::TtsFinish { .. } => "cmd:tts_finish",
                     EngineCommand::TtsCancel { .. } => "cmd:tts_cancel",
@@ -929,6 +930,21 @@ fn session_update_changing_vad_parameters_reconfigures_the_asr_endpointer() {
     );
     assert!(trace(&out).contains(&"session.updated".to_string()));
 
+    // New instructions: the LLM side is told, so it can open and prefill the conversation
+    // before the next turn; the same instructions again tell it nothing.
+    let out = h.client(
+        5,
+        json!({"type": "session.update", "session": {"type": "realtime", "instructions": "Be terse."}}),
+    );
+    assert_eq!(trace(&out), ["cmd:llm_prepare", "session.updated"]);
+    let prepared = out.iter().find_map(|o| match o {
+        Output::Command(EngineCommand::LlmPrepare { messages }) => Some(messages.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        prepared.and_then(|m| m.first().map(|m| m.content.clone())),
+        Some("Be terse.".to_string())
+    );
     // The same values again, or settings the endpointer does not use: nothing to apply.
     for session in [
         json!({"type": "realtime", "turn_detection": {"type": "server_vad", "silence_duration_ms": 900}}),
