@@ -145,17 +145,8 @@ impl SlotStream {
             }) => {
                 let from = audio_start.max(self.history_start);
                 let skip = (from - self.history_start) as usize;
-                self.open = Some(Segment {
-                    id: self.next_id,
-                    start: from,
-                    audio: self.history.iter().skip(skip).copied().collect(),
-                    stable: Vec::new(),
-                    previous: Vec::new(),
-                    decoded_len: 0,
-                    last_decode: None,
-                    stopped_at: None,
-                });
-                self.next_id += 1;
+                let audio = self.history.iter().skip(skip).copied().collect();
+                self.open_segment(from, audio);
                 events.push(AsrEvent::SpeechStarted {
                     audio_start_ms: samples_to_ms(from),
                     speech_start_ms: samples_to_ms(speech_start),
@@ -179,21 +170,26 @@ impl SlotStream {
                 if too_long {
                     // Still speaking: finalise what we have and carry on in a new segment.
                     self.close(self.clock, now);
-                    self.open = Some(Segment {
-                        id: self.next_id,
-                        start: self.clock,
-                        audio: Vec::new(),
-                        stable: Vec::new(),
-                        previous: Vec::new(),
-                        decoded_len: 0,
-                        last_decode: None,
-                        stopped_at: None,
-                    });
-                    self.next_id += 1;
+                    self.open_segment(self.clock, Vec::new());
                 }
             }
         }
         self.trim_history();
+    }
+
+    /// Starts a new open segment at `start` holding `audio`, with the next segment id.
+    fn open_segment(&mut self, start: u64, audio: Vec<f32>) {
+        self.open = Some(Segment {
+            id: self.next_id,
+            start,
+            audio,
+            stable: Vec::new(),
+            previous: Vec::new(),
+            decoded_len: 0,
+            last_decode: None,
+            stopped_at: None,
+        });
+        self.next_id += 1;
     }
 
     fn close(&mut self, speech_end: u64, now: Instant) {
