@@ -20,6 +20,20 @@ use crate::metrics::Metrics;
 use crate::realtime::events::{AudioFormat, Modality, SessionConfig, TurnDetection};
 use crate::realtime::protocol::{Dialect, Limits};
 use crate::realtime::session::{self, EngineConnector, SessionParams, TRANSPORT};
+
+/// Why a new session was not admitted: answered to that caller in its protocol's terms.
+#[derive(Debug)]
+pub struct Refusal {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        refuse(self.status, self.code, &self.message)
+    }
+}
 use crate::realtime::turn::{Engines, TurnSettings};
 
 /// Shared, read-mostly server state.
@@ -59,6 +73,74 @@ impl AppState {
             .as_ref()
             .map(|c| c.engines())
             .unwrap_or_default()
+    }
+
+    /// Admits one session of any transport: takes an admission permit and leases engine slots,
+    /// or refuses at once (never queues). `formats` are the session's input and output audio
+    /// formats (what the transport puts in `input_audio_buffer.append` and gets in deltas).
+    pub fn admit(
+        &self,
+        transport: &'static str,
+        dialect: Dialect,
+        formats: (AudioFormat, AudioFormat),
+    ) -> Result<SessionParams, Refusal> {
+        let Ok(permit) = self.sessions.clone().try_acquire_owned() else {
+            self.metrics.add(
+                "antiphon_sessions_refused_total",
+                transport,
+                &[("reason", "capacity")],
+                1,
+            );
+            return Err(Refusal {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                code: "server_at_capacity",
+                message: "too many sessions; try again later".into(),
+            });
+        };
+        let n = self.next_session.fetch_add(1, Ordering::Relaxed) + 1;
+        let session_id = format!("sess_{:04x}{n:06}", self.boot_tag);
+        let link = match &self.connector {
+            Some(c) => match c.connect(&session_id) {
+                Ok(link) => Some(link),
+                Err(reason) => {
+                    self.metrics.add(
+                        "antiphon_sessions_refused_total",
+                        transport,
+                        &[("reason", "engines")],
+                        1,
+                    );
+                    return Err(Refusal {
+                        status: StatusCode::SERVICE_UNAVAILABLE,
+                        code: "engines_unavailable",
+                        message: reason,
+                    });
+                }
+            },
+            None => None,
+        };
+        let s = &self.config.server;
+        let mut initial = self.initial_session(session_id.clone());
+        (initial.input_format, initial.output_format) = formats;
+        Ok(SessionParams {
+            initial,
+            session_id,
+            transport,
+            dialect,
+            engines: self.engines(),
+            settings: TurnSettings {
+                limits: Limits {
+                    max_message_bytes: s.max_message_bytes,
+                    max_audio_buffer_bytes: s.max_audio_buffer_bytes,
+                },
+                echo_guard: Duration::from_millis(self.config.session.echo_guard_ms),
+                max_items: s.max_conversation_items,
+                chunk_for_tts: !self.connector.as_ref().is_some_and(|c| c.tts_chunks_text()),
+            },
+            send_timeout: Duration::from_millis(s.send_timeout_ms),
+            metrics: self.metrics.clone(),
+            link,
+            permit,
+        })
     }
 
     fn initial_session(&self, id: String) -> SessionConfig {
@@ -214,66 +296,13 @@ async fn realtime(
         Dialect::Ga
     };
     // Admission happens before the upgrade: refuse at once, never queue.
-    let Ok(permit) = state.sessions.clone().try_acquire_owned() else {
-        state.metrics.add(
-            "antiphon_sessions_refused_total",
-            TRANSPORT,
-            &[("reason", "capacity")],
-            1,
-        );
-        return refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "server_at_capacity",
-            "too many sessions; try again later",
-        );
-    };
-    let n = state.next_session.fetch_add(1, Ordering::Relaxed) + 1;
-    let session_id = format!("sess_{:04x}{n:06}", state.boot_tag);
-    let link = match &state.connector {
-        Some(c) => match c.connect(&session_id) {
-            Ok(link) => Some(link),
-            Err(reason) => {
-                state.metrics.add(
-                    "antiphon_sessions_refused_total",
-                    TRANSPORT,
-                    &[("reason", "engines")],
-                    1,
-                );
-                return refuse(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "engines_unavailable",
-                    &reason,
-                );
-            }
-        },
-        None => None,
-    };
-    let s = &state.config.server;
-    let params = SessionParams {
-        initial: state.initial_session(session_id.clone()),
-        session_id,
-        dialect,
-        engines: state.engines(),
-        settings: TurnSettings {
-            limits: Limits {
-                max_message_bytes: s.max_message_bytes,
-                max_audio_buffer_bytes: s.max_audio_buffer_bytes,
-            },
-            echo_guard: Duration::from_millis(state.config.session.echo_guard_ms),
-            max_items: s.max_conversation_items,
-            chunk_for_tts: !state
-                .connector
-                .as_ref()
-                .is_some_and(|c| c.tts_chunks_text()),
-        },
-        send_timeout: Duration::from_millis(s.send_timeout_ms),
-        metrics: state.metrics.clone(),
-        link,
-        permit,
+    let params = match state.admit(TRANSPORT, dialect, (AudioFormat::Pcm16, AudioFormat::Pcm16)) {
+        Ok(params) => params,
+        Err(refusal) => return refusal.into_response(),
     };
     let hard = hard_message_limit(&state.config);
     ws.protocols(["realtime"])
         .max_message_size(hard)
         .max_frame_size(hard)
-        .on_upgrade(move |socket| session::run(socket, params))
+        .on_upgrade(move |socket| session::websocket::run(socket, params))
 }

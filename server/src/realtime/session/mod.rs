@@ -1,26 +1,31 @@
-//! One Realtime session: a tokio task that owns its WebSocket, its [`TurnManager`] and its
-//! engine link. It waits on the socket, the engine-event inbox and the turn machine's next
-//! deadline; after each input it drains the machine, writes events and forwards commands.
-//! When the client vanishes the task ends and drops everything it owns (the admission permit,
-//! the engine link and so its slot leases).
+//! One voice session, whatever carries it: a tokio task that owns a transport ([`SessionIo`]),
+//! its [`TurnManager`] and its engine link. It waits on the transport, the engine-event inbox
+//! and the turn machine's next deadline; after each input it drains the machine, hands events
+//! to the transport and forwards commands. When the caller vanishes the task ends and drops
+//! everything it owns (the admission permit, the engine link and so its slot leases).
+//!
+//! Transports: [`websocket`] (the Realtime API itself) and [`channel`] (a pair of bounded
+//! channels, for transports that translate another protocol — Twilio, SIP, WebRTC — into
+//! Realtime client events and back).
+
+pub mod channel;
+pub mod websocket;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{Message, WebSocket};
-use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::time::Instant as TokioInstant;
 use tracing::Instrument;
 
-use super::events::{ServerEvent, SessionConfig};
-use super::protocol::{self, Dialect};
+use super::events::{ClientMessage, ErrorInfo, ServerEvent, SessionConfig};
+use super::protocol::Dialect;
 use super::turn::{
     EngineCommand, EngineEvent, Engines, Output, TurnCounters, TurnManager, TurnSettings,
 };
 use crate::metrics::Metrics;
 
-/// The `transport` label of this leg in metrics.
+/// The `transport` label of Realtime WebSocket sessions in metrics.
 pub const TRANSPORT: &str = "websocket";
 
 /// A session's connection to the engines: commands out, events in. Both channels are bounded;
@@ -44,9 +49,11 @@ pub trait EngineConnector: Send + Sync {
     }
 }
 
-/// Everything a session needs besides its socket.
+/// Everything a session needs besides its transport.
 pub struct SessionParams {
     pub session_id: String,
+    /// The `transport` label of its metrics (`websocket`, `twilio`, `sip`, `webrtc`).
+    pub transport: &'static str,
     pub dialect: Dialect,
     pub initial: SessionConfig,
     pub engines: Engines,
@@ -59,65 +66,77 @@ pub struct SessionParams {
 }
 
 /// Decrements the sessions gauge however the task ends (return, error or panic unwinding).
-struct SessionGauge(Arc<Metrics>);
+struct SessionGauge(Arc<Metrics>, &'static str);
 
 impl SessionGauge {
-    fn new(metrics: Arc<Metrics>) -> Self {
-        metrics.gauge_add("antiphon_sessions", TRANSPORT, &[], 1);
-        SessionGauge(metrics)
+    fn new(metrics: Arc<Metrics>, transport: &'static str) -> Self {
+        metrics.gauge_add("antiphon_sessions", transport, &[], 1);
+        SessionGauge(metrics, transport)
     }
 }
 
 impl Drop for SessionGauge {
     fn drop(&mut self) {
-        self.0.gauge_add("antiphon_sessions", TRANSPORT, &[], -1);
+        self.0.gauge_add("antiphon_sessions", self.1, &[], -1);
     }
 }
 
-#[derive(Debug)]
-enum End {
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The caller hung up or the connection broke.
     ClientGone,
+    /// The caller stopped reading: a send waited longer than `send_timeout`.
     SendTimeout,
 }
 
-struct Writer {
-    socket: futures_util::stream::SplitSink<WebSocket, Message>,
-    dialect: Dialect,
-    next_event: u64,
-    send_timeout: Duration,
+/// What a transport delivers from the caller.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A Realtime client event (audio appends included), already decoded.
+    Client(ClientMessage),
+    /// Input the transport could not turn into an event: answered with this error, session goes on.
+    Invalid(ErrorInfo),
+    /// The caller is gone.
+    Closed,
+}
+
+/// A session's transport: where client events come from and server events go.
+///
+/// `recv` must be cancel-safe: the driver selects on it together with engine events and
+/// timers, and drops the future when another branch wins.
+pub trait SessionIo: Send {
+    fn recv(&mut self) -> impl Future<Output = Inbound> + Send;
+    /// Delivers one server event. `Ok(true)` when it reached the caller (for audio: was
+    /// handed to the transport's playout), `Ok(false)` when this transport does not carry it.
+    fn send(&mut self, event: &ServerEvent) -> impl Future<Output = Result<bool, End>> + Send;
+}
+
+/// Sends one event and counts it.
+struct Writer<Io> {
+    io: Io,
+    transport: &'static str,
     metrics: Arc<Metrics>,
 }
 
-impl Writer {
+impl<Io: SessionIo> Writer<Io> {
     async fn send(&mut self, event: &ServerEvent) -> Result<bool, End> {
-        self.next_event += 1;
-        let id = format!("event_{}", self.next_event);
-        let Some(text) = protocol::encode_server(event, &id, self.dialect) else {
-            return Ok(false);
-        };
-        match tokio::time::timeout(
-            self.send_timeout,
-            self.socket.send(Message::Text(text.into())),
-        )
-        .await
-        {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return Err(End::ClientGone),
-            Err(_) => return Err(End::SendTimeout),
+        let sent = self.io.send(event).await?;
+        if sent {
+            record(&self.metrics, self.transport, event);
         }
-        record(&self.metrics, event);
-        Ok(true)
+        Ok(sent)
     }
 }
 
-fn record(metrics: &Metrics, event: &ServerEvent) {
+fn record(metrics: &Metrics, transport: &'static str, event: &ServerEvent) {
     match event {
-        ServerEvent::ResponseCreated(_) => metrics.add("antiphon_turns_total", TRANSPORT, &[], 1),
+        ServerEvent::ResponseCreated(_) => metrics.add("antiphon_turns_total", transport, &[], 1),
         ServerEvent::ResponseDone(r) if r.status == super::events::ResponseStatus::Cancelled => {
-            metrics.add("antiphon_responses_cancelled_total", TRANSPORT, &[], 1)
+            metrics.add("antiphon_responses_cancelled_total", transport, &[], 1)
         }
         ServerEvent::Error(e) => {
-            metrics.add("antiphon_errors_total", TRANSPORT, &[("code", e.code)], 1)
+            metrics.add("antiphon_errors_total", transport, &[("code", e.code)], 1)
         }
         ServerEvent::TurnLatency(t) => {
             for (stage, v) in [
@@ -130,7 +149,7 @@ fn record(metrics: &Metrics, event: &ServerEvent) {
                 if let Some(ms) = v.filter(|ms| *ms >= 0.0) {
                     metrics.observe(
                         "antiphon_turn_latency_seconds",
-                        TRANSPORT,
+                        transport,
                         &[("stage", stage)],
                         Duration::from_secs_f64(ms / 1000.0),
                     );
@@ -141,59 +160,60 @@ fn record(metrics: &Metrics, event: &ServerEvent) {
     }
 }
 
-/// Runs a session to its end. Spawned by the HTTP layer after the WebSocket upgrade.
-pub async fn run(socket: WebSocket, params: SessionParams) {
-    let span = tracing::info_span!("session", id = %params.session_id, dialect = ?params.dialect);
+/// Runs a session over `io` to its end.
+pub async fn run<Io: SessionIo>(io: Io, params: SessionParams) -> End {
+    let span = tracing::info_span!(
+        "session",
+        id = %params.session_id,
+        transport = params.transport,
+        dialect = ?params.dialect
+    );
     async move {
         tracing::info!("session opened");
-        let end = drive(socket, params).await;
+        let end = drive(io, params).await;
         tracing::info!(reason = ?end, "session closed");
+        end
     }
     .instrument(span)
     .await
 }
 
-async fn drive(socket: WebSocket, params: SessionParams) -> End {
+async fn drive<Io: SessionIo>(io: Io, params: SessionParams) -> End {
     let SessionParams {
-        dialect,
+        transport,
         initial,
         engines,
         settings,
-        send_timeout,
         metrics,
         link,
         permit,
         ..
     } = params;
     let _permit = permit;
-    let _gauge = SessionGauge::new(metrics.clone());
-    let (sink, mut stream) = socket.split();
+    let _gauge = SessionGauge::new(metrics.clone(), transport);
     let mut writer = Writer {
-        socket: sink,
-        dialect,
-        next_event: 0,
-        send_timeout,
+        io,
+        transport,
         metrics: metrics.clone(),
     };
     let (commands, mut engine_events) = match link {
         Some(l) => (Some(l.commands), Some(l.events)),
         None => (None, None),
     };
-    let limits = settings.limits;
     let mut turn = TurnManager::new(initial, engines, settings);
     let mut counters = TurnCounters::default();
     let mut queue_depth: i64 = 0;
-    loop {
+    let end = loop {
         if let Err(end) = drain(&mut turn, &mut writer, commands.as_ref()).await {
-            return end;
+            break end;
         }
         let now_counters = turn.counters();
-        account(&metrics, &mut counters, now_counters);
+        account(&metrics, transport, &mut counters, now_counters);
         if let Some(tx) = &commands {
             let depth = (tx.max_capacity() - tx.capacity()) as i64;
             metrics.gauge_add(
                 "antiphon_queue_depth",
-                TRANSPORT,
+                transport,
                 &[("queue", "engine_commands")],
                 depth - queue_depth,
             );
@@ -202,44 +222,28 @@ async fn drive(socket: WebSocket, params: SessionParams) -> End {
 
         let deadline = turn.poll_timeout().map(TokioInstant::from_std);
         tokio::select! {
-            msg = stream.next() => match msg {
-                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
-                Some(Ok(Message::Text(text))) => {
-                    let now = std::time::Instant::now();
-                    match protocol::decode_client(text.as_str(), &limits) {
-                        Ok(m) => {
-                            let span = tracing::debug_span!("client_event", event_id = ?m.event_id);
-                            let _g = span.enter();
-                            turn.handle_client(now, m);
-                        }
-                        Err(e) => {
-                            tracing::debug!(code = e.code, message = %e.message, "rejected client message");
-                            if let Err(end) = writer.send(&ServerEvent::Error(e)).await {
-                                return end;
-                            }
-                        }
-                    }
+            inbound = writer.io.recv() => match inbound {
+                Inbound::Closed => break End::ClientGone,
+                Inbound::Client(m) => {
+                    let span = tracing::debug_span!("client_event", event_id = ?m.event_id);
+                    let _g = span.enter();
+                    turn.handle_client(std::time::Instant::now(), m);
                 }
-                Some(Ok(Message::Binary(_))) => {
-                    let e = super::events::ErrorInfo::invalid_request(
-                        "binary_not_supported",
-                        "binary WebSocket messages are not part of the protocol; send JSON text events",
-                    );
+                Inbound::Invalid(e) => {
+                    tracing::debug!(code = e.code, message = %e.message, "rejected client input");
                     if let Err(end) = writer.send(&ServerEvent::Error(e)).await {
-                        return end;
+                        break end;
                     }
                 }
-                // axum answers pings itself.
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
             },
             ev = recv_engine(&mut engine_events) => match ev {
                 Some((at, e)) => turn.handle_engine(at, e),
                 None => {
                     // The engines dropped our link: tell the client once, keep serving text.
                     engine_events = None;
-                    let e = super::events::ErrorInfo::server("engine_failed", "the engines closed this session's link");
+                    let e = ErrorInfo::server("engine_failed", "the engines closed this session's link");
                     if let Err(end) = writer.send(&ServerEvent::Error(e)).await {
-                        return end;
+                        break end;
                     }
                 }
             },
@@ -247,14 +251,14 @@ async fn drive(socket: WebSocket, params: SessionParams) -> End {
                 turn.handle_timeout(std::time::Instant::now());
             }
         }
-    }
+    };
     metrics.gauge_add(
         "antiphon_queue_depth",
-        TRANSPORT,
+        transport,
         &[("queue", "engine_commands")],
         -queue_depth,
     );
-    End::ClientGone
+    end
 }
 
 async fn recv_engine(
@@ -273,12 +277,12 @@ async fn sleep_until(deadline: Option<TokioInstant>) {
     }
 }
 
-fn account(metrics: &Metrics, last: &mut TurnCounters, now: TurnCounters) {
+fn account(metrics: &Metrics, transport: &'static str, last: &mut TurnCounters, now: TurnCounters) {
     let stale = now.stale_outputs_dropped - last.stale_outputs_dropped;
     if stale > 0 {
         metrics.add(
             "antiphon_stale_outputs_dropped_total",
-            TRANSPORT,
+            transport,
             &[],
             stale,
         );
@@ -287,7 +291,7 @@ fn account(metrics: &Metrics, last: &mut TurnCounters, now: TurnCounters) {
     if rejected > 0 {
         metrics.add(
             "antiphon_dropped_frames_total",
-            TRANSPORT,
+            transport,
             &[("reason", "input_buffer_full")],
             1,
         );
@@ -296,9 +300,9 @@ fn account(metrics: &Metrics, last: &mut TurnCounters, now: TurnCounters) {
 }
 
 /// Sends every queued event and forwards every queued command.
-async fn drain(
+async fn drain<Io: SessionIo>(
     turn: &mut TurnManager,
-    writer: &mut Writer,
+    writer: &mut Writer<Io>,
     commands: Option<&mpsc::Sender<EngineCommand>>,
 ) -> Result<(), End> {
     while let Some(out) = turn.poll_output() {
@@ -317,10 +321,10 @@ async fn drain(
 
 /// Hands a command to the engines without waiting. A full queue drops audio (counted) or
 /// reports the engine as busy; the turn machine never blocks on an engine.
-async fn forward(
+async fn forward<Io: SessionIo>(
     cmd: EngineCommand,
     commands: Option<&mpsc::Sender<EngineCommand>>,
-    writer: &mut Writer,
+    writer: &mut Writer<Io>,
 ) -> Result<(), End> {
     let Some(tx) = commands else {
         // Only reachable if `Engines` claims an engine without a link: a wiring bug.
@@ -332,7 +336,7 @@ async fn forward(
         Err(mpsc::error::TrySendError::Full(EngineCommand::AsrAudio { .. })) => {
             writer.metrics.add(
                 "antiphon_dropped_frames_total",
-                TRANSPORT,
+                writer.transport,
                 &[("reason", "engine_queue_full")],
                 1,
             );
@@ -340,14 +344,11 @@ async fn forward(
         }
         Err(mpsc::error::TrySendError::Full(cmd)) => {
             tracing::warn!(?cmd, "engine command queue full");
-            let e = super::events::ErrorInfo::server(
-                "engine_busy",
-                "the engines are overloaded; try again",
-            );
+            let e = ErrorInfo::server("engine_busy", "the engines are overloaded; try again");
             writer.send(&ServerEvent::Error(e)).await.map(|_| ())
         }
         Err(mpsc::error::TrySendError::Closed(_)) => {
-            let e = super::events::ErrorInfo::server("engine_failed", "the engine link is closed");
+            let e = ErrorInfo::server("engine_failed", "the engine link is closed");
             writer.send(&ServerEvent::Error(e)).await.map(|_| ())
         }
     }

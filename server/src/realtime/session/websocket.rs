@@ -1,0 +1,92 @@
+//! The Realtime API's own transport: JSON text events over a WebSocket.
+
+use std::time::Duration;
+
+use axum::extract::ws::{Message, WebSocket};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+
+use super::{End, Inbound, SessionIo, SessionParams};
+use crate::realtime::events::{ErrorInfo, ServerEvent};
+use crate::realtime::protocol::{self, Dialect, Limits};
+
+/// A Realtime WebSocket as a session transport.
+pub struct WebSocketIo {
+    sink: SplitSink<WebSocket, Message>,
+    stream: SplitStream<WebSocket>,
+    dialect: Dialect,
+    limits: Limits,
+    send_timeout: Duration,
+    next_event: u64,
+}
+
+impl WebSocketIo {
+    pub fn new(
+        socket: WebSocket,
+        dialect: Dialect,
+        limits: Limits,
+        send_timeout: Duration,
+    ) -> Self {
+        let (sink, stream) = socket.split();
+        WebSocketIo {
+            sink,
+            stream,
+            dialect,
+            limits,
+            send_timeout,
+            next_event: 0,
+        }
+    }
+}
+
+impl SessionIo for WebSocketIo {
+    async fn recv(&mut self) -> Inbound {
+        // Cancel-safe: each `next()` is, and nothing is held between iterations.
+        loop {
+            return match self.stream.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => Inbound::Closed,
+                Some(Ok(Message::Text(text))) => {
+                    match protocol::decode_client(text.as_str(), &self.limits) {
+                        Ok(m) => Inbound::Client(m),
+                        Err(e) => Inbound::Invalid(e),
+                    }
+                }
+                Some(Ok(Message::Binary(_))) => Inbound::Invalid(ErrorInfo::invalid_request(
+                    "binary_not_supported",
+                    "binary WebSocket messages are not part of the protocol; send JSON text events",
+                )),
+                // axum answers pings itself.
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            };
+        }
+    }
+
+    async fn send(&mut self, event: &ServerEvent) -> Result<bool, End> {
+        self.next_event += 1;
+        let id = format!("event_{}", self.next_event);
+        let Some(text) = protocol::encode_server(event, &id, self.dialect) else {
+            return Ok(false);
+        };
+        match tokio::time::timeout(
+            self.send_timeout,
+            self.sink.send(Message::Text(text.into())),
+        )
+        .await
+        {
+            Ok(Ok(())) => Ok(true),
+            Ok(Err(_)) => Err(End::ClientGone),
+            Err(_) => Err(End::SendTimeout),
+        }
+    }
+}
+
+/// Runs a Realtime WebSocket session to its end. Spawned by the HTTP layer after the upgrade.
+pub async fn run(socket: WebSocket, params: SessionParams) {
+    let io = WebSocketIo::new(
+        socket,
+        params.dialect,
+        params.settings.limits,
+        params.send_timeout,
+    );
+    super::run(io, params).await;
+}
