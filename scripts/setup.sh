@@ -12,6 +12,8 @@ command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl ca-certificates)
+# sipp places the SIP calls of server/tests/sip_call.rs.
+command -v sipp >/dev/null 2>&1 || need_apt+=(sip-tester)
 for extra in "$@"; do
   dpkg -s "$extra" >/dev/null 2>&1 || need_apt+=("$extra")
 done

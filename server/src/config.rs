@@ -18,6 +18,32 @@ pub struct Config {
     pub asr: AsrConfig,
     pub llm: LlmConfig,
     pub tts: TtsConfig,
+    pub sip: SipConfig,
+}
+
+/// `[sip]`: the SIP user agent server (UDP) and its RTP ports. Off unless `listen` is set
+/// (or `antiphon serve --sip ADDR`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipConfig {
+    /// UDP address for SIP signalling, e.g. "0.0.0.0:5060"; empty: no SIP.
+    pub listen: String,
+    /// Even ports in this inclusive range carry RTP (RTCP on the odd port above each).
+    pub rtp_port_min: u16,
+    pub rtp_port_max: u16,
+    /// The IP written into SDP and Contact; empty: the local address that routes to the caller.
+    pub public_ip: String,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        SipConfig {
+            listen: String::new(),
+            rtp_port_min: 20000,
+            rtp_port_max: 20999,
+            public_ip: String::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -278,6 +304,25 @@ impl Config {
         if self.llm.enabled && self.llm.max_tokens == 0 {
             return bad("llm.max_tokens must be at least 1".into());
         }
+        let sip = &self.sip;
+        if !sip.listen.is_empty() && sip.listen.parse::<std::net::SocketAddr>().is_err() {
+            return bad(format!(
+                "sip.listen {:?} is not an IP:port address",
+                sip.listen
+            ));
+        }
+        if sip.rtp_port_min < 1024 || sip.rtp_port_max <= sip.rtp_port_min {
+            return bad(format!(
+                "sip.rtp_port_min..=rtp_port_max ({}..={}) must be a range above 1023",
+                sip.rtp_port_min, sip.rtp_port_max
+            ));
+        }
+        if !sip.public_ip.is_empty() && sip.public_ip.parse::<std::net::IpAddr>().is_err() {
+            return bad(format!(
+                "sip.public_ip {:?} is not an IP address",
+                sip.public_ip
+            ));
+        }
         Ok(())
     }
 
@@ -338,6 +383,17 @@ mod tests {
             Err(ConfigError::Invalid(_))
         ));
         assert!(Config::parse("[llm]\nenabled = false\nthreads = 0").is_ok());
+        assert!(matches!(
+            Config::parse("[sip]\nlisten = \"5060\""),
+            Err(ConfigError::Invalid(_))
+        ));
+        assert!(matches!(
+            Config::parse("[sip]\nrtp_port_min = 30000\nrtp_port_max = 20000"),
+            Err(ConfigError::Invalid(_))
+        ));
+        assert!(
+            Config::parse("[sip]\nlisten = \"0.0.0.0:5060\"\npublic_ip = \"203.0.113.7\"").is_ok()
+        );
     }
 
     #[test]

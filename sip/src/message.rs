@@ -250,13 +250,23 @@ impl Message {
             if line.starts_with([' ', '\t']) {
                 // Folded continuation of the previous header.
                 let last = headers.0.last_mut().ok_or(ParseError::BadHeader)?;
-                last.1.push(' ');
-                last.1.push_str(line.trim());
+                let more = line.trim_matches([' ', '\t']);
+                if more.chars().any(char::is_control) {
+                    return Err(ParseError::BadHeader);
+                }
+                if !last.1.is_empty() && !more.is_empty() {
+                    last.1.push(' ');
+                }
+                last.1.push_str(more);
                 continue;
             }
             let (name, value) = line.split_once(':').ok_or(ParseError::BadHeader)?;
             let name = name.trim_end_matches([' ', '\t']);
             if name.is_empty() || !name.bytes().all(is_token_byte) {
+                return Err(ParseError::BadHeader);
+            }
+            // Control characters (a stray CR, NUL) have no place in a header value.
+            if value.chars().any(|c| c.is_control() && c != '\t') {
                 return Err(ParseError::BadHeader);
             }
             if headers.0.len() >= MAX_HEADERS {
@@ -484,6 +494,12 @@ v=0\r\nEXTRA";
         let m = Message::parse(text.as_bytes()).unwrap();
         assert_eq!(m.headers().get("Call-ID"), Some("id1"));
         assert_eq!(m.headers().cseq(), Some((7, Method::Options)));
+        // Folded onto an empty value (found by the fuzzer): no leading space survives.
+        let text = "OPTIONS sip:a@b SIP/2.0\r\nv: SIP/2.0/UDP h;branch=z9hG4bKx\r\nf: <sip:x@y>;tag=1\r\nt: <sip:a@b>\r\ni:\r\n id1\r\nCSeq: 7 OPTIONS\r\n\r\n";
+        let m = Message::parse(text.as_bytes()).unwrap();
+        assert_eq!(m.headers().get("Call-ID"), Some("id1"));
+        let cr = "OPTIONS sip:a@b SIP/2.0\r\nv: SIP/2.0/UDP h;branch=z9hG4bKx\r\nf: <sip:x@y>;tag=1\r\nt: <sip:a@b>\rX\r\ni: 1\r\nCSeq: 7 OPTIONS\r\n\r\n";
+        assert_eq!(Message::parse(cr.as_bytes()).unwrap_err(), ParseError::BadHeader);
     }
 
     #[test]

@@ -26,6 +26,9 @@ pub struct ServeArgs {
     /// Address to listen on (overrides server.host).
     #[arg(long)]
     pub host: Option<String>,
+    /// Also answer SIP calls on this UDP address (overrides sip.listen), e.g. 0.0.0.0:5060.
+    #[arg(long, value_name = "ADDR")]
+    pub sip: Option<String>,
     /// Validate the config and exit.
     #[arg(long)]
     pub check: bool,
@@ -41,6 +44,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(host) = args.host {
         config.server.host = host;
+    }
+    if let Some(sip) = args.sip {
+        config.sip.listen = sip;
     }
     config.validate()?;
     if args.check {
@@ -85,11 +91,25 @@ async fn serve(config: Config, pipeline: Pipeline) -> anyhow::Result<()> {
     } else {
         Some(Arc::new(pipeline))
     };
+    let sip_socket = match config.sip.listen.as_str() {
+        "" => None,
+        listen => Some(crate::sip::bind(listen).await?),
+    };
+    let sip_config = config.sip.clone();
     let state = Arc::new(AppState::new(config, Arc::new(Metrics::new()), connector));
-    let app = http::router(state, ApiKeys::new(keys));
+    let app = http::router(state.clone(), ApiKeys::new(keys));
     tracing::info!(%local, "listening");
     // Machine-readable line for scripts and tests (the port may have been chosen by the OS).
     println!("antiphon listening on {local}");
+    if let Some(socket) = sip_socket {
+        // Second machine-readable line: the SIP address (its port too may be the OS's choice).
+        println!("antiphon sip listening on udp {}", socket.local_addr()?);
+        tokio::spawn(async move {
+            if let Err(e) = crate::sip::run(state, socket, sip_config).await {
+                tracing::error!("SIP server stopped: {e:#}");
+            }
+        });
+    }
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

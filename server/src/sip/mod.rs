@@ -1,0 +1,196 @@
+//! Direct SIP over UDP with RTP media: `antiphon serve --sip ADDR` (or `[sip] listen`).
+//!
+//! One task owns the signalling socket and the sans-IO [`antiphon_sip::Endpoint`]: it feeds
+//! datagrams and timer wake-ups in and sends what the endpoint asks. Each accepted call is
+//! one session of the pipeline (`AppState::admit`, then `session::channel::spawn`) driven by
+//! its own media task ([`call`]) that owns the call's RTP/RTCP sockets. A refused admission
+//! is answered 503 with Retry-After; an offer without PCMU/PCMA is answered 488 by the core.
+//! See docs/SIP.md.
+
+pub mod call;
+pub mod playout;
+pub mod ports;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use antiphon_sip::sdp::Codec;
+use antiphon_sip::{CallId, Endpoint, EndpointConfig, EndpointEvent};
+use anyhow::Context as _;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tracing::Instrument as _;
+
+use crate::config::SipConfig;
+use crate::http::AppState;
+use crate::realtime::events::{AudioFormat, Transcription};
+use crate::realtime::protocol::Dialect;
+use crate::realtime::session;
+use call::{CallControl, CallSetup};
+use ports::RtpPorts;
+
+/// The `transport` label of SIP calls in metrics.
+pub const TRANSPORT: &str = "sip";
+
+/// Binds the signalling socket (before the server announces itself).
+pub async fn bind(listen: &str) -> anyhow::Result<UdpSocket> {
+    let addr: SocketAddr = listen
+        .parse()
+        .with_context(|| format!("invalid SIP listen address {listen:?}"))?;
+    UdpSocket::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen for SIP on udp {addr}"))
+}
+
+/// The local IP that routes to `peer` (no packet is sent: connecting a UDP socket only picks
+/// the route).
+fn local_ip_towards(peer: SocketAddr) -> Option<IpAddr> {
+    let any: SocketAddr = if peer.is_ipv4() {
+        "0.0.0.0:0".parse().ok()?
+    } else {
+        "[::]:0".parse().ok()?
+    };
+    let s = std::net::UdpSocket::bind(any).ok()?;
+    s.connect(peer).ok()?;
+    Some(s.local_addr().ok()?.ip())
+}
+
+/// Runs the SIP server until the process ends.
+pub async fn run(state: Arc<AppState>, socket: UdpSocket, config: SipConfig) -> anyhow::Result<()> {
+    let local = socket.local_addr()?;
+    let public_ip: Option<IpAddr> = config.public_ip.parse().ok();
+    let seed = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        ^ u64::from(std::process::id());
+    let mut endpoint = Endpoint::new(EndpointConfig {
+        sip_port: local.port(),
+        seed,
+        ..EndpointConfig::default()
+    });
+    let mut ports = RtpPorts::new(config.rtp_port_min, config.rtp_port_max);
+    let (hangup_tx, mut hangup_rx) = mpsc::channel::<CallId>(64);
+    let mut calls: HashMap<CallId, mpsc::Sender<CallControl>> = HashMap::new();
+    let mut buf = vec![0u8; 65_536];
+    let metrics = state.metrics.clone();
+    tracing::info!(%local, "SIP listening (UDP)");
+    loop {
+        let deadline = endpoint.next_deadline().map(tokio::time::Instant::from_std);
+        tokio::select! {
+            r = socket.recv_from(&mut buf) => {
+                let now = Instant::now();
+                match r {
+                    Ok((n, source)) => {
+                        if let Err(e) = endpoint.handle_datagram(now, source, &buf[..n]) {
+                            metrics.add("antiphon_sip_malformed_total", TRANSPORT, &[], 1);
+                            tracing::info!(%source, error = %e, bytes = n, "dropped a malformed SIP datagram");
+                        }
+                    }
+                    // ICMP errors from earlier sends surface here on some systems: not fatal.
+                    Err(e) => tracing::debug!(error = %e, "SIP socket receive error"),
+                }
+            }
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
+                endpoint.handle_timeout(Instant::now());
+            }
+            Some(call) = hangup_rx.recv() => {
+                endpoint.hangup(Instant::now(), call);
+            }
+        }
+        while let Some(event) = endpoint.poll_event() {
+            match event {
+                EndpointEvent::IncomingCall {
+                    call,
+                    from,
+                    to,
+                    source,
+                    media,
+                } => {
+                    let now = Instant::now();
+                    let advertised = public_ip
+                        .or_else(|| (!local.ip().is_unspecified()).then_some(local.ip()))
+                        .or_else(|| local_ip_towards(source));
+                    let Some(advertised) = advertised else {
+                        tracing::warn!(%source, "no local address routes to the caller");
+                        endpoint.reject(now, call, 500);
+                        continue;
+                    };
+                    let Some((rtp, rtcp)) = ports.bind(local.ip()) else {
+                        tracing::warn!("no free RTP port in the configured range");
+                        metrics.add(
+                            "antiphon_sessions_refused_total",
+                            TRANSPORT,
+                            &[("reason", "rtp_ports")],
+                            1,
+                        );
+                        endpoint.reject(now, call, 503);
+                        continue;
+                    };
+                    let format = match media.codec {
+                        Codec::Pcmu => AudioFormat::G711Ulaw,
+                        Codec::Pcma => AudioFormat::G711Alaw,
+                    };
+                    let mut params = match state.admit(TRANSPORT, Dialect::Ga, (format, format)) {
+                        Ok(p) => p,
+                        Err(refusal) => {
+                            tracing::warn!(%from, code = refusal.code, "call refused: {}", refusal.message);
+                            endpoint.reject(now, call, 503);
+                            continue;
+                        }
+                    };
+                    let (Ok(rtp), Ok(rtcp)) = (UdpSocket::from_std(rtp), UdpSocket::from_std(rtcp))
+                    else {
+                        endpoint.reject(now, call, 500);
+                        continue;
+                    };
+                    // Caller transcripts are logged per call (and kept in the conversation).
+                    params.initial.transcription = Some(Transcription::default());
+                    let rtp_port = rtp.local_addr().map(|a| a.port()).unwrap_or(0);
+                    let session_id = params.session_id.clone();
+                    let channels = session::channel::spawn(params);
+                    let (control_tx, control) = mpsc::channel(8);
+                    calls.insert(call, control_tx);
+                    let span =
+                        tracing::info_span!("sip_call", call = call.0, session = %session_id);
+                    span.in_scope(
+                        || tracing::info!(%from, %to, %source, rtp_port, "call accepted"),
+                    );
+                    tokio::spawn(
+                        call::run(CallSetup {
+                            call,
+                            rtp,
+                            rtcp,
+                            media,
+                            channels,
+                            control,
+                            hangup: hangup_tx.clone(),
+                            metrics: metrics.clone(),
+                        })
+                        .instrument(span),
+                    );
+                    endpoint.accept(now, call, SocketAddr::new(advertised, rtp_port));
+                }
+                EndpointEvent::Established { call } => {
+                    tracing::debug!(call = call.0, "call established (ACK)");
+                }
+                EndpointEvent::MediaChanged { call, media } => {
+                    if let Some(tx) = calls.get(&call) {
+                        let _ = tx.try_send(CallControl::Media(media));
+                    }
+                }
+                EndpointEvent::Ended { call, reason } => {
+                    tracing::info!(call = call.0, ?reason, "call signalling ended");
+                    // Dropping the control sender ends the media task and so the session.
+                    calls.remove(&call);
+                }
+            }
+        }
+        while let Some(t) = endpoint.poll_transmit() {
+            if let Err(e) = socket.send_to(&t.bytes, t.to).await {
+                tracing::debug!(to = %t.to, error = %e, "SIP send failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,425 @@
+//! A phone call through the real engines: `antiphon serve --sip 127.0.0.1:0` with the CI
+//! models, called by sipp (Debian `sip-tester`, a SIP stack nobody on the team wrote) running
+//! tests/sip/uac_call.xml: INVITE with a PCMU offer, 100/180/200, ACK, the call, BYE, 200.
+//!
+//! The offer's media port is this test's own UDP socket: it plays a LibriVox clip as 20 ms
+//! PCMU RTP at real-time pace (then silence, as a phone line does), with a few malformed and
+//! unknown-payload packets and one RFC 4733 DTMF key mixed in, and records every RTP packet
+//! the server sends. Asserts: sipp completes the call; the server's transcript of the caller
+//! matches the clip; reply audio arrives; from the end of the caller's speech to the BYE the
+//! server's RTP has consecutive sequence numbers, timestamps +160 and no inter-arrival gap over
+//! 60 ms; the server counted no playout underrun, the malformed packets and the DTMF key.
+//! Prints the TTFB on the wire (end of speech sent -> first reply packet received).
+//!
+//! Needs `sipp` on PATH (scripts/setup.sh installs it) and the model store with the CI models.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use antiphon_audio::g711::Law;
+use antiphon_audio::resample::resample_clip;
+use antiphon_audio::wav;
+use antiphon_loadtest::speech_end::{DEFAULT_FLOOR_DB, speech_extent};
+use antiphon_models::asr::wer::wer;
+use antiphon_models::store::ModelStore;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::UdpSocket;
+use tokio::process::Command;
+use tokio::sync::oneshot;
+
+/// The 7.1 s clip (22 words), so that one misheard word does not dominate the WER.
+const CLIP: &str = "sense_and_sensibility_01_austen_64kb-0870";
+const FRAME: usize = 160;
+/// How long sipp keeps the call up after the ACK (clip + reply on a busy 2-core machine).
+const CALL_MS: u64 = 25_000;
+
+fn free_udp_port() -> u16 {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a probe socket");
+    s.local_addr().expect("probe address").port()
+}
+
+fn sipp_path() -> PathBuf {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("sipp"))
+            .find(|p| p.is_file())
+    });
+    found.unwrap_or_else(|| {
+        panic!(
+            "sipp not found on PATH: install the Debian package sip-tester (scripts/setup.sh does)"
+        )
+    })
+}
+
+/// The clip as 8 kHz mu-law, its text, and the byte where speech ends.
+fn load_clip() -> (Vec<u8>, String, usize) {
+    let store = ModelStore::from_env().expect("model store");
+    let dir = store.root().join("librivox-clips");
+    let audio = wav::read_mono(dir.join(format!("{CLIP}.wav"))).expect("clip wav");
+    let text = std::fs::read_to_string(dir.join(format!("{CLIP}.txt"))).expect("clip txt");
+    let samples = resample_clip(&audio.samples, audio.sample_rate, 8000).expect("resample");
+    let extent = speech_extent(&samples, 8000, DEFAULT_FLOOR_DB).expect("speech in the clip");
+    let end = (extent.end_ms as usize * 8).min(samples.len());
+    let mut ulaw = Vec::new();
+    Law::Mu.encode(&samples, &mut ulaw);
+    (ulaw, text, end)
+}
+
+struct Received {
+    at: Instant,
+    marker: bool,
+    seq: u16,
+    ts: u32,
+    /// Not G.711 silence (reply audio).
+    voiced: bool,
+}
+
+fn rtp(pt: u8, marker: bool, seq: u16, ts: u32, payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x80, (u8::from(marker) << 7) | pt];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&ts.to_be_bytes());
+    p.extend_from_slice(&0x5151_5151u32.to_be_bytes());
+    p.extend_from_slice(payload);
+    p
+}
+
+fn is_voiced(payload: &[u8]) -> bool {
+    // Mean absolute level above about -50 dBFS.
+    let sum: f32 = payload
+        .iter()
+        .map(|&c| f32::from(Law::Mu.decode_sample(c)).abs())
+        .sum();
+    sum / payload.len().max(1) as f32 > 100.0
+}
+
+/// The caller's RTP side: waits for the server's first packet (symmetric RTP tells us where
+/// to send), plays the clip then silence every 20 ms, and records what arrives until `stop`.
+async fn caller_media(
+    socket: UdpSocket,
+    clip: Vec<u8>,
+    speech_end: usize,
+    mut stop: oneshot::Receiver<()>,
+) -> (Vec<Received>, Option<Instant>) {
+    let mut buf = [0u8; 2048];
+    let mut received = Vec::new();
+    let (n, server) = tokio::time::timeout(Duration::from_secs(30), socket.recv_from(&mut buf))
+        .await
+        .expect("the server sends RTP within 30 s of the INVITE")
+        .expect("recv");
+    let record = |buf: &[u8], received: &mut Vec<Received>| {
+        let p = antiphon_sip::rtp::parse(buf).expect("the server sends valid RTP");
+        assert_eq!(p.header.payload_type, 0, "PCMU was negotiated");
+        received.push(Received {
+            at: Instant::now(),
+            marker: p.header.marker,
+            seq: p.header.sequence,
+            ts: p.header.timestamp,
+            voiced: is_voiced(p.payload),
+        });
+    };
+    record(&buf[..n], &mut received);
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let (mut seq, mut ts, mut pos) = (1000u16, 50_000u32, 0usize);
+    let mut frames_sent = 0u32;
+    let mut speech_end_sent = None;
+    let silence = [0xFFu8; FRAME];
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let frame = if pos < clip.len() {
+                    let end = (pos + FRAME).min(clip.len());
+                    if pos <= speech_end && speech_end <= end {
+                        speech_end_sent = Some(Instant::now());
+                    }
+                    let f = &clip[pos..end];
+                    pos = end;
+                    f
+                } else {
+                    &silence[..]
+                };
+                let mut payload = frame.to_vec();
+                payload.resize(FRAME, 0xFF);
+                socket.send_to(&rtp(0, frames_sent == 0, seq, ts, &payload), server).await.expect("send rtp");
+                seq = seq.wrapping_add(1);
+                ts = ts.wrapping_add(FRAME as u32);
+                frames_sent += 1;
+                if frames_sent == 30 {
+                    // Malformed and foreign packets mixed in: dropped and counted, call unaffected.
+                    socket.send_to(&[0x40; 20], server).await.expect("send");
+                    socket.send_to(&[0x80, 0, 0], server).await.expect("send");
+                    socket.send_to(&rtp(99, false, seq, ts, &payload), server).await.expect("send");
+                }
+                if frames_sent == 50 * 20 {
+                    // One DTMF key '5' (RFC 4733): start, then the end packet three times.
+                    let ev_ts = ts;
+                    for (i, flags) in [0x0au8, 0x8a, 0x8a, 0x8a].into_iter().enumerate() {
+                        let dur = (i as u16 + 1) * 160;
+                        let d = dur.to_be_bytes();
+                        socket.send_to(&rtp(101, i == 0, seq, ev_ts, &[5, flags, d[0], d[1]]), server).await.expect("send");
+                        seq = seq.wrapping_add(1);
+                    }
+                }
+            }
+            r = socket.recv_from(&mut buf) => {
+                let (n, _) = r.expect("recv");
+                record(&buf[..n], &mut received);
+            }
+            _ = &mut stop => break,
+        }
+    }
+    (received, speech_end_sent)
+}
+
+/// Log lines without terminal colour codes (in case the logger adds them anyway).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    let start = line.find(&format!(" {name}="))? + name.len() + 2;
+    let rest = &line[start..];
+    if let Some(quoted) = rest.strip_prefix('"') {
+        return quoted.find('"').map(|e| &quoted[..e]);
+    }
+    Some(rest.split(' ').next().unwrap_or(rest))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_calls_and_hears_a_continuous_spoken_reply() {
+    let sipp = sipp_path();
+    let (clip, text, speech_end) = load_clip();
+
+    let config = std::env::temp_dir().join(format!("antiphon-sip-{}.toml", std::process::id()));
+    std::fs::write(
+        &config,
+        "[llm]\nmodel = \"smollm2-135m\"\nmax_tokens = 40\n[sip]\nrtp_port_min = 31000\nrtp_port_max = 31999\n",
+    )
+    .expect("write test config");
+    let mut server = Command::new(env!("CARGO_BIN_EXE_antiphon"))
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--host",
+            "127.0.0.1",
+            "--sip",
+            "127.0.0.1:0",
+            "--config",
+        ])
+        .arg(&config)
+        .env("RUST_LOG", "warn,antiphon::sip=info")
+        .env("CANDLE_NUM_THREADS", "1")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn antiphon serve");
+    let mut stdout = BufReader::new(server.stdout.take().expect("stdout")).lines();
+    let logs = Arc::new(Mutex::new(Vec::<String>::new()));
+    {
+        let logs = logs.clone();
+        let mut stderr = BufReader::new(server.stderr.take().expect("stderr")).lines();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = stderr.next_line().await {
+                let line = strip_ansi(&line);
+                eprintln!("server: {line}");
+                logs.lock().expect("log lock").push(line);
+            }
+        });
+    }
+    let mut sip_addr = None;
+    for _ in 0..2 {
+        let line = tokio::time::timeout(Duration::from_secs(120), stdout.next_line())
+            .await
+            .expect("server loaded its engines in time")
+            .expect("read stdout")
+            .expect("a line (the server exited: are the models in the store?)");
+        if let Some(a) = line.strip_prefix("antiphon sip listening on udp ") {
+            sip_addr = Some(a.trim().to_string());
+        }
+    }
+    let sip_addr = sip_addr.expect("the server printed its SIP address");
+
+    let media = UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind the caller's RTP socket");
+    let rtp_port = media.local_addr().expect("rtp address").port();
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let media_task = tokio::spawn(caller_media(media, clip, speech_end, stop_rx));
+
+    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/sip/uac_call.xml");
+    let work = tempfile::tempdir().expect("tempdir");
+    let status = tokio::time::timeout(
+        Duration::from_millis(CALL_MS + 30_000),
+        Command::new(&sipp)
+            .current_dir(work.path())
+            .args([
+                "-sf",
+                scenario,
+                &sip_addr,
+                "-i",
+                "127.0.0.1",
+                "-m",
+                "1",
+                "-nostdin",
+            ])
+            .args([
+                "-p",
+                &free_udp_port().to_string(),
+                "-mp",
+                &free_udp_port().to_string(),
+            ])
+            .args(["-key", "rtp_port", &rtp_port.to_string()])
+            .args([
+                "-d",
+                &CALL_MS.to_string(),
+                "-timeout",
+                "60s",
+                "-timeout_error",
+            ])
+            .args(["-trace_err", "-trace_msg"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status(),
+    )
+    .await
+    .expect("sipp finished in time")
+    .expect("run sipp");
+    let _ = stop_tx.send(());
+    let (received, speech_end_sent) = media_task.await.expect("caller media task");
+    if !status.success() {
+        for entry in std::fs::read_dir(work.path()).expect("sipp dir").flatten() {
+            eprintln!("--- {}", entry.path().display());
+            eprintln!(
+                "{}",
+                std::fs::read_to_string(entry.path()).unwrap_or_default()
+            );
+        }
+    }
+    assert!(status.success(), "sipp failed the call: {status}");
+
+    // The server logs the call's end with its counters and the caller's transcript.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let ended = loop {
+        let found = logs
+            .lock()
+            .expect("log lock")
+            .iter()
+            .find(|l| l.contains("call ended"))
+            .cloned();
+        if let Some(l) = found {
+            break l;
+        }
+        assert!(Instant::now() < deadline, "no 'call ended' log line");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let transcript = field(&ended, "transcript").expect("transcript field");
+    let user_wer = wer(&text, transcript);
+    println!(
+        "caller transcript: {transcript:?} (reference {:?}, WER {:.1}%)",
+        text.trim(),
+        user_wer * 100.0
+    );
+    assert!(
+        user_wer <= 0.15,
+        "transcript WER {user_wer}: {transcript:?}"
+    );
+    let count = |name: &str| -> u64 {
+        field(&ended, name)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {ended}"))
+    };
+    assert_eq!(
+        count("underruns"),
+        0,
+        "reply audio ran dry mid-reply: {ended}"
+    );
+    assert_eq!(count("malformed"), 2, "{ended}");
+    assert_eq!(count("unknown_payload"), 1, "{ended}");
+    assert_eq!(count("dtmf"), 1, "{ended}");
+
+    let speech_end_sent = speech_end_sent.expect("the clip was played");
+    let after: Vec<&Received> = received
+        .iter()
+        .filter(|r| r.at >= speech_end_sent)
+        .collect();
+    let reply_start = after
+        .iter()
+        .find(|r| r.marker)
+        .expect("a reply talkspurt (marker bit) after the caller stopped");
+    let ttfb = reply_start.at - speech_end_sent;
+    let voiced = after.iter().filter(|r| r.voiced).count();
+    println!(
+        "sip TTFB (end of speech sent -> first reply RTP packet received): {} ms; {} voiced reply packets",
+        ttfb.as_millis(),
+        voiced
+    );
+    assert!(
+        voiced >= 50,
+        "at least 1 s of reply audio, got {voiced} packets"
+    );
+
+    let mut max_gap = Duration::ZERO;
+    let mut late = 0usize;
+    for w in after.windows(2) {
+        assert_eq!(
+            w[1].seq,
+            w[0].seq.wrapping_add(1),
+            "consecutive sequence numbers"
+        );
+        assert_eq!(
+            w[1].ts,
+            w[0].ts.wrapping_add(FRAME as u32),
+            "timestamps advance 160"
+        );
+        let gap = w[1].at - w[0].at;
+        max_gap = max_gap.max(gap);
+        late += usize::from(gap > Duration::from_millis(60));
+    }
+    let span = after.last().expect("packets").at - after[0].at;
+    let expected = span.as_millis() as f64 / 20.0;
+    println!(
+        "{} packets after the caller stopped over {} ms (expected ~{expected:.0}); largest inter-arrival gap {} ms",
+        after.len(),
+        span.as_millis(),
+        max_gap.as_millis()
+    );
+    println!(
+        "inter-arrival gaps over 60 ms: {late} of {}",
+        after.len() - 1
+    );
+    // Both ends share two oversubscribed cores with the engines and other builds (load average
+    // above 10 was seen): a rare scheduler stall shows up as one late packet at the receiver.
+    // A pacing fault (bursts, stops, a dry queue) shows up as many, or as a long silence.
+    assert!(
+        late * 100 <= after.len(),
+        "{late} inter-arrival gaps over 60 ms in {} packets",
+        after.len()
+    );
+    assert!(
+        max_gap <= Duration::from_millis(250),
+        "gap of {max_gap:?} in the server's RTP"
+    );
+    assert!(
+        (after.len() as f64 - expected).abs() <= expected * 0.05 + 3.0,
+        "paced at 20 ms: {} packets over {span:?}",
+        after.len()
+    );
+    let _ = std::fs::remove_file(&config);
+}
