@@ -35,6 +35,13 @@ const FRAME: usize = 160;
 /// How long sipp keeps the call up after the ACK (clip + reply on a busy 2-core machine).
 const CALL_MS: u64 = 25_000;
 
+/// For failure messages: timing assertions mean little on a starved machine.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split(' ').take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
 fn free_udp_port() -> u16 {
     let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a probe socket");
     s.local_addr().expect("probe address").port()
@@ -348,7 +355,8 @@ async fn sipp_calls_and_hears_a_continuous_spoken_reply() {
     assert_eq!(
         count("underruns"),
         0,
-        "reply audio ran dry mid-reply: {ended}"
+        "reply audio ran dry mid-reply (load average {}): {ended}",
+        load_average()
     );
     assert_eq!(count("malformed"), 2, "{ended}");
     assert_eq!(count("unknown_payload"), 1, "{ended}");
@@ -377,17 +385,22 @@ async fn sipp_calls_and_hears_a_continuous_spoken_reply() {
 
     let mut max_gap = Duration::ZERO;
     let mut late = 0usize;
+    let mut skipped = 0u32;
     for w in after.windows(2) {
         assert_eq!(
             w[1].seq,
             w[0].seq.wrapping_add(1),
             "consecutive sequence numbers"
         );
-        assert_eq!(
-            w[1].ts,
-            w[0].ts.wrapping_add(FRAME as u32),
-            "timestamps advance 160"
+        // +160 per packet; after a stall of the server over 200 ms it skips whole packets
+        // (documented behaviour), which shows as a jump by a multiple of 160.
+        let step = w[1].ts.wrapping_sub(w[0].ts);
+        assert!(
+            step % FRAME as u32 == 0 && step >= FRAME as u32 && step < 8000 * 5,
+            "timestamp step {step} (load average {})",
+            load_average()
         );
+        skipped += step / FRAME as u32 - 1;
         let gap = w[1].at - w[0].at;
         max_gap = max_gap.max(gap);
         late += usize::from(gap > Duration::from_millis(60));
@@ -401,8 +414,14 @@ async fn sipp_calls_and_hears_a_continuous_spoken_reply() {
         max_gap.as_millis()
     );
     println!(
-        "inter-arrival gaps over 60 ms: {late} of {}",
-        after.len() - 1
+        "inter-arrival gaps over 60 ms: {late} of {}; packets skipped by the server after stalls: {skipped}; load average {}",
+        after.len() - 1,
+        load_average()
+    );
+    assert!(
+        skipped as usize * 100 <= after.len(),
+        "the server skipped {skipped} packets after stalls (load average {})",
+        load_average()
     );
     // Both ends share two oversubscribed cores with the engines and other builds (load average
     // above 10 was seen): a rare scheduler stall shows up as one late packet at the receiver.
@@ -417,7 +436,7 @@ async fn sipp_calls_and_hears_a_continuous_spoken_reply() {
         "gap of {max_gap:?} in the server's RTP"
     );
     assert!(
-        (after.len() as f64 - expected).abs() <= expected * 0.05 + 3.0,
+        (after.len() as f64 - expected).abs() <= expected * 0.02 + 3.0,
         "paced at 20 ms: {} packets over {span:?}",
         after.len()
     );
