@@ -11,7 +11,9 @@
 //! stall is tolerated up to 2% of packets), a packet count within 2% of elapsed/20 ms, at most
 //! 1% of inter-arrival gaps over 60 ms and none over 250 ms (both ends share two busy cores);
 //! the server counted no playout underrun, the two malformed packets, the unknown payload type
-//! and the DTMF key.
+//! and the DTMF key. Barge-in: after 1 s of reply audio the clip plays again over the reply;
+//! the server must cut the reply (log line with the ms heard, >= 1 s) and the wire must fall
+//! silent within 1.5 s of the caller starting to talk (VAD onset included).
 //! Prints the TTFB on the wire (end of speech sent -> first reply packet received).
 //!
 //! Needs `sipp` on PATH (scripts/setup.sh installs it) and the model store with the CI models.
@@ -35,8 +37,9 @@ use tokio::sync::oneshot;
 /// The 7.1 s clip (22 words), so that one misheard word does not dominate the WER.
 const CLIP: &str = "sense_and_sensibility_01_austen_64kb-0870";
 const FRAME: usize = 160;
-/// How long sipp keeps the call up after the ACK (clip + reply on a busy 2-core machine).
-const CALL_MS: u64 = 25_000;
+/// How long sipp keeps the call up after the ACK (clip, 1 s of reply, the clip again over it,
+/// the second reply, on a busy 2-core machine).
+const CALL_MS: u64 = 32_000;
 
 /// For failure messages: timing assertions mean little on a starved machine.
 fn load_average() -> String {
@@ -111,7 +114,7 @@ async fn caller_media(
     clip: Vec<u8>,
     speech_end: usize,
     mut stop: oneshot::Receiver<()>,
-) -> (Vec<Received>, Option<Instant>) {
+) -> (Vec<Received>, Option<Instant>, Option<Instant>) {
     let mut buf = [0u8; 2048];
     let mut received = Vec::new();
     let (n, server) = tokio::time::timeout(Duration::from_secs(30), socket.recv_from(&mut buf))
@@ -134,13 +137,16 @@ async fn caller_media(
     let (mut seq, mut ts, mut pos) = (1000u16, 50_000u32, 0usize);
     let mut frames_sent = 0u32;
     let mut speech_end_sent = None;
+    // Once 1 s of reply audio has arrived, the clip plays again: a barge-in.
+    let mut barge_in_sent = None;
+    let mut voiced_reply = 0;
     let silence = [0xFFu8; FRAME];
     loop {
         tokio::select! {
             _ = tick.tick() => {
                 let frame = if pos < clip.len() {
                     let end = (pos + FRAME).min(clip.len());
-                    if pos <= speech_end && speech_end <= end {
+                    if pos <= speech_end && speech_end <= end && speech_end_sent.is_none() {
                         speech_end_sent = Some(Instant::now());
                     }
                     let f = &clip[pos..end];
@@ -161,7 +167,7 @@ async fn caller_media(
                     socket.send_to(&[0x80, 0, 0], server).await.expect("send");
                     socket.send_to(&rtp(99, false, seq, ts, &payload), server).await.expect("send");
                 }
-                if frames_sent == 50 * 20 {
+                if frames_sent == 50 * 30 {
                     // One DTMF key '5' (RFC 4733): start, then the end packet three times.
                     let ev_ts = ts;
                     for (i, flags) in [0x0au8, 0x8a, 0x8a, 0x8a].into_iter().enumerate() {
@@ -175,11 +181,18 @@ async fn caller_media(
             r = socket.recv_from(&mut buf) => {
                 let (n, _) = r.expect("recv");
                 record(&buf[..n], &mut received);
+                if speech_end_sent.is_some() && barge_in_sent.is_none() && received.last().is_some_and(|r| r.voiced) {
+                    voiced_reply += 1;
+                    if voiced_reply == 50 {
+                        pos = 0;
+                        barge_in_sent = Some(Instant::now());
+                    }
+                }
             }
             _ = &mut stop => break,
         }
     }
-    (received, speech_end_sent)
+    (received, speech_end_sent, barge_in_sent)
 }
 
 /// Log lines without terminal colour codes (in case the logger adds them anyway).
@@ -312,7 +325,7 @@ async fn sipp_calls_and_hears_a_continuous_spoken_reply() {
     .expect("sipp finished in time")
     .expect("run sipp");
     let _ = stop_tx.send(());
-    let (received, speech_end_sent) = media_task.await.expect("caller media task");
+    let (received, speech_end_sent, barge_in_sent) = media_task.await.expect("caller media task");
     if !status.success() {
         for entry in std::fs::read_dir(work.path()).expect("sipp dir").flatten() {
             eprintln!("--- {}", entry.path().display());
@@ -339,7 +352,14 @@ async fn sipp_calls_and_hears_a_continuous_spoken_reply() {
         assert!(Instant::now() < deadline, "no 'call ended' log line");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let transcript = field(&ended, "transcript").expect("transcript field");
+    let said = logs
+        .lock()
+        .expect("log lock")
+        .iter()
+        .find(|l| l.contains("caller said"))
+        .cloned()
+        .expect("a 'caller said' log line");
+    let transcript = field(&said, "transcript").expect("transcript field");
     let user_wer = wer(&text, transcript);
     println!(
         "caller transcript: {transcript:?} (reference {:?}, WER {:.1}%)",
@@ -442,6 +462,39 @@ async fn sipp_calls_and_hears_a_continuous_spoken_reply() {
         (after.len() as f64 - expected).abs() <= expected * 0.02 + 3.0,
         "paced at 20 ms: {} packets over {span:?}",
         after.len()
+    );
+
+    // Barge-in: the clip played again over the reply cut it; the server says what was heard.
+    let barge_in_sent = barge_in_sent.expect("1 s of reply arrived, so the caller barged in");
+    let cut = logs
+        .lock()
+        .expect("log lock")
+        .iter()
+        .find(|l| l.contains("barge-in: reply cut"))
+        .cloned()
+        .expect("the server cut the reply when the caller talked over it");
+    let heard_ms: u64 = field(&cut, "heard_ms")
+        .and_then(|v| v.parse().ok())
+        .expect("heard_ms");
+    assert!(
+        heard_ms >= 1000,
+        "at least the 1 s received was sent: {cut}"
+    );
+    // On the wire: the first packet after the barge-in from which 25 packets (0.5 s) in a row
+    // carry no audio marks where the reply stopped.
+    let tail: Vec<&Received> = received.iter().filter(|r| r.at >= barge_in_sent).collect();
+    let stop = tail
+        .windows(25)
+        .find(|w| w.iter().all(|r| !r.voiced))
+        .map(|w| w[0].at - barge_in_sent)
+        .expect("the reply stopped after the barge-in");
+    println!(
+        "barge-in: reply stopped {} ms after the caller started talking again (VAD onset included); server says {heard_ms} ms were heard",
+        stop.as_millis()
+    );
+    assert!(
+        stop < Duration::from_millis(1500),
+        "reply kept playing {stop:?} after the barge-in"
     );
     let _ = std::fs::remove_file(&config);
 }

@@ -295,7 +295,7 @@ pub async fn run(setup: CallSetup) {
                         }
                     }
                     ServerEvent::TranscriptionCompleted { transcript: t, .. } => {
-                        tracing::info!(transcript = %t, "caller said");
+                        tracing::info!(transcript = ?t, "caller said");
                         if !transcript.is_empty() { transcript.push(' '); }
                         transcript.push_str(t.trim());
                     }
