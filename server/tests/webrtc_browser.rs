@@ -20,8 +20,10 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-/// The 3.0 s clip: "he was not an ill disposed young man".
-const CLIP: &str = "sense_and_sensibility_01_austen_64kb-0880";
+/// The 7.1 s clip (22 words: "and mister john dashwood had then leisure to consider how much
+/// there might be prudently in his power to do for them"), so that one misheard word does not
+/// decide the WER.
+const CLIP: &str = "sense_and_sensibility_01_austen_64kb-0870";
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -156,7 +158,7 @@ async fn browser_talks_to_the_agent_over_webrtc() {
         text.trim()
     );
     assert!(
-        user_wer <= 0.25,
+        user_wer <= 0.2,
         "the page's user transcript {heard:?} does not match the clip {text:?} (WER {user_wer:.2})"
     );
     // The reply over WebRTC: RTP packets and non-silent audio, from the browser's getStats.
