@@ -493,6 +493,8 @@
         if (turn && turn.page.firstAudioHeardAt == null) {
           turn.page.firstAudioHeardAt = contextTimeToPerf(msg.time);
           turn.page.firstAudioHeardMs = turn.origin ? round1(turn.page.firstAudioHeardAt - turn.origin.at) : null;
+          turn.page.micEndToHeardMs =
+            lastMicSpeechAt != null ? round1(turn.page.firstAudioHeardAt - lastMicSpeechAt) : null;
           renderTurn(turn);
         }
         playback.playingItem = msg.itemId;
