@@ -417,13 +417,11 @@ async fn on_rtc_event(
                 }
             }
         }
-        Event::ChannelOpen(cid, label) => {
-            if peer.channel.is_none() {
-                tracing::debug!(label, "webrtc data channel open");
-                peer.channel = Some(cid);
-                for text in std::mem::take(&mut peer.pending) {
-                    peer.send_text(text)?;
-                }
+        Event::ChannelOpen(cid, label) if peer.channel.is_none() => {
+            tracing::debug!(label, "webrtc data channel open");
+            peer.channel = Some(cid);
+            for text in std::mem::take(&mut peer.pending) {
+                peer.send_text(text)?;
             }
         }
         Event::ChannelData(d) if Some(d.id) == peer.channel => {
