@@ -247,8 +247,9 @@ impl Peer {
 /// Barge-in bookkeeping across events.
 #[derive(Default)]
 struct Interruptions {
-    /// When the reply now playing started going out.
-    playing_since: Option<Instant>,
+    /// The reply whose audio went out last, and when its first frame did (a reply that ran
+    /// dry and resumed keeps its first start: the echo guard counts from there).
+    playing_since: Option<(String, Instant)>,
     /// `conversation.item.truncated` the session already applied (item -> audio_end_ms).
     truncated: HashMap<String, u32>,
 }
@@ -372,13 +373,16 @@ fn play_frame(
         match note {
             Note::Event(e) => peer.send_event(&e)?,
             Note::Started { response_id } => {
-                cuts.playing_since = Some(Instant::now());
+                if cuts
+                    .playing_since
+                    .as_ref()
+                    .is_none_or(|(r, _)| *r != response_id)
+                {
+                    cuts.playing_since = Some((response_id.clone(), Instant::now()));
+                }
                 peer.send_buffer_event("started", &response_id)?;
             }
-            Note::Stopped { response_id } => {
-                cuts.playing_since = None;
-                peer.send_buffer_event("stopped", &response_id)?;
-            }
+            Note::Stopped { response_id } => peer.send_buffer_event("stopped", &response_id)?,
         }
     }
     Ok(())
@@ -486,7 +490,8 @@ async fn on_session_event(
     let barge_in = match &event {
         ServerEvent::SpeechStarted { .. } => cuts
             .playing_since
-            .is_some_and(|since| since.elapsed() >= echo_guard),
+            .as_ref()
+            .is_some_and(|(_, since)| since.elapsed() >= echo_guard),
         ServerEvent::ResponseDone(r) => {
             r.status == ResponseStatus::Cancelled
                 && r.cancel_reason == Some(CancelReason::TurnDetected)

@@ -1,7 +1,13 @@
-//! `/v1/webrtc` against the real `antiphon serve` binary (engines off, so no models needed),
-//! with a str0m peer standing in for the browser on loopback UDP: the HTTP offer/answer and
-//! its errors, ICE + DTLS + SCTP up, the Realtime events on the data channel both ways, and
-//! `DELETE` hanging up (the client sees its data channel close).
+//! `/v1/webrtc` against the real `antiphon serve` binary, with a str0m peer standing in for the
+//! browser on loopback UDP.
+//!
+//! - `offer_answer_events_and_hang_up` (engines off, no models): the HTTP offer/answer and its
+//!   errors, ICE + DTLS + SCTP up, the Realtime events on the data channel both ways, `DELETE`
+//!   hanging up (the client sees its data channel close).
+//! - `barge_in_stops_the_reply_within_a_frame` (CI models): the client speaks a LibriVox clip as
+//!   Opus RTP at real time, receives the spoken reply as Opus RTP, speaks again over it, and
+//!   checks that the reply audio stops within one 20 ms frame of the server's
+//!   `output_audio_buffer.cleared` and that the reply item is truncated to what was sent.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, UdpSocket};
@@ -9,10 +15,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use antiphon_audio::opus_codec::{FRAME_SAMPLES, OpusDecoder, OpusEncoder, OpusEncoderConfig};
 use serde_json::Value;
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::channel::ChannelId;
-use str0m::media::{Direction, MediaKind};
+use str0m::format::Codec;
+use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 
@@ -29,17 +37,27 @@ impl Drop for Server {
 }
 
 fn start() -> Server {
+    start_with("[asr]\nenabled = false\n[llm]\nenabled = false\n[tts]\nenabled = false\n")
+}
+
+fn start_with(engines: &str) -> Server {
     let root: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("server/ sits inside the workspace")
         .to_path_buf();
-    let config =
-        std::env::temp_dir().join(format!("antiphon-webrtc-http-{}.toml", std::process::id()));
+    // One file per server: tests run in parallel.
+    static SERVERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = SERVERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let config = std::env::temp_dir().join(format!(
+        "antiphon-webrtc-peer-{}-{n}.toml",
+        std::process::id()
+    ));
     std::fs::write(
         &config,
-        "[asr]\nenabled = false\n[llm]\nenabled = false\n[tts]\nenabled = false\n\
-         [webrtc]\ncandidate_ips = [\"127.0.0.1\"]\n\
-         [[webrtc.ice_servers]]\nurls = [\"stun:stun.example.org:3478\"]\n",
+        format!(
+            "{engines}[webrtc]\ncandidate_ips = [\"127.0.0.1\"]\n\
+             [[webrtc.ice_servers]]\nurls = [\"stun:stun.example.org:3478\"]\n"
+        ),
     )
     .expect("write test config");
     let mut child = Command::new(env!("CARGO_BIN_EXE_antiphon"))
@@ -47,12 +65,14 @@ fn start() -> Server {
         .arg(&config)
         .current_dir(root)
         .env("RUST_LOG", "warn")
+        .env("CANDLE_NUM_THREADS", "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn antiphon serve");
     let stdout = child.stdout.take().expect("piped stdout");
     let mut line = String::new();
+    // Loading the engines takes seconds on a loaded 2-core box; `read_line` waits for them.
     BufReader::new(stdout)
         .read_line(&mut line)
         .expect("server printed its address");
@@ -108,14 +128,27 @@ fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &st
 const AUTH: (&str, &str) = ("Authorization", "Bearer antiphon-demo-key");
 const SDP: (&str, &str) = ("Content-Type", "application/sdp");
 
-/// The client side: a full-ICE str0m peer on one loopback socket.
+/// The client side: a full-ICE str0m peer on one loopback socket. Once connected it sends one
+/// 20 ms Opus frame every 20 ms, like a browser's microphone: from `speech` while there is
+/// some, silence otherwise.
 struct Client {
     rtc: Rtc,
     socket: UdpSocket,
     channel: ChannelId,
+    mid: Mid,
+    connected: bool,
     open: bool,
     closed: bool,
     received: Vec<Value>,
+    received_at: Vec<Instant>,
+    encoder: OpusEncoder,
+    decoder: OpusDecoder,
+    /// 48 kHz samples still to speak.
+    speech: std::collections::VecDeque<f32>,
+    next_frame: Instant,
+    frames_sent: u64,
+    /// Every reply packet: arrival and RMS of its decoded audio.
+    audio_in: Vec<(Instant, f32)>,
 }
 
 impl Client {
@@ -125,16 +158,25 @@ impl Client {
         let c = Candidate::host(socket.local_addr().unwrap(), "udp").unwrap();
         rtc.add_local_candidate(c);
         let mut api = rtc.sdp_api();
-        api.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
+        let mid = api.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
         let channel = api.add_channel("oai-events".into());
         let (offer, pending) = api.apply().expect("an offer");
         let client = Client {
             rtc,
             socket,
             channel,
+            mid,
+            connected: false,
             open: false,
             closed: false,
             received: Vec::new(),
+            received_at: Vec::new(),
+            encoder: OpusEncoder::new(OpusEncoderConfig::default()).expect("opus encoder"),
+            decoder: OpusDecoder::new().expect("opus decoder"),
+            speech: Default::default(),
+            next_frame: Instant::now(),
+            frames_sent: 0,
+            audio_in: Vec::new(),
         };
         (client, offer.to_sdp_string(), pending)
     }
@@ -156,6 +198,19 @@ impl Client {
                     Output::Event(Event::ChannelData(d)) => {
                         let v: Value = serde_json::from_slice(&d.data).expect("JSON event");
                         self.received.push(v);
+                        self.received_at.push(Instant::now());
+                    }
+                    Output::Event(Event::Connected) => {
+                        self.connected = true;
+                        self.next_frame = Instant::now();
+                    }
+                    Output::Event(Event::MediaData(d)) => {
+                        let mut pcm = Vec::new();
+                        self.decoder.decode(&d.data, &mut pcm).expect("reply opus");
+                        let rms = (pcm.iter().map(|s| s * s).sum::<f32>()
+                            / pcm.len().max(1) as f32)
+                            .sqrt();
+                        self.audio_in.push((Instant::now(), rms));
                     }
                     Output::Event(Event::ChannelClose(id)) if id == self.channel => {
                         self.closed = true
@@ -166,6 +221,15 @@ impl Client {
             if done(self) {
                 return true;
             }
+            if self.connected && Instant::now() >= self.next_frame {
+                self.send_frame();
+                continue;
+            }
+            let wake = if self.connected {
+                wake.min(self.next_frame)
+            } else {
+                wake
+            };
             let wait = wake
                 .saturating_duration_since(Instant::now())
                 .clamp(Duration::from_millis(1), Duration::from_millis(50));
@@ -186,6 +250,31 @@ impl Client {
             self.rtc.handle_input(input).expect("client input");
         }
         done(self)
+    }
+
+    /// One 20 ms microphone frame (a mutation: the caller drains next).
+    fn send_frame(&mut self) {
+        let mut frame = [0.0f32; FRAME_SAMPLES];
+        for s in frame.iter_mut() {
+            *s = self.speech.pop_front().unwrap_or(0.0);
+        }
+        let packet = self.encoder.encode(&frame).expect("encode");
+        self.next_frame += Duration::from_millis(20);
+        let Some(writer) = self.rtc.writer(self.mid) else {
+            return;
+        };
+        let Some(pt) = writer
+            .payload_params()
+            .find(|p| p.spec().codec == Codec::Opus)
+            .map(|p| p.pt())
+        else {
+            return;
+        };
+        let t = MediaTime::new(self.frames_sent * 960, Frequency::FORTY_EIGHT_KHZ);
+        self.frames_sent += 1;
+        writer
+            .write(pt, Instant::now(), t, packet)
+            .expect("write audio");
     }
 
     fn send(&mut self, event: Value) {
@@ -309,4 +398,147 @@ fn offer_answer_events_and_hang_up() {
     );
     let r = http(port, "DELETE", &location, &[AUTH], "");
     assert_eq!(r.status, 404);
+}
+
+/// 48 kHz samples of a LibriVox clip from the model store, and its text.
+fn clip(name: &str) -> (Vec<f32>, String) {
+    let store = antiphon_models::store::ModelStore::from_env().expect("model store");
+    let dir = store.root().join("librivox-clips");
+    let audio = antiphon_audio::wav::read_mono(dir.join(format!("{name}.wav"))).expect("clip wav");
+    let text = std::fs::read_to_string(dir.join(format!("{name}.txt"))).expect("clip txt");
+    let samples =
+        antiphon_audio::resample::resample_clip(&audio.samples, audio.sample_rate, 48_000)
+            .expect("resample");
+    (samples, text)
+}
+
+/// Reply packets louder than this carry speech (Piper's voice is far above; Opus silence is 0).
+const SPEECH_RMS: f32 = 0.005;
+
+#[test]
+fn barge_in_stops_the_reply_within_a_frame() {
+    let server = start_with("[llm]\nmodel = \"smollm2-135m\"\n");
+    let port = server.port;
+    let (mut client, offer, pending) = Client::offer();
+    let r = http(port, "POST", "/v1/webrtc", &[AUTH, SDP], &offer);
+    assert_eq!(r.status, 201, "{}", r.body);
+    let answer = SdpAnswer::from_sdp_string(&r.body).expect("answer parses");
+    client
+        .rtc
+        .sdp_api()
+        .accept_answer(pending, answer)
+        .expect("answer accepted");
+    assert!(
+        client.run_until(Duration::from_secs(15), |c| c.open
+            && c.has("session.created").is_some()),
+        "no data channel"
+    );
+    client.send(serde_json::json!({
+        "type": "session.update",
+        "session": {"type": "realtime", "audio": {"input": {"transcription": {}}}}
+    }));
+
+    // Turn 1: the clip, then silence until the reply has played for a second.
+    let (speech, text) = clip("sense_and_sensibility_01_austen_64kb-0880");
+    client.speech.extend(speech.iter().copied());
+    let loud_for = |c: &Client, at_least: usize| {
+        c.audio_in
+            .iter()
+            .filter(|(_, rms)| *rms > SPEECH_RMS)
+            .count()
+            >= at_least
+    };
+    assert!(
+        client.run_until(Duration::from_secs(60), |c| loud_for(c, 50)),
+        "no second of reply audio over RTP; events: {:?}",
+        client
+            .received
+            .iter()
+            .map(|e| e["type"].clone())
+            .collect::<Vec<_>>()
+    );
+    let user = client
+        .has("conversation.item.input_audio_transcription.completed")
+        .map(|e| e["transcript"].as_str().unwrap_or("").to_lowercase())
+        .unwrap_or_default();
+    assert!(
+        user.contains("young man"),
+        "user transcript {user:?} vs {text:?}"
+    );
+    let started = client
+        .has("output_audio_buffer.started")
+        .expect("output_audio_buffer.started")
+        .clone();
+    let reply_id = started["response_id"].as_str().unwrap().to_string();
+
+    // Turn 2 over the reply: speak again; the server cuts the reply off.
+    client.speech.extend(speech.iter().copied());
+    assert!(
+        client.run_until(Duration::from_secs(20), |c| c
+            .has("output_audio_buffer.cleared")
+            .is_some()),
+        "the reply was never cut off: {:?}",
+        client
+            .received
+            .iter()
+            .map(|e| e["type"].clone())
+            .collect::<Vec<_>>()
+    );
+    let i = client
+        .received
+        .iter()
+        .position(|e| e["type"] == "output_audio_buffer.cleared")
+        .unwrap();
+    assert_eq!(client.received[i]["response_id"], reply_id.as_str());
+    let cleared_at = client.received_at[i];
+    // Collect another half second of reply packets.
+    let until = Instant::now() + Duration::from_millis(500);
+    client.run_until(Duration::from_secs(1), |_| Instant::now() >= until);
+    let after: Vec<f32> = client
+        .audio_in
+        .iter()
+        .filter(|(at, _)| *at >= cleared_at)
+        .map(|(_, rms)| *rms)
+        .collect();
+    assert!(
+        after.len() >= 20,
+        "reply packets kept coming: {}",
+        after.len()
+    );
+    let loud_after = after.iter().take_while(|rms| **rms > SPEECH_RMS).count();
+    println!(
+        "barge-in: {} loud reply packet(s) after output_audio_buffer.cleared, then {:?}",
+        loud_after,
+        &after[..after.len().min(5)]
+    );
+    // The frame in flight (and the resampler's 10 ms tail) at most; then silence.
+    assert!(
+        loud_after <= 1,
+        "reply kept playing after the cut: {after:?}"
+    );
+    assert!(
+        after[loud_after..].iter().all(|rms| *rms <= SPEECH_RMS),
+        "reply audio came back after the cut: {after:?}"
+    );
+    // The session was told what the caller heard: the reply item is truncated.
+    assert!(
+        client.run_until(Duration::from_secs(5), |c| c
+            .has("conversation.item.truncated")
+            .is_some()),
+        "no conversation.item.truncated"
+    );
+    // The session cuts the item by wall time since the first audio went out; the peer then cuts
+    // it to the audio it actually sent when that is less (the reply may have run dry a moment).
+    let cuts: Vec<u64> = client
+        .received
+        .iter()
+        .filter(|e| e["type"] == "conversation.item.truncated")
+        .filter_map(|e| e["audio_end_ms"].as_u64())
+        .collect();
+    let heard_ms = *cuts.last().unwrap();
+    println!("reply truncated at {cuts:?} ms");
+    assert!(
+        heard_ms >= 1000,
+        "truncated at {heard_ms} ms, but >= 1 s was played"
+    );
 }
