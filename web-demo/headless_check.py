@@ -162,6 +162,8 @@ def main():
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
         "--disable-dev-shm-usage", f"--user-data-dir={profile}", f"--window-size={a.window}",
         "--autoplay-policy=no-user-gesture-required",
+        # Hosts with no network but loopback (CI containers): let WebRTC use 127.0.0.1.
+        "--allow-loopback-in-peer-connection",
         "--deny-permission-prompts" if a.deny_mic else "--use-fake-ui-for-media-stream",
         "--use-fake-device-for-media-stream",
         f"--use-file-for-fake-audio-capture={wav}%noloop",
