@@ -1223,6 +1223,15 @@
         demo.webrtc.connectionState = pc.connectionState;
         if (pc.connectionState === "failed") {
           this.closed(1006, this.readyState === 1 ? "media connection lost" : "ICE/DTLS did not connect");
+        } else if (pc.connectionState === "disconnected" && this.readyState === 1) {
+          // No answer to the browser's consent checks: the server or the path went away. The
+          // browser only calls it "failed" after ~30 s; give a brief outage 5 s to recover.
+          setState("connecting", "Connection interrupted…", "busy");
+          setTimeout(() => {
+            if (pc.connectionState === "disconnected") this.closed(1006, "media connection lost");
+          }, 5000);
+        } else if (pc.connectionState === "connected" && this.readyState === 1) {
+          setIdleState();
         }
       };
       await pc.setLocalDescription(await pc.createOffer());
