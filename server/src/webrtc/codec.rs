@@ -38,6 +38,18 @@ impl Uplink {
     pub fn packet(&mut self, packet: &[u8]) -> Result<Vec<u8>, CodecError> {
         self.wide.clear();
         self.decoder.decode(packet, &mut self.wide)?;
+        self.narrow_from_wide()
+    }
+
+    /// One 20 ms frame in place of a lost packet (Opus PLC), so the session's audio clock (and
+    /// with it VAD timing) does not skip.
+    pub fn conceal(&mut self) -> Result<Vec<u8>, CodecError> {
+        self.wide.clear();
+        self.decoder.conceal(&mut self.wide)?;
+        self.narrow_from_wide()
+    }
+
+    fn narrow_from_wide(&mut self) -> Result<Vec<u8>, CodecError> {
         self.narrow.clear();
         self.resampler.process(&self.wide, &mut self.narrow)?;
         Ok(to_pcm16(&self.narrow))
@@ -124,5 +136,7 @@ mod tests {
         assert!((400..=480).contains(&crossings), "{crossings} crossings");
         let rms = (tail.iter().map(|s| s * s).sum::<f32>() / tail.len() as f32).sqrt();
         assert!((0.25..0.45).contains(&rms), "rms {rms}");
+        // A lost packet becomes 20 ms of concealment (480 samples at 24 kHz), not a gap.
+        assert_eq!(up.conceal().unwrap().len(), FRAME * 2);
     }
 }

@@ -32,6 +32,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const FRAME_PERIOD: Duration = Duration::from_millis(20);
 /// Server events held while the data channel is not open yet (`session.created` comes first).
 const MAX_PENDING_MESSAGES: usize = 1024;
+/// Lost caller packets concealed per gap, at most.
+const MAX_CONCEALED: u64 = 5;
 /// Opus RTP clock: 48 kHz, 960 ticks per 20 ms frame.
 const RTP_TICKS_PER_FRAME: u64 = 960;
 
@@ -136,6 +138,8 @@ struct Peer {
     pending: VecDeque<String>,
     next_event_id: u64,
     frames_sent: u64,
+    /// Extended RTP sequence number of the last caller packet (gaps are concealed).
+    last_seq: Option<u64>,
 }
 
 impl Peer {
@@ -287,6 +291,7 @@ pub async fn run(params: PeerParams) -> PeerEnd {
         pending: VecDeque::new(),
         next_event_id: 0,
         frames_sent: 0,
+        last_seq: None,
     };
     let mut playout = Playout::new();
     let mut cuts = Interruptions::default();
@@ -409,6 +414,24 @@ async fn on_rtc_event(
         Event::MediaData(d) => {
             let ours = peer.audio.is_some_and(|(mid, _)| mid == d.mid);
             if ours && d.params.spec().codec == Codec::Opus {
+                let (first, last) = (**d.seq_range.start(), **d.seq_range.end());
+                // Lost packets: one concealed 20 ms frame each (a long outage: a few, then
+                // the stream just resumes).
+                let lost = peer
+                    .last_seq
+                    .map_or(0, |prev| first.saturating_sub(prev + 1).min(MAX_CONCEALED));
+                peer.last_seq = Some(last.max(peer.last_seq.unwrap_or(0)));
+                for _ in 0..lost {
+                    match uplink.conceal() {
+                        Ok(pcm) if !pcm.is_empty() => {
+                            if to_session.send(Inbound::audio(pcm)).await.is_err() {
+                                return Ok(Some(PeerEnd::SessionEnded));
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::debug!("webrtc concealment failed: {e}"),
+                    }
+                }
                 match uplink.packet(&d.data) {
                     Ok(pcm) if !pcm.is_empty() => {
                         if to_session.send(Inbound::audio(pcm)).await.is_err() {
