@@ -136,6 +136,7 @@
   };
   const silencedResponses = new Set(); // replies cut off by a barge-in
   let talkFrames = 0;
+  let lastIdleClear = 0; // performance.now() of the last idle input_audio_buffer.clear (WebRTC push-to-talk)
   let lastMicSpeechAt = null; // performance.now() of the last microphone frame above MIC_SPEECH_RMS
 
   // ---------------------------------------------------------------------------------------
@@ -437,7 +438,16 @@
       // The microphone track itself goes over RTP; this frame only feeds the meter. Muting
       // (hands-free) and push-to-talk gate the track.
       if (mic) mic.stream.getAudioTracks().forEach((t) => (t.enabled = sending));
-      if (sending) demo.audio.framesSent++;
+      if (sending) {
+        demo.audio.framesSent++;
+        talkFrames++;
+      }
+      // Push-to-talk: the track keeps sending (silence) between turns and the server buffers
+      // it until a commit; drop that now and then so the buffer never fills.
+      if (demo.mode === "ptt" && !demo.talking && demo.sessionReady && now() - lastIdleClear > 30000) {
+        lastIdleClear = now();
+        send({ type: "input_audio_buffer.clear" });
+      }
       return;
     }
     if (!sending) return;
@@ -1657,9 +1667,15 @@
     } else {
       demo.talking = false;
       if (talkFrames > 0) {
-        send({ type: "input_audio_buffer.commit" });
-        pendingOrigin = { kind: "speech_end", at: now() };
-        send({ type: "response.create" });
+        const commit = () => {
+          send({ type: "input_audio_buffer.commit" });
+          pendingOrigin = { kind: "speech_end", at: now() };
+          send({ type: "response.create" });
+        };
+        // Over WebRTC the last words are still on their way as RTP when the button is
+        // released (the commit takes the faster data channel): let them arrive first.
+        if (TRANSPORT === "webrtc") setTimeout(commit, 150);
+        else commit();
         setState("thinking", "Thinking…", "busy");
       }
     }
