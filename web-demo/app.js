@@ -973,6 +973,7 @@
       case "output_audio_buffer.stopped":
       case "output_audio_buffer.cleared":
         if (type === "output_audio_buffer.cleared") demo.audio.bargeIns++;
+        if (replyOnset.playing === ev.response_id) replyOnset.playing = null;
         if (demo.state === "speaking") setIdleState();
         break;
       case "response.created": {
@@ -1660,6 +1661,8 @@
     if (!demo.talking) {
       // A new manual turn: interrupt the agent and start from an empty buffer.
       if (playback.active) bargeIn("talk pressed");
+      // Over WebRTC the server plays the reply: ask it to stop (it truncates what was unheard).
+      if (TRANSPORT === "webrtc" && replyOnset.playing) send({ type: "output_audio_buffer.clear" });
       if (activeResponseId) send({ type: "response.cancel" });
       send({ type: "input_audio_buffer.clear" });
       talkFrames = 0;

@@ -381,11 +381,32 @@ fn offer_answer_events_and_hang_up() {
         updated["session"]["audio"]["output"]["format"]["type"], "audio/pcm",
         "{updated}"
     );
-    // Bad JSON is answered with an error event; the session goes on.
+    // `output_audio_buffer.clear` belongs to this transport (nothing to cut here): it must not
+    // reach the session, which would refuse it. Then an unknown event is answered with an
+    // error event and the session goes on. (This server has no ASR: the microphone frames the
+    // client sends earn an `engine_unavailable` error of their own.)
+    client.send(serde_json::json!({"type": "output_audio_buffer.clear"}));
     client.send(serde_json::json!({"type": "no.such.event"}));
+    let code_count = |c: &Client, code: &str| {
+        c.received
+            .iter()
+            .filter(|e| e["type"] == "error" && e["error"]["code"] == code)
+            .count()
+    };
     assert!(
-        client.run_until(Duration::from_secs(10), |c| c.has("error").is_some()),
+        client.run_until(Duration::from_secs(10), |c| code_count(
+            c,
+            "unknown_event_type"
+        ) > 0),
         "no error event: {:?}",
+        client.received
+    );
+    client.run_until(Duration::from_millis(300), |_| false);
+    assert_eq!(code_count(&client, "unknown_event_type"), 1);
+    assert_eq!(
+        code_count(&client, "unsupported_event"),
+        0,
+        "output_audio_buffer.clear reached the session: {:?}",
         client.received
     );
 

@@ -305,7 +305,17 @@ pub async fn run(params: PeerParams) -> PeerEnd {
         }
         // Handle what the Rtc reported; handlers may mutate it (and drain again).
         while let Some(event) = peer.events.pop_front() {
-            match on_rtc_event(&mut peer, event, &mut uplink, &to_session, &limits).await {
+            let step = on_rtc_event(
+                &mut peer,
+                event,
+                &mut uplink,
+                &mut playout,
+                &mut cuts,
+                &to_session,
+                &limits,
+            )
+            .await;
+            match step {
                 Ok(None) => {}
                 Ok(Some(end)) => break 'run end,
                 Err(end) => break 'run end,
@@ -397,6 +407,8 @@ async fn on_rtc_event(
     peer: &mut Peer,
     event: Event,
     uplink: &mut Uplink,
+    playout: &mut Playout,
+    cuts: &mut Interruptions,
     to_session: &mpsc::Sender<Inbound>,
     limits: &Limits,
 ) -> Result<Option<PeerEnd>, PeerEnd> {
@@ -458,6 +470,17 @@ async fn on_rtc_event(
                     "data channel messages must be UTF-8 JSON text",
                 )),
                 Ok(text) => match protocol::decode_client(text, limits) {
+                    // The caller's own "stop the audio" (OpenAI's WebRTC
+                    // `output_audio_buffer.clear`): this transport owns playout, so it is
+                    // handled here and never reaches the session (which refuses it, its
+                    // clients own playback). A cut reply is answered with
+                    // `output_audio_buffer.cleared`.
+                    Ok(msg) if msg.event == ClientEvent::OutputAudioClear => {
+                        if playout.is_playing() {
+                            cut_reply(peer, playout, cuts, to_session).await?;
+                        }
+                        return Ok(None);
+                    }
                     Ok(msg) => Inbound::Client(keep_transport_formats(msg)),
                     Err(e) => Inbound::Invalid(e),
                 },
@@ -526,39 +549,50 @@ async fn on_session_event(
         peer.send_event(&due)?;
     }
     if barge_in && playout.is_playing() {
-        let playing = playout.playing().map(str::to_owned);
-        let (cut_items, due) = playout.flush();
-        cuts.playing_since = None;
-        for e in &due {
-            peer.send_event(e)?;
-        }
-        if let Some(r) = playing {
-            peer.send_buffer_event("cleared", &r)?;
-        }
-        for cut in cut_items {
-            // Tell the session what the caller actually heard, unless it already cut the
-            // item at least that short.
-            if cuts
-                .truncated
-                .get(&cut.item_id)
-                .is_some_and(|&ms| ms <= cut.played_ms)
-            {
-                continue;
-            }
-            let truncate = ClientEvent::ItemTruncate {
-                item_id: cut.item_id,
-                content_index: 0,
-                audio_end_ms: cut.played_ms,
-            };
-            if to_session.send(Inbound::client(truncate)).await.is_err() {
-                return Err(PeerEnd::SessionEnded);
-            }
-        }
+        cut_reply(peer, playout, cuts, to_session).await?;
     }
     // A cancelled reply's `response.done` goes out after the flush (not queued behind audio
     // that will never play).
     if cancelled_reply && let Some(due) = playout.push_event(event) {
         peer.send_event(&due)?;
+    }
+    Ok(())
+}
+
+/// Stops reply playout now (the next frame is silence), tells the caller
+/// (`output_audio_buffer.cleared`) and the session (`conversation.item.truncate` with what was
+/// actually sent, unless the session already cut the item at least that short).
+async fn cut_reply(
+    peer: &mut Peer,
+    playout: &mut Playout,
+    cuts: &mut Interruptions,
+    to_session: &mpsc::Sender<Inbound>,
+) -> Result<(), PeerEnd> {
+    let playing = playout.playing().map(str::to_owned);
+    let (cut_items, due) = playout.flush();
+    cuts.playing_since = None;
+    for e in &due {
+        peer.send_event(e)?;
+    }
+    if let Some(r) = playing {
+        peer.send_buffer_event("cleared", &r)?;
+    }
+    for cut in cut_items {
+        if cuts
+            .truncated
+            .get(&cut.item_id)
+            .is_some_and(|&ms| ms <= cut.played_ms)
+        {
+            continue;
+        }
+        let truncate = ClientEvent::ItemTruncate {
+            item_id: cut.item_id,
+            content_index: 0,
+            audio_end_ms: cut.played_ms,
+        };
+        if to_session.send(Inbound::client(truncate)).await.is_err() {
+            return Err(PeerEnd::SessionEnded);
+        }
     }
     Ok(())
 }

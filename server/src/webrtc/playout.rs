@@ -34,7 +34,9 @@ pub enum Note {
     Event(ServerEvent),
     /// The first frame of a reply's audio went out (OpenAI's `output_audio_buffer.started`).
     Started { response_id: String },
-    /// The last queued frame of a reply went out (`output_audio_buffer.stopped`).
+    /// The reply's last frame went out: its audio is complete (`output_audio.done` or
+    /// `response.done` seen) and nothing of it is queued (`output_audio_buffer.stopped`). A
+    /// reply whose audio runs dry before it is complete keeps playing (silence) meanwhile.
     Stopped { response_id: String },
 }
 
@@ -62,6 +64,8 @@ pub struct Playout {
     items: Vec<ItemState>,
     /// The reply whose audio is going out now (between `Started` and `Stopped`).
     playing: Option<String>,
+    /// Replies whose audio is complete (no more deltas will come).
+    complete: HashSet<String>,
     /// Replies cut off by a barge-in: their late audio and text are dropped.
     silenced: HashSet<String>,
 }
@@ -141,6 +145,12 @@ impl Playout {
         let Some(response_id) = reply_of(&event) else {
             return Some(event);
         };
+        if matches!(
+            event,
+            ServerEvent::AudioDone { .. } | ServerEvent::ResponseDone(_)
+        ) {
+            self.complete.insert(response_id.to_owned());
+        }
         if self.silenced.contains(response_id) {
             return match event {
                 ServerEvent::TranscriptDelta { .. } | ServerEvent::TextDelta { .. } => None,
@@ -212,6 +222,7 @@ impl Playout {
         }
         if let Some(playing) = self.playing.clone()
             && !self.has_audio_of(&playing)
+            && self.complete.remove(&playing)
         {
             self.playing = None;
             notes.push(Note::Stopped {
@@ -250,6 +261,13 @@ impl Playout {
             }
         }
         if let Some(playing) = self.playing.take() {
+            // A reply cut while its audio had run dry is cut all the same.
+            for item in self.items.iter().filter(|i| i.response_id == playing) {
+                if !cut_items.contains(&item.item_id) {
+                    cut_items.push(item.item_id.clone());
+                }
+            }
+            self.complete.remove(&playing);
             self.silenced.insert(playing);
         }
         let cuts = self
@@ -265,6 +283,9 @@ impl Playout {
             .collect();
         if self.silenced.len() > 64 {
             self.silenced.clear();
+        }
+        if self.complete.len() > 64 {
+            self.complete.clear();
         }
         (cuts, events)
     }
@@ -308,6 +329,8 @@ mod tests {
         assert_eq!(p.push_event(delta("r1", "Hello")), None);
         p.push_audio("r1", "item_r1", &pcm(30, 16384));
         assert_eq!(p.push_event(delta("r1", " there")), None);
+        let done = ServerEvent::AudioDone { part: part("r1") };
+        assert_eq!(p.push_event(done.clone()), None);
         // Not reply-bound: due at once.
         let other = ServerEvent::SpeechStopped {
             audio_end_ms: 1,
@@ -332,6 +355,7 @@ mod tests {
             notes,
             [
                 Note::Event(delta("r1", " there")),
+                Note::Event(done),
                 Note::Stopped {
                     response_id: "r1".into()
                 }
@@ -374,15 +398,11 @@ mod tests {
         p.push_audio("r2", "item_r2", &pcm(20, 1000));
         assert_eq!(
             p.tick(&mut f),
-            [
-                Note::Started {
-                    response_id: "r2".into()
-                },
-                Note::Stopped {
-                    response_id: "r2".into()
-                }
-            ]
+            [Note::Started {
+                response_id: "r2".into()
+            }]
         );
+        assert!(f.iter().all(|s| *s > 0.0));
     }
 
     #[test]
@@ -392,15 +412,72 @@ mod tests {
         p.push_audio("r1", "item_r1", &pcm(10, 1000));
         p.push_audio("r2", "item_r2", &pcm(20, 2000));
         let notes = p.tick(&mut f);
-        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert_eq!(notes.len(), 1, "{notes:?}");
         assert!(f[FRAME / 2..].iter().all(|s| *s == 0.0));
         let notes = p.tick(&mut f);
         assert_eq!(
-            notes[0],
-            Note::Started {
-                response_id: "r2".into()
-            }
+            notes,
+            [
+                Note::Stopped {
+                    response_id: "r1".into()
+                },
+                Note::Started {
+                    response_id: "r2".into()
+                }
+            ]
         );
         assert!(f.iter().all(|s| *s > 0.0));
+    }
+
+    #[test]
+    fn a_reply_that_runs_dry_keeps_playing_until_complete_and_can_be_cut() {
+        let mut p = Playout::new();
+        let mut f = [0.0; FRAME];
+        p.push_audio("r1", "item_r1", &pcm(40, 1000));
+        assert_eq!(p.tick(&mut f).len(), 1); // started
+        assert!(p.tick(&mut f).is_empty());
+        // The TTS is late: silence, but the reply is still playing (no stop, no new start).
+        assert!(p.tick(&mut f).is_empty());
+        assert!(f.iter().all(|s| *s == 0.0));
+        assert!(p.is_playing());
+        p.push_audio("r1", "item_r1", &pcm(20, 1000));
+        assert!(p.tick(&mut f).is_empty());
+        // Cut during the next gap: the item is reported with the 60 ms that went out.
+        let (cuts, _) = p.flush();
+        assert_eq!(
+            cuts,
+            [Cut {
+                response_id: "r1".into(),
+                item_id: "item_r1".into(),
+                played_ms: 60
+            }]
+        );
+        // A complete reply stops after its last frame even when `response.done` came first.
+        p.push_audio("r2", "item_r2", &pcm(20, 1000));
+        let done = ServerEvent::ResponseDone(crate::realtime::events::ResponseInfo {
+            id: "r2".into(),
+            status: crate::realtime::events::ResponseStatus::Completed,
+            cancel_reason: None,
+            error: None,
+            output: vec![],
+            output_modalities: vec![],
+            output_format: crate::realtime::events::AudioFormat::Pcm16,
+            voice: "joe".into(),
+            conversation_id: None,
+        });
+        assert_eq!(p.push_event(done.clone()), None);
+        let notes = p.tick(&mut f);
+        assert_eq!(
+            notes,
+            [
+                Note::Started {
+                    response_id: "r2".into()
+                },
+                Note::Event(done),
+                Note::Stopped {
+                    response_id: "r2".into()
+                }
+            ]
+        );
     }
 }
