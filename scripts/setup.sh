@@ -14,6 +14,9 @@ command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl ca-certificates)
 # sipp places the SIP calls of server/tests/sip_call.rs.
 command -v sipp >/dev/null 2>&1 || need_apt+=(sip-tester)
+# The WebRTC browser test (server/tests/webrtc_browser.rs): headless Chromium + WebDriver.
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
 for extra in "$@"; do
   dpkg -s "$extra" >/dev/null 2>&1 || need_apt+=("$extra")
 done

@@ -1,6 +1,8 @@
-// Antiphon web demo: talks the OpenAI-Realtime-compatible WebSocket API (GA event names) of
-// `antiphon serve`. No framework, no build step. Everything the page knows is mirrored in
-// `window.antiphonDemo` so automated browser tests can read results.
+// Antiphon web demo: talks to `antiphon serve` over WebRTC (default: Opus audio both ways, the
+// Realtime API's GA JSON events on a data channel; `POST /v1/webrtc` with the SDP offer) or over
+// the Realtime WebSocket (`?transport=websocket`: pcm16 in JSON events). No framework, no build
+// step. Everything the page knows is mirrored in `window.antiphonDemo` so automated browser
+// tests can read results.
 "use strict";
 
 (() => {
@@ -17,6 +19,13 @@
   const SCRIPT_URL = document.currentScript ? document.currentScript.src : location.href;
 
   const params = new URLSearchParams(location.search);
+  // WebRTC unless asked for the WebSocket (or given a ws:// server URL).
+  const TRANSPORT =
+    params.get("transport") === "websocket" || /^wss?:/.test(params.get("server") || "") ? "websocket" : "webrtc";
+  // Reply audio louder than this (RMS, full scale 1) counts as heard; the microphone above
+  // MIC_SPEECH_RMS counts as speech (for the page's own end-of-speech -> first-audio time).
+  const REPLY_AUDIBLE_RMS = 0.003;
+  const MIC_SPEECH_RMS = 0.01;
   const $ = (id) => document.getElementById(id);
   const ui = {
     status: $("status"),
@@ -48,6 +57,10 @@
     sessionId: null,
     session: null, // last session.created/updated payload
     mode: "handsfree", // handsfree | ptt
+    transport: TRANSPORT, // webrtc | websocket
+    // WebRTC only: connection states, the Location of the session, and the browser's own
+    // receive statistics of the reply track (RTCPeerConnection.getStats, inbound-rtp audio).
+    webrtc: { iceState: null, connectionState: null, location: null, stats: null, onsets: 0 },
     voice: "joe",
     talking: false,
     muted: false,
@@ -78,8 +91,9 @@
   // Settings from the URL
 
   const defaultServer = () => {
-    const scheme = location.protocol === "https:" ? "wss" : "ws";
     const host = location.host || "127.0.0.1:8080";
+    if (TRANSPORT === "webrtc") return `${location.protocol === "https:" ? "https" : "http"}://${host}`;
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
     return `${scheme}://${host}/v1/realtime?model=antiphon`;
   };
   ui.serverUrl.value = params.get("server") || defaultServer();
@@ -89,6 +103,8 @@
   if (params.get("mode") === "ptt") document.querySelector('input[name="mode"][value="ptt"]').checked = true;
   demo.voice = ui.voice.value;
   demo.mode = document.querySelector('input[name="mode"]:checked').value;
+  document.getElementById("transport-label").textContent =
+    TRANSPORT === "webrtc" ? "Realtime API over WebRTC" : "Realtime API over WebSocket";
 
   // ---------------------------------------------------------------------------------------
   // Connection state
@@ -120,6 +136,8 @@
   };
   const silencedResponses = new Set(); // replies cut off by a barge-in
   let talkFrames = 0;
+  let lastIdleClear = 0; // performance.now() of the last idle input_audio_buffer.clear (WebRTC push-to-talk)
+  let lastMicSpeechAt = null; // performance.now() of the last microphone frame above MIC_SPEECH_RMS
 
   // ---------------------------------------------------------------------------------------
   // Small helpers
@@ -247,7 +265,7 @@
   }
 
   function sessionConfig() {
-    return {
+    const ev = {
       type: "session.update",
       session: {
         type: "realtime",
@@ -266,6 +284,12 @@
         },
       },
     };
+    if (TRANSPORT === "webrtc") {
+      // Over WebRTC the audio is Opus on the media track; the server owns the session formats.
+      delete ev.session.audio.input.format;
+      delete ev.session.audio.output.format;
+    }
+    return ev;
   }
 
   // ---------------------------------------------------------------------------------------
@@ -409,6 +433,23 @@
     if (msg.type !== "frame") return;
     const sending = micShouldSend();
     ui.micLevel.style.width = sending ? `${Math.min(100, msg.rms * 400)}%` : "0%";
+    if (msg.rms > MIC_SPEECH_RMS) lastMicSpeechAt = now();
+    if (TRANSPORT === "webrtc") {
+      // The microphone track itself goes over RTP; this frame only feeds the meter. Muting
+      // (hands-free) and push-to-talk gate the track.
+      if (mic) mic.stream.getAudioTracks().forEach((t) => (t.enabled = sending));
+      if (sending) {
+        demo.audio.framesSent++;
+        talkFrames++;
+      }
+      // Push-to-talk: the track keeps sending (silence) between turns and the server buffers
+      // it until a commit; drop that now and then so the buffer never fills.
+      if (demo.mode === "ptt" && !demo.talking && demo.sessionReady && now() - lastIdleClear > 30000) {
+        lastIdleClear = now();
+        send({ type: "input_audio_buffer.clear" });
+      }
+      return;
+    }
     if (!sending) return;
     const bytes = new Uint8Array(msg.pcm);
     if (send({ type: "input_audio_buffer.append", audio: bytesToBase64(bytes) })) {
@@ -462,6 +503,8 @@
         if (turn && turn.page.firstAudioHeardAt == null) {
           turn.page.firstAudioHeardAt = contextTimeToPerf(msg.time);
           turn.page.firstAudioHeardMs = turn.origin ? round1(turn.page.firstAudioHeardAt - turn.origin.at) : null;
+          turn.page.micEndToHeardMs =
+            lastMicSpeechAt != null ? round1(turn.page.firstAudioHeardAt - lastMicSpeechAt) : null;
           renderTurn(turn);
         }
         playback.playingItem = msg.itemId;
@@ -584,6 +627,8 @@
 
   // Assistant text is revealed as its audio plays; what the user never heard shows struck out.
   function assistantTextParts(entry) {
+    // Over WebRTC the server releases the words as their audio goes out: all text is spoken.
+    if (TRANSPORT === "webrtc") return { spoken: entry.text, unspoken: "" };
     const p = playback.items.get(entry.itemId);
     const audioLive = ctx && ctx.state === "running";
     if (!p || !audioLive || entry.segments.length === 0) {
@@ -710,6 +755,7 @@
           firstAudioReceivedMs: null,
           firstAudioHeardAt: null,
           firstAudioHeardMs: null,
+          micEndToHeardMs: null,
         },
         el: null,
       };
@@ -738,6 +784,7 @@
       page: {
         firstAudioReceivedMs: turn.page.firstAudioReceivedMs,
         firstAudioHeardMs: turn.page.firstAudioHeardMs,
+        micEndToHeardMs: turn.page.micEndToHeardMs,
       },
     });
     if (!turn.el) {
@@ -768,6 +815,15 @@
     const meta = document.createElement("span");
     meta.textContent = `${turn.responseId} · ${statusWord(turn)}`;
     head.append(headline, meta);
+    const ttfb = document.createElement("p");
+    ttfb.className = "ttfb";
+    if (turn.page.micEndToHeardMs != null) {
+      const td = demo.session && demo.session.audio && demo.session.audio.input.turn_detection;
+      ttfb.textContent = `You went quiet → reply heard: ${Math.round(turn.page.micEndToHeardMs)} ms at this page${
+        td ? ` (includes the ${td.silence_duration_ms} ms of silence that ends a turn)` : ""
+      }`;
+      ttfb.title = "From the last microphone frame above the speech level to the first audible reply sample at this page";
+    }
 
     const grid = document.createElement("div");
     grid.className = "wf";
@@ -780,7 +836,7 @@
       l.textContent = label;
       l.title =
         kind === "page"
-          ? "Measured by this page from when it got speech_stopped (or sent response.create)"
+          ? "Measured by this page from the end of speech at its microphone (else from when it got speech_stopped, or sent response.create)"
           : "Reported by the server in antiphon.turn.latency";
       const track = document.createElement("div");
       track.className = "track";
@@ -800,6 +856,7 @@
       grid.append(l, track, ms);
     }
     turn.el.replaceChildren(head, grid);
+    if (ttfb.textContent) turn.el.append(ttfb);
   }
 
   function statusWord(turn) {
@@ -849,7 +906,12 @@
       }
       case "input_audio_buffer.speech_stopped":
         speechActive = false;
-        pendingOrigin = { kind: "speech_end", at: now() };
+        // The server measures from the end of speech, not from when its VAD was sure (one
+        // silence_duration later): so does the page, from its own microphone level.
+        pendingOrigin =
+          lastMicSpeechAt != null && now() - lastMicSpeechAt < 3000
+            ? { kind: "speech_end", at: lastMicSpeechAt, fromMic: true }
+            : { kind: "speech_end", at: now(), fromMic: false };
         setState("thinking", "Thinking…", "busy");
         break;
       case "input_audio_buffer.committed":
@@ -886,7 +948,33 @@
         inlineError(recordError("transcription", ev.error || { message: "transcription failed" }));
         break;
       }
-      case "conversation.item.truncated":
+      case "conversation.item.truncated": {
+        // Over WebRTC the server stops playout itself and reports what was heard.
+        const entry = itemsById.get(ev.item_id);
+        if (entry && TRANSPORT === "webrtc") {
+          entry.interrupted = true;
+          entry.audioEndMs = ev.audio_end_ms;
+          renderEntry(entry);
+        }
+        break;
+      }
+      case "output_audio_buffer.started": {
+        // WebRTC: the server started sending this reply's audio on the media track.
+        replyOnset.playing = ev.response_id;
+        const turn = turnFor(ev.response_id);
+        if (turn.page.firstAudioReceivedAt == null) {
+          turn.page.firstAudioReceivedAt = now();
+          turn.page.firstAudioReceivedMs = turn.origin ? round1(turn.page.firstAudioReceivedAt - turn.origin.at) : null;
+          renderTurn(turn);
+        }
+        if (demo.state !== "user_speaking") setState("speaking", "Agent speaking…", "live");
+        break;
+      }
+      case "output_audio_buffer.stopped":
+      case "output_audio_buffer.cleared":
+        if (type === "output_audio_buffer.cleared") demo.audio.bargeIns++;
+        if (replyOnset.playing === ev.response_id) replyOnset.playing = null;
+        if (demo.state === "speaking") setIdleState();
         break;
       case "response.created": {
         const r = ev.response;
@@ -1077,6 +1165,255 @@
   }
 
   // ---------------------------------------------------------------------------------------
+  // WebRTC transport: microphone track out, reply track in (Opus), events on a data channel.
+
+  class ConnectError extends Error {
+    constructor(kind, message, status) {
+      super(message);
+      this.kind = kind; // unreachable | auth | busy | http | webrtc
+      this.status = status || null;
+    }
+  }
+
+  // The surface of a WebSocket the page uses (readyState, send, close, onopen, onmessage,
+  // onclose) over an RTCPeerConnection, so the session logic is the same for both transports.
+  class RtcConnection {
+    constructor(base, key) {
+      this.base = base;
+      this.key = key;
+      this.readyState = 0; // 0 connecting, 1 open, 3 closed
+      this.pc = null;
+      this.dc = null;
+      this.location = null;
+      this.onopen = null;
+      this.onmessage = null;
+      this.onclose = null;
+      this.ontrack = null;
+    }
+
+    async request(method, path, body) {
+      const headers = { Authorization: `Bearer ${this.key}` };
+      if (body != null) headers["Content-Type"] = "application/sdp";
+      let r;
+      try {
+        r = await fetch(new URL(path, this.base).href, { method, headers, body, cache: "no-store" });
+      } catch (e) {
+        throw new ConnectError("unreachable", `Nothing answered at ${this.base}. Is \`antiphon serve\` running?`);
+      }
+      if (r.ok) return r;
+      let msg = "";
+      try {
+        const j = await r.json();
+        msg = (j.error && j.error.message) || "";
+      } catch (_) {
+        /* not JSON */
+      }
+      if (r.status === 401) throw new ConnectError("auth", msg || "API key refused", 401);
+      if (r.status === 503) throw new ConnectError("busy", msg || "The server refused the session.", 503);
+      if (r.status === 404) throw new ConnectError("http", "This server has no WebRTC endpoint (/v1/webrtc). Try ?transport=websocket.", 404);
+      throw new ConnectError("http", `HTTP ${r.status}${msg ? `: ${msg}` : ""}`, r.status);
+    }
+
+    async connect(stream) {
+      const cfg = await (await this.request("GET", "/v1/webrtc/config")).json();
+      const pc = new RTCPeerConnection({ iceServers: cfg.ice_servers || [] });
+      this.pc = pc;
+      for (const t of stream.getAudioTracks()) pc.addTrack(t, stream);
+      // The Realtime events travel here, as with OpenAI's WebRTC API.
+      const dc = pc.createDataChannel("oai-events");
+      this.dc = dc;
+      dc.onopen = () => {
+        this.readyState = 1;
+        if (this.onopen) this.onopen();
+      };
+      dc.onmessage = (e) => this.onmessage && this.onmessage(e);
+      dc.onclose = () => this.closed(this.readyState === 1 ? 1000 : 1006, "the server ended the session");
+      pc.ontrack = (e) => this.ontrack && this.ontrack(e.streams[0] || new MediaStream([e.track]));
+      pc.oniceconnectionstatechange = () => (demo.webrtc.iceState = pc.iceConnectionState);
+      pc.onconnectionstatechange = () => {
+        demo.webrtc.connectionState = pc.connectionState;
+        if (pc.connectionState === "failed") {
+          this.closed(1006, this.readyState === 1 ? "media connection lost" : "ICE/DTLS did not connect");
+        } else if (pc.connectionState === "disconnected" && this.readyState === 1) {
+          // No answer to the browser's consent checks: the server or the path went away. The
+          // browser only calls it "failed" after ~30 s; give a brief outage 5 s to recover.
+          setState("connecting", "Connection interrupted…", "busy");
+          setTimeout(() => {
+            if (pc.connectionState === "disconnected") this.closed(1006, "media connection lost");
+          }, 5000);
+        } else if (pc.connectionState === "connected" && this.readyState === 1) {
+          setIdleState();
+        }
+      };
+      await pc.setLocalDescription(await pc.createOffer());
+      // The server is ICE-lite and learns our address from our checks: no need to wait for
+      // candidate gathering before sending the offer.
+      const r = await this.request("POST", "/v1/webrtc", pc.localDescription.sdp);
+      const loc = r.headers.get("Location");
+      this.location = loc ? new URL(loc, this.base).href : null;
+      demo.webrtc.location = this.location;
+      await pc.setRemoteDescription({ type: "answer", sdp: await r.text() });
+    }
+
+    send(text) {
+      if (this.dc && this.dc.readyState === "open") this.dc.send(text);
+    }
+
+    closed(code, reason) {
+      if (this.readyState === 3) return;
+      this.readyState = 3;
+      if (this.pc) this.pc.close();
+      if (this.onclose) this.onclose({ code, reason });
+    }
+
+    close() {
+      if (this.location) {
+        fetch(this.location, { method: "DELETE", headers: { Authorization: `Bearer ${this.key}` }, keepalive: true }).catch(
+          () => {}
+        );
+      }
+      this.closed(1000, "bye");
+    }
+  }
+
+  let rtcAnalyser = null;
+  let rtcMonitor = null; // setInterval ids {onset, stats}
+  const replyOnset = { audible: false, quietSince: null, playing: null };
+
+  async function startWebRtc() {
+    const base = ui.serverUrl.value.trim();
+    const key = ui.apiKey.value.trim();
+    const conn = new RtcConnection(base, key);
+    ws = conn;
+    wireConnection(conn, base, key);
+    conn.ontrack = onRemoteStream;
+    let m;
+    try {
+      m = await openMic();
+    } catch (e) {
+      recordError("microphone", { code: e.kind || "error", message: e.message });
+      fail("Microphone unavailable.", " " + e.message, "mic");
+      return;
+    }
+    if (ws !== conn) {
+      m.stream.getTracks().forEach((t) => t.stop());
+      return;
+    }
+    mic = m;
+    try {
+      await conn.connect(m.stream);
+    } catch (e) {
+      if (ws !== conn) return;
+      const kind = e.kind || "webrtc";
+      if (kind === "unreachable") {
+        recordError("network", { code: "unreachable", message: e.message });
+        fail("Server unreachable.", " " + e.message, "mic");
+        setState("error", "Server unreachable", "error");
+      } else if (kind === "auth") {
+        recordError("auth", { code: "invalid_api_key", message: e.message });
+        fail("Authentication refused.", ` The server did not accept the API key (${e.message}). Check Settings › API key.`, "mic");
+        setState("error", "API key refused", "error");
+      } else if (kind === "busy") {
+        recordError("capacity", { code: "unavailable", message: e.message });
+        fail("Server busy.", " " + e.message, "mic");
+      } else {
+        fail("WebRTC setup failed.", ` ${e.name === "Error" || !e.name ? "" : e.name + ": "}${e.message}`, "webrtc");
+      }
+      return;
+    }
+    startRtcMonitor(conn);
+  }
+
+  function onRemoteStream(stream) {
+    const el = document.getElementById("remote-audio");
+    el.srcObject = stream;
+    el.play().catch(() => showAlert("Audio is blocked by the browser.", " Click anywhere on the page to hear the agent."));
+    document.addEventListener("click", () => el.play().catch(() => {}), { once: true });
+    // Chromium feeds a remote track to Web Audio only while a media element plays it: the
+    // element plays, the analyser only listens (through a muted sink).
+    const src = ctx.createMediaStreamSource(stream);
+    rtcAnalyser = ctx.createAnalyser();
+    rtcAnalyser.fftSize = 512;
+    const sink = ctx.createGain();
+    sink.gain.value = 0;
+    src.connect(rtcAnalyser);
+    rtcAnalyser.connect(sink);
+    sink.connect(ctx.destination);
+    outAnalyser = rtcAnalyser; // the "out" meter shows the reply track
+  }
+
+  const onsetBuf = new Float32Array(512);
+  function startRtcMonitor(conn) {
+    stopRtcMonitor();
+    // Reply onset at the page: the first 10 ms poll where the reply track is audible after at
+    // least 300 ms of quiet. That is when the first reply audio is heard (after the browser's
+    // jitter buffer), in the page's own clock.
+    const onset = setInterval(() => {
+      if (!rtcAnalyser) return;
+      rtcAnalyser.getFloatTimeDomainData(onsetBuf);
+      let sum = 0;
+      for (let i = 0; i < onsetBuf.length; i++) sum += onsetBuf[i] * onsetBuf[i];
+      const rms = Math.sqrt(sum / onsetBuf.length);
+      const t = now();
+      if (rms > REPLY_AUDIBLE_RMS) {
+        replyOnset.quietSince = null;
+        if (!replyOnset.audible) {
+          replyOnset.audible = true;
+          onReplyAudible(t);
+        }
+      } else if (replyOnset.audible) {
+        if (replyOnset.quietSince == null) replyOnset.quietSince = t;
+        else if (t - replyOnset.quietSince > 300) replyOnset.audible = false;
+      }
+    }, 10);
+    const stats = setInterval(async () => {
+      if (!conn.pc || conn.readyState === 3) return;
+      try {
+        const report = await conn.pc.getStats();
+        report.forEach((r) => {
+          if (r.type === "inbound-rtp" && r.kind === "audio") {
+            demo.webrtc.stats = {
+              packetsReceived: r.packetsReceived,
+              packetsLost: r.packetsLost,
+              bytesReceived: r.bytesReceived,
+              totalAudioEnergy: r.totalAudioEnergy,
+              audioLevel: r.audioLevel,
+              totalSamplesReceived: r.totalSamplesReceived,
+              concealedSamples: r.concealedSamples,
+              jitterBufferDelay: r.jitterBufferDelay,
+              jitterBufferEmittedCount: r.jitterBufferEmittedCount,
+              jitter: r.jitter,
+              codec: r.codecId || null,
+            };
+          }
+        });
+      } catch (_) {
+        /* closed meanwhile */
+      }
+    }, 500);
+    rtcMonitor = { onset, stats };
+  }
+
+  function stopRtcMonitor() {
+    if (!rtcMonitor) return;
+    clearInterval(rtcMonitor.onset);
+    clearInterval(rtcMonitor.stats);
+    rtcMonitor = null;
+  }
+
+  // The reply track became audible: the first audio of the reply now playing was heard.
+  function onReplyAudible(t) {
+    demo.webrtc.onsets++;
+    const turn = replyOnset.playing && turnsById.get(replyOnset.playing);
+    if (!turn || turn.page.firstAudioHeardAt != null) return;
+    turn.page.firstAudioHeardAt = t;
+    turn.page.firstAudioHeardMs = turn.origin ? round1(t - turn.origin.at) : null;
+    // The page's own figure: the microphone went quiet -> the reply was heard.
+    turn.page.micEndToHeardMs = lastMicSpeechAt != null ? round1(t - lastMicSpeechAt) : null;
+    renderTurn(turn);
+  }
+
+  // ---------------------------------------------------------------------------------------
   // Session lifecycle
 
   async function start() {
@@ -1096,6 +1433,10 @@
       await ensureAudio();
     } catch (e) {
       fail("Audio could not start.", ` ${e.name || "Error"}: ${e.message}`, "audio");
+      return;
+    }
+    if (TRANSPORT === "webrtc") {
+      await startWebRtc();
       return;
     }
     const micPromise = openMic().then(
@@ -1126,7 +1467,13 @@
       fail("Cannot connect.", ` ${e.message} (check the server URL and that the key has no spaces).`, "config");
       return false;
     }
-    const sock = ws;
+    wireConnection(ws, url, key);
+    return true;
+  }
+
+  // The page's one connection (a WebSocket, or an RtcConnection with the same surface): what
+  // its events mean for the session.
+  function wireConnection(sock, url, key) {
     let opened = false;
     log("note", "connecting", url);
     sock.onopen = () => {
@@ -1155,8 +1502,15 @@
       log("note", "socket closed", `code ${e.code}${e.reason ? " " + e.reason : ""}`, !byClient);
       teardown();
       if (byClient) return;
-      if (!opened) {
+      if (!opened && TRANSPORT === "websocket") {
         diagnoseHandshake(url, key);
+      } else if (!opened) {
+        setState("error", "Media connection failed", "error");
+        recordError("media", { code: "connection_failed", message: e.reason });
+        showAlert(
+          "Media connection failed.",
+          ` ${e.reason}. The browser could not reach the server's UDP media port: a firewall or NAT is in the way (the server's webrtc.candidate_ips and a TURN server fix that; see docs/WEBRTC.md).`
+        );
       } else {
         const lost = e.code === 1006;
         const why = e.reason ? `${e.reason} (code ${e.code})` : lost ? "connection lost" : `code ${e.code}`;
@@ -1168,7 +1522,6 @@
         systemNote(`Session ended: ${why}`);
       }
     };
-    return true;
   }
 
   // A browser reports no HTTP status for a refused WebSocket handshake, so ask the same URL over
@@ -1256,6 +1609,14 @@
 
   function teardown() {
     clearTimeout(sessionTimer);
+    stopRtcMonitor();
+    if (rtcAnalyser) {
+      rtcAnalyser = null;
+      outAnalyser = null;
+      const el = document.getElementById("remote-audio");
+      if (el) el.srcObject = null;
+    }
+    replyOnset.playing = null;
     if (player && playback.active) player.port.postMessage({ type: "clear", token: 0 });
     playback.active = false;
     closeMic();
@@ -1300,6 +1661,8 @@
     if (!demo.talking) {
       // A new manual turn: interrupt the agent and start from an empty buffer.
       if (playback.active) bargeIn("talk pressed");
+      // Over WebRTC the server plays the reply: ask it to stop (it truncates what was unheard).
+      if (TRANSPORT === "webrtc" && replyOnset.playing) send({ type: "output_audio_buffer.clear" });
       if (activeResponseId) send({ type: "response.cancel" });
       send({ type: "input_audio_buffer.clear" });
       talkFrames = 0;
@@ -1307,9 +1670,15 @@
     } else {
       demo.talking = false;
       if (talkFrames > 0) {
-        send({ type: "input_audio_buffer.commit" });
-        pendingOrigin = { kind: "speech_end", at: now() };
-        send({ type: "response.create" });
+        const commit = () => {
+          send({ type: "input_audio_buffer.commit" });
+          pendingOrigin = { kind: "speech_end", at: now() };
+          send({ type: "response.create" });
+        };
+        // Over WebRTC the last words are still on their way as RTP when the button is
+        // released (the commit takes the faster data channel): let them arrive first.
+        if (TRANSPORT === "webrtc") setTimeout(commit, 150);
+        else commit();
         setState("thinking", "Thinking…", "busy");
       }
     }

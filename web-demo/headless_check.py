@@ -10,7 +10,9 @@ microphone, then reads `window.antiphonDemo` and writes a screenshot.
         --screenshot /tmp/webdemo.png --json /tmp/webdemo.json [--expect-reply]
 
 Exit status 0 when the page connected, got a session, streamed microphone audio and (with
---expect-reply) played reply audio and showed a latency waterfall; 1 otherwise.
+--expect-reply) played reply audio and showed a latency waterfall; with --expect-webrtc also
+that the reply arrived as RTP/Opus on the WebRTC track and was not silent (the browser's own
+getStats); 1 otherwise. --until-reply ends the run once the first reply has finished playing.
 """
 
 import argparse
@@ -105,7 +107,8 @@ const d = window.antiphonDemo;
 if (!d) return null;
 return JSON.parse(JSON.stringify({
   state: d.state, statusText: d.statusText, connected: d.connected, sessionReady: d.sessionReady,
-  sessionId: d.sessionId, mode: d.mode, voice: d.voice,
+  sessionId: d.sessionId, mode: d.mode, voice: d.voice, transport: d.transport, webrtc: d.webrtc,
+  waterfalls: document.querySelectorAll('#turns .turn .wf').length,
   sessionVoice: d.session && d.session.audio ? d.session.audio.output.voice : null,
   turnDetection: d.session && d.session.audio ? d.session.audio.input.turn_detection : null,
   transcription: d.session && d.session.audio ? d.session.audio.input.transcription : null,
@@ -116,6 +119,14 @@ return JSON.parse(JSON.stringify({
   alert: document.getElementById('alert').hidden ? null : document.getElementById('alert').textContent,
 }));
 """
+
+
+def first_reply_done(snap):
+    """A reply finished (response.done) and its audio was heard and measured by the page."""
+    return any(
+        t["status"] != "in_progress" and t["page"]["firstAudioHeardMs"] is not None and t["latency"]
+        for t in snap["turns"]
+    ) and snap["state"] not in ("speaking", "thinking")
 
 
 def main():
@@ -134,6 +145,10 @@ def main():
     ap.add_argument("--expect-error", default=None, metavar="SOURCE",
                     help="pass only if antiphonDemo.errors has an entry from SOURCE (auth, network, microphone, server)")
     ap.add_argument("--expect-reply", action="store_true", help="also require reply audio + latency")
+    ap.add_argument("--expect-webrtc", action="store_true",
+                    help="require the reply as non-silent RTP audio on the WebRTC track (getStats)")
+    ap.add_argument("--until-reply", action="store_true",
+                    help="stop (and take the screenshot) once the first reply finished playing")
     ap.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
     ap.add_argument("--chromedriver", default=shutil.which("chromedriver") or "/usr/bin/chromedriver")
     a = ap.parse_args()
@@ -147,6 +162,8 @@ def main():
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
         "--disable-dev-shm-usage", f"--user-data-dir={profile}", f"--window-size={a.window}",
         "--autoplay-policy=no-user-gesture-required",
+        # Hosts with no network but loopback (CI containers): let WebRTC use 127.0.0.1.
+        "--allow-loopback-in-peer-connection",
         "--deny-permission-prompts" if a.deny_mic else "--use-fake-ui-for-media-stream",
         "--use-fake-device-for-media-stream",
         f"--use-file-for-fake-audio-capture={wav}%noloop",
@@ -178,6 +195,9 @@ def main():
                 elif time.time() - talk_pressed_at >= a.ptt:
                     wd.js("document.getElementById('talk').click()")
                     talk_done = True
+            if a.until_reply and snap and first_reply_done(snap):
+                time.sleep(1.0)  # let the last stats poll and the waterfall render
+                break
             time.sleep(0.25 if a.ptt else 0.5)
         snap = wd.js(SNAPSHOT_JS)
         wd.screenshot(a.screenshot)
@@ -212,6 +232,9 @@ def main():
         print(f"  {t['role']:9} {t['itemId']}: {t['text']!r}{'' if t['final'] else ' (partial)'}")
     for t in snap["turns"]:
         print(f"  turn {t['responseId']} {t['status']} latency={json.dumps(t['latency'])} page={json.dumps(t['page'])}")
+    if snap.get("webrtc") and snap["transport"] == "webrtc":
+        w = snap["webrtc"]
+        print(f"webrtc: ice {w['iceState']} / {w['connectionState']}, reply track stats: {json.dumps(w['stats'])}")
     for e in snap["errors"]:
         print(f"  error [{e['source']}] {e['code']}: {e['message']}")
     if snap["alert"]:
@@ -235,12 +258,22 @@ def main():
     if audio["framesSent"] == 0:
         problems.append("no microphone audio was sent")
     if a.expect_reply:
-        if audio["chunksReceived"] == 0:
+        if snap["transport"] == "websocket" and audio["chunksReceived"] == 0:
             problems.append("no reply audio received")
         if not any(t["page"]["firstAudioHeardMs"] is not None for t in snap["turns"]):
             problems.append("no reply audio was played")
         if not snap["latency"]:
             problems.append("no antiphon.turn.latency event")
+        if snap["waterfalls"] == 0:
+            problems.append("no latency waterfall rendered")
+    if a.expect_webrtc:
+        st = (snap.get("webrtc") or {}).get("stats") or {}
+        if snap["transport"] != "webrtc":
+            problems.append(f"the page used {snap['transport']}, not webrtc")
+        if not st.get("packetsReceived") or not st.get("bytesReceived"):
+            problems.append(f"no RTP audio received on the WebRTC track: {st}")
+        if not (st.get("totalAudioEnergy") or 0) > 0:
+            problems.append(f"the received WebRTC audio is silent (totalAudioEnergy): {st}")
     for p in problems:
         print("FAIL:", p, file=sys.stderr)
     return 1 if problems else 0

@@ -19,6 +19,7 @@ pub struct Config {
     pub llm: LlmConfig,
     pub tts: TtsConfig,
     pub sip: SipConfig,
+    pub webrtc: WebRtcConfig,
 }
 
 /// `[sip]`: the SIP user agent server (UDP) and its RTP ports. Off unless `listen` is set
@@ -189,6 +190,30 @@ impl Default for TtsConfig {
     }
 }
 
+/// `[webrtc]`: browser voice sessions over WebRTC (`POST /v1/webrtc`). See docs/WEBRTC.md.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebRtcConfig {
+    /// Addresses the server offers as ICE host candidates, one UDP socket each. Empty: the
+    /// address of the default route's interface plus 127.0.0.1.
+    pub candidate_ips: Vec<std::net::IpAddr>,
+    /// Inclusive UDP port range for media sockets (open it in the firewall); `None`: ephemeral.
+    pub port_range: Option<[u16; 2]>,
+    /// STUN/TURN servers handed to browsers (`GET /v1/webrtc/config`) for their own ICE.
+    pub ice_servers: Vec<IceServer>,
+}
+
+/// One entry of `RTCConfiguration.iceServers`, passed through to the page.
+#[derive(Debug, Clone, Deserialize, PartialEq, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config {path}")]
@@ -257,6 +282,13 @@ impl Config {
         {
             return bad(format!(
                 "server.api_keys entry {k:?} is empty or contains whitespace"
+            ));
+        }
+        if let Some([lo, hi]) = self.webrtc.port_range
+            && (lo == 0 || lo > hi)
+        {
+            return bad(format!(
+                "webrtc.port_range [{lo}, {hi}] must be two ports, low to high"
             ));
         }
         let d = &self.session;

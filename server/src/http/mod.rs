@@ -47,6 +47,8 @@ pub struct AppState {
     next_session: AtomicU64,
     /// Distinguishes session ids across restarts.
     boot_tag: u64,
+    /// Live WebRTC peers (for `DELETE /v1/webrtc/{id}`).
+    pub webrtc_peers: crate::webrtc::Peers,
 }
 
 impl AppState {
@@ -65,6 +67,7 @@ impl AppState {
             connector,
             next_session: AtomicU64::new(0),
             boot_tag,
+            webrtc_peers: Default::default(),
         }
     }
 
@@ -178,6 +181,12 @@ pub fn hard_message_limit(config: &Config) -> usize {
 pub fn router(state: Arc<AppState>, keys: auth::ApiKeys) -> Router {
     let protected = Router::new()
         .route("/v1/realtime", get(realtime))
+        .route("/v1/webrtc", axum::routing::post(crate::webrtc::offer))
+        .route("/v1/webrtc/config", get(crate::webrtc::config))
+        .route(
+            "/v1/webrtc/{id}",
+            axum::routing::delete(crate::webrtc::hang_up),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             keys,
             auth::require_key,

@@ -1,0 +1,142 @@
+//! Opus 48 kHz on the wire <-> pcm16 24 kHz in the session, both directions.
+
+use antiphon_audio::opus_codec::{
+    FRAME_SAMPLES, OpusDecoder, OpusEncoder, OpusEncoderConfig, OpusError, SAMPLE_RATE,
+};
+use antiphon_audio::resample::{ResampleError, StreamResampler};
+
+use super::playout::{FRAME, RATE};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error(transparent)]
+    Opus(#[from] OpusError),
+    #[error(transparent)]
+    Resample(#[from] ResampleError),
+}
+
+/// Caller audio: Opus packets in, pcm16 little-endian at 24 kHz out.
+pub struct Uplink {
+    decoder: OpusDecoder,
+    resampler: StreamResampler,
+    wide: Vec<f32>,
+    narrow: Vec<f32>,
+}
+
+impl Uplink {
+    pub fn new() -> Result<Self, CodecError> {
+        Ok(Uplink {
+            decoder: OpusDecoder::new()?,
+            resampler: StreamResampler::new(SAMPLE_RATE, RATE)?,
+            wide: Vec::with_capacity(FRAME_SAMPLES * 6),
+            narrow: Vec::with_capacity(FRAME * 6),
+        })
+    }
+
+    /// Decodes one packet (an empty one conceals a lost frame); returns the pcm16 bytes that
+    /// are complete (the resampler holds back up to one 20 ms chunk).
+    pub fn packet(&mut self, packet: &[u8]) -> Result<Vec<u8>, CodecError> {
+        self.wide.clear();
+        self.decoder.decode(packet, &mut self.wide)?;
+        self.narrow_from_wide()
+    }
+
+    /// One 20 ms frame in place of a lost packet (Opus PLC), so the session's audio clock (and
+    /// with it VAD timing) does not skip.
+    pub fn conceal(&mut self) -> Result<Vec<u8>, CodecError> {
+        self.wide.clear();
+        self.decoder.conceal(&mut self.wide)?;
+        self.narrow_from_wide()
+    }
+
+    fn narrow_from_wide(&mut self) -> Result<Vec<u8>, CodecError> {
+        self.narrow.clear();
+        self.resampler.process(&self.wide, &mut self.narrow)?;
+        Ok(to_pcm16(&self.narrow))
+    }
+}
+
+/// Reply audio: 20 ms frames at 24 kHz in, one Opus packet per frame out.
+pub struct Downlink {
+    encoder: OpusEncoder,
+    resampler: StreamResampler,
+    /// Resampled audio not yet encoded; starts with the resampler's first-call shortfall.
+    wide: Vec<f32>,
+}
+
+impl Downlink {
+    pub fn new() -> Result<Self, CodecError> {
+        // The downlink is a clean local path: no FEC bits needed.
+        let config = OpusEncoderConfig {
+            bitrate: 32_000,
+            expected_loss_percent: 0,
+            complexity: 5,
+        };
+        Ok(Downlink {
+            encoder: OpusEncoder::new(config)?,
+            resampler: StreamResampler::new(RATE, SAMPLE_RATE)?,
+            wide: Vec::with_capacity(FRAME_SAMPLES * 3),
+        })
+    }
+
+    /// Encodes one 20 ms frame (24 kHz samples in [-1, 1)).
+    pub fn frame(&mut self, frame: &[f32; FRAME]) -> Result<&[u8], CodecError> {
+        self.resampler.process(frame, &mut self.wide)?;
+        // Only the first frame comes out short (the filter delay is trimmed): pad its front.
+        if self.wide.len() < FRAME_SAMPLES {
+            let missing = FRAME_SAMPLES - self.wide.len();
+            self.wide.splice(0..0, std::iter::repeat_n(0.0, missing));
+        }
+        let n = self.encoder.encode_into(&self.wide[..FRAME_SAMPLES])?;
+        self.wide.drain(..FRAME_SAMPLES);
+        Ok(self.encoder.packet(n))
+    }
+}
+
+fn to_pcm16(samples: &[f32]) -> Vec<u8> {
+    samples
+        .iter()
+        .flat_map(|s| ((s.clamp(-1.0, 1.0) * 32767.0).round() as i16).to_le_bytes())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 440 Hz tone through the downlink and back up arrives as a 440 Hz tone at 24 kHz.
+    #[test]
+    fn tone_survives_downlink_then_uplink() {
+        let mut down = Downlink::new().unwrap();
+        let mut up = Uplink::new().unwrap();
+        let mut pcm = Vec::new();
+        let mut t = 0usize;
+        for _ in 0..50 {
+            let mut f = [0.0f32; FRAME];
+            for s in f.iter_mut() {
+                *s = 0.5 * (2.0 * std::f32::consts::PI * 440.0 * t as f32 / RATE as f32).sin();
+                t += 1;
+            }
+            let packet = down.frame(&f).unwrap().to_vec();
+            assert!(!packet.is_empty() && packet.len() < 400);
+            pcm.extend(up.packet(&packet).unwrap());
+        }
+        // About 1 s came back (less what the resamplers hold).
+        let samples: Vec<f32> = pcm
+            .chunks_exact(2)
+            .map(|b| f32::from(i16::from_le_bytes([b[0], b[1]])) / 32768.0)
+            .collect();
+        assert!(samples.len() > RATE as usize * 9 / 10, "{}", samples.len());
+        // Skip the codec's start-up, then count zero crossings over 0.5 s: 440 Hz -> ~440.
+        let tail = &samples[samples.len() - RATE as usize / 2..];
+        let crossings = tail
+            .windows(2)
+            .filter(|w| (w[0] < 0.0) != (w[1] < 0.0))
+            .count();
+        assert!((400..=480).contains(&crossings), "{crossings} crossings");
+        let rms = (tail.iter().map(|s| s * s).sum::<f32>() / tail.len() as f32).sqrt();
+        assert!((0.25..0.45).contains(&rms), "rms {rms}");
+        // A lost packet becomes 20 ms of concealment (480 samples at 24 kHz), not a gap.
+        assert_eq!(up.conceal().unwrap().len(), FRAME * 2);
+    }
+}
