@@ -105,6 +105,9 @@ struct RunArgs {
     /// p95 TTFB a ramp step must stay under, ms.
     #[arg(long, default_value_t = 1000.0)]
     p95_threshold_ms: f64,
+    /// Let ramp steps pass despite reply underruns (judge TTFB, errors, missing replies).
+    #[arg(long)]
+    ramp_allow_underruns: bool,
 }
 
 fn speech_end(files: Vec<PathBuf>, floor_db: f32) -> ExitCode {
@@ -207,6 +210,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 step: args.ramp_step,
                 max: args.ramp_max,
                 p95_ttfb_threshold_ms: args.p95_threshold_ms,
+                allow_underruns: args.ramp_allow_underruns,
             };
             run_ramp(&config, &ramp, print_step)
                 .await

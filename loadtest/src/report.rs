@@ -224,13 +224,14 @@ const COLORS: [&str; 8] = [
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
 ];
 
-/// A "nice" axis maximum (1, 2, 2.5 or 5 times a power of ten) at or above `v`.
+/// A "nice" axis maximum (1, 1.5, 2, 2.5, 3, 4, 5, 6 or 8 times a power of ten) at or above
+/// `v`, so five ticks land on round values.
 fn nice_max(v: f64) -> f64 {
     if v <= 0.0 || !v.is_finite() {
         return 1.0;
     }
     let p = 10f64.powf(v.log10().floor());
-    [1.0, 2.0, 2.5, 5.0, 10.0]
+    [1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0]
         .iter()
         .map(|m| m * p)
         .find(|&c| c >= v)
@@ -338,7 +339,8 @@ mod tests {
     fn nice_axis_maxima() {
         assert_eq!(nice_max(0.0), 1.0);
         assert_eq!(nice_max(87.0), 100.0);
-        assert_eq!(nice_max(1200.0), 2000.0);
+        assert_eq!(nice_max(1200.0), 1500.0);
+        assert_eq!(nice_max(10289.0), 15000.0);
         assert_eq!(nice_max(2100.0), 2500.0);
         assert_eq!(nice_max(100.0), 100.0);
     }
