@@ -34,7 +34,7 @@ enum Command {
         floor_db: f32,
     },
     /// Open N concurrent sessions that speak real clips and measure TTFB, errors, underruns.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 }
 
 #[derive(Args)]
@@ -252,7 +252,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::SpeechEnd { files, floor_db } => speech_end(files, floor_db),
-        Command::Run(args) => match run(args) {
+        Command::Run(args) => match run(*args) {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("error: {e:#}");

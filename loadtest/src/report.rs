@@ -206,6 +206,12 @@ impl Report {
     }
 }
 
+/// An axis label: at most two decimals, no trailing zeros (`0.30000000000000004` -> `0.3`).
+fn tick(v: f64) -> String {
+    let s = format!("{v:.2}");
+    s.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -262,15 +268,17 @@ fn line_chart(x_label: &str, y_label: &str, series: &[Series], hline: Option<f64
         let _ = write!(
             s,
             "<line x1=\"{x}\" y1=\"{top}\" x2=\"{x}\" y2=\"{b}\" stroke=\"#eee\"/>\
-             <text x=\"{x}\" y=\"{ty}\" text-anchor=\"middle\">{fx}</text>\
+             <text x=\"{x}\" y=\"{ty}\" text-anchor=\"middle\">{tx_label}</text>\
              <line x1=\"{left}\" y1=\"{y}\" x2=\"{r}\" y2=\"{y}\" stroke=\"#eee\"/>\
-             <text x=\"{tx}\" y=\"{y}\" text-anchor=\"end\" dy=\"4\">{fy}</text>",
+             <text x=\"{tx}\" y=\"{y}\" text-anchor=\"end\" dy=\"4\">{ty_label}</text>",
             x = sx(fx),
             b = top + ph,
             ty = top + ph + 16.0,
             y = sy(fy),
             r = left + pw,
             tx = left - 6.0,
+            tx_label = tick(fx),
+            ty_label = tick(fy),
         );
     }
     let _ = write!(
@@ -343,6 +351,9 @@ mod tests {
         assert_eq!(nice_max(10289.0), 15000.0);
         assert_eq!(nice_max(2100.0), 2500.0);
         assert_eq!(nice_max(100.0), 100.0);
+        assert_eq!(tick(0.1 + 0.2), "0.3");
+        assert_eq!(tick(2000.0), "2000");
+        assert_eq!(tick(2.5), "2.5");
     }
 
     #[test]

@@ -255,11 +255,11 @@ impl SessionCore {
             "input_audio_buffer.speech_stopped" => {
                 turn.record.vad_stopped_ms.get_or_insert(since_end);
             }
-            "conversation.item.input_audio_transcription.completed" => {
-                if turn.record.asr_final_ms.is_none() {
-                    turn.record.asr_final_ms = Some(since_end);
-                    turn.record.transcript = event["transcript"].as_str().map(str::to_owned);
-                }
+            "conversation.item.input_audio_transcription.completed"
+                if turn.record.asr_final_ms.is_none() =>
+            {
+                turn.record.asr_final_ms = Some(since_end);
+                turn.record.transcript = event["transcript"].as_str().map(str::to_owned);
             }
             "response.output_audio.delta" => {
                 let id = event["response_id"].as_str().unwrap_or("");

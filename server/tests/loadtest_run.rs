@@ -97,7 +97,11 @@ async fn two_sessions_two_turns_against_a_real_server() {
         assert!(t.got_audio(), "turn without reply audio: {t:?}");
         let ttfb = t.ttfb_ms.expect("ttfb");
         assert!(ttfb > 0.0 && ttfb < 30_000.0, "TTFB {ttfb} ms: {t:?}");
-        assert_eq!(t.reply_status.as_deref(), Some("completed"), "{t:?}");
+        // A reply cut at max_output_tokens may be reported as incomplete (as OpenAI does).
+        assert!(
+            matches!(t.reply_status.as_deref(), Some("completed" | "incomplete")),
+            "{t:?}"
+        );
         assert!(t.reply_audio_ms > 200.0, "{t:?}");
         let asr = t.asr_final_ms.expect("ASR final");
         assert!(asr > 0.0 && asr < ttfb, "ASR final {asr} ms vs TTFB {ttfb} ms");
