@@ -16,7 +16,8 @@ use tokio::process::{Child, Command};
 
 /// Starts `antiphon serve` on 127.0.0.1:0 with the small CI LLM; returns it and its port.
 async fn start_server() -> (Child, u16) {
-    let config = std::env::temp_dir().join(format!("antiphon-loadtest-{}.toml", std::process::id()));
+    let config =
+        std::env::temp_dir().join(format!("antiphon-loadtest-{}.toml", std::process::id()));
     std::fs::write(&config, "[llm]\nmodel = \"smollm2-135m\"\n").expect("write test config");
     let mut child = Command::new(env!("CARGO_BIN_EXE_antiphon"))
         .args(["serve", "--port", "0", "--host", "127.0.0.1", "--config"])
@@ -87,7 +88,10 @@ async fn two_sessions_two_turns_against_a_real_server() {
     let step = run_step(&config).await.expect("valid config");
     let report = Report::new(&config, 0, vec![step], None);
     let json = report.to_json();
-    eprintln!("{}", serde_json::to_string_pretty(&json["steps"][0]["summary"]).unwrap());
+    eprintln!(
+        "{}",
+        serde_json::to_string_pretty(&json["steps"][0]["summary"]).unwrap()
+    );
 
     // Sane numbers.
     let step = &report.steps[0];
@@ -104,7 +108,10 @@ async fn two_sessions_two_turns_against_a_real_server() {
         );
         assert!(t.reply_audio_ms > 200.0, "{t:?}");
         let asr = t.asr_final_ms.expect("ASR final");
-        assert!(asr > 0.0 && asr < ttfb, "ASR final {asr} ms vs TTFB {ttfb} ms");
+        assert!(
+            asr > 0.0 && asr < ttfb,
+            "ASR final {asr} ms vs TTFB {ttfb} ms"
+        );
         assert!(!t.transcript.as_deref().unwrap_or("").trim().is_empty());
         let server = t.server_latency.as_ref().expect("antiphon.turn.latency");
         assert_eq!(server.origin.as_deref(), Some("speech_end"));
@@ -113,13 +120,24 @@ async fn two_sessions_two_turns_against_a_real_server() {
     assert_eq!(step.summary.turns_with_audio, 4);
     assert_eq!(step.summary.ttfb_ms.count, 4);
     let cpu = step.cpu.as_ref().expect("server CPU time from /proc");
-    assert!(cpu.server_cpu_s > 0.0 && cpu.session_minutes > 0.0, "{cpu:?}");
+    assert!(
+        cpu.server_cpu_s > 0.0 && cpu.session_minutes > 0.0,
+        "{cpu:?}"
+    );
 
     // The schema, field by field.
     assert_eq!(json["schema"], SCHEMA);
     assert_eq!(
         keys(&json),
-        ["ramp", "schema", "settings", "started_unix_ms", "steps", "tool_version", "url"]
+        [
+            "ramp",
+            "schema",
+            "settings",
+            "started_unix_ms",
+            "steps",
+            "tool_version",
+            "url"
+        ]
     );
     assert_eq!(
         keys(&json["settings"]),
