@@ -1,13 +1,21 @@
-//! `antiphon-loadtest`: today only the audio analysis the load generator is built on (issue 7
-//! adds the session driver): where speech really ends in each WAV file, which is the origin of
-//! every TTFB the load test reports.
+//! `antiphon-loadtest`: concurrent real-speech sessions against a Realtime-compatible
+//! WebSocket endpoint, reporting TTFB from the true end of speech; and `speech-end`, the
+//! audio analysis those TTFBs count from.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use antiphon_audio::wav::read_mono;
+use antiphon_loadtest::clips::load_clips;
+use antiphon_loadtest::driver::Endpoint;
+use antiphon_loadtest::report::Report;
+use antiphon_loadtest::run::{RampConfig, StepConfig, StepReport, run_ramp, run_step};
 use antiphon_loadtest::speech_end::{DEFAULT_FLOOR_DB, speech_extent};
-use clap::{Parser, Subcommand};
+use antiphon_loadtest::target::{DEFAULT_URL, check_target};
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "antiphon-loadtest", version, about)]
@@ -25,10 +33,84 @@ enum Command {
         #[arg(long, default_value_t = DEFAULT_FLOOR_DB)]
         floor_db: f32,
     },
+    /// Open N concurrent sessions that speak real clips and measure TTFB, errors, underruns.
+    Run(Box<RunArgs>),
 }
 
-fn main() -> ExitCode {
-    let Command::SpeechEnd { files, floor_db } = Cli::parse().command;
+#[derive(Args)]
+#[command(after_help = "\
+Targets: without --url the tool aims at our server on loopback (ws://127.0.0.1:8080/v1/realtime). \
+Any host other than localhost/127.0.0.0/8/::1 is refused unless it was typed explicitly with \
+--url (for example --url 'wss://api.openai.com/v1/realtime?model=gpt-realtime' --key $KEY \
+--transcription-model gpt-4o-transcribe).
+
+Every run is bounded: at most --sessions x --turns turns, no turn starts after --duration-s, \
+and each step ends by --duration-s + --turn-timeout-s + 10 s whatever the server does.")]
+struct RunArgs {
+    /// WAV files to speak (any rate, mono or first channel); default: the model store's
+    /// LibriVox clips (`librivox-clips`).
+    wavs: Vec<PathBuf>,
+    /// Realtime WebSocket URL. Naming it here is what allows a non-loopback host.
+    #[arg(long)]
+    url: Option<String>,
+    /// API key, sent as `Authorization: Bearer KEY` (our server's demo key by default).
+    #[arg(long, default_value = "antiphon-demo-key")]
+    key: String,
+    /// Concurrent sessions (the first step's, in ramp mode).
+    #[arg(short = 'n', long, default_value_t = 1)]
+    sessions: usize,
+    /// Turns (clips spoken) per session.
+    #[arg(long, default_value_t = 3)]
+    turns: usize,
+    /// Delay between session starts, ms.
+    #[arg(long, default_value_t = 700)]
+    stagger_ms: u64,
+    /// Silence between the end of a reply's playout and the next clip, ms.
+    #[arg(long, default_value_t = 1000)]
+    gap_ms: u64,
+    /// A turn without a finished reply this long after its end of speech fails, s.
+    #[arg(long, default_value_t = 30)]
+    turn_timeout_s: u64,
+    /// No turn starts later than this after a step started, s.
+    #[arg(long, default_value_t = 300)]
+    duration_s: u64,
+    /// `max_output_tokens` of each session (0: the server's default).
+    #[arg(long, default_value_t = 60)]
+    max_output_tokens: u32,
+    /// Session instructions (system prompt); the server's default when absent.
+    #[arg(long)]
+    instructions: Option<String>,
+    /// Input transcription model, for the ASR-final latency (`none` turns transcription off).
+    #[arg(long, default_value = "moonshine-base-en")]
+    transcription_model: String,
+    /// PID of the server process on this machine: report its CPU seconds per session-minute.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Write the full report (every turn) as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write a self-contained HTML report (SVG charts) here.
+    #[arg(long)]
+    html: Option<PathBuf>,
+    /// Raise concurrency step by step until p95 TTFB passes the threshold, a turn gets no
+    /// audio, an error or an underrun appears; report the last passing level as capacity.
+    #[arg(long)]
+    ramp: bool,
+    /// Sessions added per ramp step.
+    #[arg(long, default_value_t = 1)]
+    ramp_step: usize,
+    /// Highest concurrency a ramp tries.
+    #[arg(long, default_value_t = 32)]
+    ramp_max: usize,
+    /// p95 TTFB a ramp step must stay under, ms.
+    #[arg(long, default_value_t = 1000.0)]
+    p95_threshold_ms: f64,
+    /// Let ramp steps pass despite reply underruns (judge TTFB, errors, missing replies).
+    #[arg(long)]
+    ramp_allow_underruns: bool,
+}
+
+fn speech_end(files: Vec<PathBuf>, floor_db: f32) -> ExitCode {
     let mut failed = false;
     for file in files {
         match read_mono(&file) {
@@ -52,5 +134,130 @@ fn main() -> ExitCode {
         ExitCode::from(2)
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+fn print_step(step: &StepReport) {
+    let s = &step.summary;
+    let f = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.0}"));
+    println!(
+        "{:>3} sessions: {} turns, {} with audio, {} errors, {} underruns | TTFB ms p50 {} p90 {} \
+         p95 {} p99 {} max {} | ASR final p50 {} | reply audio p50 {} ms{}{}",
+        step.concurrency,
+        s.turns,
+        s.turns_with_audio,
+        s.errors,
+        s.underruns,
+        f(s.ttfb_ms.p50),
+        f(s.ttfb_ms.p90),
+        f(s.ttfb_ms.p95),
+        f(s.ttfb_ms.p99),
+        f(s.ttfb_ms.max),
+        f(s.asr_final_ms.p50),
+        f(s.reply_audio_ms.p50),
+        step.cpu.as_ref().map_or_else(String::new, |c| format!(
+            " | server {:.1} CPU-s per session-minute",
+            c.cpu_s_per_session_minute
+        )),
+        step.load_average.map_or_else(String::new, |l| format!(
+            " | load {:.2} {:.2} {:.2}",
+            l[0], l[1], l[2]
+        )),
+    );
+    for e in step.errors.iter().take(5) {
+        println!(
+            "      error: session {} turn {:?} at {:.0} ms: {:?}: {}",
+            e.session, e.turn, e.at_ms, e.kind, e.message
+        );
+    }
+}
+
+fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let explicit = args.url.is_some();
+    let url = args.url.unwrap_or_else(|| DEFAULT_URL.to_owned());
+    check_target(&url, explicit)?;
+    let clips = load_clips(&args.wavs).context("loading the clips")?;
+    let config = StepConfig {
+        endpoint: Endpoint {
+            url,
+            key: Some(args.key).filter(|k| !k.is_empty()),
+            max_output_tokens: Some(args.max_output_tokens).filter(|&n| n > 0),
+            instructions: args.instructions,
+            transcription_model: Some(args.transcription_model).filter(|m| m != "none"),
+        },
+        clips: clips.into_iter().map(Arc::new).collect(),
+        sessions: args.sessions,
+        turns: args.turns,
+        stagger: Duration::from_millis(args.stagger_ms),
+        lead_in: Duration::from_millis(300),
+        gap: Duration::from_millis(args.gap_ms),
+        turn_timeout: Duration::from_secs(args.turn_timeout_s),
+        max_duration: Duration::from_secs(args.duration_s),
+        server_pid: args.server_pid,
+    };
+    config.validate()?;
+    let started_unix_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let (steps, ramp) = runtime.block_on(async {
+        if args.ramp {
+            let ramp = RampConfig {
+                start: config.sessions,
+                step: args.ramp_step,
+                max: args.ramp_max,
+                p95_ttfb_threshold_ms: args.p95_threshold_ms,
+                allow_underruns: args.ramp_allow_underruns,
+            };
+            run_ramp(&config, &ramp, print_step)
+                .await
+                .map(|(steps, outcome)| (steps, Some(outcome)))
+        } else {
+            let step = run_step(&config).await?;
+            print_step(&step);
+            Ok((vec![step], None))
+        }
+    })?;
+    if let Some(r) = &ramp {
+        println!(
+            "capacity: {} ({})",
+            r.capacity
+                .map_or_else(|| "none".to_owned(), |c| format!("{c} sessions")),
+            r.stopped_because
+        );
+    }
+    let report = Report::new(&config, started_unix_ms, steps, ramp);
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&report.to_json())?;
+        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.html {
+        std::fs::write(path, report.to_html())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let clean = report
+        .steps
+        .iter()
+        .all(|s| s.summary.errors == 0 && s.summary.turns_with_audio == s.summary.turns);
+    Ok(if clean || report.ramp.is_some() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::SpeechEnd { files, floor_db } => speech_end(files, floor_db),
+        Command::Run(args) => match run(*args) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        },
     }
 }

@@ -1,0 +1,248 @@
+//! The load generator against a real `antiphon serve` (CI models: Moonshine, SmolLM2, Piper):
+//! 2 concurrent sessions x 2 spoken turns complete with sane figures, and the JSON report keeps
+//! its documented schema (renaming a field fails here; bump `report::SCHEMA` and the docs).
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use antiphon_loadtest::clips::{default_clip_paths, load_clip};
+use antiphon_loadtest::driver::Endpoint;
+use antiphon_loadtest::report::{Report, SCHEMA};
+use antiphon_loadtest::run::{StepConfig, run_step};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// Starts `antiphon serve` on 127.0.0.1:0 with the small CI LLM; returns it and its port.
+async fn start_server() -> (Child, u16) {
+    let config =
+        std::env::temp_dir().join(format!("antiphon-loadtest-{}.toml", std::process::id()));
+    std::fs::write(&config, "[llm]\nmodel = \"smollm2-135m\"\n").expect("write test config");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_antiphon"))
+        .args(["serve", "--port", "0", "--host", "127.0.0.1", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .env("CANDLE_NUM_THREADS", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn antiphon serve");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(120), lines.next_line())
+        .await
+        .expect("server printed its address in time")
+        .expect("read stdout")
+        .expect("a line (the server exited: are the models in the store?)");
+    let port = line
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no port in {line:?}"));
+    (child, port)
+}
+
+fn keys(v: &Value) -> Vec<&str> {
+    let mut k: Vec<&str> = v
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {v}"))
+        .keys()
+        .map(String::as_str)
+        .collect();
+    k.sort_unstable();
+    k
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sessions_two_turns_against_a_real_server() {
+    // The two shortest LibriVox clips keep the run well under a minute of speech.
+    let mut clips: Vec<_> = default_clip_paths()
+        .expect("librivox-clips in the model store")
+        .iter()
+        .map(|p| load_clip(p).expect("clip loads"))
+        .collect();
+    clips.sort_by_key(|c| c.duration_ms);
+    clips.truncate(2);
+    let (server, port) = start_server().await;
+    let config = StepConfig {
+        endpoint: Endpoint {
+            url: format!("ws://127.0.0.1:{port}/v1/realtime?model=test"),
+            key: Some("antiphon-demo-key".into()),
+            // Short replies: the caller listens to every reply before speaking again.
+            max_output_tokens: Some(16),
+            instructions: None,
+            transcription_model: Some("moonshine-base-en".into()),
+        },
+        clips: clips.into_iter().map(Arc::new).collect(),
+        sessions: 2,
+        turns: 2,
+        stagger: Duration::from_millis(500),
+        lead_in: Duration::from_millis(300),
+        gap: Duration::from_millis(500),
+        turn_timeout: Duration::from_secs(30),
+        max_duration: Duration::from_secs(90),
+        server_pid: server.id(),
+    };
+    let step = run_step(&config).await.expect("valid config");
+    let report = Report::new(&config, 0, vec![step], None);
+    let json = report.to_json();
+    eprintln!(
+        "{}",
+        serde_json::to_string_pretty(&json["steps"][0]["summary"]).unwrap()
+    );
+
+    // Sane numbers.
+    let step = &report.steps[0];
+    assert!(step.errors.is_empty(), "errors: {:?}", step.errors);
+    assert_eq!(step.turns.len(), 4, "{:?}", step.turns);
+    for t in &step.turns {
+        assert!(t.got_audio(), "turn without reply audio: {t:?}");
+        let ttfb = t.ttfb_ms.expect("ttfb");
+        assert!(ttfb > 0.0 && ttfb < 30_000.0, "TTFB {ttfb} ms: {t:?}");
+        // A reply cut at max_output_tokens may be reported as incomplete (as OpenAI does).
+        assert!(
+            matches!(t.reply_status.as_deref(), Some("completed" | "incomplete")),
+            "{t:?}"
+        );
+        assert!(t.reply_audio_ms > 200.0, "{t:?}");
+        let asr = t.asr_final_ms.expect("ASR final");
+        assert!(
+            asr > 0.0 && asr < ttfb,
+            "ASR final {asr} ms vs TTFB {ttfb} ms"
+        );
+        assert!(!t.transcript.as_deref().unwrap_or("").trim().is_empty());
+        let server = t.server_latency.as_ref().expect("antiphon.turn.latency");
+        assert_eq!(server.origin.as_deref(), Some("speech_end"));
+        assert!(server.first_audio_sent_ms.is_some_and(|v| v > 0.0));
+    }
+    assert_eq!(step.summary.turns_with_audio, 4);
+    assert_eq!(step.summary.ttfb_ms.count, 4);
+    let cpu = step.cpu.as_ref().expect("server CPU time from /proc");
+    assert!(
+        cpu.server_cpu_s > 0.0 && cpu.session_minutes > 0.0,
+        "{cpu:?}"
+    );
+
+    // The schema, field by field.
+    assert_eq!(json["schema"], SCHEMA);
+    assert_eq!(
+        keys(&json),
+        [
+            "ramp",
+            "schema",
+            "settings",
+            "started_unix_ms",
+            "steps",
+            "tool_version",
+            "url"
+        ]
+    );
+    assert_eq!(
+        keys(&json["settings"]),
+        [
+            "clips",
+            "gap_ms",
+            "lead_in_ms",
+            "max_duration_s",
+            "max_output_tokens",
+            "sessions",
+            "stagger_ms",
+            "transcription_model",
+            "turn_timeout_ms",
+            "turns"
+        ]
+    );
+    let s = &json["steps"][0];
+    assert_eq!(
+        keys(s),
+        [
+            "client_max_send_lag_ms",
+            "concurrency",
+            "cpu",
+            "errors",
+            "load_average",
+            "summary",
+            "turns",
+            "wall_s"
+        ]
+    );
+    assert_eq!(
+        keys(&s["summary"]),
+        [
+            "asr_final_ms",
+            "early_replies",
+            "errors",
+            "reply_audio_ms",
+            "server_ms",
+            "ttfb_ms",
+            "turns",
+            "turns_with_audio",
+            "turns_with_underruns",
+            "underruns",
+            "vad_stopped_ms"
+        ]
+    );
+    assert_eq!(
+        keys(&s["summary"]["ttfb_ms"]),
+        ["count", "max", "mean", "min", "p50", "p90", "p95", "p99"]
+    );
+    assert_eq!(
+        keys(&s["summary"]["server_ms"]),
+        [
+            "asr_final_ms",
+            "first_audio_sent_ms",
+            "first_clause_ms",
+            "llm_first_token_ms",
+            "tts_first_audio_ms"
+        ]
+    );
+    assert_eq!(
+        keys(&s["cpu"]),
+        [
+            "cpu_s_per_session_minute",
+            "server_cpu_s",
+            "server_pid",
+            "session_minutes"
+        ]
+    );
+    assert_eq!(
+        keys(&s["turns"][0]),
+        [
+            "asr_final_ms",
+            "clip",
+            "clip_speech_end_ms",
+            "early_replies",
+            "error",
+            "reply_audio_ms",
+            "reply_done_ms",
+            "reply_status",
+            "response_id",
+            "server_latency",
+            "session",
+            "started_ms",
+            "transcript",
+            "ttfb_ms",
+            "turn",
+            "underrun_ms",
+            "underruns",
+            "vad_stopped_ms"
+        ]
+    );
+    assert_eq!(
+        keys(&s["turns"][0]["server_latency"]),
+        [
+            "asr_final_ms",
+            "first_audio_sent_ms",
+            "first_clause_ms",
+            "llm_first_token_ms",
+            "origin",
+            "tts_first_audio_ms"
+        ]
+    );
+    // A report always renders.
+    let html = report.to_html();
+    assert!(html.contains("<svg") && html.contains("TTFB CDF"));
+    drop(server);
+}
