@@ -198,7 +198,9 @@ fn main() {
             println!("text | variant | tokens | ms | audio s | lead ms | speech ms | trail ms");
             for text in TEXTS {
                 let ph = probe.phonemes(text);
-                let bare = ph.trim_end_matches([',', '.', '!', '?', ';', ':']).to_owned();
+                let bare = ph
+                    .trim_end_matches([',', '.', '!', '?', ';', ':'])
+                    .to_owned();
                 for (name, phon, pads) in [
                     ("pads+punct", ph.as_str(), true),
                     ("no pads", ph.as_str(), false),
