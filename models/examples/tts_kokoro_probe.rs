@@ -9,6 +9,7 @@
 //! - `options`: graph optimisation levels, spinning, memory pattern; cold (first call) and warm.
 //! - `shapes`: the first call for each new token count vs a repeat of it (is a new shape costly?).
 //! - `profile`: onnxruntime's per-node profile of warm calls, summed by operator type.
+//! - `chunks TEXT…`: each text as the engine calls the model (both pads): ms and audio.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -349,6 +350,21 @@ fn main() {
                 println!("  {node:<90} {:>7.1} ms", per_run(*us));
             }
         }
-        other => eprintln!("unknown mode {other:?}: inputs, speed, options, shapes, profile"),
+        "chunks" => {
+            let mut s = probe.session(default, None);
+            probe.call(&mut s, &probe.ids("ʃˈʊɹ", true), 1.0);
+            for text in args {
+                let ids = probe.ids(&probe.phonemes(&text), true);
+                let (ms, audio) = probe.median_call(&mut s, &ids, 1.0, runs);
+                let (lead, speech, trail) = silences(&audio);
+                println!(
+                    "{text:?}: {ms:.0} ms, {:.2} s audio (lead {lead:.0}, speech {speech:.0}, trail {trail:.0} ms)",
+                    audio.len() as f64 / RATE
+                );
+            }
+        }
+        other => {
+            eprintln!("unknown mode {other:?}: inputs, speed, options, shapes, profile, chunks")
+        }
     }
 }
