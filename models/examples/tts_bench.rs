@@ -1,19 +1,29 @@
 //! TTS latency and speed: time to first audio for a 15-word sentence arriving token by token at
-//! 20 tokens/s, and the real-time factor of whole-sentence synthesis, per engine.
+//! 20 tokens/s, and the real-time factor of whole-sentence synthesis, per engine. A second
+//! sentence without an early comma shows the first chunk cut by the word cap instead.
 //!
-//! `cargo run --release -p antiphon-models --example tts_bench -- [RUNS] [THREADS]`
+//! `cargo run --release -p antiphon-models --example tts_bench -- [RUNS] [THREADS] [VOICE[:WORDS]…]`
+//!
+//! `af_heart:6` runs the voice with its first chunk capped at 6 words instead of the engine's
+//! default, to compare caps under the same load.
+//!
+//! The load average is printed before and after: the benchmark box is shared.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use antiphon_models::store::ModelStore;
+use antiphon_models::tts::EngineConfig;
 use antiphon_models::tts::chunker::{ChunkerConfig, TextChunker};
 use antiphon_models::tts::lexicon::Lexicon;
-use antiphon_models::tts::load::spawn_engine_for_voice;
+use antiphon_models::tts::load::{engine_config_for_voice, spawn_engine_with_config};
 use antiphon_models::tts::{TtsEngine, TtsEvent};
 
 const SENTENCE: &str =
     "Sure, I can book a table for four people at the Italian place tomorrow evening.";
+/// No clause boundary early on: the first chunk is cut by the word cap.
+const NO_COMMA: &str =
+    "The restaurant on Main Street has a table for four at seven tonight if you want it.";
 const TOKEN_INTERVAL: Duration = Duration::from_millis(50);
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -23,9 +33,14 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Feeds SENTENCE word by word on a 50 ms clock; returns (ms from first token to first
 /// audio, ms from the token that completed the first chunk to first audio).
-fn first_audio(engine: &TtsEngine, voice: &str) -> (f64, f64) {
+fn first_audio(
+    engine: &TtsEngine,
+    voice: &str,
+    chunker: &ChunkerConfig,
+    sentence: &str,
+) -> (f64, f64) {
     let mut stream = engine.open_stream(voice).expect("voice");
-    let tokens: Vec<String> = SENTENCE
+    let tokens: Vec<String> = sentence
         .split(' ')
         .enumerate()
         .map(|(i, w)| {
@@ -37,7 +52,7 @@ fn first_audio(engine: &TtsEngine, voice: &str) -> (f64, f64) {
         })
         .collect();
     // A twin of the stream's chunker tells us when the first chunk was cut.
-    let mut chunker = TextChunker::new(ChunkerConfig::default());
+    let mut chunker = TextChunker::new(chunker.clone());
     let start = Instant::now();
     let mut first_cut_at = None;
     let mut first_audio = None;
@@ -86,10 +101,44 @@ fn rtf(engine: &TtsEngine, voice: &str) -> f64 {
     compute / (samples as f64 / engine.sample_rate() as f64)
 }
 
+/// `voice` or `voice:words`: the engine settings, with the first-chunk word cap overridden.
+fn config_for(spec: &str) -> (String, EngineConfig) {
+    let (voice, words) = match spec.split_once(':') {
+        Some((v, w)) => (v, w.parse().ok()),
+        None => (spec, None),
+    };
+    let mut config = engine_config_for_voice(voice);
+    if let Some(words) = words {
+        config.chunker.first_max_words = words;
+    }
+    (voice.to_owned(), config)
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn summary(name: &str, v: &[f64]) -> String {
+    format!(
+        "{name} median {:.0} ms (min {:.0}, max {:.0})",
+        median(v.to_vec()),
+        v.iter().cloned().fold(f64::MAX, f64::min),
+        v.iter().cloned().fold(0.0, f64::max)
+    )
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let runs: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(7);
     let threads: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(2);
+    let voices: Vec<String> = args.collect();
+    let voices = if voices.is_empty() {
+        vec!["joe".to_owned(), "af_heart".to_owned()]
+    } else {
+        voices
+    };
     let store = ModelStore::from_env().expect("store");
     let lexicon = Arc::new(Lexicon::load(&store).expect("lexicon"));
     println!(
@@ -98,31 +147,38 @@ fn main() {
         SENTENCE.split(' ').count(),
         TOKEN_INTERVAL.as_millis()
     );
-    for voice in ["joe", "af_heart"] {
+    for spec in &voices {
+        let (voice, config) = config_for(spec);
+        let voice = voice.as_str();
+        let chunker = config.chunker.clone();
+        let before = load_average();
         let loaded = Instant::now();
-        let engine =
-            spawn_engine_for_voice(&store, lexicon.clone(), voice, threads).expect("engine");
+        let engine = spawn_engine_with_config(&store, lexicon.clone(), voice, threads, config)
+            .expect("engine");
         let load_ms = loaded.elapsed().as_secs_f64() * 1000.0;
-        rtf(&engine, voice); // warm-up
+        // The very first reply after loading, as the first caller would get it.
+        let (cold, _) = first_audio(&engine, voice, &chunker, SENTENCE);
         let mut from_start = Vec::new();
         let mut from_cut = Vec::new();
+        let mut no_comma = Vec::new();
         let mut rtfs = Vec::new();
         for _ in 0..runs {
-            let (a, b) = first_audio(&engine, voice);
+            let (a, b) = first_audio(&engine, voice, &chunker, SENTENCE);
             from_start.push(a);
             from_cut.push(b);
+            no_comma.push(first_audio(&engine, voice, &chunker, NO_COMMA).0);
             rtfs.push(rtf(&engine, voice));
         }
         println!(
-            "{voice:>9}: load {load_ms:.0} ms | first audio after first token: median {:.0} ms \
-             (min {:.0}, max {:.0}) | after first-chunk cut: median {:.0} ms | RTF median {:.3} (min {:.3}, max {:.3})",
-            median(from_start.clone()),
-            from_start.iter().cloned().fold(f64::MAX, f64::min),
-            from_start.iter().cloned().fold(0.0, f64::max),
-            median(from_cut),
+            "{spec:>11}: load {load_ms:.0} ms | first reply after load {cold:.0} ms | {} | {} \
+             | {} | RTF median {:.3} (min {:.3}, max {:.3}) | load average {before} -> {}",
+            summary("first audio after first token:", &from_start),
+            summary("after first-chunk cut:", &from_cut),
+            summary("no-comma sentence, first audio:", &no_comma),
             median(rtfs.clone()),
             rtfs.iter().cloned().fold(f64::MAX, f64::min),
             rtfs.iter().cloned().fold(0.0, f64::max),
+            load_average(),
         );
     }
 }

@@ -141,7 +141,22 @@ fn kokoro_speaks_in_joined_chunks() {
     assert_eq!(engine.sample_rate(), 24_000);
     assert!(engine.voices().iter().any(|v| v == "am_adam"));
     let chunks = speak(&engine, "af_heart", MULTI);
+    let seconds = chunks.iter().map(|c| c.samples.len()).sum::<usize>() as f64 / 24_000.0;
+    assert!(
+        (5.0..20.0).contains(&seconds),
+        "{seconds:.1} s for {} words",
+        MULTI.split(' ').count()
+    );
     check_joins(&chunks, 24_000);
+    let text: Vec<&str> = chunks
+        .iter()
+        .map(|c| c.text.as_str())
+        .filter(|t| !t.is_empty())
+        .collect();
+    assert_eq!(
+        text.join(" "),
+        MULTI.split_whitespace().collect::<Vec<_>>().join(" ")
+    );
     // A second voice on the same engine thread.
     let other = speak(&engine, "bm_george", "Good evening.");
     assert!(rms(&other[0].samples) > 0.01);

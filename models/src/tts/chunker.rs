@@ -1,7 +1,8 @@
 //! Sans-IO text chunker: LLM tokens in, speakable chunks out.
 //!
 //! The first chunk is cut early (at the first clause boundary, or after a few words if none
-//! comes) so speech can start while the sentence is still being written; later chunks are cut
+//! comes, though not right after a function word such as "the" or "to") so speech can start
+//! while the sentence is still being written; later chunks are cut
 //! at sentence ends, or at clause boundaries once they are long enough, or at a hard word cap.
 //! A boundary only counts once the next whitespace has arrived, so "3.14", "1,000" and
 //! "Dr. Smith" are never split.
@@ -108,7 +109,10 @@ impl TextChunker {
                         Boundary::Clause if first => words >= self.config.first_min_words,
                         Boundary::Clause => words >= self.config.clause_min_words,
                         Boundary::None => false,
-                    } || (first && words >= self.config.first_max_words)
+                    } || (first
+                        && words >= self.config.first_max_words
+                        && !leans_on_next(word))
+                        || (first && words >= self.config.first_max_words + FIRST_OVERRUN)
                         || words >= self.config.max_words;
                     if cut {
                         return Some(i);
@@ -121,6 +125,27 @@ impl TextChunker {
         }
         None
     }
+}
+
+/// Words the first chunk may run past its word cap to avoid ending on a function word.
+const FIRST_OVERRUN: usize = 3;
+
+/// Function words that lean on the next word: a chunk ending on one is spoken with the wrong
+/// stress and a pause inside a phrase ("remember to | lock" heard as "remember, too,").
+const LEANS_ON_NEXT: [&str; 48] = [
+    "a", "an", "the", "to", "of", "at", "in", "on", "for", "with", "by", "from", "into", "about",
+    "and", "or", "but", "nor", "if", "than", "as", "my", "your", "our", "their", "his", "her",
+    "its", "this", "that", "these", "those", "is", "are", "was", "were", "be", "am", "will",
+    "would", "can", "could", "should", "do", "does", "did", "i", "we",
+];
+
+fn leans_on_next(word: &str) -> bool {
+    let bare: String = word
+        .chars()
+        .filter(|c| c.is_alphanumeric() || *c == '\'')
+        .collect::<String>()
+        .to_lowercase();
+    LEANS_ON_NEXT.contains(&bare.as_str())
 }
 
 #[derive(Debug, PartialEq)]
@@ -218,6 +243,40 @@ mod tests {
                 "the quick brown fox jumps over",
                 "the lazy dog again and again"
             ]
+        );
+    }
+
+    #[test]
+    fn first_chunk_capped_by_words_does_not_end_on_a_function_word() {
+        let config = ChunkerConfig {
+            first_max_words: 4,
+            ..ChunkerConfig::default()
+        };
+        let cut = |text: &str| {
+            let mut c = TextChunker::new(config.clone());
+            for t in by_words(text) {
+                c.push(&t);
+            }
+            c.finish();
+            c.poll().expect("a chunk")
+        };
+        // 4th word "to" leans on "lock": run on to the next content word.
+        assert_eq!(
+            cut("Did you remember to lock the front door tonight"),
+            "Did you remember to lock"
+        );
+        assert_eq!(
+            cut("Turn left at the next light and park behind the bank"),
+            "Turn left at the next"
+        );
+        assert_eq!(
+            cut("The restaurant on Main Street has a table"),
+            "The restaurant on Main"
+        );
+        // Never more than FIRST_OVERRUN words past the cap.
+        assert_eq!(
+            cut("one two three and of the a to go"),
+            "one two three and of the a"
         );
     }
 

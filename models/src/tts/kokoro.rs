@@ -133,6 +133,10 @@ impl Kokoro {
     fn run(&mut self, ids: Vec<i64>, voice: &str) -> Result<Vec<f32>, TtsError> {
         let row = ids.len().min(STYLE_ROWS - 1);
         let style = self.style_table(voice)?[row * STYLE_DIM..(row + 1) * STYLE_DIM].to_vec();
+        // Both pads, though the model makes ~0.37 s of silence for the leading one (its
+        // compute is proportional to the audio, so that is ~40 % of a one-word chunk's cost):
+        // without it the first word is swallowed ("Turn left" heard as "Left"; the round-trip
+        // WER failed), and any other leading symbol costs the same silence. docs/TTS.md.
         let mut tokens = Vec::with_capacity(ids.len() + 2);
         tokens.push(0);
         tokens.extend(ids);

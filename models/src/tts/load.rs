@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use super::chunker::ChunkerConfig;
 use super::engine::{EngineConfig, TtsEngine};
 use super::g2p::G2p;
 use super::kokoro::Kokoro;
@@ -10,6 +11,29 @@ use super::piper::Piper;
 use super::{EngineKind, TtsError};
 use crate::store::ModelStore;
 
+/// Kokoro's first chunk, when no clause boundary comes early: cut after this many words.
+/// Its compute is proportional to the audio it makes (~0.65 s per second of audio on 2 cores),
+/// so the first chunk is kept shorter than Piper's (docs/TTS.md).
+pub const KOKORO_FIRST_MAX_WORDS: usize = 4;
+
+/// The engine settings (thread name, chunker) for the engine that speaks `voice`.
+pub fn engine_config_for_voice(voice: &str) -> EngineConfig {
+    match EngineKind::for_voice(voice) {
+        EngineKind::Piper => EngineConfig {
+            name: "tts-piper".into(),
+            ..EngineConfig::default()
+        },
+        EngineKind::Kokoro => EngineConfig {
+            name: "tts-kokoro".into(),
+            chunker: ChunkerConfig {
+                first_max_words: KOKORO_FIRST_MAX_WORDS,
+                ..ChunkerConfig::default()
+            },
+            ..EngineConfig::default()
+        },
+    }
+}
+
 /// Loads the model that speaks `voice` on its own engine thread with `threads` intra-op threads.
 pub fn spawn_engine_for_voice(
     store: &ModelStore,
@@ -17,16 +41,27 @@ pub fn spawn_engine_for_voice(
     voice: &str,
     threads: usize,
 ) -> Result<TtsEngine, TtsError> {
+    spawn_engine_with_config(
+        store,
+        lexicon,
+        voice,
+        threads,
+        engine_config_for_voice(voice),
+    )
+}
+
+/// As [`spawn_engine_for_voice`], with the engine settings given (benchmarks compare them).
+pub fn spawn_engine_with_config(
+    store: &ModelStore,
+    lexicon: Arc<Lexicon>,
+    voice: &str,
+    threads: usize,
+    config: EngineConfig,
+) -> Result<TtsEngine, TtsError> {
     let g2p = G2p::new(lexicon);
     let store = store.clone();
     match EngineKind::for_voice(voice) {
-        EngineKind::Piper => {
-            let config = EngineConfig {
-                name: "tts-piper".into(),
-                ..EngineConfig::default()
-            };
-            TtsEngine::spawn(config, g2p, move || Piper::joe(&store, threads))
-        }
+        EngineKind::Piper => TtsEngine::spawn(config, g2p, move || Piper::joe(&store, threads)),
         EngineKind::Kokoro => {
             // Refuse an unknown voice before loading 90 MB of weights; a name is a file stem.
             if voice.is_empty() || !voice.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
@@ -35,10 +70,6 @@ pub fn spawn_engine_for_voice(
             store
                 .file(super::kokoro::KOKORO_VOICES_MODEL, &format!("{voice}.bin"))
                 .map_err(|_| TtsError::UnknownVoice(voice.to_owned()))?;
-            let config = EngineConfig {
-                name: "tts-kokoro".into(),
-                ..EngineConfig::default()
-            };
             TtsEngine::spawn(config, g2p, move || Kokoro::load(&store, threads))
         }
     }
