@@ -174,7 +174,11 @@ impl Default for LlmConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct TtsConfig {
     pub enabled: bool,
+    /// The engine that speaks by default (with its default voice).
     pub model: String,
+    /// More engines loaded next to `model`, so a session can pick any of their voices by
+    /// name (`session.update` `voice`), e.g. `["kokoro-82m"]` on a Piper server.
+    pub extra_models: Vec<String>,
     pub threads: usize,
     pub slots: usize,
 }
@@ -184,6 +188,7 @@ impl Default for TtsConfig {
         TtsConfig {
             enabled: true,
             model: "piper-joe".into(),
+            extra_models: Vec::new(),
             threads: 1,
             slots: 16,
         }

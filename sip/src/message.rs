@@ -499,7 +499,10 @@ v=0\r\nEXTRA";
         let m = Message::parse(text.as_bytes()).unwrap();
         assert_eq!(m.headers().get("Call-ID"), Some("id1"));
         let cr = "OPTIONS sip:a@b SIP/2.0\r\nv: SIP/2.0/UDP h;branch=z9hG4bKx\r\nf: <sip:x@y>;tag=1\r\nt: <sip:a@b>\rX\r\ni: 1\r\nCSeq: 7 OPTIONS\r\n\r\n";
-        assert_eq!(Message::parse(cr.as_bytes()).unwrap_err(), ParseError::BadHeader);
+        assert_eq!(
+            Message::parse(cr.as_bytes()).unwrap_err(),
+            ParseError::BadHeader
+        );
     }
 
     #[test]

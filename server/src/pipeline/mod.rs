@@ -64,7 +64,8 @@ pub struct Pipeline {
     llm: Option<Arc<LlmEngine>>,
     instructions: Option<String>,
     sampling: SamplingParams,
-    tts: Option<(Arc<TtsEngine>, String)>,
+    /// The TTS engines (the default one first) and the default voice.
+    tts: Option<(Arc<[Arc<TtsEngine>]>, String)>,
 }
 
 impl Pipeline {
@@ -135,16 +136,27 @@ impl Pipeline {
         };
         let tts = if config.tts.enabled {
             let voice = tts_voice(&config.tts.model)?;
-            let started = std::time::Instant::now();
             let lexicon = Arc::new(Lexicon::load(&store).context("loading the TTS lexicon")?);
-            let engine = spawn_engine_for_voice(&store, lexicon, voice, config.tts.threads)
-                .with_context(|| format!("starting the TTS engine for {}", config.tts.model))?;
-            tracing::info!(
-                voice,
-                ms = started.elapsed().as_millis() as u64,
-                "TTS engine ready"
-            );
-            Some((Arc::new(engine), voice.to_string()))
+            let mut engines = Vec::new();
+            for model in std::iter::once(&config.tts.model).chain(&config.tts.extra_models) {
+                let model_voice = tts_voice(model)?;
+                let started = std::time::Instant::now();
+                let engine = spawn_engine_for_voice(
+                    &store,
+                    lexicon.clone(),
+                    model_voice,
+                    config.tts.threads,
+                )
+                .with_context(|| format!("starting the TTS engine for {model}"))?;
+                tracing::info!(
+                    model = model.as_str(),
+                    voices = engine.voices().len(),
+                    ms = started.elapsed().as_millis() as u64,
+                    "TTS engine ready"
+                );
+                engines.push(Arc::new(engine));
+            }
+            Some((Arc::from(engines), voice.to_string()))
         } else {
             None
         };
@@ -200,11 +212,11 @@ impl EngineConnector for Pipeline {
             None => None,
         };
         let tts = match &self.tts {
-            Some((engine, voice)) => {
-                let stream = engine
+            Some((engines, voice)) => {
+                let stream = engines[0]
                     .open_stream(voice)
                     .map_err(|e| format!("speech synthesis: {e}"))?;
-                Some(tts::TtsAdapter::new(engine.clone(), stream, voice.clone()))
+                Some(tts::TtsAdapter::new(engines.clone(), stream, voice.clone()))
             }
             None => None,
         };

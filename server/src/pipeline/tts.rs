@@ -6,6 +6,9 @@
 //! stream first, so its stale chunks are dropped by the stream itself and every chunk that
 //! reaches us belongs to `active`.
 //!
+//! Voices: the server may load several engines (`[tts] extra_models`); a session's `voice`
+//! picks the engine that has it, so Piper and Kokoro sessions share one server.
+//!
 //! First clause: the stream chunks its own text, so the adapter watches its
 //! `reply_chunks_sent` counter and reports the instant the reply's first chunk went to the
 //! engine as [`EngineEvent::TtsClause`] (the latency trace's "first clause" stage).
@@ -18,7 +21,8 @@ use antiphon_models::tts::{TtsEngine, TtsError, TtsEvent, TtsStream};
 use crate::realtime::turn::{Engine, EngineEvent, Epoch};
 
 pub struct TtsAdapter {
-    engine: Arc<TtsEngine>,
+    /// Every loaded engine, the server's default first.
+    engines: Arc<[Arc<TtsEngine>]>,
     stream: TtsStream,
     voice: String,
     /// The reply the stream is speaking; `None` between replies.
@@ -41,9 +45,9 @@ fn queued(r: Result<(), TtsError>) -> Result<(), String> {
 }
 
 impl TtsAdapter {
-    pub fn new(engine: Arc<TtsEngine>, stream: TtsStream, voice: String) -> Self {
+    pub fn new(engines: Arc<[Arc<TtsEngine>]>, stream: TtsStream, voice: String) -> Self {
         TtsAdapter {
-            engine,
+            engines,
             stream,
             voice,
             active: None,
@@ -71,10 +75,21 @@ impl TtsAdapter {
         if self.active.is_some() {
             self.stream.cancel();
         }
-        // Session voices this engine does not have (e.g. OpenAI names) keep the server's.
-        if voice != self.voice && self.engine.voices().iter().any(|v| v == voice) {
-            self.stream = self.engine.open_stream(voice).map_err(|e| e.to_string())?;
-            self.voice = voice.to_string();
+        // Voices no loaded engine has (e.g. OpenAI names) keep the current one.
+        if voice != self.voice {
+            match self
+                .engines
+                .iter()
+                .find(|e| e.voices().iter().any(|v| v == voice))
+            {
+                Some(engine) => {
+                    self.stream = engine.open_stream(voice).map_err(|e| e.to_string())?;
+                    self.voice = voice.to_string();
+                }
+                None => {
+                    tracing::debug!(voice, current = %self.voice, "unknown voice, keeping the current one")
+                }
+            }
         }
         self.active = Some(epoch);
         self.spoke = false;
@@ -179,5 +194,73 @@ impl TtsAdapter {
                 )),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use antiphon_models::store::ModelStore;
+    use antiphon_models::tts::lexicon::Lexicon;
+    use antiphon_models::tts::load::spawn_engine_for_voice;
+
+    use super::*;
+
+    /// Runs one reply through the adapter; returns the rates of its audio chunks.
+    fn reply_rates(adapter: &mut TtsAdapter, epoch: Epoch, voice: &str) -> Vec<u32> {
+        adapter.text(epoch, "Hello there.", voice).unwrap();
+        adapter.finish(epoch).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut rates = Vec::new();
+        let mut out = Vec::new();
+        while Instant::now() < deadline {
+            adapter.poll(&mut out);
+            for (_, e) in out.drain(..) {
+                match e {
+                    EngineEvent::TtsAudio { rate, samples, .. } if !samples.is_empty() => {
+                        rates.push(rate)
+                    }
+                    EngineEvent::TtsDone { .. } => return rates,
+                    EngineEvent::Failed { message, .. } => panic!("TTS failed: {message}"),
+                    _ => {}
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        panic!("no end of reply within 60 s");
+    }
+
+    #[test]
+    fn session_voice_picks_the_engine_that_has_it() {
+        let store = ModelStore::from_env().unwrap();
+        let lexicon = Arc::new(Lexicon::load(&store).unwrap());
+        let piper = spawn_engine_for_voice(&store, lexicon.clone(), "joe", 1).unwrap();
+        let kokoro = spawn_engine_for_voice(&store, lexicon, "af_heart", 1).unwrap();
+        let (piper_rate, kokoro_rate) = (22_050, 24_000);
+        let engines: Arc<[Arc<TtsEngine>]> = Arc::from(vec![Arc::new(piper), Arc::new(kokoro)]);
+        let stream = engines[0].open_stream("joe").unwrap();
+        let mut adapter = TtsAdapter::new(engines, stream, "joe".into());
+
+        let rates = reply_rates(&mut adapter, 1, "joe");
+        assert!(
+            !rates.is_empty() && rates.iter().all(|r| *r == piper_rate),
+            "{rates:?}"
+        );
+        // A Kokoro voice moves the session onto the Kokoro engine.
+        let rates = reply_rates(&mut adapter, 2, "af_heart");
+        assert!(
+            !rates.is_empty() && rates.iter().all(|r| *r == kokoro_rate),
+            "{rates:?}"
+        );
+        // A name no engine has keeps the current voice.
+        let rates = reply_rates(&mut adapter, 3, "alloy");
+        assert!(rates.iter().all(|r| *r == kokoro_rate), "{rates:?}");
+        // And back.
+        let rates = reply_rates(&mut adapter, 4, "joe");
+        assert!(
+            !rates.is_empty() && rates.iter().all(|r| *r == piper_rate),
+            "{rates:?}"
+        );
     }
 }
