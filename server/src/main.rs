@@ -6,6 +6,7 @@ mod http;
 mod metrics;
 mod pipeline;
 mod realtime;
+mod twilio;
 
 use std::process::ExitCode;
 
