@@ -344,7 +344,7 @@ fn log_session_event(ev: &ServerEvent) {
             item_id,
             audio_end_ms,
             ..
-        } => tracing::debug!(%item_id, audio_end_ms, "reply truncated"),
+        } => tracing::info!(%item_id, audio_end_ms, "reply truncated"),
         _ => {}
     }
 }
