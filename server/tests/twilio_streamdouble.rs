@@ -352,12 +352,18 @@ async fn barge_in_clears_playout_and_truncates_to_the_echoed_marks() {
     );
     // An echo in flight when the server sent `clear` is the only allowed difference.
     assert!(
-        heard_ms as usize * 8 == heard_bytes || heard_ms as usize * 8 == previous_heard,
+        heard_ms as usize == heard_bytes / 8 || heard_ms as usize == previous_heard / 8,
         "server heard {heard_ms} ms, marks say {} ms",
         heard_bytes / 8
     );
-    assert_eq!(
-        truncated_ms, heard_ms,
-        "the session kept what the caller heard"
+    // The session cuts the reply itself at the speech (wall time since its first audio); the
+    // transport's cut by marks may only shorten that, never extend it.
+    assert!(
+        truncated_ms <= heard_ms,
+        "the session kept {truncated_ms} ms, the caller heard {heard_ms} ms"
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains("session error")),
+        "no session errors: {lines:?}"
     );
 }

@@ -113,6 +113,8 @@ pub struct Call {
     reply: Option<Reply>,
     pending: VecDeque<PendingChunk>,
     next_mark: u64,
+    /// The last truncation the session reported (its own barge-in estimate or ours).
+    session_cut: Option<(String, u32)>,
 }
 
 impl Default for Call {
@@ -131,6 +133,7 @@ impl Call {
             reply: None,
             pending: VecDeque::new(),
             next_mark: 0,
+            session_cut: None,
         }
     }
 
@@ -286,6 +289,11 @@ impl Call {
                     }
                 }
             }
+            ServerEvent::ItemTruncated {
+                item_id,
+                audio_end_ms,
+                ..
+            } => self.session_cut = Some((item_id.clone(), *audio_end_ms)),
             // While the reply is still generating, the server decides whether this speech is
             // an interruption (it may be our own echo): a real one cancels the response, which
             // lands above. Audio already complete but still queued at Twilio is cut at once.
@@ -378,11 +386,20 @@ impl Call {
         for (item_id, heard, dropped) in items {
             // u32 ms is ~49 days of audio: far beyond any reply.
             let heard_ms = (heard / BYTES_PER_MS) as u32;
-            out.push(Step::ToSession(ClientEvent::ItemTruncate {
-                item_id: item_id.clone(),
-                content_index: 0,
-                audio_end_ms: heard_ms,
-            }));
+            // The session cuts a reply itself when it detects the speech (by wall time since
+            // the first delta); marks echoed between then and now can put `heard_ms` past that
+            // cut, and an item cannot grow back: only ever cut further.
+            let already_shorter = self
+                .session_cut
+                .as_ref()
+                .is_some_and(|(id, ms)| *id == item_id && *ms <= heard_ms);
+            if !already_shorter {
+                out.push(Step::ToSession(ClientEvent::ItemTruncate {
+                    item_id: item_id.clone(),
+                    content_index: 0,
+                    audio_end_ms: heard_ms,
+                }));
+            }
             out.push(Step::BargeIn {
                 item_id,
                 heard_ms,

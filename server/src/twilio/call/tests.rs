@@ -389,3 +389,48 @@ fn a_cut_covers_every_reply_still_queued() {
         [("item_a".to_string(), 100), ("item_b".to_string(), 0)]
     );
 }
+
+#[test]
+fn a_cut_the_session_already_made_shorter_is_not_extended() {
+    let mut call = started();
+    let marks = marks_sent(&call.on_server(&delta("item_a", 8000)));
+    call.on_twilio(mark(&marks[4]));
+    // The session truncated at 450 ms when it detected the speech; marks now say 500 ms.
+    assert!(
+        call.on_server(&ServerEvent::ItemTruncated {
+            item_id: "item_a".into(),
+            content_index: 0,
+            audio_end_ms: 450,
+        })
+        .is_empty()
+    );
+    let steps = call.on_server(&done("item_a", ResponseStatus::Cancelled));
+    assert_eq!(
+        steps,
+        [
+            Step::ToTwilio(TwilioOutbound::Clear {
+                stream_sid: SID.into()
+            }),
+            Step::BargeIn {
+                item_id: "item_a".into(),
+                heard_ms: 500,
+                dropped_ms: 500,
+            },
+        ]
+    );
+    // A cut of another item, or one past what was heard, leaves ours to be sent.
+    let mut call = started();
+    let marks = marks_sent(&call.on_server(&delta("item_b", 8000)));
+    call.on_twilio(mark(&marks[1]));
+    call.on_server(&ServerEvent::ItemTruncated {
+        item_id: "item_b".into(),
+        content_index: 0,
+        audio_end_ms: 900,
+    });
+    let steps = call.on_server(&done("item_b", ResponseStatus::Cancelled));
+    assert!(steps.contains(&Step::ToSession(ClientEvent::ItemTruncate {
+        item_id: "item_b".into(),
+        content_index: 0,
+        audio_end_ms: 200,
+    })));
+}
