@@ -247,10 +247,6 @@ async fn a_phone_call_gets_a_spoken_reply_and_ttfb_is_measured() {
         user_wer * 100.0
     );
     assert!(
-        user_wer <= 0.15,
-        "caller transcript WER {user_wer}: {heard:?}"
-    );
-    assert!(
         lines
             .iter()
             .any(|l| l.contains("DTMF") && l.contains("digit=5")),
@@ -302,6 +298,11 @@ async fn a_phone_call_gets_a_spoken_reply_and_ttfb_is_measured() {
         stage("first_audio_sent_ms"),
         stage("llm_first_token_ms"),
         stage("tts_first_audio_ms"),
+    );
+    // Checked last, so a misheard clip still reports its TTFB.
+    assert!(
+        user_wer <= 0.15,
+        "caller transcript WER {user_wer}: {heard:?}"
     );
 }
 

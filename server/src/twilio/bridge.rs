@@ -145,9 +145,9 @@ impl Bridge {
                         return Some(f);
                     }
                 }
-                Step::ToSession(event) => self.to_session(Inbound::client(event)),
+                Step::ToSession(event) => self.send_to_session(Inbound::client(event)),
                 Step::ToTwilio(message) => {
-                    if let Err(f) = self.to_twilio(&message).await {
+                    if let Err(f) = self.send_to_twilio(&message).await {
                         return Some(f);
                     }
                 }
@@ -234,7 +234,7 @@ impl Bridge {
 
     /// Never waits: a full session queue drops the input (counted) instead of stalling the
     /// loop that also drains the session's events.
-    fn to_session(&mut self, inbound: Inbound) {
+    fn send_to_session(&mut self, inbound: Inbound) {
         let Some(s) = &self.session else {
             return;
         };
@@ -249,7 +249,7 @@ impl Bridge {
         }
     }
 
-    async fn to_twilio(&mut self, message: &TwilioOutbound) -> Result<(), Finish> {
+    async fn send_to_twilio(&mut self, message: &TwilioOutbound) -> Result<(), Finish> {
         let text = codec::encode(message);
         match tokio::time::timeout(
             self.send_timeout,
