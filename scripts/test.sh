@@ -9,6 +9,10 @@ export PATH="$HOME/.cargo/bin:$PATH"
 # suite uses the default `cpu` set: the Qwen answer test, Kokoro and CAM++ need more than `ci`.
 cargo run --quiet --bin antiphon -- models fetch --set cpu
 
+# The Twilio Media Streams simulator server/tests/twilio_streamdouble.rs drives (PyPI
+# streamdouble, its own venv in target/twilio-venv).
+tests/twilio/setup-venv.sh >/dev/null
+
 # candle spin-waits on its own thread pool: one thread per model keeps two parallel tests from
 # starving each other on a 2-core machine.
 export CANDLE_NUM_THREADS="${CANDLE_NUM_THREADS:-1}"

@@ -7,6 +7,7 @@ mod metrics;
 mod pipeline;
 mod realtime;
 mod sip;
+mod twilio;
 mod webrtc;
 
 use std::process::ExitCode;

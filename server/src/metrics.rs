@@ -68,6 +68,21 @@ const FAMILIES: &[(&str, &str, &str)] = &[
         "Messages waiting in session queues, summed over sessions.",
     ),
     (
+        "antiphon_twilio_protocol_errors_total",
+        "counter",
+        "Twilio Media Streams input rejected (malformed, out of order, wrong format), by code.",
+    ),
+    (
+        "antiphon_dtmf_total",
+        "counter",
+        "DTMF key presses received from callers.",
+    ),
+    (
+        "antiphon_playout_clears_total",
+        "counter",
+        "Barge-ins that cleared reply audio queued at the far end.",
+    ),
+    (
         "antiphon_turn_latency_seconds",
         "histogram",
         "Turn stage latency after user speech end (or response.create).",

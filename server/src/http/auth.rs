@@ -27,10 +27,18 @@ impl ApiKeys {
     }
 
     /// Compares in time independent of where a candidate differs (keys are secrets).
-    fn accepts(&self, candidate: &str) -> bool {
+    pub fn accepts(&self, candidate: &str) -> bool {
         self.keys.iter().fold(false, |ok, k| {
             ok | constant_time_eq(k.as_bytes(), candidate.as_bytes())
         })
+    }
+}
+
+impl ApiKeys {
+    /// `None` when the request offers no key at all; otherwise whether one it offers is accepted.
+    pub fn check_offered(&self, headers: &HeaderMap, query: Option<&str>) -> Option<bool> {
+        let offered = offered_keys(headers, query);
+        (!offered.is_empty()).then(|| offered.iter().any(|k| self.accepts(k)))
     }
 }
 

@@ -179,6 +179,7 @@ pub fn hard_message_limit(config: &Config) -> usize {
 }
 
 pub fn router(state: Arc<AppState>, keys: auth::ApiKeys) -> Router {
+    let twilio = crate::twilio::routes(keys.clone());
     let protected = Router::new()
         .route("/v1/realtime", get(realtime))
         .route("/v1/webrtc", axum::routing::post(crate::webrtc::offer))
@@ -197,6 +198,7 @@ pub fn router(state: Arc<AppState>, keys: auth::ApiKeys) -> Router {
         .route("/", get(index))
         .route("/web-demo/{file}", get(web_demo_file))
         .merge(protected)
+        .merge(twilio)
         .with_state(state)
 }
 

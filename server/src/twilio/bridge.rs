@@ -1,0 +1,350 @@
+//! The tokio task of one Twilio call: reads the Media Streams WebSocket, runs the [`Call`]
+//! state machine, and carries its steps to a channel session and back to Twilio.
+//!
+//! No session exists until `start` has arrived and the call is authenticated and admitted;
+//! a socket that sends no `start` within [`START_TIMEOUT`] is closed. Bad input is logged (the
+//! first [`LOGGED_REJECTIONS`] per call) and counted in `antiphon_twilio_protocol_errors_total`
+//! by code; it never ends the call except where noted (unsupported media format).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures_util::stream::SplitSink;
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc::error::TrySendError;
+use tracing::Instrument;
+
+use super::call::{Call, CallError, Step};
+use super::codec::{self, StartInfo, TwilioOutbound};
+use super::{KEY_PARAMETER, MAX_MESSAGE_BYTES, TRANSPORT_LABEL};
+use crate::http::AppState;
+use crate::http::auth::ApiKeys;
+use crate::realtime::events::{AudioFormat, ServerEvent, Transcription};
+use crate::realtime::protocol::Dialect;
+use crate::realtime::session::Inbound;
+use crate::realtime::session::channel::{self, SessionChannels};
+
+/// How long a new socket may take to send `start`.
+pub const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Rejected messages logged per call; the rest are only counted.
+pub const LOGGED_REJECTIONS: u32 = 20;
+
+/// Rejected messages tolerated before `start`: past this the socket is not a Twilio stream.
+const MAX_REJECTIONS_BEFORE_START: u32 = 50;
+
+/// How the call proves it may use the server.
+pub enum Auth {
+    /// A key offered with the upgrade request was accepted.
+    Accepted,
+    /// Check the `api_key` custom parameter of `start`.
+    AtStart(ApiKeys),
+}
+
+// WebSocket close codes (RFC 6455).
+const CLOSE_NORMAL: u16 = 1000;
+const CLOSE_UNSUPPORTED: u16 = 1003;
+const CLOSE_POLICY: u16 = 1008;
+const CLOSE_TRY_AGAIN: u16 = 1013;
+
+struct Bridge {
+    state: Arc<AppState>,
+    sink: SplitSink<WebSocket, Message>,
+    call: Call,
+    session: Option<SessionChannels>,
+    send_timeout: Duration,
+    rejections: u32,
+}
+
+/// Why the call's loop ended.
+enum Finish {
+    /// Twilio sent `stop`.
+    Stopped,
+    /// The socket closed or broke without `stop`.
+    Disconnected,
+    /// We end the call: close the socket with this code and reason.
+    Close(u16, String),
+    /// The session ended by itself.
+    SessionEnded,
+}
+
+/// Runs one call to its end. Spawned by the HTTP layer after the upgrade.
+pub async fn run(socket: WebSocket, state: Arc<AppState>, auth: Auth) {
+    let span = tracing::info_span!("twilio", call = tracing::field::Empty);
+    async move {
+        let (sink, mut stream) = socket.split();
+        let send_timeout = Duration::from_millis(state.config.server.send_timeout_ms);
+        let mut b = Bridge {
+            state,
+            sink,
+            call: Call::new(),
+            session: None,
+            send_timeout,
+            rejections: 0,
+        };
+        let start_deadline = tokio::time::Instant::now() + START_TIMEOUT;
+        let finish = loop {
+            let before_start = b.session.is_none();
+            tokio::select! {
+                msg = stream.next() => {
+                    let text = match msg {
+                        None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break Finish::Disconnected,
+                        Some(Ok(Message::Text(t))) => t,
+                        Some(Ok(Message::Binary(_))) => {
+                            b.reject(&CallError { code: "binary_frame", message: "binary WebSocket message; Media Streams messages are JSON text".into() });
+                            continue;
+                        }
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    };
+                    let steps = match codec::decode(text.as_str(), MAX_MESSAGE_BYTES) {
+                        Ok(m) => b.call.on_twilio(m),
+                        Err(e) => vec![Step::Rejected(CallError { code: e.code(), message: e.to_string() })],
+                    };
+                    if let Some(f) = b.apply(steps, &auth).await {
+                        break f;
+                    }
+                    if before_start && b.session.is_none() && b.rejections > MAX_REJECTIONS_BEFORE_START {
+                        break Finish::Close(CLOSE_POLICY, "not a Media Stream".into());
+                    }
+                }
+                ev = recv_session(&mut b.session) => {
+                    let Some(ev) = ev else { break Finish::SessionEnded };
+                    log_session_event(&ev);
+                    let steps = b.call.on_server(&ev);
+                    if let Some(f) = b.apply(steps, &auth).await {
+                        break f;
+                    }
+                }
+                () = tokio::time::sleep_until(start_deadline), if before_start => {
+                    b.reject(&CallError { code: "start_timeout", message: format!("no 'start' within {} s", START_TIMEOUT.as_secs()) });
+                    break Finish::Close(CLOSE_POLICY, "no start message".into());
+                }
+            }
+        };
+        b.finish(finish).await;
+    }
+    .instrument(span)
+    .await
+}
+
+async fn recv_session(session: &mut Option<SessionChannels>) -> Option<ServerEvent> {
+    match session {
+        Some(s) => s.from_session.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Bridge {
+    /// Carries out the machine's steps; `Some` when the call must end.
+    async fn apply(&mut self, steps: Vec<Step>, auth: &Auth) -> Option<Finish> {
+        for step in steps {
+            match step {
+                Step::Started(start) => {
+                    if let Err(f) = self.open_session(start, auth) {
+                        return Some(f);
+                    }
+                }
+                Step::ToSession(event) => self.send_to_session(Inbound::client(event)),
+                Step::ToTwilio(message) => {
+                    if let Err(f) = self.send_to_twilio(&message).await {
+                        return Some(f);
+                    }
+                }
+                Step::Dtmf(digit) => {
+                    tracing::info!(%digit, "DTMF");
+                    self.state
+                        .metrics
+                        .add("antiphon_dtmf_total", TRANSPORT_LABEL, &[], 1);
+                }
+                Step::BargeIn {
+                    item_id,
+                    heard_ms,
+                    dropped_ms,
+                } => {
+                    tracing::info!(%item_id, heard_ms, dropped_ms, "barge-in: cleared Twilio's playout");
+                    self.state.metrics.add(
+                        "antiphon_playout_clears_total",
+                        TRANSPORT_LABEL,
+                        &[],
+                        1,
+                    );
+                }
+                Step::Stopped => return Some(Finish::Stopped),
+                Step::Rejected(e) => self.reject(&e),
+                Step::Fatal(e) => {
+                    self.reject(&e);
+                    return Some(Finish::Close(CLOSE_UNSUPPORTED, e.message));
+                }
+            }
+        }
+        None
+    }
+
+    fn open_session(&mut self, start: StartInfo, auth: &Auth) -> Result<(), Finish> {
+        tracing::Span::current().record("call", start.call_sid.as_str());
+        let refuse = |state: &AppState, reason: &str| {
+            state.metrics.add(
+                "antiphon_sessions_refused_total",
+                TRANSPORT_LABEL,
+                &[("reason", reason)],
+                1,
+            );
+        };
+        if let Auth::AtStart(keys) = auth {
+            match start.custom_parameters.get(KEY_PARAMETER) {
+                Some(k) if keys.accepts(k) => {}
+                offered => {
+                    let why = if offered.is_some() {
+                        "incorrect API key in customParameters.api_key"
+                    } else {
+                        "missing API key: add <Parameter name=\"api_key\" value=\"KEY\"/> to the <Stream>"
+                    };
+                    tracing::info!(stream = %start.stream_sid, "call refused: {why}");
+                    refuse(&self.state, "auth");
+                    return Err(Finish::Close(CLOSE_POLICY, why.into()));
+                }
+            }
+        }
+        let mut params = self
+            .state
+            .admit(
+                TRANSPORT_LABEL,
+                Dialect::Ga,
+                (AudioFormat::G711Ulaw, AudioFormat::G711Ulaw),
+            )
+            .map_err(|r| {
+                tracing::warn!(code = r.code, "call refused: {}", r.message);
+                Finish::Close(CLOSE_TRY_AGAIN, r.message)
+            })?;
+        // Caller transcripts go to the log (and the session emits them as events).
+        params.initial.transcription = Some(Transcription {
+            model: None,
+            language: None,
+        });
+        tracing::info!(
+            stream = %start.stream_sid,
+            session = %params.session_id,
+            parameters = start.custom_parameters.len(),
+            "call started"
+        );
+        self.session = Some(channel::spawn(params));
+        Ok(())
+    }
+
+    /// Never waits: a full session queue drops the input (counted) instead of stalling the
+    /// loop that also drains the session's events.
+    fn send_to_session(&mut self, inbound: Inbound) {
+        let Some(s) = &self.session else {
+            return;
+        };
+        match s.to_session.try_send(inbound) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => self.reject(&CallError {
+                code: "session_queue_full",
+                message: "the session is not keeping up; input dropped".into(),
+            }),
+            // The session ended; its channel closing ends the loop.
+            Err(TrySendError::Closed(_)) => {}
+        }
+    }
+
+    async fn send_to_twilio(&mut self, message: &TwilioOutbound) -> Result<(), Finish> {
+        let text = codec::encode(message);
+        match tokio::time::timeout(
+            self.send_timeout,
+            self.sink.send(Message::Text(text.into())),
+        )
+        .await
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Finish::Disconnected),
+            Err(_) => {
+                tracing::warn!("Twilio stopped reading: send timed out");
+                Err(Finish::Close(CLOSE_TRY_AGAIN, "send timed out".into()))
+            }
+        }
+    }
+
+    fn reject(&mut self, e: &CallError) {
+        self.rejections += 1;
+        self.state.metrics.add(
+            "antiphon_twilio_protocol_errors_total",
+            TRANSPORT_LABEL,
+            &[("code", e.code)],
+            1,
+        );
+        if self.rejections <= LOGGED_REJECTIONS {
+            tracing::warn!(code = e.code, "bad Twilio input: {}", e.message);
+        } else if self.rejections == LOGGED_REJECTIONS + 1 {
+            tracing::warn!("more bad Twilio input on this call: now only counted");
+        }
+    }
+
+    async fn finish(mut self, finish: Finish) {
+        let close = match finish {
+            Finish::Stopped => {
+                tracing::info!(
+                    unplayed_ms = self.call.unplayed_ms(),
+                    "stream stopped by Twilio"
+                );
+                Some((CLOSE_NORMAL, String::new()))
+            }
+            Finish::Disconnected => {
+                if self.call.stream_sid().is_some() {
+                    self.reject(&CallError {
+                        code: "disconnect_without_stop",
+                        message: "the WebSocket closed without a 'stop' message".into(),
+                    });
+                }
+                None
+            }
+            Finish::Close(code, reason) => Some((code, reason)),
+            Finish::SessionEnded => {
+                tracing::warn!("session ended before the call");
+                Some((CLOSE_NORMAL, "session ended".into()))
+            }
+        };
+        if let Some((code, reason)) = close {
+            let frame = CloseFrame {
+                code,
+                reason: reason.chars().take(120).collect::<String>().into(),
+            };
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                self.sink.send(Message::Close(Some(frame))),
+            )
+            .await;
+        }
+        if let Some(s) = self.session.take() {
+            // Dropping both ends hangs the session up at once.
+            drop(s.to_session);
+            drop(s.from_session);
+            match tokio::time::timeout(Duration::from_secs(5), s.task).await {
+                Ok(Ok(end)) => tracing::info!(?end, "call ended"),
+                Ok(Err(e)) => tracing::error!(%e, "session task failed"),
+                Err(_) => tracing::warn!("session did not end within 5 s"),
+            }
+        }
+    }
+}
+
+fn log_session_event(ev: &ServerEvent) {
+    match ev {
+        ServerEvent::TranscriptionCompleted { transcript, .. } => {
+            tracing::info!(%transcript, "caller said")
+        }
+        ServerEvent::TranscriptDone { transcript, .. } => {
+            tracing::info!(%transcript, "agent said")
+        }
+        ServerEvent::Error(e) => {
+            tracing::warn!(code = e.code, "session error: {}", e.message)
+        }
+        ServerEvent::ItemTruncated {
+            item_id,
+            audio_end_ms,
+            ..
+        } => tracing::info!(%item_id, audio_end_ms, "reply truncated"),
+        _ => {}
+    }
+}

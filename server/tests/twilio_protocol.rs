@@ -1,0 +1,316 @@
+//! `/v1/twilio` against the real `antiphon serve` binary with no engines wired: auth, stream
+//! order, bad input and hang-ups, spoken by a small Rust client in Twilio's message shapes.
+//! (The spoken turn, TTFB and barge-in through real engines and a third-party Twilio
+//! simulator are in twilio_streamdouble.rs.)
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+
+const KEY: &str = "antiphon-demo-key";
+const SID: &str = "MZ0123456789abcdef0123456789abcdef";
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+struct Server {
+    port: u16,
+    _child: Child,
+    _config: tempfile::NamedTempFile,
+}
+
+async fn start() -> Server {
+    let config = tempfile::NamedTempFile::new().expect("temp config");
+    std::fs::write(
+        config.path(),
+        "[asr]\nenabled = false\n[llm]\nenabled = false\n[tts]\nenabled = false\n",
+    )
+    .expect("write config");
+    let config_path = config.path().to_str().expect("utf-8 temp path").to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_antiphon"))
+        .args(["serve", "--port", "0", "--host", "127.0.0.1", "--config"])
+        .arg(&config_path)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn antiphon serve");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .expect("server printed its address in time")
+        .expect("read stdout")
+        .expect("a line");
+    let port = line
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no port in {line:?}"));
+    Server {
+        port,
+        _child: child,
+        _config: config,
+    }
+}
+
+async fn http_get(port: u16, path: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+/// The value of the series whose line starts with `prefix` (0 when absent).
+fn metric(metrics: &str, prefix: &str) -> i64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn error_count(metrics: &str, code: &str) -> i64 {
+    metric(
+        metrics,
+        &format!("antiphon_twilio_protocol_errors_total{{transport=\"twilio\",code=\"{code}\"}}"),
+    )
+}
+
+async fn twilio_sessions(port: u16) -> i64 {
+    metric(
+        &http_get(port, "/metrics").await,
+        "antiphon_sessions{transport=\"twilio\"}",
+    )
+}
+
+async fn open(port: u16, query: &str) -> Ws {
+    let (ws, _) = connect_async(format!("ws://127.0.0.1:{port}/v1/twilio{query}"))
+        .await
+        .expect("connect");
+    ws
+}
+
+async fn send(ws: &mut Ws, v: Value) {
+    ws.send(Message::Text(v.to_string().into()))
+        .await
+        .expect("send");
+}
+
+fn connected() -> Value {
+    json!({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+}
+
+fn start_msg(encoding: &str, rate: u32, params: Value) -> Value {
+    json!({
+        "event": "start",
+        "sequenceNumber": "1",
+        "start": {
+            "accountSid": "AC0123456789abcdef0123456789abcdef",
+            "streamSid": SID,
+            "callSid": "CA0123456789abcdef0123456789abcdef",
+            "tracks": ["inbound"],
+            "mediaFormat": {"encoding": encoding, "sampleRate": rate, "channels": 1},
+            "customParameters": params
+        },
+        "streamSid": SID
+    })
+}
+
+fn media(seq: u32, ts: u32) -> Value {
+    json!({
+        "event": "media",
+        "sequenceNumber": seq.to_string(),
+        "media": {"track": "inbound", "chunk": seq.to_string(), "timestamp": ts.to_string(),
+                  // 160 bytes of mu-law silence.
+                  "payload": "/".repeat(212) + "/w=="},
+        "streamSid": SID
+    })
+}
+
+/// Waits for the server to close the socket; returns the close code (None: no close frame).
+async fn closed_with(ws: &mut Ws) -> Option<CloseCode> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("server closes in time")
+        {
+            Some(Ok(Message::Close(frame))) => return frame.map(|f| f.code),
+            Some(Ok(_)) => continue,
+            None | Some(Err(_)) => return None,
+        }
+    }
+}
+
+/// Polls until the Twilio sessions gauge reads `n` (sessions end asynchronously).
+async fn wait_sessions(port: u16, n: i64) {
+    for _ in 0..100 {
+        if twilio_sessions(port).await == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("twilio sessions gauge never reached {n}");
+}
+
+#[tokio::test]
+async fn key_is_checked_in_custom_parameters_or_on_the_upgrade() {
+    let server = start().await;
+    let port = server.port;
+
+    // A wrong key offered on the upgrade is refused before it.
+    match connect_async(format!("ws://127.0.0.1:{port}/v1/twilio?api_key=wrong")).await {
+        Err(tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 401),
+        other => panic!("expected 401, got {:?}", other.map(|_| ())),
+    }
+
+    // No key anywhere: refused at `start`, no session opened.
+    for params in [json!({}), json!({"api_key": "wrong"})] {
+        let mut ws = open(port, "").await;
+        send(&mut ws, connected()).await;
+        send(&mut ws, start_msg("audio/x-mulaw", 8000, params)).await;
+        assert_eq!(closed_with(&mut ws).await, Some(CloseCode::Policy));
+    }
+    let m = http_get(port, "/metrics").await;
+    assert_eq!(
+        metric(
+            &m,
+            "antiphon_sessions_refused_total{transport=\"twilio\",reason=\"auth\"}"
+        ),
+        3,
+        "{m}"
+    );
+    assert_eq!(twilio_sessions(port).await, 0);
+
+    // The key as a <Parameter>: a session opens; `stop` ends it with a normal close.
+    let mut ws = open(port, "").await;
+    send(&mut ws, connected()).await;
+    send(
+        &mut ws,
+        start_msg(
+            "audio/x-mulaw",
+            8000,
+            json!({"api_key": KEY, "caller": "x"}),
+        ),
+    )
+    .await;
+    send(&mut ws, media(2, 0)).await;
+    wait_sessions(port, 1).await;
+    send(
+        &mut ws,
+        json!({"event": "stop", "sequenceNumber": "3", "streamSid": SID,
+               "stop": {"accountSid": "AC1", "callSid": "CA1"}}),
+    )
+    .await;
+    assert_eq!(closed_with(&mut ws).await, Some(CloseCode::Normal));
+    wait_sessions(port, 0).await;
+
+    // The key on the upgrade (for clients that can send one): no parameter needed.
+    let mut ws = open(port, &format!("?api_key={KEY}")).await;
+    send(&mut ws, start_msg("audio/x-mulaw", 8000, json!({}))).await;
+    wait_sessions(port, 1).await;
+    drop(ws);
+    wait_sessions(port, 0).await;
+}
+
+#[tokio::test]
+async fn bad_input_is_rejected_counted_and_the_call_goes_on() {
+    let server = start().await;
+    let port = server.port;
+    let mut ws = open(port, "").await;
+    send(&mut ws, connected()).await;
+    // Before `start`: media is out of order.
+    send(&mut ws, media(1, 0)).await;
+    send(
+        &mut ws,
+        start_msg("audio/x-mulaw", 8000, json!({"api_key": KEY})),
+    )
+    .await;
+    wait_sessions(port, 1).await;
+    for text in [
+        "{not json".to_string(),
+        json!({"event": "ringing"}).to_string(),
+        json!({"event": "media", "streamSid": SID,
+               "media": {"timestamp": "20", "payload": "!!!"}})
+        .to_string(),
+        json!({"event": "media", "streamSid": "MZother",
+               "media": {"timestamp": "20", "payload": ""}})
+        .to_string(),
+        json!({"event": "dtmf", "streamSid": SID, "dtmf": {"digit": "55"}}).to_string(),
+        json!({"event": "dtmf", "streamSid": SID, "dtmf": {"digit": "5"}}).to_string(),
+        start_msg("audio/x-mulaw", 8000, json!({"api_key": KEY})).to_string(),
+        // Over the 64 KiB decode limit, under the socket's hard limit.
+        json!({"event": "media", "streamSid": SID,
+               "media": {"timestamp": "20", "payload": "A".repeat(100_000)}})
+        .to_string(),
+    ] {
+        ws.send(Message::Text(text.into())).await.expect("send");
+    }
+    ws.send(Message::Binary(vec![0xFF; 160].into()))
+        .await
+        .expect("send");
+    // Still alive: media flows and the metrics tell every rejection apart.
+    send(&mut ws, media(9, 20)).await;
+    let mut counted = false;
+    for _ in 0..100 {
+        let m = http_get(port, "/metrics").await;
+        if error_count(&m, "binary_frame") == 1 {
+            for code in [
+                "event_before_start",
+                "malformed_json",
+                "unknown_event",
+                "invalid_base64",
+                "wrong_stream_sid",
+                "invalid_dtmf",
+                "duplicate_start",
+                "message_too_large",
+            ] {
+                assert_eq!(error_count(&m, code), 1, "{code}: {m}");
+            }
+            assert_eq!(
+                metric(&m, "antiphon_dtmf_total{transport=\"twilio\"}"),
+                1,
+                "{m}"
+            );
+            counted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(counted, "rejections were not counted");
+    assert_eq!(twilio_sessions(port).await, 1);
+
+    // A hang-up without `stop` ends the session and is counted too.
+    drop(ws);
+    wait_sessions(port, 0).await;
+    let m = http_get(port, "/metrics").await;
+    assert_eq!(error_count(&m, "disconnect_without_stop"), 1, "{m}");
+}
+
+#[tokio::test]
+async fn a_stream_in_another_format_is_closed_as_unsupported() {
+    let server = start().await;
+    let mut ws = open(server.port, "").await;
+    send(&mut ws, connected()).await;
+    send(
+        &mut ws,
+        start_msg("audio/l16", 16000, json!({"api_key": KEY})),
+    )
+    .await;
+    assert_eq!(closed_with(&mut ws).await, Some(CloseCode::Unsupported));
+    let m = http_get(server.port, "/metrics").await;
+    assert_eq!(error_count(&m, "unsupported_media_format"), 1, "{m}");
+    assert_eq!(twilio_sessions(server.port).await, 0);
+}
