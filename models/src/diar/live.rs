@@ -185,6 +185,18 @@ impl LiveDiarizer {
         self.closed.len()
     }
 
+    /// The segment being spoken, if any.
+    pub fn open_segment(&self) -> Option<u64> {
+        self.open.as_ref().map(|o| o.segment)
+    }
+
+    /// Whether a closed segment overlapping `[start, end)` (samples) awaits its decision.
+    pub fn is_pending(&self, start: u64, end: u64) -> bool {
+        self.closed
+            .iter()
+            .any(|c| overlap((c.start, c.end.max(c.start + 1)), (start, end)) > 0)
+    }
+
     /// Appends the session's input audio (16 kHz mono, in order).
     pub fn push_audio(&mut self, samples: &[f32]) {
         self.ring.extend(samples);
