@@ -280,9 +280,7 @@ mod tests {
         let engine = engine(2);
         let slot = engine.open().expect("free slot");
         // A tone is not speech, but it is a valid input: the point is the plumbing.
-        let tone: Vec<f32> = (0..12_000)
-            .map(|i| 0.3 * (i as f32 * 0.07).sin())
-            .collect();
+        let tone: Vec<f32> = (0..12_000).map(|i| 0.3 * (i as f32 * 0.07).sin()).collect();
         slot.submit(1, tone.clone()).expect("queued");
         slot.submit(2, tone).expect("queued");
         slot.submit(3, vec![0.0; 200]).expect("queued");
@@ -295,7 +293,10 @@ mod tests {
             got[1].embedding.as_ref().expect("embedding"),
         );
         assert_eq!(a.len(), super::super::EMBEDDING_DIM);
-        assert!(super::super::cosine(a, b) > 0.999, "same input, same embedding");
+        assert!(
+            super::super::cosine(a, b) > 0.999,
+            "same input, same embedding"
+        );
         assert!(got[2].embedding.is_err(), "200 samples is too short");
         assert_eq!(engine.stats().jobs_done, 3);
     }

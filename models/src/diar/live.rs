@@ -248,8 +248,7 @@ impl LiveDiarizer {
                 false
             }
         });
-        if end - open.start >= self.min_speech
-            && (selected.is_empty() || end - covered >= self.hop)
+        if end - open.start >= self.min_speech && (selected.is_empty() || end - covered >= self.hop)
         {
             let start = open.start.max(end.saturating_sub(self.win));
             if let Some(id) = self.cut(open.segment, start, end) {

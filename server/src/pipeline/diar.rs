@@ -91,7 +91,10 @@ impl SpeakerTagger {
 
     /// The speaker of `start_ms..end_ms` (the ASR final's audio).
     pub fn lookup(&self, start_ms: u64, end_ms: u64) -> Lookup {
-        let (start, end) = (start_ms * PER_MS, (end_ms * PER_MS).max(start_ms * PER_MS + 1));
+        let (start, end) = (
+            start_ms * PER_MS,
+            (end_ms * PER_MS).max(start_ms * PER_MS + 1),
+        );
         let best = self
             .decided
             .iter()

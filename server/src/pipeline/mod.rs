@@ -202,9 +202,7 @@ impl EngineConnector for Pipeline {
                 let adapter = asr::AsrAdapter::new(engine.clone(), self.endpoint, session);
                 match &self.diar {
                     Some(diar) => {
-                        let slot = diar
-                            .open()
-                            .map_err(|e| format!("speaker labels: {e}"))?;
+                        let slot = diar.open().map_err(|e| format!("speaker labels: {e}"))?;
                         Some(adapter.with_speaker_tagger(diar::SpeakerTagger::new(slot)))
                     }
                     None => Some(adapter),

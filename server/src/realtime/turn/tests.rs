@@ -996,7 +996,11 @@ fn labelled_turn(h: &mut H, at: u64, label: &str, text: &str) -> (Epoch, Vec<Cha
             label: label.into(),
         },
     );
-    assert!(out.is_empty(), "a label alone says nothing: {:?}", trace(&out));
+    assert!(
+        out.is_empty(),
+        "a label alone says nothing: {:?}",
+        trace(&out)
+    );
     let out = h.engine(at + 960, EngineEvent::TranscriptFinal { text: text.into() });
     assert_eq!(transcription_speaker(&out), Some(Some(label.to_string())));
     llm_start(&out)
