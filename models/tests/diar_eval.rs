@@ -316,16 +316,17 @@ fn live_turn_labels_der_and_latency() {
     let secs = |samples: u64| samples as f64 / RATE as f64;
 
     // (finish time, job id, embedding) of windows being computed.
-    let mut inflight: Vec<(f64, u64, Result<Vec<f32>, ()>)> = Vec::new();
+    type InFlight = Vec<(f64, u64, Result<Vec<f32>, ()>)>;
+    let mut inflight: InFlight = Vec::new();
     let mut server_free = 0.0f64;
     let mut compute = Vec::new();
     let mut stops: Vec<(u64, f64)> = Vec::new();
     let mut decided: Vec<(SegmentLabel, f64)> = Vec::new();
     let mut t = 0.0;
-    let mut deliver = |live: &mut LiveDiarizer,
-                       inflight: &mut Vec<(f64, u64, Result<Vec<f32>, ()>)>,
-                       decided: &mut Vec<(SegmentLabel, f64)>,
-                       until: f64| {
+    let deliver = |live: &mut LiveDiarizer,
+                   inflight: &mut InFlight,
+                   decided: &mut Vec<(SegmentLabel, f64)>,
+                   until: f64| {
         inflight.sort_by(|a, b| a.0.total_cmp(&b.0));
         while inflight.first().is_some_and(|j| j.0 <= until) {
             let (at, id, e) = inflight.remove(0);

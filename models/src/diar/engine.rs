@@ -121,6 +121,7 @@ impl DiarEngine {
         let worker_shared = shared.clone();
         let max_batch = config.max_batch.max(1);
         spawn_engine_thread("diar-engine", move || {
+            yield_to_reply_engines();
             run(embedder, rx, &worker_shared, max_batch);
             worker_shared.running.store(false, Ordering::SeqCst);
         })
@@ -202,6 +203,27 @@ impl Drop for DiarSlot {
         self.shared.slots().release(self.id);
     }
 }
+
+/// Niceness of the engine thread: labels are a nicety next to the ASR, LLM and TTS threads
+/// that make the reply, so under CPU contention this one waits (TTFB first). A label that is
+/// not ready in time is sent without (see `server/src/pipeline/asr.rs`, `LABEL_WAIT`).
+const NICE: libc::c_int = 10;
+
+#[cfg(target_os = "linux")]
+fn yield_to_reply_engines() {
+    // SAFETY: setpriority only reads its three integer arguments and touches no memory of
+    // ours. On Linux, PRIO_PROCESS with who = 0 names the calling thread (nice is per thread).
+    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, NICE) };
+    if r != 0 {
+        tracing::debug!(
+            error = %std::io::Error::last_os_error(),
+            "diar-engine keeps normal priority"
+        );
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn yield_to_reply_engines() {}
 
 fn run(mut embedder: SpeakerEmbedder, rx: Receiver<Job>, shared: &Shared, max_batch: usize) {
     while let Ok(first) = rx.recv() {
