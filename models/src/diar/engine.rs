@@ -66,6 +66,8 @@ struct Job {
     id: u64,
     samples: Vec<f32>,
     reply: Sender<EmbedResult>,
+    /// The slot's owner no longer needs ids below this (cancel by id).
+    skip_below: Arc<AtomicU64>,
 }
 
 struct Shared {
@@ -150,6 +152,7 @@ impl DiarEngine {
             id,
             reply,
             results,
+            skip_below: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -169,9 +172,16 @@ pub struct DiarSlot {
     id: SlotId,
     reply: Sender<EmbedResult>,
     results: Receiver<EmbedResult>,
+    skip_below: Arc<AtomicU64>,
 }
 
 impl DiarSlot {
+    /// Jobs with ids below `id` are no longer wanted: the engine skips those it has not
+    /// started (their results would be ignored anyway), and sends nothing for them.
+    pub fn skip_below(&self, id: u64) {
+        self.skip_below.fetch_max(id, Ordering::Relaxed);
+    }
+
     /// Queues 16 kHz mono samples for embedding under the caller's `id`; never blocks.
     pub fn submit(&self, id: u64, samples: Vec<f32>) -> Result<(), DiarEngineError> {
         let job = Job {
@@ -179,6 +189,7 @@ impl DiarSlot {
             id,
             samples,
             reply: self.reply.clone(),
+            skip_below: self.skip_below.clone(),
         };
         match self.jobs.try_send(job) {
             Ok(()) => Ok(()),
@@ -236,7 +247,9 @@ fn run(mut embedder: SpeakerEmbedder, rx: Receiver<Job>, shared: &Shared, max_ba
         }
         {
             let slots = shared.slots();
-            batch.retain(|j| slots.is_current(j.slot));
+            batch.retain(|j| {
+                slots.is_current(j.slot) && j.id >= j.skip_below.load(Ordering::Relaxed)
+            });
         }
         if batch.is_empty() {
             continue;
@@ -321,5 +334,13 @@ mod tests {
         );
         assert!(got[2].embedding.is_err(), "200 samples is too short");
         assert_eq!(engine.stats().jobs_done, 3);
+        // Cancelled ids are skipped without a reply.
+        slot.skip_below(10);
+        slot.submit(9, vec![0.1; 8000]).expect("queued");
+        slot.submit(10, vec![0.1; 8000]).expect("queued");
+        let r = slot.next_result(Duration::from_secs(60)).expect("result");
+        assert_eq!(r.id, 10);
+        assert!(slot.next_result(Duration::from_millis(200)).is_none());
+        assert_eq!(engine.stats().jobs_done, 4);
     }
 }

@@ -197,6 +197,17 @@ impl LiveDiarizer {
             .any(|c| overlap((c.start, c.end.max(c.start + 1)), (start, end)) > 0)
     }
 
+    /// Window ids below this are no longer needed (their segment was decided, or they were
+    /// let go): the engine may skip them.
+    pub fn oldest_needed_window(&self) -> u64 {
+        self.windows
+            .iter()
+            .filter(|w| w.embedding.is_none() && !w.failed)
+            .map(|w| w.id)
+            .min()
+            .unwrap_or(self.next_window)
+    }
+
     /// Appends the session's input audio (16 kHz mono, in order).
     pub fn push_audio(&mut self, samples: &[f32]) {
         self.ring.extend(samples);
@@ -500,12 +511,14 @@ mod tests {
         // Cuts at 0.75 s and 1.5 s; the last 0.5 s is under a hop, so no tail window.
         assert_eq!(j.len(), 2);
         assert!(d.poll_label().is_none());
+        assert_eq!(d.oldest_needed_window(), 0);
         d.handle_embedding(j[0].id, Err(()));
         assert!(d.poll_label().is_none(), "one failed, one still out");
         d.handle_embedding(j[1].id, Ok(&[0.0, 1.0]));
         let l = d.poll_label().expect("decided on the first embedding");
         assert_eq!((l.label.as_deref(), l.windows), (Some("S1"), 1));
         assert_eq!(d.pending(), 0);
+        assert_eq!(d.oldest_needed_window(), 2, "nothing outstanding is needed");
         // A segment whose every window failed has no label.
         d.speech_started(2 * S);
         d.push_audio(&vec![0.1; S as usize]);

@@ -141,6 +141,8 @@ impl SpeakerTagger {
     }
 
     fn collect(&mut self, now: Instant) {
+        // Windows of decided segments still queued at the engine would only be ignored.
+        self.slot.skip_below(self.live.oldest_needed_window());
         while let Some(d) = self.live.poll_label() {
             let stopped = self
                 .stops
