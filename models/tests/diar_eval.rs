@@ -280,3 +280,160 @@ fn conversation_der_is_within_twenty_percent() {
     );
     assert!(silero.der() <= 0.20, "DER with Silero {:.3}", silero.der());
 }
+
+/// The live path as a session runs it: the ASR's own VAD (Silero + the `server_vad`
+/// endpointer, 500 ms silence) reports speech start/stop, [`LiveDiarizer`] cuts windows while
+/// the user speaks and labels each turn once. Compute is simulated on one embedding thread:
+/// each window's measured CAM++ time starts when the window is cut (or when the previous one
+/// is done) and its result arrives at that audio time. Turns are 1 s apart (past the 500 ms
+/// endpointing silence, so each is its own segment).
+#[test]
+fn live_turn_labels_der_and_latency() {
+    use antiphon_models::diar::live::{LiveConfig, LiveDiarizer, SegmentLabel};
+    use antiphon_models::vad::endpoint::{EndpointConfig, EndpointEvent, Endpointer};
+    use antiphon_models::vad::silero::{FRAME_SAMPLES, SileroState};
+
+    let utts = utterances();
+    let order = [0, 4, 5, 1, 6, 7, 8, 2, 9, 10, 3, 11];
+    let gap = vec![0.0f32; RATE as usize];
+    let mut audio = gap.clone();
+    let mut reference = Vec::new();
+    for &i in &order {
+        let start = audio.len() as f64 / RATE as f64;
+        audio.extend_from_slice(&utts[i].samples);
+        reference.push(Turn::new(
+            start,
+            audio.len() as f64 / RATE as f64,
+            utts[i].speaker,
+        ));
+        audio.extend_from_slice(&gap);
+    }
+    let mut vad = SileroVad::load(&store(), 1).expect("Silero VAD loads");
+    let mut vad_state = SileroState::default();
+    let mut endpointer = Endpointer::new(EndpointConfig::default()).expect("valid endpoint");
+    let mut live = LiveDiarizer::new(LiveConfig::default());
+    let mut emb = embedder().lock().expect("embedder lock");
+    let secs = |samples: u64| samples as f64 / RATE as f64;
+
+    // (finish time, job id, embedding) of windows being computed.
+    type InFlight = Vec<(f64, u64, Result<Vec<f32>, ()>)>;
+    let mut inflight: InFlight = Vec::new();
+    let mut server_free = 0.0f64;
+    let mut compute = Vec::new();
+    let mut stops: Vec<(u64, f64)> = Vec::new();
+    let mut decided: Vec<(SegmentLabel, f64)> = Vec::new();
+    let mut t = 0.0;
+    let deliver = |live: &mut LiveDiarizer,
+                   inflight: &mut InFlight,
+                   decided: &mut Vec<(SegmentLabel, f64)>,
+                   until: f64| {
+        inflight.sort_by(|a, b| a.0.total_cmp(&b.0));
+        while inflight.first().is_some_and(|j| j.0 <= until) {
+            let (at, id, e) = inflight.remove(0);
+            live.handle_embedding(id, e.as_deref().map_err(|_| ()));
+            decided.extend(std::iter::from_fn(|| live.poll_label()).map(|l| (l, at)));
+        }
+    };
+    for (i, chunk) in audio.chunks(FRAME_SAMPLES).enumerate() {
+        let start = (i * FRAME_SAMPLES) as u64;
+        t = secs(start + chunk.len() as u64);
+        deliver(&mut live, &mut inflight, &mut decided, t);
+        live.push_audio(chunk);
+        let mut frame = [0.0f32; FRAME_SAMPLES];
+        frame[..chunk.len()].copy_from_slice(chunk);
+        let p = vad
+            .step(&mut [(&mut vad_state, &frame[..])])
+            .expect("vad step")[0];
+        match endpointer.push(p, start, FRAME_SAMPLES as u64) {
+            Some(EndpointEvent::SpeechStarted { speech_start, .. }) => {
+                live.speech_started(speech_start)
+            }
+            Some(EndpointEvent::SpeechStopped { speech_end, .. }) => {
+                if let Some(s) = live.open_segment() {
+                    stops.push((s, t));
+                }
+                live.speech_stopped(speech_end);
+            }
+            None => {}
+        }
+        decided.extend(std::iter::from_fn(|| live.poll_label()).map(|l| (l, t)));
+        while let Some(job) = live.poll_job() {
+            let t0 = Instant::now();
+            let e = emb.embed(&[&job.samples]).map(|mut v| v.remove(0));
+            let dt = t0.elapsed().as_secs_f64();
+            compute.push(dt);
+            let finish = t.max(server_free) + dt;
+            server_free = finish;
+            inflight.push((finish, job.id, e.map_err(|_| ())));
+        }
+    }
+    deliver(&mut live, &mut inflight, &mut decided, f64::INFINITY);
+    assert!(
+        live.open_segment().is_none(),
+        "the conversation ends in silence"
+    );
+
+    let hyp: Vec<Turn> = decided
+        .iter()
+        .filter_map(|(l, _)| {
+            let label = l.label.as_deref()?;
+            Some(Turn::new(secs(l.start_sample), secs(l.end_sample), label))
+        })
+        .collect();
+    let report = der(&reference, &hyp, 0.25);
+    // Latency per reference turn: from its start, and from the VAD's speech stop, to the
+    // decision of the segment that covers most of it.
+    let mut after_stop = Vec::new();
+    let mut after_start = Vec::new();
+    for r in &reference {
+        let best = decided.iter().max_by(|a, b| {
+            let o = |l: &SegmentLabel| {
+                (secs(l.end_sample).min(r.end_s) - secs(l.start_sample).max(r.start_s)).max(0.0)
+            };
+            o(&a.0).total_cmp(&o(&b.0))
+        });
+        if let Some((l, at)) = best
+            && let Some((_, stop)) = stops.iter().find(|(s, _)| *s == l.segment)
+        {
+            after_stop.push(at - stop);
+            after_start.push(at - r.start_s);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    let max = |v: &[f64]| v.iter().copied().fold(f64::NAN, f64::max);
+    compute.sort_by(f64::total_cmp);
+    eprintln!(
+        "live: {:.1} s audio, {} turns -> {} segments, {} speakers; DER {:.1} % (miss {:.2} s, FA {:.2} s, confusion {:.2} s); \
+         label after speech stop: median {:.0} ms, max {:.0} ms; after turn start: median {:.2} s, max {:.2} s; \
+         {} windows, CAM++ median {:.0} ms",
+        t,
+        reference.len(),
+        decided.len(),
+        live.num_speakers(),
+        100.0 * report.der(),
+        report.missed_s,
+        report.false_alarm_s,
+        report.confusion_s,
+        1000.0 * median(&mut after_stop.clone()),
+        1000.0 * max(&after_stop),
+        median(&mut after_start.clone()),
+        max(&after_start),
+        compute.len(),
+        1000.0 * median(&mut compute),
+    );
+    for (l, at) in &decided {
+        eprintln!(
+            "  {:7.2} {:7.2} {:?} decided at {at:.2} s ({} windows, sim {:?})",
+            secs(l.start_sample),
+            secs(l.end_sample),
+            l.label,
+            l.windows,
+            l.similarity
+        );
+    }
+    assert_eq!(after_stop.len(), reference.len(), "every turn got a label");
+    assert!(report.der() <= 0.20, "live DER {:.3}", report.der());
+}

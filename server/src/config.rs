@@ -106,6 +106,10 @@ pub struct SessionDefaults {
     /// Speech starting this soon after the first reply audio interrupts only if it lasts past
     /// the window (guards against the reply echoing back into the microphone).
     pub echo_guard_ms: u64,
+    /// Speaker diarization of user turns: `S1`, `S2`, … on transcription events, and user
+    /// messages to the LLM prefixed "Speaker N: " once a second speaker is heard (needs the
+    /// `campplus` model; off: no labels, no prefixes, no CAM++ loaded).
+    pub speaker_labels: bool,
 }
 
 impl Default for SessionDefaults {
@@ -119,6 +123,7 @@ impl Default for SessionDefaults {
             prefix_padding_ms: 300,
             silence_duration_ms: 500,
             echo_guard_ms: 300,
+            speaker_labels: true,
         }
     }
 }

@@ -4,6 +4,8 @@
 pub mod campplus;
 pub mod der;
 pub mod embedder;
+pub mod engine;
+pub mod live;
 pub mod online;
 pub mod pipeline;
 pub mod rttm;
@@ -31,6 +33,8 @@ pub enum DiarError {
     SampleRate(u32),
     #[error("tensor computation failed: {0}")]
     Candle(#[from] candle_core::Error),
+    #[error(transparent)]
+    Engine(#[from] engine::DiarEngineError),
     #[error(transparent)]
     Fbank(#[from] antiphon_kernels::fbank::FbankError),
 }

@@ -1,14 +1,21 @@
 //! ASR side of a session's bridge: pushes input audio into the session's ASR slot, maps the
 //! recogniser's audio-clock times back to the arrival instants of the audio, and turns
-//! [`AsrEvent`]s into [`EngineEvent`]s.
+//! [`AsrEvent`]s into [`EngineEvent`]s. With a [`SpeakerTagger`] it also labels each final with
+//! its speaker: a `SpeakerLabel` event goes right before the `TranscriptFinal`.
+//!
+//! Label timing: the tagger embeds windows while the user speaks (and during the endpointing
+//! silence), so the label is normally decided when the VAD reports the end of speech, before
+//! the final. If it is not, the final (and every ASR event after it, to keep their order) waits
+//! at most [`LABEL_WAIT`]; then it goes without a label. The wait is logged (`held_ms`).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use antiphon_models::asr::{AsrEngine, AsrEvent, AsrSession, StreamingAsr};
 use antiphon_models::vad::endpoint::EndpointConfig;
 
+use super::diar::{Lookup, SpeakerTagger};
 use crate::realtime::audio_format::ASR_RATE;
 use crate::realtime::turn::{Engine, EngineEvent};
 
@@ -17,6 +24,8 @@ use crate::realtime::turn::{Engine, EngineEvent};
 const ARRIVALS_KEPT: usize = 3000;
 /// Final transcripts kept for a manual commit (turns since the last commit).
 const FINALS_KEPT: usize = 64;
+/// Longest a final waits for its speaker label (it holds up the LLM start, i.e. TTFB).
+pub const LABEL_WAIT: Duration = Duration::from_millis(20);
 
 /// When each stretch of the session's input audio arrived, on the recogniser's sample clock
 /// (sample 0 = the first sample pushed).
@@ -61,6 +70,20 @@ pub struct AsrAdapter {
     committing: bool,
     /// Finals since the last commit: a manual turn may span several VAD segments.
     since_commit: VecDeque<String>,
+    diar: Option<SpeakerTagger>,
+    /// Events not yet handed out, in order: a final whose label is pending holds the rest.
+    outbox: VecDeque<Outgoing>,
+}
+
+enum Outgoing {
+    Event(Instant, EngineEvent),
+    /// A VAD final waiting for its speaker label (since `since`).
+    Final {
+        text: String,
+        start_ms: u64,
+        end_ms: u64,
+        since: Instant,
+    },
 }
 
 impl AsrAdapter {
@@ -72,7 +95,15 @@ impl AsrAdapter {
             clock: ArrivalClock::default(),
             committing: false,
             since_commit: VecDeque::new(),
+            diar: None,
+            outbox: VecDeque::new(),
         }
+    }
+
+    /// Labels each final with its speaker (session diarization).
+    pub fn with_speaker_tagger(mut self, tagger: SpeakerTagger) -> Self {
+        self.diar = Some(tagger);
+        self
     }
 
     fn session(&mut self) -> Result<&mut AsrSession, String> {
@@ -86,6 +117,9 @@ impl AsrAdapter {
             .push_audio(samples)
             .map_err(|e| e.to_string())?;
         self.clock.record(samples.len(), arrival);
+        if let Some(d) = self.diar.as_mut() {
+            d.push(samples);
+        }
         Ok(())
     }
 
@@ -102,6 +136,10 @@ impl AsrAdapter {
         self.clock = ArrivalClock::default();
         self.committing = false;
         self.since_commit.clear();
+        if let Some(d) = self.diar.as_mut() {
+            d.reset();
+        }
+        // A final still held for its label now finds no segment and goes out at the next poll.
         let session = self
             .engine
             .open_with(self.endpoint)
@@ -123,6 +161,9 @@ impl AsrAdapter {
     /// Moves every ready recogniser event to `out`; true if there was any.
     pub fn poll(&mut self, out: &mut Vec<(Instant, EngineEvent)>) -> bool {
         let mut any = false;
+        if let Some(d) = self.diar.as_mut() {
+            any |= d.poll(Instant::now());
+        }
         while let Some(event) = self.session.as_mut().and_then(|s| s.try_event()) {
             any = true;
             let now = Instant::now();
@@ -131,39 +172,59 @@ impl AsrAdapter {
                     audio_start_ms,
                     speech_start_ms,
                 } => {
+                    if let Some(d) = self.diar.as_mut() {
+                        d.speech_started(speech_start_ms);
+                    }
                     let at = self.clock.arrival_of_ms(speech_start_ms).unwrap_or(now);
-                    out.push((
+                    self.send(
                         at,
                         EngineEvent::SpeechStarted {
                             audio_ms: audio_start_ms,
                         },
-                    ));
+                    );
                 }
                 AsrEvent::SpeechStopped {
                     audio_end_ms,
                     speech_end_ms,
                 } => {
+                    if let Some(d) = self.diar.as_mut() {
+                        d.speech_stopped(speech_end_ms, now);
+                    }
                     // The latency origin: when the last voiced sample arrived.
                     let last_voiced =
                         (speech_end_ms * u64::from(ASR_RATE) / 1000).saturating_sub(1);
                     let at = self.clock.arrival_of(last_voiced).unwrap_or(now);
-                    out.push((
+                    self.send(
                         at,
                         EngineEvent::SpeechStopped {
                             audio_ms: audio_end_ms,
                         },
-                    ));
+                    );
                 }
                 AsrEvent::Partial { text, .. } => {
-                    out.push((now, EngineEvent::TranscriptPartial { text }))
+                    self.send(now, EngineEvent::TranscriptPartial { text })
                 }
-                AsrEvent::Final { text, .. } => {
+                AsrEvent::Final {
+                    text,
+                    start_ms,
+                    end_ms,
+                    ..
+                } => {
                     if self.since_commit.len() == FINALS_KEPT {
                         self.since_commit.pop_front();
                     }
                     self.since_commit.push_back(text.clone());
                     if !self.committing {
-                        out.push((now, EngineEvent::TranscriptFinal { text }));
+                        if self.diar.is_some() {
+                            self.outbox.push_back(Outgoing::Final {
+                                text,
+                                start_ms,
+                                end_ms,
+                                since: now,
+                            });
+                        } else {
+                            self.send(now, EngineEvent::TranscriptFinal { text });
+                        }
                     }
                 }
                 AsrEvent::EndOfStream => {
@@ -175,20 +236,66 @@ impl AsrAdapter {
                             .filter(|s| !s.is_empty())
                             .collect::<Vec<_>>()
                             .join(" ");
-                        out.push((now, EngineEvent::TranscriptFinal { text }));
+                        // A manual turn may span several segments: the latest label stands.
+                        if let Some(label) = self.diar.as_ref().and_then(|d| d.last_label()) {
+                            self.send(now, EngineEvent::SpeakerLabel { label });
+                        }
+                        self.send(now, EngineEvent::TranscriptFinal { text });
                     }
                 }
-                AsrEvent::Failed { message } => out.push((
+                AsrEvent::Failed { message } => self.send(
                     now,
                     EngineEvent::Failed {
                         engine: Engine::Asr,
                         epoch: None,
                         message,
                     },
-                )),
+                ),
             }
         }
+        self.release(Instant::now(), out);
         any
+    }
+
+    fn send(&mut self, at: Instant, event: EngineEvent) {
+        self.outbox.push_back(Outgoing::Event(at, event));
+    }
+
+    /// Hands out events in order until a final whose label is still pending (and not yet
+    /// waited [`LABEL_WAIT`] for).
+    fn release(&mut self, now: Instant, out: &mut Vec<(Instant, EngineEvent)>) {
+        while let Some(front) = self.outbox.front() {
+            let label = match front {
+                Outgoing::Event(..) => None,
+                Outgoing::Final {
+                    start_ms,
+                    end_ms,
+                    since,
+                    ..
+                } => match self.diar.as_ref().map(|d| d.lookup(*start_ms, *end_ms)) {
+                    Some(Lookup::Pending) if now.duration_since(*since) < LABEL_WAIT => return,
+                    Some(Lookup::Ready(label)) => label,
+                    _ => None,
+                },
+            };
+            match self.outbox.pop_front() {
+                Some(Outgoing::Event(at, event)) => out.push((at, event)),
+                Some(Outgoing::Final { text, since, .. }) => {
+                    tracing::info!(
+                        target: "antiphon::diar",
+                        label = label.as_deref().unwrap_or("-"),
+                        held_ms = now.saturating_duration_since(since).as_secs_f64() * 1000.0,
+                        "transcript final released"
+                    );
+                    if let Some(label) = label {
+                        out.push((now, EngineEvent::SpeakerLabel { label }));
+                    }
+                    // Stamped when handed on: a held final reaches the session only now.
+                    out.push((now, EngineEvent::TranscriptFinal { text }));
+                }
+                None => return,
+            }
+        }
     }
 }
 

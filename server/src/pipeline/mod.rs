@@ -8,12 +8,14 @@
 
 pub mod asr;
 pub mod bridge;
+pub mod diar;
 pub mod llm;
 pub mod tts;
 
 use std::sync::Arc;
 
 use antiphon_models::asr::{AsrEngine, AsrEngineConfig};
+use antiphon_models::diar::engine::{DiarEngine, DiarEngineConfig};
 use antiphon_models::llm::{
     EngineConfig as LlmEngineConfig, LlmEngine, LoadOptions, SamplingParams,
 };
@@ -66,6 +68,8 @@ pub struct Pipeline {
     sampling: SamplingParams,
     /// The TTS engines (the default one first) and the default voice.
     tts: Option<(Arc<[Arc<TtsEngine>]>, String)>,
+    /// Speaker labels for user turns (`[session] speaker_labels`, needs the ASR's VAD).
+    diar: Option<Arc<DiarEngine>>,
 }
 
 impl Pipeline {
@@ -160,8 +164,27 @@ impl Pipeline {
         } else {
             None
         };
+        let diar = if s.speaker_labels && asr.is_some() {
+            let started = std::time::Instant::now();
+            let engine = DiarEngine::start(
+                &store,
+                DiarEngineConfig {
+                    slots: config.server.max_sessions.max(1),
+                    ..DiarEngineConfig::default()
+                },
+            )
+            .context("starting the speaker-embedding engine (speaker_labels)")?;
+            tracing::info!(
+                ms = started.elapsed().as_millis() as u64,
+                "speaker-embedding engine ready"
+            );
+            Some(Arc::new(engine))
+        } else {
+            None
+        };
         let instructions = Some(s.instructions.clone()).filter(|i| !i.is_empty());
         Ok(Pipeline {
+            diar,
             asr,
             endpoint,
             llm,
@@ -188,7 +211,14 @@ impl EngineConnector for Pipeline {
                 let session = engine
                     .open_with(self.endpoint)
                     .map_err(|e| format!("speech recognition: {e}"))?;
-                Some(asr::AsrAdapter::new(engine.clone(), self.endpoint, session))
+                let adapter = asr::AsrAdapter::new(engine.clone(), self.endpoint, session);
+                match &self.diar {
+                    Some(diar) => {
+                        let slot = diar.open().map_err(|e| format!("speaker labels: {e}"))?;
+                        Some(adapter.with_speaker_tagger(diar::SpeakerTagger::new(slot)))
+                    }
+                    None => Some(adapter),
+                }
             }
             None => None,
         };

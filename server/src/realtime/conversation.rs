@@ -34,6 +34,8 @@ struct Entry {
     item: Item,
     /// For assistant audio items: chunk timings in the order they were produced.
     spoken: Vec<Spoken>,
+    /// For user audio items: the speaker label diarization gave the turn (`S1`, `S2`, …).
+    speaker: Option<String>,
 }
 
 /// A chat message for the LLM.
@@ -121,6 +123,7 @@ impl Conversation {
             Entry {
                 item,
                 spoken: Vec::new(),
+                speaker: None,
             },
         );
         Ok(before)
@@ -159,6 +162,26 @@ impl Conversation {
             item_id: id.to_string(),
             content_index: 0,
         })
+    }
+
+    /// Records which speaker said a user item (diarization label `S1`, `S2`, …).
+    pub fn set_user_speaker(&mut self, id: &str, label: &str) -> Result<(), ConversationError> {
+        self.entry_mut(id)?.speaker = Some(label.to_string());
+        Ok(())
+    }
+
+    /// The speaker label of an item, if diarization gave it one.
+    #[cfg(test)]
+    pub fn speaker(&self, id: &str) -> Option<&str> {
+        self.position(id)
+            .and_then(|i| self.entries[i].speaker.as_deref())
+    }
+
+    /// Whether more than one speaker label is on the conversation's items.
+    fn several_speakers(&self) -> bool {
+        let mut labels = self.entries.iter().filter_map(|e| e.speaker.as_deref());
+        let first = labels.next();
+        labels.any(|l| Some(l) != first)
     }
 
     /// Appends text to an assistant item's text or audio transcript (content 0).
@@ -289,6 +312,9 @@ impl Conversation {
                 content: instructions.to_string(),
             });
         }
+        // Once a second voice has been heard, user turns say who spoke ("Speaker 2: …"), so
+        // instructions can refer to speakers; a lone caller's messages stay unprefixed.
+        let prefix_speakers = self.several_speakers();
         for e in &self.entries {
             match &e.item.kind {
                 ItemKind::Message { role, content } => {
@@ -309,7 +335,14 @@ impl Conversation {
                         Role::Assistant => ChatRole::Assistant,
                         Role::System => ChatRole::System,
                     };
-                    out.push(ChatMessage { role, content: text.join(" ") });
+                    let mut content = text.join(" ");
+                    if prefix_speakers
+                        && role == ChatRole::User
+                        && let Some(label) = &e.speaker
+                    {
+                        content = format!("{}: {content}", speaker_name(label));
+                    }
+                    out.push(ChatMessage { role, content });
                 }
                 ItemKind::FunctionCall { call_id, name, arguments } => out.push(ChatMessage {
                     role: ChatRole::Assistant,
@@ -326,6 +359,14 @@ impl Conversation {
             }
         }
         out
+    }
+}
+
+/// `S2` -> `Speaker 2` (other labels are used as they are).
+fn speaker_name(label: &str) -> String {
+    match label.strip_prefix('S') {
+        Some(n) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => format!("Speaker {n}"),
+        _ => label.to_string(),
     }
 }
 
@@ -554,6 +595,62 @@ mod tests {
         );
         c.set_user_transcript("u0", "hello").unwrap();
         assert_eq!(c.to_chat("").len(), 4);
+    }
+
+    #[test]
+    fn user_turns_name_their_speaker_once_a_second_one_is_heard() {
+        let mut c = Conversation::new(10);
+        let audio = |id: &str| Item {
+            id: id.into(),
+            status: ItemStatus::Completed,
+            kind: ItemKind::Message {
+                role: Role::User,
+                content: vec![Content::InputAudio {
+                    audio: None,
+                    transcript: None,
+                }],
+            },
+        };
+        c.insert(audio("u1"), None).unwrap();
+        c.set_user_transcript("u1", "hi").unwrap();
+        c.set_user_speaker("u1", "S1").unwrap();
+        c.insert(audio("u2"), None).unwrap();
+        c.set_user_transcript("u2", "me again").unwrap();
+        c.set_user_speaker("u2", "S1").unwrap();
+        let texts = |c: &Conversation| -> Vec<String> {
+            c.to_chat("").into_iter().map(|m| m.content).collect()
+        };
+        assert_eq!(texts(&c), ["hi", "me again"], "one speaker: no prefixes");
+        c.insert(audio("u3"), None).unwrap();
+        c.set_user_transcript("u3", "hello there").unwrap();
+        c.set_user_speaker("u3", "S2").unwrap();
+        c.insert(
+            Item {
+                id: "t".into(),
+                status: ItemStatus::Completed,
+                kind: ItemKind::Message {
+                    role: Role::User,
+                    content: vec![Content::InputText {
+                        text: "typed".into(),
+                    }],
+                },
+            },
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            texts(&c),
+            [
+                "Speaker 1: hi",
+                "Speaker 1: me again",
+                "Speaker 2: hello there",
+                "typed"
+            ]
+        );
+        assert_eq!(c.speaker("u3"), Some("S2"));
+        assert!(c.set_user_speaker("nope", "S1").is_err());
+        assert_eq!(speaker_name("S12"), "Speaker 12");
+        assert_eq!(speaker_name("alice"), "alice");
     }
 
     #[test]

@@ -467,6 +467,8 @@ pub enum ServerEvent {
         item_id: String,
         content_index: u32,
         transcript: String,
+        /// Extension: the diarization label of the speaker (`S1`, `S2`, …), when known.
+        speaker: Option<String>,
     },
     ResponseCreated(ResponseInfo),
     ResponseDone(ResponseInfo),

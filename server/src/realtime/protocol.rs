@@ -936,12 +936,20 @@ fn encode_body(event: &ServerEvent, dialect: Dialect) -> Value {
             item_id,
             content_index,
             transcript,
-        } => json!({
-            "item_id": item_id,
-            "content_index": content_index,
-            "transcript": transcript,
-            "usage": {"type": "duration", "seconds": 0},
-        }),
+            speaker,
+        } => {
+            let mut v = json!({
+                "item_id": item_id,
+                "content_index": content_index,
+                "transcript": transcript,
+                "usage": {"type": "duration", "seconds": 0},
+            });
+            // Extension field (docs/DIARIZATION.md); absent when there is no label.
+            if let Some(speaker) = speaker {
+                v["speaker"] = json!(speaker);
+            }
+            v
+        }
         ServerEvent::ResponseCreated(r) | ServerEvent::ResponseDone(r) => {
             json!({"response": response_value(r, dialect)})
         }

@@ -63,6 +63,11 @@ pub enum EngineEvent {
     TranscriptFinal {
         text: String,
     },
+    /// Diarization: the speaker of the user turn whose `TranscriptFinal` comes next
+    /// (`S1`, `S2`, …, stable for the session). Sent just before that final, or not at all.
+    SpeakerLabel {
+        label: String,
+    },
     LlmToken {
         epoch: Epoch,
         text: String,
@@ -322,6 +327,8 @@ pub struct TurnManager {
     speech_item: Option<String>,
     /// User audio item waiting for its ASR transcript.
     awaiting_transcript: Option<String>,
+    /// Speaker label for the next transcript final.
+    next_speaker: Option<String>,
     /// Latency origin of the last user turn, consumed by the next response.
     last_turn_end: Option<Instant>,
     last_asr_final: Option<Instant>,
@@ -358,6 +365,7 @@ impl TurnManager {
             input_bytes: 0,
             speech_item: None,
             awaiting_transcript: None,
+            next_speaker: None,
             last_turn_end: None,
             last_asr_final: None,
             response: None,
@@ -997,6 +1005,7 @@ impl TurnManager {
                 }
             }
             EngineEvent::TranscriptFinal { text } => self.transcript_final(now, text),
+            EngineEvent::SpeakerLabel { label } => self.next_speaker = Some(label),
             EngineEvent::LlmToken { epoch, text } => {
                 if self.is_current(epoch) {
                     self.llm_token(now, text);
@@ -1118,6 +1127,7 @@ impl TurnManager {
     }
 
     fn transcript_final(&mut self, now: Instant, text: String) {
+        let speaker = self.next_speaker.take();
         let Some(item_id) = self.awaiting_transcript.take() else {
             tracing::debug!("transcript with no committed audio item dropped");
             return;
@@ -1126,11 +1136,17 @@ impl TurnManager {
         if let Err(e) = self.conversation.set_user_transcript(&item_id, &text) {
             tracing::debug!(%e, "transcript for a deleted item dropped");
         }
+        if let Some(label) = &speaker
+            && let Err(e) = self.conversation.set_user_speaker(&item_id, label)
+        {
+            tracing::debug!(%e, "speaker for a deleted item dropped");
+        }
         if self.config.transcription.is_some() {
             self.emit(ServerEvent::TranscriptionCompleted {
                 item_id: item_id.clone(),
                 content_index: 0,
                 transcript: text,
+                speaker,
             });
         }
         if let Some(item) = self.conversation.get(&item_id).cloned() {

@@ -644,6 +644,7 @@ fn input_buffer_and_item_events() {
                 item_id: "i".into(),
                 content_index: 0,
                 transcript: "hello".into(),
+                speaker: None,
             },
             d,
         );
@@ -653,6 +654,17 @@ fn input_buffer_and_item_events() {
         );
         assert_eq!(v["transcript"], "hello");
         assert_eq!(v["usage"]["type"], "duration");
+        assert!(v.get("speaker").is_none(), "no label, no field");
+        let v = encode(
+            &ServerEvent::TranscriptionCompleted {
+                item_id: "i".into(),
+                content_index: 0,
+                transcript: "hello".into(),
+                speaker: Some("S2".into()),
+            },
+            d,
+        );
+        assert_eq!(v["speaker"], "S2");
     }
     let user = Item {
         id: "item_1".into(),

@@ -978,3 +978,62 @@ fn vad_parameters_are_not_sent_to_a_missing_asr_engine() {
     );
     assert_eq!(trace(&out), ["session.updated"]);
 }
+
+fn transcription_speaker(out: &[Output]) -> Option<Option<String>> {
+    out.iter().find_map(|o| match o {
+        Output::Event(ServerEvent::TranscriptionCompleted { speaker, .. }) => Some(speaker.clone()),
+        _ => None,
+    })
+}
+
+/// One server-VAD turn with a speaker label before its final; returns the `LlmStart`.
+fn labelled_turn(h: &mut H, at: u64, label: &str, text: &str) -> (Epoch, Vec<ChatMessage>) {
+    h.engine(at, EngineEvent::SpeechStarted { audio_ms: at });
+    h.engine(at + 900, EngineEvent::SpeechStopped { audio_ms: at + 900 });
+    let out = h.engine(
+        at + 950,
+        EngineEvent::SpeakerLabel {
+            label: label.into(),
+        },
+    );
+    assert!(
+        out.is_empty(),
+        "a label alone says nothing: {:?}",
+        trace(&out)
+    );
+    let out = h.engine(at + 960, EngineEvent::TranscriptFinal { text: text.into() });
+    assert_eq!(transcription_speaker(&out), Some(Some(label.to_string())));
+    llm_start(&out)
+}
+
+#[test]
+fn speaker_labels_reach_the_transcription_event_and_the_llm() {
+    let mut h = H::new(ALL);
+    h.client(
+        0,
+        json!({"type": "input_audio_buffer.append", "audio": "AAAAAA=="}),
+    );
+    let (epoch, messages) = labelled_turn(&mut h, 100, "S1", "hello");
+    assert_eq!(messages.last().map(|m| m.content.as_str()), Some("hello"));
+    h.engine(
+        1200,
+        EngineEvent::LlmToken {
+            epoch,
+            text: "Hi.".into(),
+        },
+    );
+    h.engine(1250, EngineEvent::LlmDone { epoch });
+    h.engine(1300, EngineEvent::TtsDone { epoch });
+    let (_, messages) = labelled_turn(&mut h, 2000, "S2", "who are you");
+    let users: Vec<&str> = messages
+        .iter()
+        .filter(|m| m.role == ChatRole::User)
+        .map(|m| m.content.as_str())
+        .collect();
+    assert_eq!(users, ["Speaker 1: hello", "Speaker 2: who are you"]);
+    // A final without a label has no speaker field, and the label is not carried over.
+    h.engine(4000, EngineEvent::SpeechStarted { audio_ms: 4000 });
+    h.engine(4900, EngineEvent::SpeechStopped { audio_ms: 4900 });
+    let out = h.engine(4960, EngineEvent::TranscriptFinal { text: "x".into() });
+    assert_eq!(transcription_speaker(&out), Some(None));
+}

@@ -1,0 +1,266 @@
+//! Speaker labels end to end: `antiphon serve` (default `speaker_labels = true`) with the CI
+//! models, and a two-speaker conversation streamed into `/v1/realtime` at real-time pace in
+//! 20 ms pcm16 frames: a LibriVox reader (recorded human speech) and Piper's `joe` (TTS)
+//! take turns, separated by silence. Each turn's `input_audio_transcription.completed` must
+//! carry a `speaker` label, the same for the same voice and different between the voices.
+//!
+//! Needs the model store with the CI models, `librivox-clips/` and `campplus`. Prints the
+//! server's label timing (ready after the VAD's speech stop, and how long a final waited).
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use antiphon_audio::resample::resample_clip;
+use antiphon_audio::wav;
+use antiphon_models::store::ModelStore;
+use antiphon_models::tts::lexicon::Lexicon;
+use antiphon_models::tts::load::spawn_engine_for_voice;
+use base64::Engine as _;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio_tungstenite::connect_async;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+const KEY: &str = "antiphon-demo-key";
+const RATE: u32 = 24_000;
+const FRAME: usize = 480; // 20 ms at 24 kHz
+
+struct Server {
+    port: u16,
+    log: Arc<Mutex<Vec<String>>>,
+    _child: Child,
+}
+
+async fn start_server() -> Server {
+    let config =
+        std::env::temp_dir().join(format!("antiphon-diar-e2e-{}.toml", std::process::id()));
+    std::fs::write(&config, "[llm]\nmodel = \"smollm2-135m\"\n").expect("write test config");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_antiphon"))
+        .args(["serve", "--port", "0", "--host", "127.0.0.1", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "warn,antiphon::diar=info")
+        .env("CANDLE_NUM_THREADS", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn antiphon serve");
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let stderr = child.stderr.take().expect("piped stderr");
+    let sink = log.clone();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            eprintln!("server: {line}");
+            sink.lock().expect("log lock").push(line);
+        }
+    });
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(120), lines.next_line())
+        .await
+        .expect("server loaded its engines and printed its address in time")
+        .expect("read stdout")
+        .expect("a line (the server exited: are the models in the store?)");
+    let port = line
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no port in {line:?}"));
+    Server {
+        port,
+        log,
+        _child: child,
+    }
+}
+
+fn reader_clip(name: &str) -> Vec<f32> {
+    let store = ModelStore::from_env().expect("model store");
+    let dir: PathBuf = store.root().join("librivox-clips");
+    let audio = wav::read_mono(dir.join(format!("{name}.wav"))).expect("clip wav");
+    resample_clip(&audio.samples, audio.sample_rate, RATE).expect("resample")
+}
+
+fn tts_lines(lines: &[&str]) -> Vec<Vec<f32>> {
+    let store = ModelStore::from_env().expect("model store");
+    let lexicon = Arc::new(Lexicon::load(&store).expect("lexicon"));
+    let engine = spawn_engine_for_voice(&store, lexicon, "joe", 1).expect("piper joe");
+    lines
+        .iter()
+        .map(|text| {
+            let mut stream = engine.open_stream("joe").expect("voice");
+            stream.push_text(text).expect("queued");
+            stream.finish().expect("queued");
+            let chunks = stream
+                .collect_reply(Duration::from_secs(60))
+                .expect("audio");
+            let rate = chunks[0].sample_rate;
+            let audio: Vec<f32> = chunks.iter().flat_map(|c| c.samples.clone()).collect();
+            resample_clip(&audio, rate, RATE).expect("resample")
+        })
+        .collect()
+}
+
+fn pcm16(frame: &[f32]) -> String {
+    let bytes: Vec<u8> = frame
+        .iter()
+        .flat_map(|&x| ((x.clamp(-1.0, 1.0) * 32767.0).round() as i16).to_le_bytes())
+        .collect();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// The line without ANSI colour sequences (`ESC [ … letter`).
+fn plain(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `key=value` field of a tracing line, as a number.
+fn field(line: &str, key: &str) -> Option<f64> {
+    let line = plain(line);
+    let at = line.find(&format!("{key}="))? + key.len() + 1;
+    line[at..]
+        .split(|c: char| c.is_whitespace())
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_voices_get_two_stable_speaker_labels() {
+    let joe = tts_lines(&[
+        "I think the train leaves at half past nine, so we should hurry up and pack our bags.",
+        "My brother bought a small boat last summer and wants to sail around the island.",
+    ]);
+    let turns: Vec<(&str, Vec<f32>)> = vec![
+        (
+            "reader",
+            reader_clip("sense_and_sensibility_01_austen_64kb-0880"),
+        ),
+        ("joe", joe[0].clone()),
+        (
+            "reader",
+            reader_clip("sense_and_sensibility_01_austen_64kb-0930"),
+        ),
+        ("joe", joe[1].clone()),
+    ];
+    let gap = vec![0.0f32; RATE as usize * 3 / 2];
+    let mut audio = gap.clone();
+    for (_, t) in &turns {
+        audio.extend_from_slice(t);
+        audio.extend_from_slice(&gap);
+    }
+    audio.extend_from_slice(&gap);
+
+    let server = start_server().await;
+    let mut req = format!("ws://127.0.0.1:{}/v1/realtime?model=test", server.port)
+        .into_client_request()
+        .expect("request");
+    req.headers_mut().insert(
+        "Authorization",
+        format!("Bearer {KEY}").parse().expect("header"),
+    );
+    let (ws, _) = connect_async(req).await.expect("connect");
+    let (mut tx, mut rx) = ws.split();
+    // Transcripts only: no replies, so the labels are all this test waits for.
+    let update = json!({"type": "session.update", "session": {
+        "type": "realtime",
+        "audio": {"input": {
+            "transcription": {"model": "moonshine-base-en"},
+            "turn_detection": {"type": "server_vad", "create_response": false}
+        }}
+    }});
+    tx.send(Message::Text(update.to_string().into()))
+        .await
+        .expect("send");
+    let mic = tokio::spawn(async move {
+        let mut next = tokio::time::Instant::now();
+        for frame in audio.chunks(FRAME) {
+            let msg = json!({"type": "input_audio_buffer.append", "audio": pcm16(frame)});
+            if tx
+                .send(Message::Text(msg.to_string().into()))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            next += Duration::from_millis(20);
+            tokio::time::sleep_until(next).await;
+        }
+        // Keep the socket open until the test is done reading.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    });
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut completed: Vec<Value> = Vec::new();
+    let mut stopped_at: Option<Instant> = None;
+    let mut stop_to_completed_ms = Vec::new();
+    while completed.len() < turns.len() {
+        let msg = tokio::time::timeout_at(deadline, rx.next())
+            .await
+            .unwrap_or_else(|_| panic!("only {} transcripts before the deadline", completed.len()))
+            .expect("stream open")
+            .expect("no ws error");
+        let Message::Text(t) = msg else { continue };
+        let v: Value = serde_json::from_str(t.as_str()).expect("JSON");
+        assert_ne!(v["type"], "error", "{v}");
+        match v["type"].as_str() {
+            Some("input_audio_buffer.speech_stopped") => stopped_at = Some(Instant::now()),
+            Some("conversation.item.input_audio_transcription.completed") => {
+                if let Some(s) = stopped_at.take() {
+                    stop_to_completed_ms.push(s.elapsed().as_secs_f64() * 1000.0);
+                }
+                eprintln!("completed: {v}");
+                completed.push(v);
+            }
+            _ => {}
+        }
+    }
+    mic.abort();
+
+    let speakers: Vec<&str> = completed
+        .iter()
+        .map(|v| {
+            v["speaker"]
+                .as_str()
+                .unwrap_or_else(|| panic!("no speaker on {v}"))
+        })
+        .collect();
+    let log = server.log.lock().expect("log lock").clone();
+    let ready: Vec<f64> = log
+        .iter()
+        .filter(|l| l.contains("speaker label"))
+        .filter_map(|l| field(l, "ready_after_stop_ms"))
+        .collect();
+    let held: Vec<f64> = log
+        .iter()
+        .filter(|l| l.contains("transcript final released"))
+        .filter_map(|l| field(l, "held_ms"))
+        .collect();
+    eprintln!(
+        "speakers {speakers:?} for {:?}; label ready after speech stop (ms) {ready:?}; \
+         final held for its label (ms) {held:?}; client speech_stopped -> completed (ms) {stop_to_completed_ms:?}",
+        turns.iter().map(|(s, _)| *s).collect::<Vec<_>>()
+    );
+    assert_eq!(speakers[0], speakers[2], "the reader keeps its label");
+    assert_eq!(speakers[1], speakers[3], "joe keeps its label");
+    assert_ne!(speakers[0], speakers[1], "two voices, two labels");
+    assert_eq!(speakers[0], "S1", "the first voice is S1");
+}
