@@ -19,6 +19,7 @@ pub mod external;
 pub mod gguf;
 pub mod kv;
 pub mod model;
+mod parallel;
 pub mod q8gemm;
 pub mod sampling;
 pub mod sse;

@@ -80,6 +80,9 @@ impl Proj {
             (Some(w), true) => x.matmul(&w.t()?),
             _ => self.q.forward(x),
         };
+        if self.dense.is_none() {
+            return self.q.forward(x);
+        }
         if let [(_, _, dense)] = runs {
             return one(x, *dense);
         }

@@ -20,11 +20,10 @@
 //! bit-identical; the portable reference [`PackedQ8::matmul_reference`] performs the same
 //! operations and the SIMD path is tested to equal it bit for bit.
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use candle_core::quantized::QTensor;
 use candle_core::{Device, Result as CResult, Storage, Tensor};
+
+use super::parallel::{chunk_len, for_each_chunk_mut};
 
 /// Output columns per packed group (one 512-bit register of i32/f32 lanes).
 const GROUP: usize = 16;
@@ -270,31 +269,13 @@ impl PackedQ8 {
         let a = QuantRows::new(x, m, self.k, true);
         // Work items are ranges of column groups; each owns the contiguous slice
         // `[groups][m][16]` of a group-major buffer, so workers write disjoint memory.
-        let pool = candle_core::utils::barrier_pool();
-        let workers = pool.n_workers() + 1;
-        let per_item = self.groups.div_ceil(workers * 4).max(1);
+        let per_item = chunk_len(self.groups);
         let mut by_group = vec![0f32; self.groups * m * GROUP];
-        {
-            let items: Vec<Mutex<(usize, &mut [f32])>> = by_group
-                .chunks_mut(per_item * m * GROUP)
-                .enumerate()
-                .map(|(i, s)| Mutex::new((i * per_item, s)))
-                .collect();
-            let cursor = AtomicUsize::new(0);
-            pool.execute(|_| {
-                loop {
-                    let i = cursor.fetch_add(1, Ordering::Relaxed);
-                    let Some(item) = items.get(i) else { break };
-                    // Each item is taken by exactly one worker (the cursor), so the lock never
-                    // waits; a poisoned lock only means another item panicked.
-                    let mut guard = item.lock().unwrap_or_else(|e| e.into_inner());
-                    let (g0, ref mut out) = *guard;
-                    for (gi, out_g) in out.chunks_mut(m * GROUP).enumerate() {
-                        self.group_simd(g0 + gi, &a, out_g);
-                    }
-                }
-            });
-        }
+        for_each_chunk_mut(&mut by_group, per_item * m * GROUP, |i, out| {
+            for (gi, out_g) in out.chunks_mut(m * GROUP).enumerate() {
+                self.group_simd(i * per_item + gi, &a, out_g);
+            }
+        });
         Ok(self.ungroup(&by_group, m))
     }
 
