@@ -108,6 +108,61 @@ fn loop_check(store: &ModelStore, known: llm::KnownModel) {
     }
 }
 
+/// The new-turn prefill (27 tokens after 500 cached) repeated, for profilers (`perf record`).
+fn turn_loop(store: &ModelStore, known: llm::KnownModel) {
+    let m = llm::load_known(store, known, bench_options()).expect("load");
+    let long = m.tokenizer.encode(&filler(&m, 512)).expect("enc");
+    let mut kv = m.new_cache();
+    for c in long[..500].chunks(128) {
+        m.forward(&mut [StepSeq {
+            tokens: c,
+            kv: &mut kv,
+        }])
+        .expect("prefill");
+    }
+    let reps: usize = std::env::var("TURN_REPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let mut ms = Vec::new();
+    let mut cpu = Vec::new();
+    for _ in 0..reps {
+        kv.truncate(500);
+        let (t0, c0) = (Instant::now(), thread_cpu_ms());
+        m.forward(&mut [StepSeq {
+            tokens: &long[..27],
+            kv: &mut kv,
+        }])
+        .expect("turn");
+        ms.push(t0.elapsed().as_secs_f64() * 1000.0);
+        cpu.push(thread_cpu_ms() - c0);
+    }
+    println!(
+        "27 new tokens after 500 cached: median {:.1} ms wall, {:.1} ms on-CPU (calling thread) over {reps}",
+        median(ms),
+        median(cpu)
+    );
+}
+
+/// Time this thread has spent on a CPU (Linux schedstat), in ms: unlike wall time it does not
+/// count time the scheduler gave to other processes on the shared box. NaN elsewhere.
+fn thread_cpu_ms() -> f64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(f64::NAN, |ns| ns / 1e6)
+}
+
+/// Load options from the environment: `LLM_DENSE_PREFILL=1`, `LLM_Q8_KERNEL=0`.
+fn bench_options() -> LoadOptions {
+    let flag = |name: &str| std::env::var(name).ok();
+    LoadOptions {
+        dense_prefill: flag("LLM_DENSE_PREFILL").is_some_and(|v| v == "1"),
+        q8_kernel: flag("LLM_Q8_KERNEL").is_none_or(|v| v != "0"),
+        ..LoadOptions::default()
+    }
+}
+
 fn main() {
     let alias = std::env::args().nth(1).unwrap_or_else(|| "smollm2".into());
     let known = llm::known_model(&alias).expect("model alias: smollm2 or qwen");
@@ -116,11 +171,17 @@ fn main() {
         loop_check(&store, known);
         return;
     }
-    let dense = std::env::var("LLM_DENSE_PREFILL").is_ok_and(|v| v == "1");
-    let opts = LoadOptions {
-        dense_prefill: dense,
-        ..LoadOptions::default()
-    };
+    if std::env::args().nth(2).as_deref() == Some("turn-loop") {
+        turn_loop(&store, known);
+        return;
+    }
+    let opts = bench_options();
+    let dense = opts.dense_prefill;
+    println!(
+        "q8 kernel: {} (LLM_Q8_KERNEL=0 turns it off; CPU has AVX-512 VNNI: {})",
+        opts.q8_kernel && llm::q8gemm::available(),
+        llm::q8gemm::available()
+    );
     let t0 = Instant::now();
     let m = Arc::new(llm::load_known(&store, known, opts).expect("load"));
     println!("dense_prefill: {dense}");

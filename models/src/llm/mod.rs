@@ -6,6 +6,7 @@
 //! - [`tokenizer`]: byte-level BPE built from the GGUF vocab/merges, plus streaming detokenizing.
 //! - [`chat`]: ChatML rendering of conversation turns into token ids.
 //! - [`model`]: our batched llama/qwen2 forward over candle quantized matmuls.
+//! - [`q8gemm`]: our 8-bit matmul (AVX-512 VNNI) that reuses each weight load across rows.
 //! - [`kv`]: one sequence's KV cache (grow, truncate).
 //! - [`sampling`]: greedy / temperature / top-p / repetition penalty, and stop strings.
 //! - [`engine`]: the decode-loop thread (slot table, prefix cache, LRU eviction, cancel).
@@ -18,6 +19,8 @@ pub mod external;
 pub mod gguf;
 pub mod kv;
 pub mod model;
+mod parallel;
+pub mod q8gemm;
 pub mod sampling;
 pub mod sse;
 pub mod tokenizer;

@@ -16,6 +16,7 @@ use candle_core::{Device, Module, Result as CResult, Tensor};
 use super::LlmError;
 use super::gguf::{Arch, LmConfig};
 use super::kv::SeqKv;
+use super::q8gemm::{self, PackedQ8};
 use super::tokenizer::LmTokenizer;
 
 /// How to load weights.
@@ -33,6 +34,10 @@ pub struct LoadOptions {
     /// feeding 2+ tokens in a step); decode rows keep using the quantized weights. Costs
     /// 4 bytes per layer parameter (SmolLM2 ~0.4 GB, Qwen 0.5B ~1.4 GB); see docs/LLM.md.
     pub dense_prefill: bool,
+    /// Pack every layer matrix and the output matrix for our 8-bit AVX-512 VNNI kernel
+    /// ([`super::q8gemm`]) when the CPU has it; otherwise (or when false) candle's quantized
+    /// matmul runs. K-quant tensors (Q4_K/Q6_K) are re-quantized to 8 bits per 32-block for it.
+    pub q8_kernel: bool,
 }
 
 impl Default for LoadOptions {
@@ -41,6 +46,22 @@ impl Default for LoadOptions {
             requantize_to_q8: true,
             max_positions: 8192,
             dense_prefill: false,
+            q8_kernel: true,
+        }
+    }
+}
+
+/// A quantized weight: packed for our kernel, or candle's quantized matmul.
+enum QWeight {
+    Packed(PackedQ8),
+    Candle(QMatMul),
+}
+
+impl QWeight {
+    fn forward(&self, x: &Tensor) -> CResult<Tensor> {
+        match self {
+            QWeight::Packed(w) => w.forward(x),
+            QWeight::Candle(w) => w.forward(x),
         }
     }
 }
@@ -48,7 +69,7 @@ impl Default for LoadOptions {
 /// A projection: quantized weights for decode rows, and optionally a dense f32 copy for
 /// prefill chunks (a dense GEMM beats quantized dot products once many rows share the weights).
 struct Proj {
-    q: QMatMul,
+    q: QWeight,
     dense: Option<Tensor>,
 }
 
@@ -59,6 +80,9 @@ impl Proj {
             (Some(w), true) => x.matmul(&w.t()?),
             _ => self.q.forward(x),
         };
+        if self.dense.is_none() {
+            return self.q.forward(x);
+        }
         if let [(_, _, dense)] = runs {
             return one(x, *dense);
         }
@@ -93,7 +117,7 @@ pub struct QuantLm {
     embed: Arc<QTensor>,
     layers: Vec<Layer>,
     norm: Tensor,
-    output: QMatMul,
+    output: QWeight,
     cos: Tensor,
     sin: Tensor,
     max_positions: usize,
@@ -112,6 +136,7 @@ struct Loader<'a> {
     device: Device,
     requantize: bool,
     dense: bool,
+    packed: bool,
 }
 
 impl Loader<'_> {
@@ -128,8 +153,16 @@ impl Loader<'_> {
         }
         Ok(t)
     }
-    fn mm(&mut self, name: &str) -> CResult<QMatMul> {
-        QMatMul::from_qtensor(self.q(name)?)
+    fn weight(&self, q: QTensor) -> CResult<QWeight> {
+        if self.packed {
+            Ok(QWeight::Packed(PackedQ8::from_qtensor(&q)?))
+        } else {
+            Ok(QWeight::Candle(QMatMul::from_qtensor(q)?))
+        }
+    }
+    fn mm(&mut self, name: &str) -> CResult<QWeight> {
+        let q = self.q(name)?;
+        self.weight(q)
     }
     fn proj(&mut self, name: &str) -> CResult<Proj> {
         let q = self.q(name)?;
@@ -139,7 +172,7 @@ impl Loader<'_> {
             None
         };
         Ok(Proj {
-            q: QMatMul::from_qtensor(q)?,
+            q: self.weight(q)?,
             dense,
         })
     }
@@ -175,6 +208,7 @@ impl QuantLm {
             device: device.clone(),
             requantize: opts.requantize_to_q8,
             dense: opts.dense_prefill,
+            packed: opts.q8_kernel && q8gemm::available(),
         };
         let has_output = content.tensor_infos.contains_key("output.weight");
         // The embedding is only read row by row, so its format does not matter for speed;
@@ -191,7 +225,11 @@ impl QuantLm {
             ld.mm("output.weight").map_err(gguf_err)?
         } else {
             // Tied embeddings (SmolLM2).
-            QMatMul::from_arc(embed.clone()).map_err(gguf_err)?
+            if ld.packed {
+                QWeight::Packed(PackedQ8::from_qtensor(&embed).map_err(gguf_err)?)
+            } else {
+                QWeight::Candle(QMatMul::from_arc(embed.clone()).map_err(gguf_err)?)
+            }
         };
         let norm = ld.f32("output_norm.weight").map_err(gguf_err)?;
         let mut layers = Vec::with_capacity(config.n_layers);
