@@ -7,9 +7,12 @@
 //! Needs the model store with the CI models, `librivox-clips/` and `campplus`. Prints the
 //! server's label timing (ready after the VAD's speech stop, and how long a final waited).
 
+mod common;
+
+use common::{ServerOptions, TestServer, strip_ansi};
+
 use std::path::PathBuf;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use antiphon_audio::resample::resample_clip;
@@ -20,8 +23,6 @@ use antiphon_models::tts::load::spawn_engine_for_voice;
 use base64::Engine as _;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -30,53 +31,13 @@ const KEY: &str = "antiphon-demo-key";
 const RATE: u32 = 24_000;
 const FRAME: usize = 480; // 20 ms at 24 kHz
 
-struct Server {
-    port: u16,
-    log: Arc<Mutex<Vec<String>>>,
-    _child: Child,
-}
-
-async fn start_server() -> Server {
-    let config =
-        std::env::temp_dir().join(format!("antiphon-diar-e2e-{}.toml", std::process::id()));
-    std::fs::write(&config, "[llm]\nmodel = \"smollm2-135m\"\n").expect("write test config");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_antiphon"))
-        .args(["serve", "--port", "0", "--host", "127.0.0.1", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "warn,antiphon::diar=info")
-        .env("CANDLE_NUM_THREADS", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn antiphon serve");
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let stderr = child.stderr.take().expect("piped stderr");
-    let sink = log.clone();
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(stderr).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            eprintln!("server: {line}");
-            sink.lock().expect("log lock").push(line);
-        }
-    });
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(Duration::from_secs(120), lines.next_line())
-        .await
-        .expect("server loaded its engines and printed its address in time")
-        .expect("read stdout")
-        .expect("a line (the server exited: are the models in the store?)");
-    let port = line
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no port in {line:?}"));
-    Server {
-        port,
-        log,
-        _child: child,
-    }
+async fn start_server() -> TestServer {
+    TestServer::start(ServerOptions {
+        log_filter: "warn,antiphon::diar=info",
+        capture_log: true,
+        ..ServerOptions::default()
+    })
+    .await
 }
 
 fn reader_clip(name: &str) -> Vec<f32> {
@@ -114,27 +75,9 @@ fn pcm16(frame: &[f32]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-/// The line without ANSI colour sequences (`ESC [ … letter`).
-fn plain(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// `key=value` field of a tracing line, as a number.
 fn field(line: &str, key: &str) -> Option<f64> {
-    let line = plain(line);
+    let line = strip_ansi(line);
     let at = line.find(&format!("{key}="))? + key.len() + 1;
     line[at..]
         .split(|c: char| c.is_whitespace())
@@ -243,7 +186,7 @@ async fn two_voices_get_two_stable_speaker_labels() {
                 .unwrap_or_else(|| panic!("no speaker on {v}"))
         })
         .collect();
-    let log = server.log.lock().expect("log lock").clone();
+    let log = server.log_lines();
     let ready: Vec<f64> = log
         .iter()
         .filter(|l| l.contains("speaker label"))

@@ -2,7 +2,10 @@
 //! 2 concurrent sessions x 2 spoken turns complete with sane figures, and the JSON report keeps
 //! its documented schema (renaming a field fails here; bump `report::SCHEMA` and the docs).
 
-use std::process::Stdio;
+mod common;
+
+use common::{ServerOptions, TestServer};
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,38 +14,6 @@ use antiphon_loadtest::driver::Endpoint;
 use antiphon_loadtest::report::{Report, SCHEMA};
 use antiphon_loadtest::run::{StepConfig, run_step};
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
-
-/// Starts `antiphon serve` on 127.0.0.1:0 with the small CI LLM; returns it and its port.
-async fn start_server() -> (Child, u16) {
-    let config =
-        std::env::temp_dir().join(format!("antiphon-loadtest-{}.toml", std::process::id()));
-    std::fs::write(&config, "[llm]\nmodel = \"smollm2-135m\"\n").expect("write test config");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_antiphon"))
-        .args(["serve", "--port", "0", "--host", "127.0.0.1", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "warn")
-        .env("CANDLE_NUM_THREADS", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn antiphon serve");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(Duration::from_secs(120), lines.next_line())
-        .await
-        .expect("server printed its address in time")
-        .expect("read stdout")
-        .expect("a line (the server exited: are the models in the store?)");
-    let port = line
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no port in {line:?}"));
-    (child, port)
-}
 
 fn keys(v: &Value) -> Vec<&str> {
     let mut k: Vec<&str> = v
@@ -65,7 +36,8 @@ async fn two_sessions_two_turns_against_a_real_server() {
         .collect();
     clips.sort_by_key(|c| c.duration_ms);
     clips.truncate(2);
-    let (server, port) = start_server().await;
+    let server = TestServer::start(ServerOptions::default()).await;
+    let port = server.port;
     let config = StepConfig {
         endpoint: Endpoint {
             url: format!("ws://127.0.0.1:{port}/v1/realtime?model=test"),
@@ -83,7 +55,7 @@ async fn two_sessions_two_turns_against_a_real_server() {
         gap: Duration::from_millis(500),
         turn_timeout: Duration::from_secs(30),
         max_duration: Duration::from_secs(90),
-        server_pid: server.id(),
+        server_pid: server.pid(),
     };
     let step = run_step(&config).await.expect("valid config");
     let report = Report::new(&config, 0, vec![step], None);

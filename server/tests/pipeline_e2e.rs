@@ -6,8 +6,11 @@
 //! and `librivox-clips/`. Prints the measured TTFB (end of speech in the clip -> first reply
 //! audio delta received) and the server's stage breakdown.
 
+mod common;
+
+use common::{CI_LLM, ServerOptions, TestServer};
+
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use antiphon_audio::resample::resample_clip;
@@ -20,9 +23,7 @@ use base64::Engine as _;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -41,51 +42,18 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// Tests share two CPU cores with the engines: run one server at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-struct Server {
-    port: u16,
-    _child: Child,
-}
-
-async fn start_server() -> Server {
+async fn start_server() -> TestServer {
     start_server_with("").await
 }
 
 /// `extra` is appended to the `[llm]` section of the test config (then may open others).
-async fn start_server_with(extra: &str) -> Server {
-    // The small CI model keeps these tests fast; the server's default is the cpu set's Qwen.
-    let config = std::env::temp_dir().join(format!("antiphon-e2e-{}.toml", std::process::id()));
-    std::fs::write(&config, format!("[llm]\nmodel = \"smollm2-135m\"\n{extra}"))
-        .expect("write test config");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_antiphon"))
-        .args(["serve", "--port", "0", "--host", "127.0.0.1", "--config"])
-        .arg(&config)
-        .env(
-            "RUST_LOG",
-            std::env::var("ANTIPHON_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .env("CANDLE_NUM_THREADS", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn antiphon serve");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    // Loading the three engines takes seconds on a loaded 2-core box.
-    let line = tokio::time::timeout(Duration::from_secs(120), lines.next_line())
-        .await
-        .expect("server loaded its engines and printed its address in time")
-        .expect("read stdout")
-        .expect("a line (the server exited: are the models in the store?)");
-    let port = line
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no port in {line:?}"));
-    Server {
-        port,
-        _child: child,
-    }
+async fn start_server_with(extra: &str) -> TestServer {
+    let config = format!("{CI_LLM}{extra}");
+    TestServer::start(ServerOptions {
+        config: &config,
+        ..ServerOptions::default()
+    })
+    .await
 }
 
 async fn connect(port: u16) -> Ws {

@@ -2,14 +2,16 @@
 //! over WebSocket, as a client would. No engines are wired, so this covers the protocol, auth,
 //! limits, manual turns and session lifecycle.
 
-use std::process::Stdio;
+mod common;
+
+use common::{NO_ENGINES, ServerOptions, TestServer};
+
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
@@ -18,54 +20,12 @@ const KEY: &str = "antiphon-demo-key";
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-struct Server {
-    port: u16,
-    _child: Child,
-    _config: tempfile::NamedTempFile,
-}
-
-async fn start() -> Server {
-    // This suite covers the protocol without engines (pipeline_e2e.rs runs them).
-    let config = tempfile::NamedTempFile::new().expect("temp config");
-    std::fs::write(
-        config.path(),
-        "[asr]\nenabled = false\n[llm]\nenabled = false\n[tts]\nenabled = false\n",
-    )
-    .expect("write config");
-    let config_path = config.path().to_str().expect("utf-8 temp path").to_string();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_antiphon"))
-        .args([
-            "serve",
-            "--port",
-            "0",
-            "--host",
-            "127.0.0.1",
-            "--config",
-            &config_path,
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn antiphon serve");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-        .await
-        .expect("server printed its address in time")
-        .expect("read stdout")
-        .expect("a line");
-    let port = line
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no port in {line:?}"));
-    Server {
-        port,
-        _child: child,
-        _config: config,
-    }
+async fn start() -> TestServer {
+    TestServer::start(ServerOptions {
+        config: NO_ENGINES,
+        ..ServerOptions::default()
+    })
+    .await
 }
 
 fn request(port: u16, key: Option<&str>, beta: bool) -> tungstenite::handshake::client::Request {

@@ -18,9 +18,12 @@
 //!
 //! Needs `sipp` on PATH (scripts/setup.sh installs it) and the model store with the CI models.
 
+mod common;
+
+use common::{ServerOptions, TestServer};
+
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use antiphon_audio::g711::Law;
@@ -29,7 +32,6 @@ use antiphon_audio::wav;
 use antiphon_loadtest::speech_end::{DEFAULT_FLOOR_DB, speech_extent};
 use antiphon_models::asr::wer::wer;
 use antiphon_models::store::ModelStore;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::UdpSocket;
 use tokio::process::Command;
 use tokio::sync::oneshot;
@@ -195,24 +197,6 @@ async fn caller_media(
     (received, speech_end_sent, barge_in_sent)
 }
 
-/// Log lines without terminal colour codes (in case the logger adds them anyway).
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
     let start = line.find(&format!(" {name}="))? + name.len() + 2;
     let rest = &line[start..];
@@ -227,57 +211,24 @@ async fn sipp_calls_and_hears_a_continuous_spoken_reply() {
     let sipp = sipp_path();
     let (clip, text, speech_end) = load_clip();
 
-    let config = std::env::temp_dir().join(format!("antiphon-sip-{}.toml", std::process::id()));
-    std::fs::write(
-        &config,
-        "[llm]\nmodel = \"smollm2-135m\"\nmax_tokens = 40\n[sip]\nrtp_port_min = 31000\nrtp_port_max = 31999\n",
-    )
-    .expect("write test config");
-    let mut server = Command::new(env!("CARGO_BIN_EXE_antiphon"))
-        .args([
-            "serve",
-            "--port",
-            "0",
-            "--host",
-            "127.0.0.1",
-            "--sip",
-            "127.0.0.1:0",
-            "--config",
-        ])
-        .arg(&config)
-        .env("RUST_LOG", "warn,antiphon::sip=info")
-        .env("CANDLE_NUM_THREADS", "1")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn antiphon serve");
-    let mut stdout = BufReader::new(server.stdout.take().expect("stdout")).lines();
-    let logs = Arc::new(Mutex::new(Vec::<String>::new()));
-    {
-        let logs = logs.clone();
-        let mut stderr = BufReader::new(server.stderr.take().expect("stderr")).lines();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = stderr.next_line().await {
-                let line = strip_ansi(&line);
-                eprintln!("server: {line}");
-                logs.lock().expect("log lock").push(line);
-            }
-        });
-    }
-    let mut sip_addr = None;
-    for _ in 0..2 {
-        let line = tokio::time::timeout(Duration::from_secs(120), stdout.next_line())
-            .await
-            .expect("server loaded its engines in time")
-            .expect("read stdout")
-            .expect("a line (the server exited: are the models in the store?)");
-        if let Some(a) = line.strip_prefix("antiphon sip listening on udp ") {
-            sip_addr = Some(a.trim().to_string());
-        }
-    }
-    let sip_addr = sip_addr.expect("the server printed its SIP address");
+    let mut server = TestServer::start(ServerOptions {
+        config: "[llm]\nmodel = \"smollm2-135m\"\nmax_tokens = 40\n[sip]\nrtp_port_min = 31000\nrtp_port_max = 31999\n",
+        args: &["--sip", "127.0.0.1:0"],
+        log_filter: "warn,antiphon::sip=info",
+        capture_log: true,
+    })
+    .await;
+    // The SIP address follows the HTTP address line TestServer read.
+    let line = tokio::time::timeout(Duration::from_secs(10), server.stdout.next_line())
+        .await
+        .expect("server printed its SIP address in time")
+        .expect("read stdout")
+        .expect("a second line");
+    let sip_addr = line
+        .strip_prefix("antiphon sip listening on udp ")
+        .unwrap_or_else(|| panic!("not the SIP address line: {line:?}"))
+        .trim()
+        .to_string();
 
     let media = UdpSocket::bind("127.0.0.1:0")
         .await
@@ -340,9 +291,8 @@ async fn sipp_calls_and_hears_a_continuous_spoken_reply() {
     // The server logs the call's end with its counters and the caller's transcript.
     let deadline = Instant::now() + Duration::from_secs(10);
     let ended = loop {
-        let found = logs
-            .lock()
-            .expect("log lock")
+        let found = server
+            .log_lines()
             .iter()
             .find(|l| l.contains("call ended"))
             .cloned();
@@ -352,9 +302,8 @@ async fn sipp_calls_and_hears_a_continuous_spoken_reply() {
         assert!(Instant::now() < deadline, "no 'call ended' log line");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let said = logs
-        .lock()
-        .expect("log lock")
+    let said = server
+        .log_lines()
         .iter()
         .find(|l| l.contains("caller said"))
         .cloned()
@@ -466,9 +415,8 @@ async fn sipp_calls_and_hears_a_continuous_spoken_reply() {
 
     // Barge-in: the clip played again over the reply cut it; the server says what was heard.
     let barge_in_sent = barge_in_sent.expect("1 s of reply arrived, so the caller barged in");
-    let cut = logs
-        .lock()
-        .expect("log lock")
+    let cut = server
+        .log_lines()
         .iter()
         .find(|l| l.contains("barge-in: reply cut"))
         .cloned()
@@ -496,5 +444,4 @@ async fn sipp_calls_and_hears_a_continuous_spoken_reply() {
         stop < Duration::from_millis(1500),
         "reply kept playing {stop:?} after the barge-in"
     );
-    let _ = std::fs::remove_file(&config);
 }

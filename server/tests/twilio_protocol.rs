@@ -3,14 +3,16 @@
 //! (The spoken turn, TTFB and barge-in through real engines and a third-party Twilio
 //! simulator are in twilio_streamdouble.rs.)
 
-use std::process::Stdio;
+mod common;
+
+use common::{NO_ENGINES, ServerOptions, TestServer};
+
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
@@ -20,46 +22,12 @@ const SID: &str = "MZ0123456789abcdef0123456789abcdef";
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-struct Server {
-    port: u16,
-    _child: Child,
-    _config: tempfile::NamedTempFile,
-}
-
-async fn start() -> Server {
-    let config = tempfile::NamedTempFile::new().expect("temp config");
-    std::fs::write(
-        config.path(),
-        "[asr]\nenabled = false\n[llm]\nenabled = false\n[tts]\nenabled = false\n",
-    )
-    .expect("write config");
-    let config_path = config.path().to_str().expect("utf-8 temp path").to_string();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_antiphon"))
-        .args(["serve", "--port", "0", "--host", "127.0.0.1", "--config"])
-        .arg(&config_path)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn antiphon serve");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-        .await
-        .expect("server printed its address in time")
-        .expect("read stdout")
-        .expect("a line");
-    let port = line
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no port in {line:?}"));
-    Server {
-        port,
-        _child: child,
-        _config: config,
-    }
+async fn start() -> TestServer {
+    TestServer::start(ServerOptions {
+        config: NO_ENGINES,
+        ..ServerOptions::default()
+    })
+    .await
 }
 
 async fn http_get(port: u16, path: &str) -> String {

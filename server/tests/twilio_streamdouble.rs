@@ -10,9 +10,12 @@
 //! - Barge-in: the caller speaks again over a long reply; the server must send `clear`, and
 //!   truncate the reply exactly where the marks the simulator echoed say playback had got to.
 
+mod common;
+
+use common::{ServerOptions, TestServer};
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use antiphon_audio::resample::resample_clip;
@@ -22,8 +25,7 @@ use antiphon_models::asr::wer::wer;
 use antiphon_models::store::ModelStore;
 use base64::Engine as _;
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 const KEY: &str = "antiphon-demo-key";
 /// 7.1 s, 22 words: "and mister john dashwood had then leisure to consider how much ...".
@@ -49,81 +51,15 @@ fn streamdouble() -> PathBuf {
     path
 }
 
-struct Server {
-    port: u16,
-    log: Arc<Mutex<Vec<String>>>,
-    _child: Child,
-    _config: tempfile::NamedTempFile,
-}
-
-impl Server {
-    fn log_lines(&self) -> Vec<String> {
-        self.log.lock().unwrap().clone()
-    }
-}
-
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// Starts the server with the Twilio bridge logging at info; its stderr is collected.
-async fn start_server(config_text: &str) -> Server {
-    let config = tempfile::NamedTempFile::new().expect("temp config");
-    std::fs::write(config.path(), config_text).expect("write config");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_antiphon"))
-        .args(["serve", "--port", "0", "--host", "127.0.0.1", "--config"])
-        .arg(config.path())
-        .env(
-            "RUST_LOG",
-            "warn,antiphon::twilio=info,antiphon::realtime::turn=info",
-        )
-        .env("NO_COLOR", "1")
-        .env("CANDLE_NUM_THREADS", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn antiphon serve");
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let mut err_lines = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
-    let sink = log.clone();
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = err_lines.next_line().await {
-            let line = strip_ansi(&line);
-            eprintln!("server: {line}");
-            sink.lock().unwrap().push(line);
-        }
-    });
-    let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
-    let line = tokio::time::timeout(Duration::from_secs(120), lines.next_line())
-        .await
-        .expect("server loaded its engines and printed its address in time")
-        .expect("read stdout")
-        .expect("a line (the server exited: are the models in the store?)");
-    let port = line
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no port in {line:?}"));
-    Server {
-        port,
-        log,
-        _child: child,
-        _config: config,
-    }
+/// Starts the server with the Twilio bridge logging at info; its log is collected.
+async fn start_server(config_text: &str) -> TestServer {
+    TestServer::start(ServerOptions {
+        config: config_text,
+        log_filter: "warn,antiphon::twilio=info,antiphon::realtime::turn=info",
+        capture_log: true,
+        ..ServerOptions::default()
+    })
+    .await
 }
 
 struct Clip {
@@ -156,7 +92,7 @@ struct CallResult {
 }
 
 /// Runs a scenario file with the simulator against the server.
-async fn run_scenario(server: &Server, dir: &Path, scenario: &str) -> CallResult {
+async fn run_scenario(server: &TestServer, dir: &Path, scenario: &str) -> CallResult {
     let file = dir.join("scenario.yaml");
     std::fs::write(&file, scenario).expect("write scenario");
     let trace = dir.join("trace.jsonl");

@@ -10,15 +10,16 @@
 //! Needs the model store (CI models, `librivox-clips/`) and Chromium: without Chromium the
 //! test fails with a message saying what to install (scripts/setup.sh installs it).
 
+mod common;
+
+use common::{CI_LLM, ServerOptions, TestServer};
+
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::Duration;
 
 use antiphon_models::asr::wer::wer;
 use antiphon_models::store::ModelStore;
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 /// The 7.1 s clip (22 words: "and mister john dashwood had then leisure to consider how much
 /// there might be prudently in his power to do for them"), so that one misheard word does not
@@ -40,42 +41,16 @@ fn which(cmd: &str) -> Option<PathBuf> {
     })
 }
 
-async fn start_server(web_demo: &Path) -> (u16, Child) {
-    let config = std::env::temp_dir().join(format!("antiphon-webrtc-{}.toml", std::process::id()));
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nweb_demo_dir = {:?}\n[llm]\nmodel = \"smollm2-135m\"\n",
-            web_demo.display().to_string()
-        ),
-    )
-    .expect("write test config");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_antiphon"))
-        .args(["serve", "--port", "0", "--host", "127.0.0.1", "--config"])
-        .arg(&config)
-        .env(
-            "RUST_LOG",
-            std::env::var("ANTIPHON_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .env("CANDLE_NUM_THREADS", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn antiphon serve");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(Duration::from_secs(120), lines.next_line())
-        .await
-        .expect("server loaded its engines and printed its address in time")
-        .expect("read stdout")
-        .expect("a line (the server exited: are the models in the store?)");
-    let port = line
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no port in {line:?}"));
-    (port, child)
+async fn start_server(web_demo: &Path) -> TestServer {
+    let config = format!(
+        "[server]\nweb_demo_dir = {:?}\n{CI_LLM}",
+        web_demo.display().to_string()
+    );
+    TestServer::start(ServerOptions {
+        config: &config,
+        ..ServerOptions::default()
+    })
+    .await
 }
 
 #[tokio::test]
@@ -93,7 +68,8 @@ async fn browser_talks_to_the_agent_over_webrtc() {
     let wav = clip_dir.join(format!("{CLIP}.wav"));
     let text = std::fs::read_to_string(clip_dir.join(format!("{CLIP}.txt"))).expect("clip txt");
 
-    let (port, _server) = start_server(&root.join("web-demo")).await;
+    let server = start_server(&root.join("web-demo")).await;
+    let port = server.port;
     let artifacts = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map(|r| {

@@ -1,0 +1,139 @@
+//! Start-up of a real `antiphon serve` for the integration tests: one place that writes the
+//! test config, spawns the binary on an ephemeral port, reads the address it prints, and (on
+//! request) collects its log lines for assertions.
+//!
+//! Each test crate compiles this module on its own and uses part of it.
+#![allow(dead_code)]
+
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+
+/// A server that runs the protocol without loading any engine.
+pub const NO_ENGINES: &str =
+    "[asr]\nenabled = false\n[llm]\nenabled = false\n[tts]\nenabled = false\n";
+
+/// The small CI LLM keeps model tests fast (the server's default is the cpu set's Qwen); opens
+/// the `[llm]` section, so more `[llm]` keys may follow.
+pub const CI_LLM: &str = "[llm]\nmodel = \"smollm2-135m\"\n";
+
+/// How to start one server.
+pub struct ServerOptions<'a> {
+    /// The whole config file.
+    pub config: &'a str,
+    /// Arguments after `serve --port 0 --host 127.0.0.1 --config FILE`.
+    pub args: &'a [&'a str],
+    /// `RUST_LOG` for the server; `ANTIPHON_TEST_LOG` overrides it when set.
+    pub log_filter: &'a str,
+    /// Keep the server's log lines (ANSI colours stripped) for [`TestServer::log_lines`];
+    /// otherwise they go to the test's stderr.
+    pub capture_log: bool,
+}
+
+impl Default for ServerOptions<'_> {
+    fn default() -> Self {
+        ServerOptions {
+            config: CI_LLM,
+            args: &[],
+            log_filter: "warn",
+            capture_log: false,
+        }
+    }
+}
+
+pub struct TestServer {
+    pub port: u16,
+    /// The rest of the server's stdout (after the address line), for tests that read more.
+    pub stdout: Lines<BufReader<ChildStdout>>,
+    log: Arc<Mutex<Vec<String>>>,
+    _child: Child,
+    _config: tempfile::NamedTempFile,
+}
+
+impl TestServer {
+    /// Spawns the server and waits (up to 2 min: engines load slowly on a busy 2-core box)
+    /// for the address line.
+    pub async fn start(options: ServerOptions<'_>) -> TestServer {
+        let config = tempfile::NamedTempFile::new().expect("temp config");
+        std::fs::write(config.path(), options.config).expect("write test config");
+        let log_filter =
+            std::env::var("ANTIPHON_TEST_LOG").unwrap_or_else(|_| options.log_filter.into());
+        let mut child = Command::new(env!("CARGO_BIN_EXE_antiphon"))
+            .args(["serve", "--port", "0", "--host", "127.0.0.1", "--config"])
+            .arg(config.path())
+            .args(options.args)
+            .env("RUST_LOG", log_filter)
+            .env("CANDLE_NUM_THREADS", "1")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(if options.capture_log {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            })
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn antiphon serve");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        if let Some(stderr) = child.stderr.take() {
+            let sink = log.clone();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let line = strip_ansi(&line);
+                    eprintln!("server: {line}");
+                    sink.lock().expect("log lock").push(line);
+                }
+            });
+        }
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        let line = tokio::time::timeout(Duration::from_secs(120), stdout.next_line())
+            .await
+            .expect("server loaded its engines and printed its address in time")
+            .expect("read stdout")
+            .expect("a line (the server exited: are the models in the store?)");
+        let port = line
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no port in {line:?}"));
+        TestServer {
+            port,
+            stdout,
+            log,
+            _child: child,
+            _config: config,
+        }
+    }
+
+    /// The server's process id (for CPU accounting).
+    pub fn pid(&self) -> Option<u32> {
+        self._child.id()
+    }
+
+    /// The server's log lines so far (only with `capture_log`).
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().expect("log lock").clone()
+    }
+}
+
+/// The line without ANSI colour sequences (`ESC [ … letter`).
+pub fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
