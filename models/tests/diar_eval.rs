@@ -356,25 +356,30 @@ fn conversation_der_is_within_twenty_percent() {
 /// endpointing silence, so each is its own segment).
 #[test]
 fn live_turn_labels_der_and_latency() {
+    let utts = utterances();
+    let order = [0, 4, 5, 1, 6, 7, 8, 2, 9, 10, 3, 11].map(|i| &utts[i]);
+    live_eval("reader + 4 TTS voices", &order);
+}
+
+/// The live path on four real speakers and two TTS voices (the order of
+/// `real_speakers_conversation_der_is_within_twenty_percent`, 1 s pauses).
+#[test]
+fn live_real_speakers_turn_labels_der() {
+    let utts = utterances();
+    let ps = pocketsphinx_utterances();
+    let order = [
+        &utts[0], &ps[0], &ps[2], &utts[4], &ps[4], &ps[1], &utts[1], &ps[3], &utts[5], &ps[5],
+        &utts[8], &utts[2], &utts[9],
+    ];
+    live_eval("4 real speakers + 2 TTS voices", &order);
+}
+
+fn live_eval(name: &str, order: &[&Utterance]) {
     use antiphon_models::diar::live::{LiveConfig, LiveDiarizer, SegmentLabel};
     use antiphon_models::vad::endpoint::{EndpointConfig, EndpointEvent, Endpointer};
     use antiphon_models::vad::silero::{FRAME_SAMPLES, SileroState};
 
-    let utts = utterances();
-    let order = [0, 4, 5, 1, 6, 7, 8, 2, 9, 10, 3, 11];
-    let gap = vec![0.0f32; RATE as usize];
-    let mut audio = gap.clone();
-    let mut reference = Vec::new();
-    for &i in &order {
-        let start = audio.len() as f64 / RATE as f64;
-        audio.extend_from_slice(&utts[i].samples);
-        reference.push(Turn::new(
-            start,
-            audio.len() as f64 / RATE as f64,
-            utts[i].speaker,
-        ));
-        audio.extend_from_slice(&gap);
-    }
+    let (audio, reference) = conversation(order, 1.0);
     let mut vad = SileroVad::load(&store(), 1).expect("Silero VAD loads");
     let mut vad_state = SileroState::default();
     let mut endpointer = Endpointer::new(EndpointConfig::default()).expect("valid endpoint");
@@ -473,7 +478,7 @@ fn live_turn_labels_der_and_latency() {
     let max = |v: &[f64]| v.iter().copied().fold(f64::NAN, f64::max);
     compute.sort_by(f64::total_cmp);
     eprintln!(
-        "live: {:.1} s audio, {} turns -> {} segments, {} speakers; DER {:.1} % (miss {:.2} s, FA {:.2} s, confusion {:.2} s); \
+        "live, {name}: {:.1} s audio, {} turns -> {} segments, {} speakers; DER {:.1} % (miss {:.2} s, FA {:.2} s, confusion {:.2} s); \
          label after speech stop: median {:.0} ms, max {:.0} ms; after turn start: median {:.2} s, max {:.2} s; \
          {} windows, CAM++ median {:.0} ms",
         t,
@@ -502,7 +507,11 @@ fn live_turn_labels_der_and_latency() {
         );
     }
     assert_eq!(after_stop.len(), reference.len(), "every turn got a label");
-    assert!(report.der() <= 0.20, "live DER {:.3}", report.der());
+    assert!(
+        report.der() <= 0.20,
+        "live DER ({name}) {:.3}",
+        report.der()
+    );
 }
 
 /// Four real speakers (LibriVox reader; the pocketsphinx `goforward`, `cards` and `forever`
