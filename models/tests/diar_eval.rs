@@ -1,7 +1,9 @@
 //! Diarization on real voices: one LibriVox reader (recorded speech) and four TTS voices
-//! (Piper `joe`, Kokoro `af_heart`, `am_adam`, `bm_george`), all resampled to 16 kHz.
-//! Needs the store's `campplus`, `librivox-clips`, `piper-joe`, `kokoro-82m`, `kokoro-voices`
-//! and `misaki-lexicon` files. Run with a fixed thread count:
+//! (Piper `joe`, Kokoro `af_heart`, `am_adam`, `bm_george`), all resampled to 16 kHz; and a
+//! second conversation of four real speakers (the reader plus the three pocketsphinx test
+//! speakers of `pocketsphinx-speakers`) with two TTS voices.
+//! Needs the store's `campplus`, `librivox-clips`, `pocketsphinx-speakers`, `piper-joe`,
+//! `kokoro-82m`, `kokoro-voices` and `misaki-lexicon` files. Run with a fixed thread count:
 //! `CANDLE_NUM_THREADS=2 cargo test -p antiphon-models --test diar_eval -- --nocapture`.
 
 use std::sync::{Arc, Mutex, OnceLock};
@@ -56,6 +58,71 @@ fn librivox(id: &str) -> Vec<f32> {
         .samples::<i16>()
         .map(|s| s.expect("sample") as f32 / 32768.0)
         .collect()
+}
+
+/// One recording of `pocketsphinx-speakers`: `.raw` is headerless 16 kHz s16le mono PCM.
+fn pocketsphinx(file: &str) -> Vec<f32> {
+    let path = store()
+        .file("pocketsphinx-speakers", file)
+        .expect("pocketsphinx recording in the store");
+    if file.ends_with(".raw") {
+        let bytes = std::fs::read(path).expect("raw recording readable");
+        assert!(
+            bytes.len().is_multiple_of(2),
+            "{file}: odd byte count for 16-bit PCM"
+        );
+        bytes
+            .chunks_exact(2)
+            .map(|b| i16::from_le_bytes([b[0], b[1]]) as f32 / 32768.0)
+            .collect()
+    } else {
+        let mut reader = hound::WavReader::open(path).expect("wav");
+        assert_eq!(reader.spec().sample_rate, RATE, "{file}");
+        assert_eq!(reader.spec().channels, 1, "{file}");
+        reader
+            .samples::<i16>()
+            .map(|s| s.expect("sample") as f32 / 32768.0)
+            .collect()
+    }
+}
+
+/// The three pocketsphinx test speakers, two recordings each (speaker, file).
+const POCKETSPHINX_RECORDINGS: [(&str, &str); 6] = [
+    ("goforward", "goforward.raw"),
+    ("goforward", "numbers.raw"),
+    ("cards", "cards-005.wav"),
+    ("cards", "cards-002.wav"),
+    ("forever", "forever-input_4_16k.wav"),
+    ("forever", "forever-input_2_16k.wav"),
+];
+
+fn pocketsphinx_utterances() -> Vec<Utterance> {
+    POCKETSPHINX_RECORDINGS
+        .iter()
+        .map(|&(speaker, file)| Utterance {
+            speaker,
+            samples: trim(pocketsphinx(file)),
+        })
+        .collect()
+}
+
+/// Utterances in order with `gap_s` of silence before, between and after; the reference turns
+/// are their extents.
+fn conversation(order: &[&Utterance], gap_s: f32) -> (Vec<f32>, Vec<Turn>) {
+    let gap = vec![0.0f32; (gap_s * RATE as f32) as usize];
+    let mut audio = gap.clone();
+    let mut reference = Vec::new();
+    for u in order {
+        let start = audio.len() as f64 / RATE as f64;
+        audio.extend_from_slice(&u.samples);
+        reference.push(Turn::new(
+            start,
+            audio.len() as f64 / RATE as f64,
+            u.speaker,
+        ));
+        audio.extend_from_slice(&gap);
+    }
+    (audio, reference)
 }
 
 const TTS_LINES: [(&str, &str); 8] = [
@@ -289,25 +356,30 @@ fn conversation_der_is_within_twenty_percent() {
 /// endpointing silence, so each is its own segment).
 #[test]
 fn live_turn_labels_der_and_latency() {
+    let utts = utterances();
+    let order = [0, 4, 5, 1, 6, 7, 8, 2, 9, 10, 3, 11].map(|i| &utts[i]);
+    live_eval("reader + 4 TTS voices", &order);
+}
+
+/// The live path on four real speakers and two TTS voices (the order of
+/// `real_speakers_conversation_der_is_within_twenty_percent`, 1 s pauses).
+#[test]
+fn live_real_speakers_turn_labels_der() {
+    let utts = utterances();
+    let ps = pocketsphinx_utterances();
+    let order = [
+        &utts[0], &ps[0], &ps[2], &utts[4], &ps[4], &ps[1], &utts[1], &ps[3], &utts[5], &ps[5],
+        &utts[8], &utts[2], &utts[9],
+    ];
+    live_eval("4 real speakers + 2 TTS voices", &order);
+}
+
+fn live_eval(name: &str, order: &[&Utterance]) {
     use antiphon_models::diar::live::{LiveConfig, LiveDiarizer, SegmentLabel};
     use antiphon_models::vad::endpoint::{EndpointConfig, EndpointEvent, Endpointer};
     use antiphon_models::vad::silero::{FRAME_SAMPLES, SileroState};
 
-    let utts = utterances();
-    let order = [0, 4, 5, 1, 6, 7, 8, 2, 9, 10, 3, 11];
-    let gap = vec![0.0f32; RATE as usize];
-    let mut audio = gap.clone();
-    let mut reference = Vec::new();
-    for &i in &order {
-        let start = audio.len() as f64 / RATE as f64;
-        audio.extend_from_slice(&utts[i].samples);
-        reference.push(Turn::new(
-            start,
-            audio.len() as f64 / RATE as f64,
-            utts[i].speaker,
-        ));
-        audio.extend_from_slice(&gap);
-    }
+    let (audio, reference) = conversation(order, 1.0);
     let mut vad = SileroVad::load(&store(), 1).expect("Silero VAD loads");
     let mut vad_state = SileroState::default();
     let mut endpointer = Endpointer::new(EndpointConfig::default()).expect("valid endpoint");
@@ -406,7 +478,7 @@ fn live_turn_labels_der_and_latency() {
     let max = |v: &[f64]| v.iter().copied().fold(f64::NAN, f64::max);
     compute.sort_by(f64::total_cmp);
     eprintln!(
-        "live: {:.1} s audio, {} turns -> {} segments, {} speakers; DER {:.1} % (miss {:.2} s, FA {:.2} s, confusion {:.2} s); \
+        "live, {name}: {:.1} s audio, {} turns -> {} segments, {} speakers; DER {:.1} % (miss {:.2} s, FA {:.2} s, confusion {:.2} s); \
          label after speech stop: median {:.0} ms, max {:.0} ms; after turn start: median {:.2} s, max {:.2} s; \
          {} windows, CAM++ median {:.0} ms",
         t,
@@ -435,5 +507,107 @@ fn live_turn_labels_der_and_latency() {
         );
     }
     assert_eq!(after_stop.len(), reference.len(), "every turn got a label");
-    assert!(report.der() <= 0.20, "live DER {:.3}", report.der());
+    assert!(
+        report.der() <= 0.20,
+        "live DER ({name}) {:.3}",
+        report.der()
+    );
+}
+
+/// Four real speakers (LibriVox reader; the pocketsphinx `goforward`, `cards` and `forever`
+/// speakers) and two TTS voices (Piper `joe`, Kokoro `af_heart`), each returning later.
+#[test]
+fn real_speakers_conversation_der_is_within_twenty_percent() {
+    let utts = utterances();
+    let ps = pocketsphinx_utterances();
+    for u in &ps {
+        eprintln!(
+            "{:>9}: {:.2} s after trimming",
+            u.speaker,
+            u.samples.len() as f64 / RATE as f64
+        );
+    }
+
+    // Recordings of one speaker are closer to each other than to any other speaker's.
+    let mut emb = embedder().lock().expect("embedder lock");
+    let pairs: [(&Utterance, &Utterance); 4] = [
+        (&utts[0], &utts[1]),
+        (&ps[0], &ps[1]),
+        (&ps[2], &ps[3]),
+        (&ps[4], &ps[5]),
+    ];
+    let mut e = Vec::new();
+    for (a, b) in pairs {
+        assert_eq!(a.speaker, b.speaker);
+        e.push(emb.embed(&[&a.samples, &b.samples]).expect("embed"));
+    }
+    for (i, (a, _)) in pairs.iter().enumerate() {
+        let same = cosine(&e[i][0], &e[i][1]);
+        let worst_other = e
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .flat_map(|(_, o)| o)
+            .map(|o| cosine(&e[i][0], o).max(cosine(&e[i][1], o)))
+            .fold(f32::MIN, f32::max);
+        eprintln!(
+            "{:>9}: same {same:.3}, most similar other {worst_other:.3}",
+            a.speaker
+        );
+        assert!(
+            same > worst_other,
+            "{}: same {same} <= other {worst_other}",
+            a.speaker
+        );
+    }
+
+    // utts: 0..3 reader, 4 joe, 5 af_heart, 8 joe, 9 af_heart.
+    let order = [
+        &utts[0], &ps[0], &ps[2], &utts[4], &ps[4], &ps[1], &utts[1], &ps[3], &utts[5], &ps[5],
+        &utts[8], &utts[2], &utts[9],
+    ];
+    let (audio, reference) = conversation(&order, 0.4);
+    let audio_s = audio.len() as f64 / RATE as f64;
+    let mut vad = SileroVad::load(&store(), 1).expect("Silero VAD loads");
+    let masks = [
+        ("energy", speech_mask(&audio, &EnergyVadConfig::default())),
+        (
+            "Silero",
+            silero_mask(&mut vad, &audio, 0.5, &EnergyVadConfig::default()).expect("vad"),
+        ),
+    ];
+    for (name, mask) in masks {
+        let t0 = Instant::now();
+        let result =
+            diarize_with_mask(&mut emb, &audio, &mask, OnlineConfig::default()).expect("diarize");
+        let elapsed = t0.elapsed().as_secs_f64();
+        let hyp: Vec<Turn> = result
+            .segments
+            .iter()
+            .map(|s| Turn::new(s.start_s as f64, s.end_s as f64, &s.label))
+            .collect();
+        let report = der(&reference, &hyp, 0.25);
+        eprintln!(
+            "real speakers, {name} mask: audio {audio_s:.1} s, {} turns, 6 speakers (4 real) -> {} found; \
+             DER {:.1} % (miss {:.2} s, FA {:.2} s, confusion {:.2} s of {:.1} s scored); {elapsed:.1} s compute",
+            reference.len(),
+            result.num_speakers,
+            100.0 * report.der(),
+            report.missed_s,
+            report.false_alarm_s,
+            report.confusion_s,
+            report.scored_s,
+        );
+        for s in &result.segments {
+            eprintln!("  {:7.2} {:7.2} {}", s.start_s, s.end_s, s.label);
+        }
+        for t in &reference {
+            eprintln!("  ref {:7.2} {:7.2} {}", t.start_s, t.end_s, t.speaker);
+        }
+        assert!(
+            report.der() <= 0.20,
+            "real speakers, {name} mask: DER {:.3}",
+            report.der()
+        );
+    }
 }

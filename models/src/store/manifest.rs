@@ -474,6 +474,67 @@ static LIBRIVOX_CLIPS_FILES: [ModelFile; 10] = [
     },
 ];
 
+// Three more real speakers from the same pocketsphinx sdist's test data, two recordings each
+// (the diarization evaluation mixes them with the LibriVox reader and TTS voices). CAM++
+// cosine between recordings of one speaker is 0.64-0.72, across speakers at most 0.31.
+// `.raw` files are headerless 16 kHz 16-bit mono little-endian PCM, stored as shipped.
+static POCKETSPHINX_SPEAKERS_FILES: [ModelFile; 6] = [
+    ModelFile {
+        name: "goforward.raw",
+        parts: &one(
+            &POCKETSPHINX_SDIST,
+            "pocketsphinx-5.1.1/test/data/goforward.raw",
+        ),
+        size: 89_160,
+        sha256: "f15c60ec54059d8b66e410d0064945a0b0a04ea56e1ddca1958e493c0cf70e71",
+    },
+    ModelFile {
+        name: "numbers.raw",
+        parts: &one(
+            &POCKETSPHINX_SDIST,
+            "pocketsphinx-5.1.1/test/data/numbers.raw",
+        ),
+        size: 128_742,
+        sha256: "45b5f6d3f88e36dd55b025cc9e8f1cae567583ea93f554ecdff6d09e6dd4577d",
+    },
+    ModelFile {
+        name: "cards-002.wav",
+        parts: &one(
+            &POCKETSPHINX_SDIST,
+            "pocketsphinx-5.1.1/test/data/cards/002.wav",
+        ),
+        size: 62_772,
+        sha256: "a3f9eae6fdb69a1231989e39a14d62388a6f52fb59666c76d95005318fadafec",
+    },
+    ModelFile {
+        name: "cards-005.wav",
+        parts: &one(
+            &POCKETSPHINX_SDIST,
+            "pocketsphinx-5.1.1/test/data/cards/005.wav",
+        ),
+        size: 112_124,
+        sha256: "090f18f5f76cf8b2b43cd9e6b07823f4685a4742d9a36cd98b174a6586c18cf9",
+    },
+    ModelFile {
+        name: "forever-input_2_16k.wav",
+        parts: &one(
+            &POCKETSPHINX_SDIST,
+            "pocketsphinx-5.1.1/test/data/forever/input_2_16k.wav",
+        ),
+        size: 107_326,
+        sha256: "a67ddc6424abc306863a50aab4dcb37b31fa28e601dadc80e66751de39499402",
+    },
+    ModelFile {
+        name: "forever-input_4_16k.wav",
+        parts: &one(
+            &POCKETSPHINX_SDIST,
+            "pocketsphinx-5.1.1/test/data/forever/input_4_16k.wav",
+        ),
+        size: 184_440,
+        sha256: "16ee530ce7017b80962d9c6cad884ca4d044805a7169cc6c80f8f55c58ae093b",
+    },
+];
+
 // G2P lexicons: another helper picks which one the phonemizer uses; both are small, so both
 // are in `ci`. Add further lexicon packages here (package above, files here, model below).
 
@@ -800,6 +861,13 @@ pub static MODELS: &[Model] = &[
         description: "5 LibriVox speech clips (16 kHz WAV) with reference transcripts, from the pocketsphinx test data",
         files: &LIBRIVOX_CLIPS_FILES,
     },
+    Model {
+        id: "pocketsphinx-speakers",
+        set: FetchSet::Ci,
+        license: "BSD-2-Clause package (CMU Sphinx test recordings)",
+        description: "3 more real speakers, 2 recordings each (16 kHz; .raw = headerless s16le mono), from the pocketsphinx test data",
+        files: &POCKETSPHINX_SPEAKERS_FILES,
+    },
     // G2P lexicons (see the note above their files).
     Model {
         id: "misaki-lexicon",
@@ -950,6 +1018,29 @@ mod tests {
                 clips.files.iter().any(|f| f.name == txt),
                 "{wav} has no reference {txt}"
             );
+        }
+    }
+
+    /// The diarization evaluation loads these by name: three speakers, two recordings each.
+    #[test]
+    fn pocketsphinx_speakers_are_in_ci() {
+        let m = model("pocketsphinx-speakers").expect("pocketsphinx-speakers in the manifest");
+        assert_eq!(m.set, FetchSet::Ci);
+        let names: Vec<&str> = m.files.iter().map(|f| f.name).collect();
+        assert_eq!(
+            names,
+            [
+                "goforward.raw",
+                "numbers.raw",
+                "cards-002.wav",
+                "cards-005.wav",
+                "forever-input_2_16k.wav",
+                "forever-input_4_16k.wav"
+            ]
+        );
+        for f in m.files {
+            assert_eq!(f.parts.len(), 1);
+            assert_eq!(f.parts[0].package.name, POCKETSPHINX_SDIST.name);
         }
     }
 
