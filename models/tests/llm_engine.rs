@@ -31,9 +31,19 @@ fn format(m: &QuantLm) -> ChatFormat {
 
 /// Uncached, single-sequence greedy decoding straight on the model: the reference.
 fn greedy_reference(m: &QuantLm, prompt: &[u32], max_tokens: usize) -> Vec<u32> {
+    greedy_reference_with_margins(m, prompt, max_tokens).0
+}
+
+/// The greedy tokens and, per step, how far the chosen logit was ahead of the runner-up.
+fn greedy_reference_with_margins(
+    m: &QuantLm,
+    prompt: &[u32],
+    max_tokens: usize,
+) -> (Vec<u32>, Vec<f32>) {
     let f = format(m);
     let mut kv = m.new_cache();
     let mut out = Vec::new();
+    let mut margins = Vec::new();
     let mut next: Vec<u32> = prompt.to_vec();
     for _ in 0..max_tokens {
         let logits = m
@@ -44,13 +54,20 @@ fn greedy_reference(m: &QuantLm, prompt: &[u32], max_tokens: usize) -> Vec<u32> 
             .expect("forward");
         let row = logits.to_vec2::<f32>().expect("logits").remove(0);
         let tok = argmax(&row);
+        let runner_up = row
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != tok as usize)
+            .map(|(_, v)| *v)
+            .fold(f32::NEG_INFINITY, f32::max);
         if f.is_stop(tok) {
             break;
         }
         out.push(tok);
+        margins.push(row[tok as usize] - runner_up);
         next = vec![tok];
     }
-    out
+    (out, margins)
 }
 
 fn greedy(max_tokens: usize) -> SamplingParams {
@@ -139,13 +156,36 @@ fn eight_concurrent_batched_replies_equal_single_sequence_greedy() {
     let steps = eng.steps_started() - steps_before;
     // Batched: far fewer forward passes than 8 replies x up to 20 tokens.
     assert!(steps <= (max as u64) + 4, "took {steps} steps");
+    // Batched rows may round differently from a lone sequence (8-bit activations, other
+    // kernel tiles): greedy outputs must agree token for token, except that they may part at
+    // a near-tie, where the reference's top two logits are within rounding of each other.
+    let mut identical = 0;
     for (p, text) in PROMPTS.iter().zip(&texts) {
         let mut prompt = f.system(&m.tokenizer, None).expect("system");
         prompt.extend(f.user_turn(&m.tokenizer, p).expect("user"));
-        let reference = m.tokenizer.decode(&greedy_reference(&m, &prompt, max));
-        assert_eq!(text, &reference, "prompt {p:?}");
+        let (tokens, margins) = greedy_reference_with_margins(&m, &prompt, max);
+        let reference = m.tokenizer.decode(&tokens);
         assert!(!text.trim().is_empty());
+        if *text == reference {
+            identical += 1;
+            continue;
+        }
+        let parted = (1..=tokens.len())
+            .find(|&n| !text.starts_with(&m.tokenizer.decode(&tokens[..n])))
+            .unwrap_or_else(|| panic!("prompt {p:?}: {text:?} vs {reference:?}"))
+            - 1;
+        let margin = margins[parted];
+        eprintln!(
+            "prompt {p:?}: batched output parts from the reference at token {parted}, where the \
+             reference's top-2 logit margin is {margin:.4}"
+        );
+        assert!(
+            parted > 0 && margin < 0.25,
+            "prompt {p:?}: parted at token {parted} with margin {margin} (not a near-tie)\n  \
+             batched:   {text:?}\n  reference: {reference:?}"
+        );
     }
+    assert!(identical >= 6, "only {identical}/8 replies identical");
 }
 
 #[test]
