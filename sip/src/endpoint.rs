@@ -839,6 +839,22 @@ mod tests {
         rs.iter().map(|r| r.status).collect()
     }
 
+    /// An endpoint that has received one INVITE (responses drained) and reported the call.
+    fn ringing_call(start: Instant) -> (Endpoint, CallId) {
+        let mut ep = Endpoint::new(EndpointConfig::default());
+        ep.handle_datagram(
+            start,
+            caller(),
+            &request("INVITE", "z9hG4bK-i1", 1, None, &sdp_offer("sendrecv")),
+        )
+        .unwrap();
+        responses(&mut ep);
+        let EndpointEvent::IncomingCall { call, .. } = events(&mut ep).remove(0) else {
+            panic!("the INVITE was reported as an incoming call")
+        };
+        (ep, call)
+    }
+
     fn events(ep: &mut Endpoint) -> Vec<EndpointEvent> {
         std::iter::from_fn(|| ep.poll_event()).collect()
     }
@@ -986,17 +1002,7 @@ mod tests {
     #[test]
     fn cancel_before_answer_gives_200_and_487() {
         let start = Instant::now();
-        let mut ep = Endpoint::new(EndpointConfig::default());
-        ep.handle_datagram(
-            start,
-            caller(),
-            &request("INVITE", "z9hG4bK-i1", 1, None, &sdp_offer("sendrecv")),
-        )
-        .unwrap();
-        responses(&mut ep);
-        let EndpointEvent::IncomingCall { call, .. } = events(&mut ep).remove(0) else {
-            panic!()
-        };
+        let (mut ep, call) = ringing_call(start);
         ep.handle_datagram(
             start,
             caller(),
@@ -1206,17 +1212,7 @@ mod tests {
     #[test]
     fn reject_at_capacity_says_retry_after() {
         let start = Instant::now();
-        let mut ep = Endpoint::new(EndpointConfig::default());
-        ep.handle_datagram(
-            start,
-            caller(),
-            &request("INVITE", "z9hG4bK-i1", 1, None, &sdp_offer("sendrecv")),
-        )
-        .unwrap();
-        responses(&mut ep);
-        let EndpointEvent::IncomingCall { call, .. } = events(&mut ep).remove(0) else {
-            panic!()
-        };
+        let (mut ep, call) = ringing_call(start);
         ep.reject(start, call, 503);
         let rs = responses(&mut ep);
         assert_eq!(statuses(&rs), [503]);
