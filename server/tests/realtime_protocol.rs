@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{NO_ENGINES, ServerOptions, TestServer};
+use common::TestServer;
 
 use std::time::Duration;
 
@@ -19,14 +19,6 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 const KEY: &str = "antiphon-demo-key";
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-async fn start() -> TestServer {
-    TestServer::start(ServerOptions {
-        config: NO_ENGINES,
-        ..ServerOptions::default()
-    })
-    .await
-}
 
 fn request(port: u16, key: Option<&str>, beta: bool) -> tungstenite::handshake::client::Request {
     let mut req = format!("ws://127.0.0.1:{port}/v1/realtime?model=test")
@@ -100,7 +92,7 @@ fn sessions_gauge(metrics: &str) -> i64 {
 
 #[tokio::test]
 async fn auth_is_required_and_checked() {
-    let server = start().await;
+    let server = TestServer::without_engines().await;
     for key in [None, Some("wrong-key")] {
         match connect_async(request(server.port, key, false)).await {
             Err(tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 401),
@@ -126,7 +118,7 @@ async fn auth_is_required_and_checked() {
 
 #[tokio::test]
 async fn session_created_and_updated_in_both_dialects() {
-    let server = start().await;
+    let server = TestServer::without_engines().await;
 
     let mut ga = connect(server.port, false).await;
     let created = recv_type(&mut ga, "session.created").await;
@@ -178,7 +170,7 @@ async fn session_created_and_updated_in_both_dialects() {
 
 #[tokio::test]
 async fn bad_input_gets_errors_and_the_session_continues() {
-    let server = start().await;
+    let server = TestServer::without_engines().await;
     let mut ws = connect(server.port, false).await;
     recv_type(&mut ws, "session.created").await;
 
@@ -231,7 +223,7 @@ async fn bad_input_gets_errors_and_the_session_continues() {
 
 #[tokio::test]
 async fn manual_turns_run_without_engines() {
-    let server = start().await;
+    let server = TestServer::without_engines().await;
     let mut ws = connect(server.port, false).await;
     recv_type(&mut ws, "session.created").await;
     send(&mut ws, json!({"type": "session.update", "session": {"type": "realtime", "audio": {"input": {"turn_detection": null}}}})).await;
@@ -306,7 +298,7 @@ async fn manual_turns_run_without_engines() {
 
 #[tokio::test]
 async fn abrupt_disconnect_frees_the_session() {
-    let server = start().await;
+    let server = TestServer::without_engines().await;
     let mut a = connect(server.port, false).await;
     let mut b = connect(server.port, true).await;
     recv_type(&mut a, "session.created").await;

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{NO_ENGINES, ServerOptions, TestServer};
+use common::TestServer;
 
 use std::time::Duration;
 
@@ -21,14 +21,6 @@ const KEY: &str = "antiphon-demo-key";
 const SID: &str = "MZ0123456789abcdef0123456789abcdef";
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-async fn start() -> TestServer {
-    TestServer::start(ServerOptions {
-        config: NO_ENGINES,
-        ..ServerOptions::default()
-    })
-    .await
-}
 
 async fn http_get(port: u16, path: &str) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
@@ -135,7 +127,7 @@ async fn wait_sessions(port: u16, n: i64) {
 
 #[tokio::test]
 async fn key_is_checked_in_custom_parameters_or_on_the_upgrade() {
-    let server = start().await;
+    let server = TestServer::without_engines().await;
     let port = server.port;
 
     // A wrong key offered on the upgrade is refused before it.
@@ -195,7 +187,7 @@ async fn key_is_checked_in_custom_parameters_or_on_the_upgrade() {
 
 #[tokio::test]
 async fn bad_input_is_rejected_counted_and_the_call_goes_on() {
-    let server = start().await;
+    let server = TestServer::without_engines().await;
     let port = server.port;
     let mut ws = open(port, "").await;
     send(&mut ws, connected()).await;
@@ -269,7 +261,7 @@ async fn bad_input_is_rejected_counted_and_the_call_goes_on() {
 
 #[tokio::test]
 async fn a_stream_in_another_format_is_closed_as_unsupported() {
-    let server = start().await;
+    let server = TestServer::without_engines().await;
     let mut ws = open(server.port, "").await;
     send(&mut ws, connected()).await;
     send(

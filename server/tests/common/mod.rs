@@ -109,6 +109,15 @@ impl TestServer {
         }
     }
 
+    /// A server that runs the protocols without loading any engine.
+    pub async fn without_engines() -> TestServer {
+        TestServer::start(ServerOptions {
+            config: NO_ENGINES,
+            ..ServerOptions::default()
+        })
+        .await
+    }
+
     /// The server's process id (for CPU accounting).
     pub fn pid(&self) -> Option<u32> {
         self._child.id()
