@@ -1,15 +1,17 @@
 //! Kokoro-82M (int8 ONNX) on onnxruntime: misaki phoneme ids + a voice style in, 24 kHz out.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use ort::session::Session;
 use ort::value::Tensor;
 use serde::Deserialize;
 
+use super::kokoro_timing::{self, FrameLimits};
 use super::symbols::SymbolIds;
 use super::{SpeechModel, TtsError};
 use crate::onnx;
+use crate::onnx::cut::{self, CutError, Dim, ElemType, TensorSpec};
 use crate::store::ModelStore;
 
 pub const KOKORO_MODEL: &str = "kokoro-82m";
@@ -27,14 +29,27 @@ struct VocabFile {
     vocab: HashMap<String, i64>,
 }
 
+/// Tensor names of the pinned export (`kokoro-v1.0.int8.onnx`), used to cut it in two.
+pub const TOKENS: &str = "tokens";
+pub const STYLE: &str = "style";
+pub const SPEED: &str = "speed";
+/// The predicted frames per token, int64 [1, tokens], after rounding and clipping to >= 1.
+pub const DURATIONS: &str = "/encoder/Cast_output_0";
+pub const AUDIO: &str = "audio";
+/// Symbols whose duration is a pause, not a sound.
+const PUNCTUATION: &str = ";:,.!?¡¿—…\"«»“”()";
+
 pub struct Kokoro {
     store: ModelStore,
-    session: Session,
+    /// The model cut at its predicted durations: tokens, style, speed -> frames per token...
+    durations: Session,
+    /// ...and tokens, style, frames per token -> audio, so we can drop frames in between.
+    decoder: Session,
     symbols: SymbolIds,
+    punctuation: HashSet<i64>,
     /// Voice name -> [STYLE_ROWS * STYLE_DIM] style table, loaded on first use.
     voices: HashMap<String, Vec<f32>>,
-    input_names: [String; 3],
-    output: String,
+    limits: FrameLimits,
     speed: f32,
 }
 
@@ -43,16 +58,29 @@ impl Kokoro {
         let model = store.file(KOKORO_MODEL, KOKORO_ONNX)?;
         let vocab_path = store.file(KOKORO_MODEL, KOKORO_VOCAB)?;
         let env = onnx::environment(store)?;
-        let session = onnx::session(&env, &model, threads)?;
         let bad = |path: &Path, message: String| TtsError::Config {
             path: path.display().to_string(),
             message,
         };
+        let bytes = std::fs::read(&model).map_err(|e| bad(&model, e.to_string()))?;
+        let (front, back) = split_at_durations(&bytes).map_err(|e| {
+            bad(
+                &model,
+                format!(
+                    "cannot split the graph at {DURATIONS:?} (needs the pinned v1.0 export): {e}"
+                ),
+            )
+        })?;
+        let label = model.display().to_string();
+        let durations =
+            onnx::session_from_memory(&env, &format!("{label} (durations)"), &front, threads)?;
+        let decoder =
+            onnx::session_from_memory(&env, &format!("{label} (decoder)"), &back, threads)?;
         let text =
             std::fs::read_to_string(&vocab_path).map_err(|e| bad(&vocab_path, e.to_string()))?;
         let vocab: VocabFile =
             serde_json::from_str(&text).map_err(|e| bad(&vocab_path, e.to_string()))?;
-        let ids = vocab
+        let ids: HashMap<char, i64> = vocab
             .vocab
             .into_iter()
             .filter_map(|(s, id)| {
@@ -63,39 +91,25 @@ impl Kokoro {
                 }
             })
             .collect();
-        // Inputs are (tokens, style, speed) in that order whatever the export named them.
-        let names: Vec<String> = session
-            .inputs()
-            .iter()
-            .map(|i| i.name().to_owned())
+        let punctuation = PUNCTUATION
+            .chars()
+            .filter_map(|c| ids.get(&c).copied())
             .collect();
-        let find = |want: &[&str]| {
-            names
-                .iter()
-                .find(|n| want.contains(&n.as_str()))
-                .cloned()
-                .ok_or_else(|| bad(&model, format!("no input named {want:?} among {names:?}")))
-        };
-        let input_names = [
-            find(&["tokens", "input_ids"])?,
-            find(&["style", "ref_s"])?,
-            find(&["speed"])?,
-        ];
-        let output = session
-            .outputs()
-            .first()
-            .ok_or_else(|| bad(&model, "model has no output".into()))?
-            .name()
-            .to_owned();
         Ok(Self {
             store: store.clone(),
-            session,
+            durations,
+            decoder,
             symbols: SymbolIds::new(ids),
+            punctuation,
             voices: HashMap::new(),
-            input_names,
-            output,
+            limits: FrameLimits::default(),
             speed: 1.0,
         })
+    }
+
+    /// The caps on non-speech frames (benchmarks and probes compare them).
+    pub fn set_frame_limits(&mut self, limits: FrameLimits) {
+        self.limits = limits;
     }
 
     fn style_table(&mut self, voice: &str) -> Result<&[f32], TtsError> {
@@ -133,10 +147,11 @@ impl Kokoro {
     fn run(&mut self, ids: Vec<i64>, voice: &str) -> Result<Vec<f32>, TtsError> {
         let row = ids.len().min(STYLE_ROWS - 1);
         let style = self.style_table(voice)?[row * STYLE_DIM..(row + 1) * STYLE_DIM].to_vec();
-        // Both pads, though the model makes ~0.37 s of silence for the leading one (its
-        // compute is proportional to the audio, so that is ~40 % of a one-word chunk's cost):
-        // without it the first word is swallowed ("Turn left" heard as "Left"; the round-trip
-        // WER failed), and any other leading symbol costs the same silence. docs/TTS.md.
+        let ends_in_punctuation = ids.last().is_some_and(|id| self.punctuation.contains(id));
+        // Both pads, though the model gives the leading one 14-20 frames of silence: without it
+        // the first word is swallowed ("Turn left" heard as "Left"; the round-trip WER failed),
+        // and any other leading symbol costs the same. Its frames are capped instead
+        // (`kokoro_timing`), which keeps the onset. docs/TTS.md.
         let mut tokens = Vec::with_capacity(ids.len() + 2);
         tokens.push(0);
         tokens.extend(ids);
@@ -146,16 +161,50 @@ impl Kokoro {
         let tokens = Tensor::from_array(([1usize, len], tokens)).map_err(err)?;
         let style = Tensor::from_array(([1usize, STYLE_DIM], style)).map_err(err)?;
         let speed = Tensor::from_array(([1usize], vec![self.speed])).map_err(err)?;
-        let [t, s, v] = &self.input_names;
+        let predicted = self
+            .durations
+            .run(ort::inputs![TOKENS => &tokens, STYLE => &style, SPEED => speed])
+            .map_err(err)?;
+        let (_, frames) = predicted[DURATIONS]
+            .try_extract_tensor::<i64>()
+            .map_err(err)?;
+        let mut frames = frames.to_vec();
+        if frames.len() != len {
+            return Err(TtsError::Inference(format!(
+                "the duration predictor returned {} values for {len} tokens",
+                frames.len()
+            )));
+        }
+        drop(predicted);
+        kokoro_timing::tighten(&mut frames, ends_in_punctuation, self.limits);
+        let frames = Tensor::from_array(([1usize, len], frames)).map_err(err)?;
         let outputs = self
-            .session
-            .run(ort::inputs![t.as_str() => tokens, s.as_str() => style, v.as_str() => speed])
+            .decoder
+            .run(ort::inputs![TOKENS => tokens, STYLE => style, DURATIONS => frames])
             .map_err(err)?;
-        let (_, audio) = outputs[self.output.as_str()]
-            .try_extract_tensor::<f32>()
-            .map_err(err)?;
+        let (_, audio) = outputs[AUDIO].try_extract_tensor::<f32>().map_err(err)?;
         Ok(audio.to_vec())
     }
+}
+
+/// Cuts the model at its predicted durations: (tokens, style, speed -> durations) and
+/// (tokens, style, durations -> audio). Fed the predicted durations unchanged, the pair
+/// computes exactly what the whole model does (test `kokoro_split_equals_whole_model`).
+pub fn split_at_durations(model: &[u8]) -> Result<(Vec<u8>, Vec<u8>), CutError> {
+    let per_token = [Dim::Fixed(1), Dim::Named("sequence_length")];
+    let durations = TensorSpec {
+        name: DURATIONS,
+        elem_type: ElemType::Int64,
+        dims: &per_token,
+    };
+    let audio = TensorSpec {
+        name: AUDIO,
+        elem_type: ElemType::Float,
+        dims: &[Dim::Named("audio_length")],
+    };
+    let front = cut::sub_model(model, &[], &[durations])?;
+    let back = cut::sub_model(model, &[durations], &[audio])?;
+    Ok((front, back))
 }
 
 impl SpeechModel for Kokoro {

@@ -8,6 +8,7 @@ pub mod chunker;
 pub mod engine;
 pub mod g2p;
 pub mod kokoro;
+pub mod kokoro_timing;
 pub mod letters;
 pub mod lexicon;
 pub mod load;

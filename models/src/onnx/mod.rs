@@ -4,6 +4,9 @@
 //! module keeps it in a `OnceLock`: the only process-wide state in the crate, forced on us by
 //! the runtime. Every engine takes sessions from it.
 
+pub mod cut;
+mod wire;
+
 use std::path::Path;
 use std::sync::OnceLock;
 
