@@ -2,10 +2,13 @@
 //! 20 tokens/s, and the real-time factor of whole-sentence synthesis, per engine. A second
 //! sentence without an early comma shows the first chunk cut by the word cap instead.
 //!
-//! `cargo run --release -p antiphon-models --example tts_bench -- [RUNS] [THREADS] [VOICE[:WORDS]…]`
+//! `cargo run --release -p antiphon-models --example tts_bench -- [RUNS] [THREADS] [VOICE[:WORDS[:FRAMES]]…]`
 //!
 //! `af_heart:6` runs the voice with its first chunk capped at 6 words instead of the engine's
-//! default, to compare caps under the same load.
+//! default, to compare caps under the same load; `af_heart:4:asis` also leaves Kokoro's predicted
+//! frames as they are, `af_heart:4:14,4,99,99` caps the leading pad at 14 frames, a final
+//! punctuation mark at 4, the phoneme before it and the final pad at 99 (the order of
+//! `kokoro_timing::FrameLimits`; fewer values leave the rest at their defaults).
 //!
 //! The load average is printed before and after: the benchmark box is shared.
 
@@ -15,6 +18,7 @@ use std::time::{Duration, Instant};
 use antiphon_models::store::ModelStore;
 use antiphon_models::tts::EngineConfig;
 use antiphon_models::tts::chunker::{ChunkerConfig, TextChunker};
+use antiphon_models::tts::kokoro_timing::FrameLimits;
 use antiphon_models::tts::lexicon::Lexicon;
 use antiphon_models::tts::load::{engine_config_for_voice, spawn_engine_with_config};
 use antiphon_models::tts::{TtsEngine, TtsEvent};
@@ -101,15 +105,31 @@ fn rtf(engine: &TtsEngine, voice: &str) -> f64 {
     compute / (samples as f64 / engine.sample_rate() as f64)
 }
 
-/// `voice` or `voice:words`: the engine settings, with the first-chunk word cap overridden.
+/// `voice`, `voice:words` or `voice:words:frames`: the engine settings, with the first-chunk
+/// word cap and Kokoro's frame caps (`asis`, or `lead,punctuation`) overridden.
 fn config_for(spec: &str) -> (String, EngineConfig) {
-    let (voice, words) = match spec.split_once(':') {
-        Some((v, w)) => (v, w.parse().ok()),
-        None => (spec, None),
-    };
+    let mut parts = spec.split(':');
+    let voice = parts.next().unwrap_or_default();
     let mut config = engine_config_for_voice(voice);
-    if let Some(words) = words {
+    if let Some(words) = parts.next().and_then(|w| w.parse().ok()) {
         config.chunker.first_max_words = words;
+    }
+    match parts.next() {
+        Some("asis") => config.kokoro_frames = FrameLimits::UNCHANGED,
+        Some(caps) => {
+            let caps: Vec<i64> = caps.split(',').filter_map(|c| c.parse().ok()).collect();
+            let frames = &mut config.kokoro_frames;
+            let fields = [
+                &mut frames.leading_pad,
+                &mut frames.final_punctuation,
+                &mut frames.final_phoneme,
+                &mut frames.final_pad,
+            ];
+            for (field, cap) in fields.into_iter().zip(caps) {
+                *field = cap;
+            }
+        }
+        None => {}
     }
     (voice.to_owned(), config)
 }

@@ -7,12 +7,12 @@ use std::collections::HashMap;
 
 use antiphon_models::onnx;
 use antiphon_models::store::ModelStore;
-use antiphon_models::tts::SpeechModel;
 use antiphon_models::tts::kokoro::{
     self, AUDIO, DURATIONS, KOKORO_MODEL, KOKORO_ONNX, KOKORO_VOCAB, KOKORO_VOICES_MODEL, Kokoro,
     SPEED, STYLE, TOKENS,
 };
 use antiphon_models::tts::kokoro_timing::{FRAME_SAMPLES, FrameLimits};
+use antiphon_models::tts::{SpeechModel, Urgency};
 use ort::session::Session;
 use ort::value::Tensor;
 
@@ -113,10 +113,11 @@ fn kokoro_split_equals_whole_model() {
 }
 
 #[test]
-fn capped_frames_shorten_the_audio_by_exactly_those_frames() {
+fn first_audio_is_shorter_by_exactly_the_capped_frames() {
     let store = ModelStore::from_env().expect("store");
     let mut kokoro = Kokoro::load(&store, 1).expect("kokoro");
     let mut f = fixture();
+    let limits = FrameLimits::default();
     for phrase in PHRASES {
         let (tokens, style) = f.inputs(phrase);
         let predicted = f
@@ -128,27 +129,29 @@ fn capped_frames_shorten_the_audio_by_exactly_those_frames() {
             .unwrap()
             .1
             .to_vec();
-        let limits = FrameLimits::default();
-        let ends_in_punctuation = phrase.ends_with(',');
         let n = frames.len();
-        let mut saved =
-            (frames[0] - limits.leading_pad).max(0) + (frames[n - 1] - limits.final_pad).max(0);
-        if ends_in_punctuation {
-            saved += (frames[n - 2] - limits.final_punctuation).max(0);
+        let over = |d: i64, cap: i64| (d - cap).max(0);
+        let mut saved = over(frames[0], limits.leading_pad) + over(frames[n - 1], limits.final_pad);
+        if phrase.ends_with(',') {
+            saved += over(frames[n - 2], limits.final_punctuation)
+                + over(frames[n - 3], limits.final_phoneme);
         }
-        kokoro.set_frame_limits(FrameLimits::UNCHANGED);
-        let full = kokoro.synthesize(phrase, "af_heart").unwrap();
-        kokoro.set_frame_limits(limits);
-        let tight = kokoro.synthesize(phrase, "af_heart").unwrap();
+        // A later chunk keeps the model's durations; the first chunk of a reply is capped.
+        let ahead = kokoro
+            .synthesize(phrase, "af_heart", Urgency::Ahead)
+            .unwrap();
+        let first = kokoro
+            .synthesize(phrase, "af_heart", Urgency::FirstAudio)
+            .unwrap();
         assert_eq!(
-            full.len(),
+            ahead.len(),
             frames.iter().sum::<i64>() as usize * FRAME_SAMPLES
         );
+        assert!(saved > 0, "{phrase}: nothing was capped in {frames:?}");
         assert_eq!(
-            full.len() - tight.len(),
+            ahead.len() - first.len(),
             saved as usize * FRAME_SAMPLES,
             "{phrase}: {frames:?}"
         );
-        assert!(saved > 0, "{phrase}: nothing was capped in {frames:?}");
     }
 }

@@ -18,9 +18,10 @@ use std::time::Duration;
 
 use super::chunker::{ChunkerConfig, TextChunker};
 use super::g2p::G2p;
+use super::kokoro_timing::FrameLimits;
 use super::normalize::normalize;
 use super::shape::{pause_ms, shape_chunk};
-use super::{SpeechModel, TtsError};
+use super::{SpeechModel, TtsError, Urgency};
 use crate::engine::spawn_engine_thread;
 
 #[derive(Debug, Clone)]
@@ -32,6 +33,8 @@ pub struct EngineConfig {
     /// Chunks waiting for one stream's reader.
     pub stream_queue: usize,
     pub chunker: ChunkerConfig,
+    /// Kokoro's caps on non-speech frames (Piper has no such knob and ignores it).
+    pub kokoro_frames: FrameLimits,
 }
 
 impl Default for EngineConfig {
@@ -41,6 +44,7 @@ impl Default for EngineConfig {
             queue: 64,
             stream_queue: 32,
             chunker: ChunkerConfig::default(),
+            kokoro_frames: FrameLimits::default(),
         }
     }
 }
@@ -91,6 +95,8 @@ struct Speak {
     seq: u64,
     text: String,
     last: bool,
+    /// The reply's first spoken chunk, which the listener is waiting for.
+    first_of_reply: bool,
     voice: Arc<str>,
     current_epoch: Arc<AtomicU64>,
     reply: SyncSender<TtsEvent>,
@@ -315,6 +321,7 @@ impl TtsStream {
                 seq: self.seq,
                 text,
                 last,
+                first_of_reply: spoken && self.reply_sent == 0,
                 voice: self.voice.clone(),
                 current_epoch: self.epoch.clone(),
                 reply: self.reply.clone(),
@@ -374,7 +381,12 @@ fn serve<M: SpeechModel>(mut model: M, g2p: G2p, inbox: Receiver<Request>, dropp
                 next_sample: 0,
             };
         }
-        let event = match synthesize_chunk(&mut model, &g2p, &speak.text, &speak.voice) {
+        let urgency = if speak.first_of_reply {
+            Urgency::FirstAudio
+        } else {
+            Urgency::Ahead
+        };
+        let event = match synthesize_chunk(&mut model, &g2p, &speak.text, &speak.voice, urgency) {
             Ok(mut samples) => {
                 let speech_samples = if samples.is_empty() {
                     0
@@ -422,12 +434,13 @@ fn synthesize_chunk<M: SpeechModel>(
     g2p: &G2p,
     text: &str,
     voice: &str,
+    urgency: Urgency,
 ) -> Result<Vec<f32>, TtsError> {
     let phonemes = g2p.phonemize(&normalize(text));
     if phonemes.trim().is_empty() {
         return Ok(Vec::new());
     }
-    model.synthesize(&phonemes, voice)
+    model.synthesize(&phonemes, voice, urgency)
 }
 
 impl TtsStream {

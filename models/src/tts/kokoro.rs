@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::kokoro_timing::{self, FrameLimits};
 use super::symbols::SymbolIds;
-use super::{SpeechModel, TtsError};
+use super::{SpeechModel, TtsError, Urgency};
 use crate::onnx;
 use crate::onnx::cut::{self, CutError, Dim, ElemType, TensorSpec};
 use crate::store::ModelStore;
@@ -107,7 +107,7 @@ impl Kokoro {
         })
     }
 
-    /// The caps on non-speech frames (benchmarks and probes compare them).
+    /// The caps on non-speech frames for a reply's first chunk (benchmarks compare them).
     pub fn set_frame_limits(&mut self, limits: FrameLimits) {
         self.limits = limits;
     }
@@ -144,7 +144,12 @@ impl Kokoro {
         Ok(&self.voices[voice])
     }
 
-    fn run(&mut self, ids: Vec<i64>, voice: &str) -> Result<Vec<f32>, TtsError> {
+    fn run(
+        &mut self,
+        ids: Vec<i64>,
+        voice: &str,
+        limits: FrameLimits,
+    ) -> Result<Vec<f32>, TtsError> {
         let row = ids.len().min(STYLE_ROWS - 1);
         let style = self.style_table(voice)?[row * STYLE_DIM..(row + 1) * STYLE_DIM].to_vec();
         let ends_in_punctuation = ids.last().is_some_and(|id| self.punctuation.contains(id));
@@ -176,7 +181,7 @@ impl Kokoro {
             )));
         }
         drop(predicted);
-        kokoro_timing::tighten(&mut frames, ends_in_punctuation, self.limits);
+        kokoro_timing::tighten(&mut frames, ends_in_punctuation, limits);
         let frames = Tensor::from_array(([1usize, len], frames)).map_err(err)?;
         let outputs = self
             .decoder
@@ -229,7 +234,16 @@ impl SpeechModel for Kokoro {
         names
     }
 
-    fn synthesize(&mut self, phonemes: &str, voice: &str) -> Result<Vec<f32>, TtsError> {
+    fn synthesize(
+        &mut self,
+        phonemes: &str,
+        voice: &str,
+        urgency: Urgency,
+    ) -> Result<Vec<f32>, TtsError> {
+        let limits = match urgency {
+            Urgency::FirstAudio => self.limits,
+            Urgency::Ahead => FrameLimits::UNCHANGED,
+        };
         let (ids, _unknown) = self.symbols.encode(phonemes);
         if ids.is_empty() {
             return Ok(Vec::new());
@@ -248,12 +262,12 @@ impl SpeechModel for Kokoro {
             if piece.len() == max {
                 let cut = last_space.filter(|&c| c > 0).unwrap_or(max);
                 let rest = piece.split_off(cut);
-                audio.extend(self.run(std::mem::replace(&mut piece, rest), voice)?);
+                audio.extend(self.run(std::mem::replace(&mut piece, rest), voice, limits)?);
                 last_space = None;
             }
         }
         if !piece.is_empty() {
-            audio.extend(self.run(piece, voice)?);
+            audio.extend(self.run(piece, voice, limits)?);
         }
         Ok(audio)
     }

@@ -70,7 +70,12 @@ pub fn spawn_engine_with_config(
             store
                 .file(super::kokoro::KOKORO_VOICES_MODEL, &format!("{voice}.bin"))
                 .map_err(|_| TtsError::UnknownVoice(voice.to_owned()))?;
-            TtsEngine::spawn(config, g2p, move || Kokoro::load(&store, threads))
+            let frames = config.kokoro_frames;
+            TtsEngine::spawn(config, g2p, move || {
+                let mut kokoro = Kokoro::load(&store, threads)?;
+                kokoro.set_frame_limits(frames);
+                Ok(kokoro)
+            })
         }
     }
 }

@@ -53,7 +53,23 @@ pub trait SpeechModel {
     /// Voice names this model can speak with.
     fn voices(&self) -> Vec<String>;
     /// Mono f32 audio for one chunk of misaki phonemes, in `voice`.
-    fn synthesize(&mut self, phonemes: &str, voice: &str) -> Result<Vec<f32>, TtsError>;
+    fn synthesize(
+        &mut self,
+        phonemes: &str,
+        voice: &str,
+        urgency: Urgency,
+    ) -> Result<Vec<f32>, TtsError>;
+}
+
+/// Whether a listener is waiting on a chunk. The first chunk of a reply is the last term of
+/// TTFB; later ones are made while earlier audio plays (RTF < 1), so only the first is worth
+/// trading exactness for speed (Kokoro caps its silent frames for it; Piper has no such knob).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Urgency {
+    /// The first chunk of a reply: the caller hears nothing until it is done.
+    FirstAudio,
+    /// A later chunk, made ahead of playback.
+    Ahead,
 }
 
 /// Which engine serves a voice name: `joe` is Piper, every other name a Kokoro voice.

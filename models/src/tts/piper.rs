@@ -8,7 +8,7 @@ use ort::value::Tensor;
 use serde::Deserialize;
 
 use super::symbols::{SymbolIds, misaki_to_espeak};
-use super::{SpeechModel, TtsError};
+use super::{SpeechModel, TtsError, Urgency};
 use crate::onnx;
 use crate::store::ModelStore;
 
@@ -130,7 +130,12 @@ impl SpeechModel for Piper {
         vec![self.voice.clone()]
     }
 
-    fn synthesize(&mut self, phonemes: &str, voice: &str) -> Result<Vec<f32>, TtsError> {
+    fn synthesize(
+        &mut self,
+        phonemes: &str,
+        voice: &str,
+        _urgency: Urgency,
+    ) -> Result<Vec<f32>, TtsError> {
         if voice != self.voice {
             return Err(TtsError::UnknownVoice(voice.to_owned()));
         }
