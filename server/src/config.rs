@@ -20,6 +20,20 @@ pub struct Config {
     pub tts: TtsConfig,
     pub sip: SipConfig,
     pub webrtc: WebRtcConfig,
+    pub twilio: TwilioConfig,
+}
+
+/// `[twilio]`: Media Streams at `/v1/twilio` (docs/TWILIO.md).
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TwilioConfig {
+    /// The Twilio account's auth token. When set, every upgrade must carry a valid
+    /// `X-Twilio-Signature` (HTTP 403 otherwise); empty: not checked.
+    pub auth_token: String,
+    /// The stream URL exactly as in the TwiML `<Stream url=…>`, e.g.
+    /// "wss://voice.example.com/v1/twilio": what Twilio signs. Needed when a proxy in front
+    /// rewrites the Host header or path; empty: "wss://" + the request's Host + its path.
+    pub public_url: String,
 }
 
 /// `[sip]`: the SIP user agent server (UDP) and its RTP ports. Off unless `listen` is set
@@ -294,6 +308,19 @@ impl Config {
                 "server.api_keys entry {k:?} is empty or contains whitespace"
             ));
         }
+        let t = &self.twilio;
+        let websocket_url = ["wss://", "ws://"]
+            .iter()
+            .any(|scheme| t.public_url.starts_with(scheme));
+        if !t.public_url.is_empty() && !websocket_url {
+            return bad(format!(
+                "twilio.public_url {:?} must be a ws:// or wss:// URL",
+                t.public_url
+            ));
+        }
+        if t.auth_token.chars().any(char::is_whitespace) {
+            return bad("twilio.auth_token contains whitespace".into());
+        }
         if let Some([lo, hi]) = self.webrtc.port_range
             && (lo == 0 || lo > hi)
         {
@@ -435,6 +462,20 @@ mod tests {
         ));
         assert!(
             Config::parse("[sip]\nlisten = \"0.0.0.0:5060\"\npublic_ip = \"203.0.113.7\"").is_ok()
+        );
+        assert!(matches!(
+            Config::parse("[twilio]\npublic_url = \"https://voice.example.com/v1/twilio\""),
+            Err(ConfigError::Invalid(_))
+        ));
+        assert!(matches!(
+            Config::parse("[twilio]\nauth_token = \"a b\""),
+            Err(ConfigError::Invalid(_))
+        ));
+        assert!(
+            Config::parse(
+                "[twilio]\nauth_token = \"abc\"\npublic_url = \"wss://v.example/v1/twilio\""
+            )
+            .is_ok()
         );
     }
 

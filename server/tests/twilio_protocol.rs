@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::TestServer;
+use common::{NO_ENGINES, ServerOptions, TestServer};
 
 use std::time::Duration;
 
@@ -180,6 +180,98 @@ async fn key_is_checked_in_custom_parameters_or_on_the_upgrade() {
     // The key on the upgrade (for clients that can send one): no parameter needed.
     let mut ws = open(port, &format!("?api_key={KEY}")).await;
     send(&mut ws, start_msg("audio/x-mulaw", 8000, json!({}))).await;
+    wait_sessions(port, 1).await;
+    drop(ws);
+    wait_sessions(port, 0).await;
+}
+
+/// Twilio's own signer: `RequestValidator` from the `twilio` Python SDK (PyPI twilio==9.13.0,
+/// installed without its HTTP dependencies by tests/twilio/setup-venv.sh).
+fn twilio_sdk_signature(auth_token: &str, url: &str) -> String {
+    let python =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/twilio-venv/bin/python");
+    let out = std::process::Command::new(&python)
+        .args([
+            "-c",
+            "import sys; from twilio.request_validator import RequestValidator; \
+             print(RequestValidator(sys.argv[1]).compute_signature(sys.argv[2], {}))",
+            auth_token,
+            url,
+        ])
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {} ({e}): run tests/twilio/setup-venv.sh (scripts/test.sh does)",
+                python.display()
+            )
+        });
+    assert!(
+        out.status.success(),
+        "twilio SDK signer failed (is twilio==9.13.0 in the venv? tests/twilio/setup-venv.sh): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+async fn open_signed(port: u16, signature: Option<&str>) -> Result<Ws, tungstenite::Error> {
+    use tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://127.0.0.1:{port}/v1/twilio")
+        .into_client_request()
+        .unwrap();
+    if let Some(signature) = signature {
+        request
+            .headers_mut()
+            .insert("X-Twilio-Signature", signature.parse().unwrap());
+    }
+    connect_async(request).await.map(|(ws, _)| ws)
+}
+
+#[tokio::test]
+async fn with_an_auth_token_only_twilio_signed_upgrades_get_through() {
+    const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+    let config = format!("{NO_ENGINES}[twilio]\nauth_token = \"{TOKEN}\"\n");
+    let server = TestServer::start(ServerOptions {
+        config: &config,
+        ..ServerOptions::default()
+    })
+    .await;
+    let port = server.port;
+    // What Twilio would sign for this server: the <Stream url> as the proxy-less server sees it.
+    let url = format!("wss://127.0.0.1:{port}/v1/twilio");
+    let forbidden = |result: Result<Ws, tungstenite::Error>| match result {
+        Err(tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 403),
+        other => panic!("expected 403, got {:?}", other.map(|_| ())),
+    };
+    forbidden(open_signed(port, None).await);
+    forbidden(open_signed(port, Some(&twilio_sdk_signature("wrong-token", &url))).await);
+    forbidden(
+        open_signed(
+            port,
+            Some(&twilio_sdk_signature(TOKEN, &format!("{url}/other"))),
+        )
+        .await,
+    );
+    forbidden(open_signed(port, Some("not base64 at all")).await);
+    let m = http_get(port, "/metrics").await;
+    assert_eq!(
+        metric(
+            &m,
+            "antiphon_sessions_refused_total{transport=\"twilio\",reason=\"signature\"}"
+        ),
+        4,
+        "{m}"
+    );
+
+    // Signed by Twilio's SDK with the right token: the call goes on as usual (key at `start`).
+    let mut ws = open_signed(port, Some(&twilio_sdk_signature(TOKEN, &url)))
+        .await
+        .expect("a signed upgrade is accepted");
+    send(&mut ws, connected()).await;
+    send(
+        &mut ws,
+        start_msg("audio/x-mulaw", 8000, json!({"api_key": KEY})),
+    )
+    .await;
     wait_sessions(port, 1).await;
     drop(ws);
     wait_sessions(port, 0).await;

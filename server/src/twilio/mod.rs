@@ -9,10 +9,13 @@
 //! the key travels as the custom parameter `api_key` (`<Parameter name="api_key" …/>`) and is
 //! checked at `start`, before a session is admitted. A key offered the usual ways (bearer
 //! header, subprotocol, `?api_key=`) is checked before the upgrade, as on `/v1/realtime`.
+//! With `[twilio] auth_token` set, the upgrade must also carry Twilio's `X-Twilio-Signature`
+//! of the stream URL ([`signature`]), so only Twilio itself can open a call.
 
 pub mod bridge;
 pub mod call;
 pub mod codec;
+pub mod signature;
 
 use std::sync::Arc;
 
@@ -52,6 +55,20 @@ async fn upgrade(
     uri: Uri,
     ws: WebSocketUpgrade,
 ) -> Response {
+    if let Err(reason) = check_signature(&state.config.twilio, &headers, &uri) {
+        tracing::info!(
+            transport = TRANSPORT_LABEL,
+            reason,
+            "call refused: bad Twilio signature"
+        );
+        state.metrics.add(
+            "antiphon_sessions_refused_total",
+            TRANSPORT_LABEL,
+            &[("reason", "signature")],
+            1,
+        );
+        return (StatusCode::FORBIDDEN, format!("{reason}\n")).into_response();
+    }
     let auth = match keys.check_offered(&headers, uri.query()) {
         Some(true) => bridge::Auth::Accepted,
         None => bridge::Auth::AtStart(keys),
@@ -72,4 +89,33 @@ async fn upgrade(
     ws.max_message_size(HARD_MESSAGE_LIMIT)
         .max_frame_size(HARD_MESSAGE_LIMIT)
         .on_upgrade(move |socket| bridge::run(socket, state, auth))
+}
+
+/// Checks `X-Twilio-Signature` when an auth token is configured; `Err` says why not.
+fn check_signature(
+    config: &crate::config::TwilioConfig,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> Result<(), &'static str> {
+    if config.auth_token.is_empty() {
+        return Ok(());
+    }
+    let Some(offered) = headers.get(signature::HEADER).and_then(|v| v.to_str().ok()) else {
+        return Err("missing X-Twilio-Signature");
+    };
+    let url = if config.public_url.is_empty() {
+        let host = headers
+            .get(axum::http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .ok_or("no Host header to rebuild the signed URL from")?;
+        let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        format!("wss://{host}{path}")
+    } else {
+        config.public_url.clone()
+    };
+    if signature::verify(&config.auth_token, &url, offered) {
+        Ok(())
+    } else {
+        Err("X-Twilio-Signature does not match the stream URL and auth token")
+    }
 }
