@@ -70,6 +70,58 @@ fn greedy_reference_with_margins(
     (out, margins)
 }
 
+/// How far a row's logits move between the way the engine may compute them and the reference:
+/// all prompts in one batch with the system prompt prefilled first as a cached prefix (a
+/// warmed session), against each prompt alone in one pass. Teacher forcing (each prompt is fed
+/// its own reference tokens) keeps both on the same path; returns the largest absolute logit
+/// difference over all steps, with the span of the logits for scale.
+fn engine_logit_deviation(
+    m: &QuantLm,
+    system: &[u32],
+    turns: &[Vec<u32>],
+    references: &[Vec<u32>],
+) -> (f32, f32) {
+    let logits = |seqs: &mut [StepSeq<'_>]| -> Vec<Vec<f32>> {
+        m.forward(seqs)
+            .expect("forward")
+            .to_vec2::<f32>()
+            .expect("logits")
+    };
+    let mut together: Vec<_> = turns.iter().map(|_| m.new_cache()).collect();
+    let mut alone: Vec<_> = turns.iter().map(|_| m.new_cache()).collect();
+    let mut prefix: Vec<StepSeq<'_>> = together
+        .iter_mut()
+        .map(|kv| StepSeq { tokens: system, kv })
+        .collect();
+    logits(&mut prefix);
+    let whole: Vec<Vec<u32>> = turns.iter().map(|t| [system, t].concat()).collect();
+    let (mut worst, mut span) = (0f32, 0f32);
+    let steps = references.iter().map(Vec::len).min().unwrap_or(0);
+    for step in 0..=steps {
+        let next = |i: usize| -> &[u32] { &references[i][step.max(1) - 1..step.max(1)] };
+        let feed: Vec<&[u32]> = (0..turns.len())
+            .map(|i| if step == 0 { &turns[i][..] } else { next(i) })
+            .collect();
+        let mut batch: Vec<StepSeq<'_>> = together
+            .iter_mut()
+            .zip(&feed)
+            .map(|(kv, tokens)| StepSeq { tokens, kv })
+            .collect();
+        let batched = logits(&mut batch);
+        for (i, kv) in alone.iter_mut().enumerate() {
+            let tokens = if step == 0 { &whole[i][..] } else { next(i) };
+            let single = logits(&mut [StepSeq { tokens, kv }]).remove(0);
+            let max = single.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let min = single.iter().copied().fold(f32::INFINITY, f32::min);
+            span = span.max(max - min);
+            for (a, b) in batched[i].iter().zip(&single) {
+                worst = worst.max((a - b).abs());
+            }
+        }
+    }
+    (worst, span)
+}
+
 fn greedy(max_tokens: usize) -> SamplingParams {
     SamplingParams {
         max_tokens,
@@ -156,14 +208,35 @@ fn eight_concurrent_batched_replies_equal_single_sequence_greedy() {
     let steps = eng.steps_started() - steps_before;
     // Batched: far fewer forward passes than 8 replies x up to 20 tokens.
     assert!(steps <= (max as u64) + 4, "took {steps} steps");
-    // Batched rows may round differently from a lone sequence (8-bit activations, other
-    // kernel tiles): greedy outputs must agree token for token, except that they may part at
-    // a near-tie, where the reference's top two logits are within rounding of each other.
+    // The engine may prefill a session's system prompt on its own (warm-up) and batches rows
+    // of many sessions; the reference is each prompt alone in one pass. Greedy outputs must
+    // agree token for token, except that they may part where the reference's top two logits
+    // are closer than that difference in computation can move them, which is measured here
+    // (teacher-forced, same steps both ways), not assumed.
+    let system = f.system(&m.tokenizer, None).expect("system");
+    let turns: Vec<Vec<u32>> = PROMPTS
+        .iter()
+        .map(|p| f.user_turn(&m.tokenizer, p).expect("user"))
+        .collect();
+    let references: Vec<_> = turns
+        .iter()
+        .map(|turn| greedy_reference_with_margins(&m, &[&system[..], turn].concat(), max))
+        .collect();
+    let tokens_only: Vec<Vec<u32>> = references.iter().map(|(t, _)| t.clone()).collect();
+    let (deviation, span) = engine_logit_deviation(&m, &system, &turns, &tokens_only);
+    eprintln!(
+        "batched with a cached prefix vs alone in one pass: max logit difference {deviation:.4} (logits span {span:.1})"
+    );
+    // Measured 2026-11-25: 1.16 of a 55.9 span (1.42 before the fused decode attention): the
+    // prefix prefilled in its own pass rounds differently through the 8-bit activations. Batching
+    // alone moves nothing (0.0 with the prefix in the same pass). A broken batch or cache moves
+    // logits by many units; this bound catches that.
+    assert!(
+        deviation < 0.05 * span,
+        "batched logits differ by {deviation} (span {span})"
+    );
     let mut identical = 0;
-    for (p, text) in PROMPTS.iter().zip(&texts) {
-        let mut prompt = f.system(&m.tokenizer, None).expect("system");
-        prompt.extend(f.user_turn(&m.tokenizer, p).expect("user"));
-        let (tokens, margins) = greedy_reference_with_margins(&m, &prompt, max);
+    for ((p, text), (tokens, margins)) in PROMPTS.iter().zip(&texts).zip(references) {
         let reference = m.tokenizer.decode(&tokens);
         assert!(!text.trim().is_empty());
         if *text == reference {
@@ -179,8 +252,9 @@ fn eight_concurrent_batched_replies_equal_single_sequence_greedy() {
             "prompt {p:?}: batched output parts from the reference at token {parted}, where the \
              reference's top-2 logit margin is {margin:.4}"
         );
+        // Two logits each off by at most `deviation` can swap only if they were within 2x.
         assert!(
-            parted > 0 && margin < 0.25,
+            parted > 0 && margin <= 2.0 * deviation,
             "prompt {p:?}: parted at token {parted} with margin {margin} (not a near-tie)\n  \
              batched:   {text:?}\n  reference: {reference:?}"
         );

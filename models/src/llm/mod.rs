@@ -14,6 +14,7 @@
 
 pub mod backend;
 pub mod chat;
+mod decode_attention;
 pub mod engine;
 pub mod external;
 pub mod gguf;

@@ -14,6 +14,7 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Result as CResult, Tensor};
 
 use super::LlmError;
+use super::decode_attention;
 use super::gguf::{Arch, LmConfig};
 use super::kv::SeqKv;
 use super::q8gemm::{self, PackedQ8};
@@ -381,13 +382,34 @@ impl QuantLm {
 
             let mut outs = Vec::with_capacity(seqs.len());
             let mut off = 0;
+            // Decoding sequences (one new token) attend in one loop over their cache.
+            let q_rows = if seqs.iter().any(|s| s.tokens.len() == 1) {
+                q.flatten_all()?.to_vec1::<f32>()?
+            } else {
+                Vec::new()
+            };
             for s in seqs.iter_mut() {
                 let t = s.tokens.len();
                 let past = s.kv.len();
-                let qi = q.narrow(0, off, t)?.transpose(0, 1)?.contiguous()?;
                 let ki = k.narrow(0, off, t)?.transpose(0, 1)?.contiguous()?;
                 let vi = v.narrow(0, off, t)?.transpose(0, 1)?.contiguous()?;
                 let (k_all, v_all) = s.kv.append(li, &ki, &vi)?;
+                if t == 1 {
+                    let width = nh * hd;
+                    let mut o = Vec::with_capacity(width);
+                    decode_attention::attend_one(
+                        &q_rows[off * width..(off + 1) * width],
+                        &k_all,
+                        &v_all,
+                        groups,
+                        scale as f32,
+                        &mut o,
+                    )?;
+                    outs.push(Tensor::from_vec(o, (1, width), &self.device)?);
+                    off += 1;
+                    continue;
+                }
+                let qi = q.narrow(0, off, t)?.transpose(0, 1)?.contiguous()?;
                 let total = past + t;
                 // Query heads that share a KV head are stacked as rows: [kv_heads, groups*t, hd].
                 let qg = qi.reshape((nkv, groups * t, hd))?;
