@@ -5,13 +5,12 @@
 
 mod common;
 
-use common::{NO_ENGINES, ServerOptions, TestServer};
+use common::{NO_ENGINES, ServerOptions, TestServer, http_get};
 
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
@@ -21,16 +20,6 @@ const KEY: &str = "antiphon-demo-key";
 const SID: &str = "MZ0123456789abcdef0123456789abcdef";
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-async fn http_get(port: u16, path: &str) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
-}
 
 /// The value of the series whose line starts with `prefix` (0 when absent).
 fn metric(metrics: &str, prefix: &str) -> i64 {

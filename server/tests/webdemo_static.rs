@@ -2,59 +2,18 @@
 //! a browser does: `/`, then every `/web-demo/FILE` the page loads. Also checks that the static
 //! route serves only plain files directly inside `web-demo/`.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
-struct Server {
-    port: u16,
-    child: Child,
-}
+use common::{BlockingServer, NO_ENGINES, workspace_root};
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("server/ sits inside the workspace")
-        .to_path_buf()
-}
-
-fn start() -> Server {
-    // Static files need no engines; loading them would only slow the test down.
-    let config = std::env::temp_dir().join(format!("antiphon-webdemo-{}.toml", std::process::id()));
-    std::fs::write(
-        &config,
-        "[asr]\nenabled = false\n[llm]\nenabled = false\n[tts]\nenabled = false\n",
-    )
-    .expect("write test config");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_antiphon"))
-        .args(["serve", "--port", "0", "--host", "127.0.0.1", "--config"])
-        .arg(&config)
-        .current_dir(workspace_root())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn antiphon serve");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("server printed its address");
-    let port = line
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no port in {line:?}"));
-    Server { port, child }
+/// A server without engines: static files need none.
+fn start() -> BlockingServer {
+    BlockingServer::start(NO_ENGINES, Stdio::null())
 }
 
 struct Reply {

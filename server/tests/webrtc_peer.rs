@@ -9,11 +9,14 @@
 //!   checks that the reply audio stops within one 20 ms frame of the server's
 //!   `output_audio_buffer.cleared` and that the reply item is truncated to what was sent.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
+
+use common::{BlockingServer, CI_LLM, NO_ENGINES};
 
 use antiphon_audio::opus_codec::{FRAME_SAMPLES, OpusDecoder, OpusEncoder, OpusEncoderConfig};
 use serde_json::Value;
@@ -24,64 +27,19 @@ use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 
-struct Server {
-    port: u16,
-    child: Child,
+fn start() -> BlockingServer {
+    start_with(NO_ENGINES)
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start() -> Server {
-    start_with("[asr]\nenabled = false\n[llm]\nenabled = false\n[tts]\nenabled = false\n")
-}
-
-fn start_with(engines: &str) -> Server {
-    let root: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("server/ sits inside the workspace")
-        .to_path_buf();
-    // One file per server: tests run in parallel.
-    static SERVERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = SERVERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let config = std::env::temp_dir().join(format!(
-        "antiphon-webrtc-peer-{}-{n}.toml",
-        std::process::id()
-    ));
-    std::fs::write(
-        &config,
-        format!(
+/// A server with `engines` (config sections) and WebRTC on loopback with one ICE server.
+fn start_with(engines: &str) -> BlockingServer {
+    BlockingServer::start(
+        &format!(
             "{engines}[webrtc]\ncandidate_ips = [\"127.0.0.1\"]\n\
              [[webrtc.ice_servers]]\nurls = [\"stun:stun.example.org:3478\"]\n"
         ),
+        Stdio::inherit(),
     )
-    .expect("write test config");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_antiphon"))
-        .args(["serve", "--port", "0", "--host", "127.0.0.1", "--config"])
-        .arg(&config)
-        .current_dir(root)
-        .env("RUST_LOG", "warn")
-        .env("CANDLE_NUM_THREADS", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn antiphon serve");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut line = String::new();
-    // Loading the engines takes seconds on a loaded 2-core box; `read_line` waits for them.
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("server printed its address");
-    let port = line
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no port in {line:?}"));
-    Server { port, child }
 }
 
 struct Reply {
@@ -438,7 +396,7 @@ const SPEECH_RMS: f32 = 0.005;
 
 #[test]
 fn barge_in_stops_the_reply_within_a_frame() {
-    let server = start_with("[llm]\nmodel = \"smollm2-135m\"\n");
+    let server = start_with(CI_LLM);
     let port = server.port;
     let (mut client, offer, pending) = Client::offer();
     let r = http(port, "POST", "/v1/webrtc", &[AUTH, SDP], &offer);

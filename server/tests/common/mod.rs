@@ -5,11 +5,13 @@
 //! Each test crate compiles this module on its own and uses part of it.
 #![allow(dead_code)]
 
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::net::TcpStream;
 use tokio::process::{Child, ChildStdout, Command};
 
 /// A server that runs the protocol without loading any engine.
@@ -95,11 +97,7 @@ impl TestServer {
             .expect("server loaded its engines and printed its address in time")
             .expect("read stdout")
             .expect("a line (the server exited: are the models in the store?)");
-        let port = line
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no port in {line:?}"));
+        let port = port_in(&line);
         TestServer {
             port,
             stdout,
@@ -127,6 +125,78 @@ impl TestServer {
     pub fn log_lines(&self) -> Vec<String> {
         self.log.lock().expect("log lock").clone()
     }
+}
+
+/// The port in the address line the server prints first (`… 127.0.0.1:PORT`).
+fn port_in(line: &str) -> u16 {
+    line.rsplit(':')
+        .next()
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no port in {line:?}"))
+}
+
+/// The workspace root (the server serves the web demo from `web-demo/` under it).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("server/ sits inside the workspace")
+        .to_path_buf()
+}
+
+/// The same server for tests that run without a tokio runtime (blocking sockets, a str0m
+/// peer's own loop), started from the workspace root. Killed on drop.
+pub struct BlockingServer {
+    pub port: u16,
+    child: std::process::Child,
+    _config: tempfile::NamedTempFile,
+}
+
+impl BlockingServer {
+    /// Spawns the server with `config` and waits for its address line (`read_line` waits
+    /// while engines load). `server_log`: where its stderr goes.
+    pub fn start(config: &str, server_log: Stdio) -> BlockingServer {
+        use std::io::BufRead;
+        let file = tempfile::NamedTempFile::new().expect("temp config");
+        std::fs::write(file.path(), config).expect("write test config");
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_antiphon"))
+            .args(["serve", "--port", "0", "--host", "127.0.0.1", "--config"])
+            .arg(file.path())
+            .current_dir(workspace_root())
+            .env("RUST_LOG", "warn")
+            .env("CANDLE_NUM_THREADS", "1")
+            .stdout(Stdio::piped())
+            .stderr(server_log)
+            .spawn()
+            .expect("spawn antiphon serve");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("server printed its address");
+        BlockingServer {
+            port: port_in(&line),
+            child,
+            _config: file,
+        }
+    }
+}
+
+impl Drop for BlockingServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.0 GET on loopback; the whole response, headers included.
+pub async fn http_get(port: u16, path: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
 }
 
 /// The line without ANSI colour sequences (`ESC [ … letter`).
