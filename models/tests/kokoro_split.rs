@@ -74,6 +74,18 @@ impl Fixture {
     }
 }
 
+impl Fixture {
+    /// The front half's frames per token for `tokens`, with the output's shape.
+    fn predicted(&mut self, tokens: &Tensor<i64>, style: &Tensor<f32>) -> (Vec<i64>, Vec<i64>) {
+        let predicted = self
+            .front
+            .run(ort::inputs![TOKENS => tokens, STYLE => style, SPEED => speed()])
+            .unwrap();
+        let (shape, frames) = predicted[DURATIONS].try_extract_tensor::<i64>().unwrap();
+        (shape.to_vec(), frames.to_vec())
+    }
+}
+
 fn speed() -> Tensor<f32> {
     Tensor::from_array(([1usize], vec![1.0f32])).unwrap()
 }
@@ -83,22 +95,22 @@ fn kokoro_split_equals_whole_model() {
     let mut f = fixture();
     for phrase in PHRASES {
         let (tokens, style) = f.inputs(phrase);
-        let whole = f
-            .whole
-            .run(ort::inputs![TOKENS => &tokens, STYLE => &style, SPEED => speed()])
-            .unwrap();
-        let whole = whole[AUDIO].try_extract_tensor::<f32>().unwrap().1.to_vec();
-        let predicted = f
-            .front
-            .run(ort::inputs![TOKENS => &tokens, STYLE => &style, SPEED => speed()])
-            .unwrap();
-        let (shape, frames) = predicted[DURATIONS].try_extract_tensor::<i64>().unwrap();
-        let frames = frames.to_vec();
-        assert_eq!(shape.to_vec(), vec![1, phrase.chars().count() as i64 + 2]);
+        let whole = {
+            let outputs = f
+                .whole
+                .run(ort::inputs![TOKENS => &tokens, STYLE => &style, SPEED => speed()])
+                .unwrap();
+            outputs[AUDIO]
+                .try_extract_tensor::<f32>()
+                .unwrap()
+                .1
+                .to_vec()
+        };
+        let (shape, frames) = f.predicted(&tokens, &style);
+        assert_eq!(shape, vec![1, phrase.chars().count() as i64 + 2]);
         assert!(frames.iter().all(|&d| d >= 1), "{frames:?}");
         let total: i64 = frames.iter().sum();
         let frames = Tensor::from_array(([1usize, frames.len()], frames)).unwrap();
-        drop(predicted);
         let split = f
             .back
             .run(ort::inputs![TOKENS => &tokens, STYLE => &style, DURATIONS => frames])
@@ -120,15 +132,7 @@ fn first_audio_is_shorter_by_exactly_the_capped_frames() {
     let limits = FrameLimits::default();
     for phrase in PHRASES {
         let (tokens, style) = f.inputs(phrase);
-        let predicted = f
-            .front
-            .run(ort::inputs![TOKENS => &tokens, STYLE => &style, SPEED => speed()])
-            .unwrap();
-        let frames = predicted[DURATIONS]
-            .try_extract_tensor::<i64>()
-            .unwrap()
-            .1
-            .to_vec();
+        let (_, frames) = f.predicted(&tokens, &style);
         let n = frames.len();
         let over = |d: i64, cap: i64| (d - cap).max(0);
         let mut saved = over(frames[0], limits.leading_pad) + over(frames[n - 1], limits.final_pad);
