@@ -30,22 +30,27 @@ pub fn attend_one(
         ));
     };
     let (k_data, v_data) = (k_cpu.as_slice::<f32>()?, v_cpu.as_slice::<f32>()?);
-    let row =
-        |data: &'_ [f32], layout: &candle_core::Layout, h: usize, p: usize| -> CResult<usize> {
-            let stride = layout.stride();
-            if stride[2] != 1 {
-                return Err(candle_core::Error::Msg(
-                    "decode attention: cache rows not dense".into(),
-                ));
-            }
-            let start = layout.start_offset() + h * stride[0] + p * stride[1];
-            if start + head_dim > data.len() {
-                return Err(candle_core::Error::Msg(
-                    "decode attention: cache view out of range".into(),
-                ));
-            }
-            Ok(start)
-        };
+    // Checked once per call: the row offsets grow with head and position, so the last row of
+    // the last head bounds them all; the loops below then only index.
+    let rows = |data: &[f32], layout: &candle_core::Layout| -> CResult<(usize, usize, usize)> {
+        let stride = layout.stride();
+        if stride[2] != 1 {
+            return Err(candle_core::Error::Msg(
+                "decode attention: cache rows not dense".into(),
+            ));
+        }
+        let (start, per_head, per_row) = (layout.start_offset(), stride[0], stride[1]);
+        let empty = kv_heads == 0 || len == 0;
+        if !empty && start + (kv_heads - 1) * per_head + (len - 1) * per_row + head_dim > data.len()
+        {
+            return Err(candle_core::Error::Msg(
+                "decode attention: cache view out of range".into(),
+            ));
+        }
+        Ok((start, per_head, per_row))
+    };
+    let (k_start, k_head, k_row) = rows(k_data, k_layout)?;
+    let (v_start, v_head, v_row) = rows(v_data, v_layout)?;
     let mut scores = vec![0f32; len];
     let base = out.len();
     out.resize(base + q.len(), 0.0);
@@ -54,7 +59,7 @@ pub fn attend_one(
         let qh = &q[h * head_dim..(h + 1) * head_dim];
         let mut max = f32::NEG_INFINITY;
         for (p, score) in scores.iter_mut().enumerate() {
-            let at = row(k_data, k_layout, kv, p)?;
+            let at = k_start + kv * k_head + p * k_row;
             *score = dot(qh, &k_data[at..at + head_dim]) * scale;
             max = max.max(*score);
         }
@@ -65,7 +70,7 @@ pub fn attend_one(
         }
         let oh = &mut out[base + h * head_dim..base + (h + 1) * head_dim];
         for (p, &w) in scores.iter().enumerate() {
-            let at = row(v_data, v_layout, kv, p)?;
+            let at = v_start + kv * v_head + p * v_row;
             let w = w / sum;
             for (o, &v) in oh.iter_mut().zip(&v_data[at..at + head_dim]) {
                 *o += w * v;
