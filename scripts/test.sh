@@ -13,6 +13,11 @@ cargo run --quiet --bin antiphon -- models fetch --set cpu
 # streamdouble, its own venv in target/twilio-venv).
 tests/twilio/setup-venv.sh >/dev/null
 
+# NVRTC 13.0 (PyPI wheel, pinned) so the CUDA kernels are compiled to PTX and checked here, on a
+# machine without a GPU (kernels/tests/ptx_compile.rs; under CI=true a missing NVRTC fails it).
+nvrtc_lib="$(scripts/cuda-libs.sh)"
+export LD_LIBRARY_PATH="$nvrtc_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+
 # candle spin-waits on its own thread pool: one thread per model keeps two parallel tests from
 # starving each other on a 2-core machine.
 export CANDLE_NUM_THREADS="${CANDLE_NUM_THREADS:-1}"

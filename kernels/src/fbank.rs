@@ -167,6 +167,22 @@ impl Fbank {
         self.frame_shift
     }
 
+    /// The analysis window (`frame_len` values) and the mel weights as a dense
+    /// `[num_bins][fft_len / 2]` matrix: what a GPU twin of [`Self::compute_frame`] needs.
+    pub fn tables(&self) -> (&[f32], Vec<f32>) {
+        let half = self.power.len() - 1;
+        let mut dense = vec![0.0; self.num_bins() * half];
+        for (row, (first, weights)) in dense.chunks_exact_mut(half).zip(&self.mel_bins) {
+            row[*first..*first + weights.len()].copy_from_slice(weights);
+        }
+        (&self.window, dense)
+    }
+
+    /// FFT length (the frame length rounded up to a power of two).
+    pub fn fft_len(&self) -> usize {
+        2 * (self.power.len() - 1)
+    }
+
     /// Frames `snip_edges = true` yields for `num_samples` samples (0 if shorter than a frame).
     pub fn num_frames(&self, num_samples: usize) -> usize {
         if num_samples < self.frame_len {

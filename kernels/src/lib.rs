@@ -1,5 +1,11 @@
 //! Numeric kernels. Each kernel has a CPU implementation; CUDA versions live behind the `cuda`
-//! feature and are tested equal to the CPU ones.
+//! feature (loaded at run time, see [`cuda`]) and are tested equal to their CPU twins.
 
+#[cfg(feature = "cuda")]
+pub mod cuda;
+pub mod device;
 pub mod fbank;
+pub mod llm_ref;
 pub mod pcm;
+
+pub use device::DeviceChoice;

@@ -80,6 +80,8 @@ pub struct ServerConfig {
     pub send_timeout_ms: u64,
     /// Directory holding `index.html` for `/` (skipped when absent).
     pub web_demo_dir: PathBuf,
+    /// Where the LLM runs: "auto", "cpu" or "cuda:N" (`--device` overrides).
+    pub device: String,
 }
 
 impl Default for ServerConfig {
@@ -94,6 +96,7 @@ impl Default for ServerConfig {
             max_conversation_items: 1000,
             send_timeout_ms: 5000,
             web_demo_dir: PathBuf::from("web-demo"),
+            device: "auto".into(),
         }
     }
 }
@@ -298,6 +301,9 @@ impl Config {
             return bad(
                 "server.max_conversation_items and send_timeout_ms must be positive".into(),
             );
+        }
+        if let Err(e) = s.device.parse::<antiphon_kernels::DeviceChoice>() {
+            return bad(format!("server.device: {e}"));
         }
         if let Some(k) = s
             .api_keys

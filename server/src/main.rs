@@ -2,6 +2,7 @@
 
 mod commands;
 mod config;
+mod device;
 mod http;
 mod metrics;
 mod pipeline;

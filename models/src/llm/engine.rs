@@ -38,8 +38,9 @@ use super::LlmError;
 use super::backend::{ChatBackend, ChatSession, FinishReason, ReplyEvent, ReplyStream};
 use super::chat::ChatFormat;
 use super::kv::SeqKv;
-use super::model::{QuantLm, StepSeq};
-use super::sampling::{Sampler, SamplingParams, StopFilter, StopOutcome};
+use super::model::StepSeq;
+use super::step::StepModel;
+use super::sampling::{Pick, Sampler, SamplingParams, StopFilter, StopOutcome};
 use super::tokenizer::StreamDecoder;
 
 /// Limits and knobs of one engine.
@@ -108,7 +109,7 @@ enum Msg {
 
 struct Shared {
     ctl: SyncSender<Msg>,
-    model: Arc<QuantLm>,
+    model: Arc<dyn StepModel>,
     format: ChatFormat,
     config: EngineConfig,
     next_id: AtomicU64,
@@ -140,18 +141,19 @@ pub struct LlmEngine {
 impl std::fmt::Debug for LlmEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LlmEngine")
-            .field("model", &self.shared.model.config.name)
+            .field("model", &self.shared.model.config().name)
+            .field("device", &self.shared.model.device())
             .finish()
     }
 }
 
 impl LlmEngine {
     /// Start the decode thread for `model`.
-    pub fn start(model: Arc<QuantLm>, config: EngineConfig) -> Result<Self, LlmError> {
+    pub fn start(model: Arc<dyn StepModel>, config: EngineConfig) -> Result<Self, LlmError> {
         let format = ChatFormat::new(
-            &model.tokenizer,
-            &model.config.chat_template,
-            model.config.eos_token,
+            model.tokenizer(),
+            &model.config().chat_template,
+            model.config().eos_token,
         )?;
         let (ctl, rx) = mpsc::sync_channel(1024);
         let steps = Arc::new(AtomicU64::new(0));
@@ -171,7 +173,7 @@ impl LlmEngine {
             healthy: healthy.clone(),
             tick: 0,
         };
-        let name = format!("llm-{}", short_name(&model.config.name));
+        let name = format!("llm-{}", short_name(&model.config().name));
         let thread = std::thread::Builder::new()
             .name(name)
             .spawn(move || lp.run())
@@ -192,8 +194,8 @@ impl LlmEngine {
         })
     }
 
-    pub fn model(&self) -> &QuantLm {
-        &self.shared.model
+    pub fn model(&self) -> &dyn StepModel {
+        &*self.shared.model
     }
 
     /// The chat format (ChatML token layout) this engine renders turns with.
@@ -217,7 +219,7 @@ impl LlmEngine {
         if !s.healthy.load(Ordering::SeqCst) {
             return Err(LlmError::EngineStopped("a forward pass failed".into()));
         }
-        let system = s.format.system(&s.model.tokenizer, system)?;
+        let system = s.format.system(s.model.tokenizer(), system)?;
         let prev = s.sessions_open.fetch_add(1, Ordering::SeqCst);
         if prev >= s.config.max_sessions {
             s.sessions_open.fetch_sub(1, Ordering::SeqCst);
@@ -264,7 +266,7 @@ impl EngineSession {
         if !s.healthy.load(Ordering::SeqCst) {
             return Err(LlmError::EngineStopped("a forward pass failed".into()));
         }
-        let tokens = s.format.user_turn(&s.model.tokenizer, user)?;
+        let tokens = s.format.user_turn(s.model.tokenizer(), user)?;
         let request = s.next_id.fetch_add(1, Ordering::SeqCst);
         let (tx, rx) = mpsc::sync_channel(s.config.stream_capacity.max(1));
         s.ctl
@@ -408,7 +410,7 @@ struct WarmJob {
 }
 
 struct Loop {
-    model: Arc<QuantLm>,
+    model: Arc<dyn StepModel>,
     format: ChatFormat,
     config: EngineConfig,
     rx: Receiver<Msg>,
@@ -693,6 +695,23 @@ impl Loop {
             .map(|&(i, _, _)| std::mem::replace(&mut self.slots[i].kv, SeqKv::new(0)))
             .collect();
         let result = {
+            // Sequences whose prompt is fully fed after this step pick their next token.
+            let draws: Vec<Option<f32>> = chosen
+                .iter()
+                .map(|&(i, start, len)| {
+                    let slot = &mut self.slots[i];
+                    (start + len >= slot.tokens.len()).then(|| slot.sampler.draw())
+                })
+                .collect();
+            let picks: Vec<Option<Pick<'_>>> = chosen
+                .iter()
+                .zip(&draws)
+                .map(|(&(i, _, _), draw)| {
+                    let slot = &self.slots[i];
+                    let recent_start = slot.tokens.len().saturating_sub(256);
+                    draw.map(|u| slot.sampler.pick_drawn(&slot.tokens[recent_start..], u))
+                })
+                .collect();
             let mut seqs: Vec<StepSeq<'_>> = chosen
                 .iter()
                 .zip(kvs.iter_mut())
@@ -709,9 +728,7 @@ impl Loop {
                     kv,
                 });
             }
-            self.model
-                .forward(&mut seqs)
-                .and_then(|l| Ok(l.to_vec2::<f32>()?))
+            self.model.step(&mut seqs, &picks)
         };
         for (&(i, _, _), kv) in chosen.iter().zip(kvs) {
             self.slots[i].kv = kv;
@@ -721,8 +738,8 @@ impl Loop {
         {
             st.kv = kv;
         }
-        let logits = match result {
-            Ok(l) => l,
+        let picked = match result {
+            Ok(p) => p,
             Err(e) => {
                 // Supervision: the engine stops admitting and tells everyone.
                 self.healthy.store(false, Ordering::SeqCst);
@@ -745,14 +762,12 @@ impl Loop {
         if let Some((session, _, _)) = warm {
             self.after_warm_chunk(session);
         }
-        // The warm-up's logits row (last, if any) is not sampled: zip stops at `chosen`.
-        for (&(i, _, _), mut row) in chosen.iter().zip(logits) {
+        // The warm-up's row (last, if any) picks nothing: zip stops at `chosen`.
+        for (&(i, _, _), tok) in chosen.iter().zip(picked) {
             let slot = &mut self.slots[i];
-            if slot.kv.len() < slot.tokens.len() {
+            let Some(tok) = tok else {
                 continue; // still prefilling
-            }
-            let recent_start = slot.tokens.len().saturating_sub(256);
-            let tok = slot.sampler.sample(&mut row, &slot.tokens[recent_start..]);
+            };
             slot.generated += 1;
             slot.last_step = step;
             if self.format.is_stop(tok) {
@@ -760,7 +775,7 @@ impl Loop {
                 continue;
             }
             slot.tokens.push(tok);
-            let text = slot.decoder.push(self.model.tokenizer.token_bytes(tok));
+            let text = slot.decoder.push(self.model.tokenizer().token_bytes(tok));
             slot.text_bytes += text.len();
             slot.token_ends.push(slot.text_bytes);
             let (emit, stop) = match slot.stop.push(&text) {

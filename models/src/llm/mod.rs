@@ -9,6 +9,7 @@
 //! - [`q8gemm`]: our 8-bit matmul (AVX-512 VNNI) that reuses each weight load across rows.
 //! - [`kv`]: one sequence's KV cache (grow, truncate).
 //! - [`sampling`]: greedy / temperature / top-p / repetition penalty, and stop strings.
+//! - [`step`]: the one-step interface the engine drives (CPU model here, GPU model in `gpu`).
 //! - [`engine`]: the decode-loop thread (slot table, prefix cache, LRU eviction, cancel).
 //! - [`external`]: the same API over an OpenAI-compatible SSE endpoint.
 
@@ -24,7 +25,10 @@ mod parallel;
 pub mod q8gemm;
 pub mod sampling;
 pub mod sse;
+pub mod step;
 pub mod tokenizer;
+#[cfg(feature = "cuda")]
+pub mod gpu;
 
 pub use backend::{ChatBackend, ChatSession, FinishReason, ReplyEvent, ReplyStream};
 pub use chat::ChatFormat;
@@ -32,7 +36,8 @@ pub use engine::{EngineConfig, EngineSession, LlmEngine};
 pub use external::{ExternalConfig, ExternalLlm};
 pub use gguf::{Arch, LmConfig};
 pub use model::{LoadOptions, QuantLm, StepSeq};
-pub use sampling::SamplingParams;
+pub use sampling::{Pick, SamplingParams};
+pub use step::StepModel;
 
 /// Errors from loading or running an LLM.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +63,8 @@ pub enum LlmError {
     EngineStopped(String),
     #[error("unknown session {0}")]
     UnknownSession(u64),
+    #[error("GPU: {0}")]
+    Gpu(String),
     #[error("external LLM request failed: {0}")]
     External(String),
     #[error(transparent)]

@@ -313,14 +313,37 @@ impl QuantLm {
                 )));
             }
         }
-        let logits = self.forward_inner(seqs, n)?;
+        let logits = self.forward_inner(seqs, n, None)?;
         for s in seqs.iter_mut() {
             s.kv.commit(s.tokens.len());
         }
         Ok(logits)
     }
 
-    fn forward_inner(&self, seqs: &mut [StepSeq<'_>], n: usize) -> CResult<Tensor> {
+    /// Run `tokens` as one fresh sequence and return the residual stream after every layer
+    /// (`[tokens, hidden]` each, flattened) and the last token's logits: the reference the GPU
+    /// model is compared with.
+    pub fn trace(&self, tokens: &[u32]) -> Result<(Vec<Vec<f32>>, Vec<f32>), LlmError> {
+        let mut kv = self.new_cache();
+        let mut hidden = Vec::new();
+        let mut seqs = [StepSeq {
+            tokens,
+            kv: &mut kv,
+        }];
+        let logits = self.forward_inner(&mut seqs, tokens.len(), Some(&mut hidden))?;
+        let hidden = hidden
+            .iter()
+            .map(|t| t.flatten_all()?.to_vec1::<f32>())
+            .collect::<CResult<Vec<_>>>()?;
+        Ok((hidden, logits.flatten_all()?.to_vec1::<f32>()?))
+    }
+
+    fn forward_inner(
+        &self,
+        seqs: &mut [StepSeq<'_>],
+        n: usize,
+        mut trace: Option<&mut Vec<Tensor>>,
+    ) -> CResult<Tensor> {
         let c = &self.config;
         let (nh, nkv, hd) = (c.n_heads, c.n_kv_heads, c.head_dim);
         let groups = nh / nkv;
@@ -437,6 +460,9 @@ impl QuantLm {
             let gate = candle_nn::ops::silu(&layer.gate.forward(&h, &runs)?)?;
             let up = layer.up.forward(&h, &runs)?;
             x = (x + layer.down.forward(&(gate * up)?, &runs)?)?;
+            if let Some(t) = trace.as_deref_mut() {
+                t.push(x.clone());
+            }
         }
         let last = Tensor::from_vec(last_rows, seqs.len(), &self.device)?;
         let x = x.index_select(&last, 0)?;

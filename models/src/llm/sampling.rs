@@ -58,25 +58,86 @@ impl Sampler {
         (x >> 40) as f32 / (1u64 << 24) as f32
     }
 
+    /// The random draw for the next pick, taken only when sampling (so the stream is the same
+    /// on every device); 0 when greedy.
+    pub fn draw(&mut self) -> f32 {
+        if self.params.temperature > 0.0 {
+            self.next_f32()
+        } else {
+            0.0
+        }
+    }
+
+    /// What picking the next token needs, given the `recent` tokens and a [`Self::draw`].
+    pub fn pick_drawn<'a>(&self, recent: &'a [u32], uniform: f32) -> Pick<'a> {
+        let p = &self.params;
+        let start = recent.len().saturating_sub(p.repeat_window);
+        Pick {
+            temperature: p.temperature,
+            top_p: p.top_p,
+            penalty: p.repeat_penalty,
+            uniform,
+            recent: if p.repeat_penalty != 1.0 {
+                &recent[start..]
+            } else {
+                &[]
+            },
+        }
+    }
+
+    /// Draw and describe the next pick.
+    pub fn pick<'a>(&mut self, recent: &'a [u32]) -> Pick<'a> {
+        let u = self.draw();
+        self.pick_drawn(recent, u)
+    }
+
     /// Pick the next token from `logits` given the `recent` tokens (for the penalty).
     pub fn sample(&mut self, logits: &mut [f32], recent: &[u32]) -> u32 {
-        let p = &self.params;
-        if p.repeat_penalty != 1.0 {
-            let start = recent.len().saturating_sub(p.repeat_window);
-            for &t in &recent[start..] {
+        let pick = self.pick(recent);
+        pick.apply(logits)
+    }
+}
+
+/// One row's sampling decision, ready to run on the CPU ([`Pick::apply`]) or on a device.
+#[derive(Debug, Clone, Copy)]
+pub struct Pick<'a> {
+    /// 0 = greedy.
+    pub temperature: f32,
+    pub top_p: f32,
+    pub penalty: f32,
+    /// The random draw in [0, 1) (0 when greedy).
+    pub uniform: f32,
+    /// Tokens to penalise, once per occurrence (empty when the penalty is off).
+    pub recent: &'a [u32],
+}
+
+impl Pick<'_> {
+    /// Greedy, no penalty: the argmax (warm-up rows, tests).
+    pub const GREEDY: Pick<'static> = Pick {
+        temperature: 0.0,
+        top_p: 1.0,
+        penalty: 1.0,
+        uniform: 0.0,
+        recent: &[],
+    };
+
+    /// The CPU sampler: penalty, then argmax or temperature + top-p over the sorted distribution.
+    pub fn apply(&self, logits: &mut [f32]) -> u32 {
+        if self.penalty != 1.0 {
+            for &t in self.recent {
                 if let Some(l) = logits.get_mut(t as usize) {
                     *l = if *l > 0.0 {
-                        *l / p.repeat_penalty
+                        *l / self.penalty
                     } else {
-                        *l * p.repeat_penalty
+                        *l * self.penalty
                     };
                 }
             }
         }
-        if p.temperature <= 0.0 {
+        if self.temperature <= 0.0 {
             return argmax(logits);
         }
-        let inv_t = 1.0 / p.temperature;
+        let inv_t = 1.0 / self.temperature;
         let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let mut probs: Vec<(u32, f32)> = logits
             .iter()
@@ -86,7 +147,7 @@ impl Sampler {
             .collect();
         let total: f32 = probs.iter().map(|(_, p)| p).sum();
         probs.sort_unstable_by(|a, b| b.1.total_cmp(&a.1));
-        let keep_mass = p.top_p.clamp(0.0, 1.0) * total;
+        let keep_mass = self.top_p.clamp(0.0, 1.0) * total;
         let mut acc = 0.0;
         let mut cut = probs.len();
         for (i, (_, pr)) in probs.iter().enumerate() {
@@ -98,7 +159,7 @@ impl Sampler {
         }
         probs.truncate(cut.max(1));
         let kept: f32 = probs.iter().map(|(_, p)| p).sum();
-        let mut r = self.next_f32() * kept;
+        let mut r = self.uniform * kept;
         for &(id, pr) in &probs {
             if r < pr {
                 return id;

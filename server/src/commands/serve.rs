@@ -29,6 +29,9 @@ pub struct ServeArgs {
     /// Also answer SIP calls on this UDP address (overrides sip.listen), e.g. 0.0.0.0:5060.
     #[arg(long, value_name = "ADDR")]
     pub sip: Option<String>,
+    /// Where the LLM runs: auto, cpu or cuda:N (overrides server.device).
+    #[arg(long, value_name = "auto|cpu|cuda:N")]
+    pub device: Option<String>,
     /// Validate the config and exit.
     #[arg(long)]
     pub check: bool,
@@ -48,13 +51,29 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(sip) = args.sip {
         config.sip.listen = sip;
     }
+    if let Some(device) = args.device {
+        config.server.device = device;
+    }
     config.validate()?;
     if args.check {
         println!("config ok");
         return Ok(ExitCode::SUCCESS);
     }
+    let choice = config
+        .server
+        .device
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!(e))?;
+    let placement = match crate::device::resolve(choice) {
+        Ok(p) => p,
+        Err(why) => {
+            eprintln!("antiphon: --device {choice}: {why}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    tracing::info!(device = %placement, "LLM device");
     // Engines load before anything listens: a session is never admitted to a half-loaded server.
-    let pipeline = Pipeline::load(&config).context("loading the engines")?;
+    let pipeline = Pipeline::load(&config, &placement).context("loading the engines")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("antiphon-io")

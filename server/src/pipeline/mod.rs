@@ -17,7 +17,7 @@ use std::sync::Arc;
 use antiphon_models::asr::{AsrEngine, AsrEngineConfig};
 use antiphon_models::diar::engine::{DiarEngine, DiarEngineConfig};
 use antiphon_models::llm::{
-    EngineConfig as LlmEngineConfig, LlmEngine, LoadOptions, SamplingParams,
+    EngineConfig as LlmEngineConfig, LlmEngine, LoadOptions, SamplingParams, StepModel,
 };
 use antiphon_models::store::ModelStore;
 use antiphon_models::tts::TtsEngine;
@@ -28,6 +28,7 @@ use anyhow::{Context as _, bail};
 use tokio::sync::mpsc;
 
 use crate::config::Config;
+use crate::device::Placement;
 use crate::realtime::session::{EngineConnector, EngineLink};
 use crate::realtime::turn::Engines;
 
@@ -51,6 +52,31 @@ fn reply_sampling(max_tokens: u32) -> SamplingParams {
 }
 
 /// The TTS voice a `[tts] model` id speaks with by default.
+/// The chat model on the resolved device.
+fn load_llm(
+    store: &ModelStore,
+    known: antiphon_models::llm::KnownModel,
+    placement: &Placement,
+) -> anyhow::Result<Arc<dyn StepModel>> {
+    match placement {
+        Placement::Cpu => Ok(Arc::new(antiphon_models::llm::load_known(
+            store,
+            known,
+            LoadOptions::default(),
+        )?)),
+        #[cfg(feature = "cuda")]
+        Placement::Cuda(gpu) => {
+            let path = store.file(known.id, known.file)?;
+            let opts = antiphon_models::llm::gpu::GpuOptions::default();
+            Ok(Arc::new(antiphon_models::llm::gpu::GpuLm::load(
+                gpu.clone(),
+                &path,
+                &opts,
+            )?))
+        }
+    }
+}
+
 fn tts_voice(model: &str) -> anyhow::Result<&'static str> {
     Ok(match model {
         "piper-joe" => "joe",
@@ -74,7 +100,7 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Loads every enabled engine from the model store (seconds: call before serving).
-    pub fn load(config: &Config) -> anyhow::Result<Pipeline> {
+    pub fn load(config: &Config, placement: &Placement) -> anyhow::Result<Pipeline> {
         let store = ModelStore::from_env()?;
         let s = &config.session;
         let endpoint = EndpointConfig {
@@ -118,10 +144,10 @@ impl Pipeline {
                     )
                 })?;
             let started = std::time::Instant::now();
-            let model = antiphon_models::llm::load_known(&store, known, LoadOptions::default())
-                .with_context(|| format!("loading the LLM {}", known.id))?;
+            let model = load_llm(&store, known, placement)
+                .with_context(|| format!("loading the LLM {} on {placement}", known.id))?;
             let engine = LlmEngine::start(
-                Arc::new(model),
+                model,
                 LlmEngineConfig {
                     max_batch: config.llm.slots.max(1),
                     max_sessions: config.server.max_sessions.max(1),
