@@ -123,30 +123,47 @@ extern "C" __global__ void qkv_rope_append(float* qkv, const float* bias, const 
 
 #define ATT_WARPS 4
 #define ATT_MAX_GROUPS 8
-#define ATT_MAX_DPL 4  // head_dim <= 128
+#define ATT_MAX_HD 128
+#define ATT_MAX_DPL 4  // head_dim / 32
 
-// Causal attention of one token row against its sequence's cached keys 0..=row_pos[r], for the
-// `groups` query heads that share KV head `h` (so each key and value is loaded once for all of
-// them). Online softmax per warp; warps take keys round-robin and are merged at the end.
-// Serves decode rows and prefill rows alike. Grid: (rows, n_kv); block: 32 * ATT_WARPS.
-extern "C" __global__ void attention_rows(const float* qkv, const bf16_t* k_cache, const bf16_t* v_cache,
-                                          const int* row_pos, const int* row_seq, const int* seq_pages,
-                                          const int* page_table, bf16_t* out, int n_heads, int n_kv,
-                                          int head_dim, int page_size, float scale) {
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+// Causal attention of one token row against keys [z * split_len, min(keys, (z + 1) * split_len))
+// of its sequence (keys = row_pos[r] + 1), for the `groups` query heads that share KV head `h`
+// (each key and value is loaded once for all of them). Split over keys so that a single long
+// decode row still spreads over many SMs; `attention_merge` combines the splits.
+//
+// Each warp takes tiles of 32 keys, one key per lane: the lane computes the key's scores for
+// all groups from its K row (16-byte loads), the warp updates an online softmax per group once
+// per tile, then accumulates P·V with lanes over the head dimension. Warps of a block are merged
+// in shared memory; the block writes (max, sum, unnormalised output) per group to `partial`
+// [rows, n_kv, splits, groups, head_dim + 2]. Grid: (rows, n_kv, splits); block: 32 * ATT_WARPS.
+extern "C" __global__ void attention_split(const float* qkv, const bf16_t* k_cache, const bf16_t* v_cache,
+                                           const int* row_pos, const int* row_seq, const int* seq_pages,
+                                           const int* page_table, float* partial, int n_heads, int n_kv,
+                                           int head_dim, int page_size, float scale, int split_len) {
+    __shared__ float q_s[ATT_MAX_GROUPS][ATT_MAX_HD];
     __shared__ float sm_m[ATT_WARPS][ATT_MAX_GROUPS];
     __shared__ float sm_l[ATT_WARPS][ATT_MAX_GROUPS];
-    __shared__ float sm_acc[ATT_WARPS][ATT_MAX_GROUPS][32 * ATT_MAX_DPL];
-    int r = blockIdx.x, h = blockIdx.y;
+    __shared__ float sm_acc[ATT_WARPS][ATT_MAX_GROUPS][ATT_MAX_HD];
+    int r = blockIdx.x, h = blockIdx.y, z = blockIdx.z, splits = gridDim.z;
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     int groups = n_heads / n_kv;
     int dpl = head_dim / 32;
     int kd = n_kv * head_dim;
     int width = n_heads * head_dim + 2 * kd;
     const float* q = qkv + (unsigned long long)r * width + (unsigned long long)h * groups * head_dim;
+    for (int e = threadIdx.x; e < groups * head_dim; e += blockDim.x)
+        q_s[e / head_dim][e % head_dim] = q[e] * scale;
+    __syncthreads();
     const int* pages = page_table + seq_pages[row_seq[r]];
     int keys = row_pos[r] + 1;
+    int begin = z * split_len;
+    int end = min(keys, begin + split_len);
 
-    float qv[ATT_MAX_GROUPS][ATT_MAX_DPL];
     float acc[ATT_MAX_GROUPS][ATT_MAX_DPL];
     float m[ATT_MAX_GROUPS], l[ATT_MAX_GROUPS];
 #pragma unroll
@@ -154,35 +171,65 @@ extern "C" __global__ void attention_rows(const float* qkv, const bf16_t* k_cach
         m[g] = -INFINITY;
         l[g] = 0.0f;
 #pragma unroll
-        for (int t = 0; t < ATT_MAX_DPL; t++) {
-            acc[g][t] = 0.0f;
-            qv[g][t] = (g < groups && t < dpl) ? q[g * head_dim + lane + 32 * t] * scale : 0.0f;
-        }
+        for (int t = 0; t < ATT_MAX_DPL; t++) acc[g][t] = 0.0f;
     }
-    for (int j = warp; j < keys; j += ATT_WARPS) {
-        unsigned long long slot = (unsigned long long)pages[j / page_size] * page_size + j % page_size;
-        const bf16_t* kr = k_cache + slot * kd + (unsigned long long)h * head_dim;
-        const bf16_t* vr = v_cache + slot * kd + (unsigned long long)h * head_dim;
-        float kv_[ATT_MAX_DPL], vv[ATT_MAX_DPL];
+    // `base` depends on the warp only, so whole warps enter and leave the loop together.
+    for (int base = begin + warp * 32; base < end; base += ATT_WARPS * 32) {
+        int j = base + lane;
+        bool valid = j < end;
+        float s[ATT_MAX_GROUPS];
 #pragma unroll
-        for (int t = 0; t < ATT_MAX_DPL; t++) {
-            kv_[t] = t < dpl ? bf2f(kr[lane + 32 * t]) : 0.0f;
-            vv[t] = t < dpl ? bf2f(vr[lane + 32 * t]) : 0.0f;
+        for (int g = 0; g < ATT_MAX_GROUPS; g++) s[g] = 0.0f;
+        unsigned long long slot = 0;
+        if (valid) {
+            slot = (unsigned long long)pages[j / page_size] * page_size + j % page_size;
+            const uint4* kr = (const uint4*)(k_cache + slot * kd + (unsigned long long)h * head_dim);
+            for (int c = 0; c < head_dim / 8; c++) {
+                uint4 w = kr[c];
+                float kf[8] = {
+                    __uint_as_float(w.x << 16), __uint_as_float(w.x & 0xffff0000u),
+                    __uint_as_float(w.y << 16), __uint_as_float(w.y & 0xffff0000u),
+                    __uint_as_float(w.z << 16), __uint_as_float(w.z & 0xffff0000u),
+                    __uint_as_float(w.w << 16), __uint_as_float(w.w & 0xffff0000u),
+                };
+#pragma unroll
+                for (int g = 0; g < ATT_MAX_GROUPS; g++) {
+                    if (g < groups) {
+#pragma unroll
+                        for (int i = 0; i < 8; i++) s[g] += q_s[g][c * 8 + i] * kf[i];
+                    }
+                }
+            }
         }
 #pragma unroll
         for (int g = 0; g < ATT_MAX_GROUPS; g++) {
-            if (g >= groups) break;
-            float part = 0.0f;
+            if (g < groups) {
+                float sg = valid ? s[g] : -INFINITY;
+                float m_new = fmaxf(m[g], warp_max(sg));  // lane 0's key is always valid
+                float corr = expf(m[g] - m_new);          // m = -inf at first: exp(-inf) = 0
+                float p = valid ? expf(sg - m_new) : 0.0f;
+                l[g] = l[g] * corr + warp_sum(p);
 #pragma unroll
-            for (int t = 0; t < ATT_MAX_DPL; t++) part += qv[g][t] * kv_[t];
-            float score = warp_sum(part);
-            float m_new = fmaxf(m[g], score);
-            float corr = expf(m[g] - m_new);  // m = -inf at first: exp(-inf) = 0
-            float p = expf(score - m_new);
-            l[g] = l[g] * corr + p;
+                for (int t = 0; t < ATT_MAX_DPL; t++) acc[g][t] *= corr;
+                s[g] = p;
+                m[g] = m_new;
+            }
+        }
+        int count = min(32, end - base);
+        for (int jj = 0; jj < count; jj++) {
+            unsigned long long sl = __shfl_sync(0xffffffffu, slot, jj);
+            const bf16_t* vr = v_cache + sl * kd + (unsigned long long)h * head_dim;
+            float vv[ATT_MAX_DPL];
 #pragma unroll
-            for (int t = 0; t < ATT_MAX_DPL; t++) acc[g][t] = acc[g][t] * corr + p * vv[t];
-            m[g] = m_new;
+            for (int t = 0; t < ATT_MAX_DPL; t++) vv[t] = t < dpl ? bf2f(vr[lane + 32 * t]) : 0.0f;
+#pragma unroll
+            for (int g = 0; g < ATT_MAX_GROUPS; g++) {
+                if (g < groups) {
+                    float pj = __shfl_sync(0xffffffffu, s[g], jj);
+#pragma unroll
+                    for (int t = 0; t < ATT_MAX_DPL; t++) acc[g][t] += pj * vv[t];
+                }
+            }
         }
     }
     // Fixed trip counts keep m, l and acc in registers (a runtime index would spill them).
@@ -199,6 +246,8 @@ extern "C" __global__ void attention_rows(const float* qkv, const bf16_t* k_cach
         }
     }
     __syncthreads();
+    int stride = groups * (head_dim + 2);
+    float* out = partial + (((unsigned long long)r * n_kv + h) * splits + z) * stride;
     for (int e = threadIdx.x; e < groups * head_dim; e += blockDim.x) {
         int g = e / head_dim, d = e % head_dim;
         float big = -INFINITY;
@@ -209,6 +258,35 @@ extern "C" __global__ void attention_rows(const float* qkv, const bf16_t* k_cach
             float f = expf(sm_m[w][g] - big);
             num += sm_acc[w][g][d] * f;
             den += sm_l[w][g] * f;
+        }
+        float* o = out + g * (head_dim + 2);
+        if (d == 0) {
+            o[0] = big;  // -inf when this split holds no key of the row
+            o[1] = den;
+        }
+        o[2 + d] = num;
+    }
+}
+
+// Combine the splits of `attention_split` into the normalised output, bf16 [rows, n_heads *
+// head_dim]. Grid: (rows, n_kv).
+extern "C" __global__ void attention_merge(const float* partial, bf16_t* out, int n_heads, int n_kv,
+                                           int head_dim, int splits) {
+    int r = blockIdx.x, h = blockIdx.y;
+    int groups = n_heads / n_kv;
+    int stride = groups * (head_dim + 2);
+    const float* base = partial + ((unsigned long long)r * n_kv + h) * splits * stride;
+    for (int e = threadIdx.x; e < groups * head_dim; e += blockDim.x) {
+        int g = e / head_dim, d = e % head_dim;
+        float big = -INFINITY;
+        for (int z = 0; z < splits; z++) big = fmaxf(big, base[z * stride + g * (head_dim + 2)]);
+        float num = 0.0f, den = 0.0f;
+        for (int z = 0; z < splits; z++) {
+            const float* p = base + z * stride + g * (head_dim + 2);
+            if (p[0] == -INFINITY) continue;
+            float f = expf(p[0] - big);
+            num += p[2 + d] * f;
+            den += p[1] * f;
         }
         out[(unsigned long long)r * n_heads * head_dim + (unsigned long long)(h * groups + g) * head_dim + d] =
             f2bf(num / den);

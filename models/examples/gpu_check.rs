@@ -319,6 +319,7 @@ fn throughput(gpu: &Arc<Gpu>, header: &PathBuf) -> Result<Vec<String>, String> {
     let vocab = c.vocab_size as u32;
     lines.push("| batch | ms / step | tok/s | floor ms / step (weights / 4.8 TB/s) | % of floor |".into());
     lines.push("|---|---|---|---|---|".into());
+    let mut profiles = Vec::new();
     for &b in &batches {
         let mut kvs: Vec<_> = (0..b).map(|_| StepModel::new_cache(&m)).collect();
         let prompts: Vec<Vec<u32>> = (0..b)
@@ -357,6 +358,24 @@ fn throughput(gpu: &Arc<Gpu>, header: &PathBuf) -> Result<Vec<String>, String> {
             step(&mut feed)?;
         }
         let per_step = t.elapsed().as_secs_f64() / steps as f64;
+        // One more step, waiting after every operation, to see where a step's time goes.
+        m.profile(true);
+        step(&mut feed)?;
+        let mut by_name: Vec<(&str, f64)> = Vec::new();
+        for (name, secs) in m.profile(false) {
+            match by_name.iter_mut().find(|(n, _)| *n == name) {
+                Some(e) => e.1 += secs,
+                None => by_name.push((name, secs)),
+            }
+        }
+        profiles.push(format!(
+            "batch {b} step, synced per op (ms): {}",
+            by_name
+                .iter()
+                .map(|(n, s)| format!("{n} {:.3}", s * 1e3))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
         lines.push(format!(
             "| {b} | {:.2} | {:.0} | {:.3} | {:.0} % |",
             per_step * 1e3,
@@ -365,6 +384,7 @@ fn throughput(gpu: &Arc<Gpu>, header: &PathBuf) -> Result<Vec<String>, String> {
             100.0 * floor_s / per_step
         ));
     }
+    lines.extend(profiles);
     // New-turn TTFT: 500 tokens cached, a 24-token user turn, first token id back on the host.
     let mut kv = StepModel::new_cache(&m);
     let prefix: Vec<u32> = (0..context as u32).map(|i| (i * 13) % vocab).collect();

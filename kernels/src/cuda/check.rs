@@ -300,25 +300,25 @@ fn attention(g: &Gpu, k: &Kernels) -> Result<Check, CudaError> {
         g.upload(&page_table)?,
     );
     let d_out = g.zeros::<u16>(n * shape.q_width())?;
-    g.launch_grid_2d(
-        k.get("attention_rows")?,
-        (n as u32, shape.n_kv as u32),
-        &[
-            &g.ptr(&d.0),
-            &g.ptr(&d.1),
-            &g.ptr(&d.2),
-            &g.ptr(&d.3),
-            &g.ptr(&d.4),
-            &g.ptr(&d.5),
-            &g.ptr(&d.6),
-            &g.ptr(&d_out),
-            &(shape.n_heads as i32),
-            &(shape.n_kv as i32),
-            &(shape.head_dim as i32),
-            &(page_size as i32),
-            &scale,
-        ],
-    )?;
+    let max_keys = *row_pos.iter().max().unwrap_or(&0) as usize + 1;
+    let (splits, _) = super::attention::plan(n, shape.n_kv, max_keys);
+    let d_partial = g.zeros::<f32>(super::attention::partial_len(n, shape, splits))?;
+    let args = super::attention::AttentionArgs {
+        qkv: g.ptr(&d.0),
+        k_cache: g.ptr(&d.1),
+        v_cache: g.ptr(&d.2),
+        row_pos: g.ptr(&d.3),
+        row_seq: g.ptr(&d.4),
+        seq_pages: g.ptr(&d.5),
+        page_table: g.ptr(&d.6),
+        out: g.ptr(&d_out),
+        rows: n,
+        max_keys,
+        shape,
+        page_size,
+        scale,
+    };
+    super::attention::launch(g, k, &args, g.ptr(&d_partial))?;
     let got = g.download(&d_out, n * shape.q_width())?;
     let rows = PagedRows {
         row_pos: &row_pos,
@@ -329,22 +329,10 @@ fn attention(g: &Gpu, k: &Kernels) -> Result<Check, CudaError> {
     };
     let want = llm_ref::attention_rows(&qkv, &kc, &vc, rows, shape, scale);
     Ok(bf16_check(
-        "attention_rows (paged, GQA 7, decode+prefill)",
+        "attention split+merge (paged, GQA 7, decode+prefill)",
         &got,
         &want,
     ))
-}
-
-impl Gpu {
-    /// Attention's launch shape: grid (rows, kv heads), four warps per block.
-    pub fn launch_grid_2d(
-        &self,
-        f: &cudarc::driver::CudaFunction,
-        grid: (u32, u32),
-        args: &[&dyn super::KernelArg],
-    ) -> Result<(), CudaError> {
-        self.launch(f, (grid.0, grid.1, 1), 128, args)
-    }
 }
 
 fn silu_mul(g: &Gpu, k: &Kernels) -> Result<Check, CudaError> {

@@ -4,6 +4,7 @@
 //! or library as a [`CudaError`] instead of panicking (cudarc panics when a library is absent,
 //! so each one is probed first).
 
+pub mod attention;
 pub mod check;
 pub mod fbank;
 
@@ -30,7 +31,8 @@ pub const LLM_SOURCE: Source = Source {
         "embed_rows",
         "rms_norm_bf16",
         "qkv_rope_append",
-        "attention_rows",
+        "attention_split",
+        "attention_merge",
         "silu_mul_bf16",
         "sample_rows",
     ],

@@ -14,8 +14,9 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use antiphon_kernels::cuda::attention::{self, AttentionArgs};
 use antiphon_kernels::cuda::{CudaError, Gpu, Kernels, LLM_SOURCE, to_bf16_bits};
-use antiphon_kernels::llm_ref;
+use antiphon_kernels::llm_ref::{self, HeadShape};
 use candle_core::Device;
 use candle_core::quantized::gguf_file::Content;
 use cudarc::cublas::CudaBlas;
@@ -81,6 +82,8 @@ struct Scratch {
     meta_len: usize,
     recent_len: usize,
     bufs: Option<Bufs>,
+    /// Split scratch of the attention kernels.
+    partial: Option<CudaSlice<f32>>,
 }
 
 struct Bufs {
@@ -124,6 +127,9 @@ pub struct GpuLm {
     max_positions: usize,
     weight_bytes: usize,
     scratch: Mutex<Scratch>,
+    /// When set, the next steps wait for the device after every operation and add its time
+    /// here by name (benchmarks only: the waits cost time themselves).
+    profile: Mutex<Option<Vec<(&'static str, f64)>>>,
 }
 
 /// Reads (or invents) weights and uploads them as bf16.
@@ -281,6 +287,7 @@ impl GpuLm {
             max_positions,
             weight_bytes,
             scratch: Mutex::new(Scratch::default()),
+            profile: Mutex::new(None),
             gpu,
             config,
         })
@@ -294,6 +301,18 @@ impl GpuLm {
     /// Bytes of KV cache one token takes (all layers, keys and values, bf16).
     pub fn kv_bytes_per_token(&self) -> usize {
         self.config.n_layers * 2 * self.config.n_kv_heads * self.config.head_dim * 2
+    }
+
+    /// Start (or stop, returning what was gathered) per-operation timing of the following steps.
+    pub fn profile(&self, on: bool) -> Vec<(&'static str, f64)> {
+        let Ok(mut p) = self.profile.lock() else {
+            return Vec::new();
+        };
+        let gathered = p.take().unwrap_or_default();
+        if on {
+            *p = Some(Vec::new());
+        }
+        gathered
     }
 
     pub fn pool(&self) -> &Arc<PagePool> {
@@ -457,11 +476,36 @@ impl GpuLm {
             .lock()
             .map_err(|_| LlmError::Gpu("scratch lock poisoned".into()))?;
         self.ensure_scratch(&mut sc, n, s_n, meta.len(), recent.len())?;
-        let b = sc.bufs.as_mut().ok_or_else(|| LlmError::Gpu("no scratch".into()))?;
         let g = &*self.gpu;
+        let shape = HeadShape {
+            n_heads: c.n_heads,
+            n_kv: c.n_kv_heads,
+            head_dim: c.head_dim,
+        };
+        let max_keys = pos.iter().copied().max().unwrap_or(0) as usize + 1;
+        let (splits, _) = attention::plan(n, c.n_kv_heads, max_keys);
+        let partial_len = attention::partial_len(n, shape, splits);
+        if sc.partial.as_ref().is_none_or(|p| p.len() < partial_len) {
+            sc.partial = Some(g.zeros::<f32>(partial_len.next_power_of_two()).map_err(gpu_err)?);
+        }
+        let partial = sc.partial.as_ref().map_or(0, |p| g.ptr(p));
+        let b = sc.bufs.as_mut().ok_or_else(|| LlmError::Gpu("no scratch".into()))?;
         g.write(&meta, &mut b.meta).map_err(gpu_err)?;
         g.write(&spec, &mut b.spec).map_err(gpu_err)?;
         g.write(&recent, &mut b.recent).map_err(gpu_err)?;
+        let profiling = self.profile.lock().map(|p| p.is_some()).unwrap_or(false);
+        let mut marks: Vec<(&'static str, f64)> = Vec::new();
+        let mut last_mark = std::time::Instant::now();
+        let mut mark = |name: &'static str| -> Result<(), LlmError> {
+            if profiling {
+                g.sync().map_err(gpu_err)?;
+                let now = std::time::Instant::now();
+                marks.push((name, (now - last_mark).as_secs_f64()));
+                last_mark = now;
+            }
+            Ok(())
+        };
+        mark("upload")?;
         let mp = g.ptr(&b.meta);
         let at = |off: usize| mp + 4 * off as u64;
         let (x, h, qkv, att, gu, act) = (g.ptr(&b.x), g.ptr(&b.h), g.ptr(&b.qkv), g.ptr(&b.att), g.ptr(&b.gu), g.ptr(&b.act));
@@ -476,12 +520,15 @@ impl GpuLm {
 
         // embed_rows(table, ids, x, hidden)
         launch(kf("embed_rows")?, (rows, 1, 1), 256, &[&g.ptr(&self.embed), &at(0), &x, &hidden])?;
+        mark("embed")?;
         let neox = matches!(c.arch, Arch::Qwen2) as i32;
         let scale = 1.0 / (c.head_dim as f32).sqrt();
         for (li, l) in self.layers.iter().enumerate() {
             // rms_norm_bf16(x, w, rows = all, out, hidden, eps)
             launch(kf("rms_norm_bf16")?, (rows, 1, 1), 256, &[&x, &g.ptr(&l.attn_norm), &0u64, &h, &hidden, &eps])?;
+            mark("rms_norm")?;
             self.gemm(n, qkv_w, c.hidden, h, g.ptr(&l.wqkv), qkv, false)?;
+            mark("gemm qkv")?;
             let bias = l.bqkv.as_ref().map_or(0u64, |b| g.ptr(b));
             let (kc, vc) = (g.ptr(&self.k_cache[li]), g.ptr(&self.v_cache[li]));
             // qkv_rope_append(qkv, bias, row_pos, row_slot, cos, sin, k_cache, v_cache, nh, nkv, hd, neox)
@@ -491,23 +538,40 @@ impl GpuLm {
                 128,
                 &[&qkv, &bias, &at(off_pos), &at(off_slot), &g.ptr(&self.cos), &g.ptr(&self.sin), &kc, &vc, &nh, &nkv, &hd, &neox],
             )?;
-            // attention_rows(qkv, k_cache, v_cache, row_pos, row_seq, seq_pages, page_table, out,
-            //                nh, nkv, hd, page_size, scale): grid (rows, kv heads), 4 warps.
-            launch(
-                kf("attention_rows")?,
-                (rows, c.n_kv_heads as u32, 1),
-                128,
-                &[
-                    &qkv, &kc, &vc, &at(off_pos), &at(off_seq), &at(off_seq_pages), &at(off_pages), &att,
-                    &nh, &nkv, &hd, &(PAGE_SIZE as i32), &scale,
-                ],
-            )?;
+            mark("rope+append")?;
+            attention::launch(
+                g,
+                &self.k,
+                &AttentionArgs {
+                    qkv,
+                    k_cache: kc,
+                    v_cache: vc,
+                    row_pos: at(off_pos),
+                    row_seq: at(off_seq),
+                    seq_pages: at(off_seq_pages),
+                    page_table: at(off_pages),
+                    out: att,
+                    rows: n,
+                    max_keys,
+                    shape,
+                    page_size: PAGE_SIZE,
+                    scale,
+                },
+                partial,
+            )
+            .map_err(gpu_err)?;
+            mark("attention")?;
             self.gemm(n, c.hidden, qd, att, g.ptr(&l.wo), x, true)?;
+            mark("gemm o")?;
             launch(kf("rms_norm_bf16")?, (rows, 1, 1), 256, &[&x, &g.ptr(&l.ffn_norm), &0u64, &h, &hidden, &eps])?;
+            mark("rms_norm")?;
             self.gemm(n, 2 * c.ffn, c.hidden, h, g.ptr(&l.wgu), gu, false)?;
+            mark("gemm gate+up")?;
             // silu_mul_bf16(gu, out, ffn)
             launch(kf("silu_mul_bf16")?, (rows, 1, 1), 256, &[&gu, &act, &(c.ffn as i32)])?;
+            mark("silu_mul")?;
             self.gemm(n, c.hidden, c.ffn, act, g.ptr(&l.wdown), x, true)?;
+            mark("gemm down")?;
             if let Some(t) = trace.as_deref_mut() {
                 t.hidden.push(g.download(&b.x, n * c.hidden).map_err(gpu_err)?);
             }
@@ -517,6 +581,7 @@ impl GpuLm {
         let out_w = g.ptr(self.output.as_ref().unwrap_or(&self.embed));
         let logits = g.ptr(&b.logits);
         self.gemm(s_n, c.vocab_size, c.hidden, last, out_w, logits, false)?;
+        mark("final norm + gemm logits")?;
         if let Some(t) = trace.as_deref_mut() {
             let all = g.download(&b.logits, s_n * c.vocab_size).map_err(gpu_err)?;
             t.logits = all[(s_n - 1) * c.vocab_size..].to_vec();
@@ -533,7 +598,13 @@ impl GpuLm {
                 &g.ptr(&b.picked),
             ],
         )?;
+        mark("sample")?;
         let ids = g.download(&b.picked, s_n).map_err(gpu_err)?;
+        mark("download ids")?;
+        drop(mark);
+        if profiling && let Ok(mut p) = self.profile.lock() && let Some(p) = p.as_mut() {
+            p.extend(marks);
+        }
         drop(sc);
         for s in seqs.iter_mut() {
             s.kv.commit(s.tokens.len());
