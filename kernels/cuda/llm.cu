@@ -145,10 +145,14 @@ extern "C" __global__ void attention_split(const float* qkv, const bf16_t* k_cac
                                            const int* row_pos, const int* row_seq, const int* seq_pages,
                                            const int* page_table, float* partial, int n_heads, int n_kv,
                                            int head_dim, int page_size, float scale, int split_len) {
-    __shared__ float q_s[ATT_MAX_GROUPS][ATT_MAX_HD];
+    __shared__ __align__(16) float q_s[ATT_MAX_GROUPS][ATT_MAX_HD];
     __shared__ float sm_m[ATT_WARPS][ATT_MAX_GROUPS];
     __shared__ float sm_l[ATT_WARPS][ATT_MAX_GROUPS];
-    __shared__ float sm_acc[ATT_WARPS][ATT_MAX_GROUPS][ATT_MAX_HD];
+    // One buffer, two uses: each warp's tile of 32 value rows (bf16) during the key loop, then
+    // the warps' partial outputs (f32) for the merge. 32 KiB.
+    __shared__ __align__(16) unsigned char sm_buf[ATT_WARPS * 32 * ATT_MAX_HD * 2];
+    bf16_t(*v_tile)[32][ATT_MAX_HD] = (bf16_t(*)[32][ATT_MAX_HD])sm_buf;
+    float(*sm_acc)[ATT_MAX_GROUPS][ATT_MAX_HD] = (float(*)[ATT_MAX_GROUPS][ATT_MAX_HD])sm_buf;
     int r = blockIdx.x, h = blockIdx.y, z = blockIdx.z, splits = gridDim.z;
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     int groups = n_heads / n_kv;
@@ -180,27 +184,37 @@ extern "C" __global__ void attention_split(const float* qkv, const bf16_t* k_cac
         float s[ATT_MAX_GROUPS];
 #pragma unroll
         for (int g = 0; g < ATT_MAX_GROUPS; g++) s[g] = 0.0f;
-        unsigned long long slot = 0;
         if (valid) {
-            slot = (unsigned long long)pages[j / page_size] * page_size + j % page_size;
-            const uint4* kr = (const uint4*)(k_cache + slot * kd + (unsigned long long)h * head_dim);
-            for (int c = 0; c < head_dim / 8; c++) {
-                uint4 w = kr[c];
-                float kf[8] = {
-                    __uint_as_float(w.x << 16), __uint_as_float(w.x & 0xffff0000u),
-                    __uint_as_float(w.y << 16), __uint_as_float(w.y & 0xffff0000u),
-                    __uint_as_float(w.z << 16), __uint_as_float(w.z & 0xffff0000u),
-                    __uint_as_float(w.w << 16), __uint_as_float(w.w & 0xffff0000u),
-                };
+            unsigned long long slot = (unsigned long long)pages[j / page_size] * page_size + j % page_size;
+            unsigned long long row = slot * kd + (unsigned long long)h * head_dim;
+            const uint4* kr = (const uint4*)(k_cache + row);
+            const uint4* vr = (const uint4*)(v_cache + row);
+            uint4* vt = (uint4*)v_tile[warp][lane];
+            // Fixed trip counts so all loads of the row are issued before their first use.
 #pragma unroll
-                for (int g = 0; g < ATT_MAX_GROUPS; g++) {
-                    if (g < groups) {
+            for (int c = 0; c < ATT_MAX_HD / 8; c++) {
+                if (c < head_dim / 8) {
+                    uint4 w = kr[c];
+                    vt[c] = vr[c];  // this key's value row, for the P·V pass below
+                    float kf[8] = {
+                        __uint_as_float(w.x << 16), __uint_as_float(w.x & 0xffff0000u),
+                        __uint_as_float(w.y << 16), __uint_as_float(w.y & 0xffff0000u),
+                        __uint_as_float(w.z << 16), __uint_as_float(w.z & 0xffff0000u),
+                        __uint_as_float(w.w << 16), __uint_as_float(w.w & 0xffff0000u),
+                    };
 #pragma unroll
-                        for (int i = 0; i < 8; i++) s[g] += q_s[g][c * 8 + i] * kf[i];
+                    for (int g = 0; g < ATT_MAX_GROUPS; g++) {
+                        if (g < groups) {
+                            float4 qa = *(const float4*)&q_s[g][c * 8];
+                            float4 qb = *(const float4*)&q_s[g][c * 8 + 4];
+                            s[g] += qa.x * kf[0] + qa.y * kf[1] + qa.z * kf[2] + qa.w * kf[3] +
+                                    qb.x * kf[4] + qb.y * kf[5] + qb.z * kf[6] + qb.w * kf[7];
+                        }
                     }
                 }
             }
         }
+        __syncwarp();
 #pragma unroll
         for (int g = 0; g < ATT_MAX_GROUPS; g++) {
             if (g < groups) {
@@ -217,11 +231,9 @@ extern "C" __global__ void attention_split(const float* qkv, const bf16_t* k_cac
         }
         int count = min(32, end - base);
         for (int jj = 0; jj < count; jj++) {
-            unsigned long long sl = __shfl_sync(0xffffffffu, slot, jj);
-            const bf16_t* vr = v_cache + sl * kd + (unsigned long long)h * head_dim;
             float vv[ATT_MAX_DPL];
 #pragma unroll
-            for (int t = 0; t < ATT_MAX_DPL; t++) vv[t] = t < dpl ? bf2f(vr[lane + 32 * t]) : 0.0f;
+            for (int t = 0; t < ATT_MAX_DPL; t++) vv[t] = t < dpl ? bf2f(v_tile[warp][jj][lane + 32 * t]) : 0.0f;
 #pragma unroll
             for (int g = 0; g < ATT_MAX_GROUPS; g++) {
                 if (g < groups) {
@@ -231,7 +243,9 @@ extern "C" __global__ void attention_split(const float* qkv, const bf16_t* k_cac
                 }
             }
         }
+        __syncwarp();  // the next tile overwrites this warp's value rows
     }
+    __syncthreads();  // sm_buf switches from value tiles to partial outputs
     // Fixed trip counts keep m, l and acc in registers (a runtime index would spill them).
 #pragma unroll
     for (int g = 0; g < ATT_MAX_GROUPS; g++) {

@@ -119,6 +119,7 @@ fn llm_equivalence(gpu: &Arc<Gpu>, path: &PathBuf, out: &mut Vec<Check>) -> Resu
         max_positions: 2048,
         kv_tokens: 64 * 1024,
         synthetic: false,
+        cuda_graphs: true,
     };
     let g = GpuLm::load(gpu.clone(), path, &opts).map_err(|e| e.to_string())?;
     println!(
@@ -226,28 +227,39 @@ fn batched_equals_single(g: &GpuLm, out: &mut Vec<Check>) -> Result<(), String> 
         .iter()
         .map(|p| gpu_greedy(g, p, steps))
         .collect::<Result<_, _>>()?;
-    let mut kvs: Vec<_> = prompts.iter().map(|_| StepModel::new_cache(g)).collect();
-    let mut feeds = prompts.clone();
-    let mut together = vec![Vec::new(); prompts.len()];
-    let picks = vec![Some(Pick::GREEDY); prompts.len()];
-    for _ in 0..steps {
-        let mut seqs: Vec<StepSeq<'_>> = feeds
-            .iter()
-            .zip(kvs.iter_mut())
-            .map(|(f, kv)| StepSeq { tokens: f, kv })
-            .collect();
-        let ids = g.step(&mut seqs, &picks).map_err(|e| e.to_string())?;
-        for (i, id) in ids.into_iter().enumerate() {
-            let id = id.ok_or("no token")?;
-            together[i].push(id);
-            feeds[i] = vec![id];
+    let batch = |graphs: bool| -> Result<Vec<Vec<u32>>, String> {
+        g.set_cuda_graphs(graphs);
+        let mut kvs: Vec<_> = prompts.iter().map(|_| StepModel::new_cache(g)).collect();
+        let mut feeds = prompts.clone();
+        let mut together = vec![Vec::new(); prompts.len()];
+        let picks = vec![Some(Pick::GREEDY); prompts.len()];
+        for _ in 0..steps {
+            let mut seqs: Vec<StepSeq<'_>> = feeds
+                .iter()
+                .zip(kvs.iter_mut())
+                .map(|(f, kv)| StepSeq { tokens: f, kv })
+                .collect();
+            let ids = g.step(&mut seqs, &picks).map_err(|e| e.to_string())?;
+            for (i, id) in ids.into_iter().enumerate() {
+                let id = id.ok_or("no token")?;
+                together[i].push(id);
+                feeds[i] = vec![id];
+            }
         }
-    }
+        Ok(together)
+    };
+    let plain = batch(false)?;
+    let together = batch(true)?;
     let equal = alone.iter().zip(&together).filter(|(a, b)| a == b).count();
     out.push(check(
         "GPU batched decode == one at a time",
         equal == prompts.len(),
         format!("{equal}/{} sequences identical over {steps} greedy tokens (prefill of 8 mixed lengths in one step)", prompts.len()),
+    ));
+    out.push(check(
+        "CUDA graph decode == plain launches",
+        plain == together,
+        format!("8 sequences x {steps} greedy tokens, {}", if plain == together { "identical" } else { "different" }),
     ));
     Ok(())
 }
@@ -305,6 +317,7 @@ fn throughput(gpu: &Arc<Gpu>, header: &PathBuf) -> Result<Vec<String>, String> {
         max_positions: 4096,
         kv_tokens: 256 * (context + 128) + 4096,
         synthetic: true,
+        cuda_graphs: true,
     };
     let t0 = Instant::now();
     let m = GpuLm::load(gpu.clone(), header, &opts).map_err(|e| e.to_string())?;
@@ -317,8 +330,8 @@ fn throughput(gpu: &Arc<Gpu>, header: &PathBuf) -> Result<Vec<String>, String> {
     let bw = 4.8e12; // H200 HBM3e, nominal bytes/s (4.3e12 measured by a copy on these machines)
     let floor_s = m.weight_bytes() as f64 / bw;
     let vocab = c.vocab_size as u32;
-    lines.push("| batch | ms / step | tok/s | floor ms / step (weights / 4.8 TB/s) | % of floor |".into());
-    lines.push("|---|---|---|---|---|".into());
+    lines.push("| batch | ms / step (CUDA graph) | tok/s | ms / step (plain launches) | tok/s | floor ms / step (weights / 4.8 TB/s) | floor / step |".into());
+    lines.push("|---|---|---|---|---|---|---|".into());
     let mut profiles = Vec::new();
     for &b in &batches {
         let mut kvs: Vec<_> = (0..b).map(|_| StepModel::new_cache(&m)).collect();
@@ -349,15 +362,20 @@ fn throughput(gpu: &Arc<Gpu>, header: &PathBuf) -> Result<Vec<String>, String> {
             }
             Ok(())
         };
-        for _ in 0..3 {
-            step(&mut feed)?;
-        }
         let steps = 32;
-        let t = Instant::now();
-        for _ in 0..steps {
-            step(&mut feed)?;
-        }
-        let per_step = t.elapsed().as_secs_f64() / steps as f64;
+        let mut timed = |graphs: bool, feed: &mut Vec<[u32; 1]>| -> Result<f64, String> {
+            m.set_cuda_graphs(graphs);
+            for _ in 0..3 {
+                step(feed)?;
+            }
+            let t = Instant::now();
+            for _ in 0..steps {
+                step(feed)?;
+            }
+            Ok(t.elapsed().as_secs_f64() / steps as f64)
+        };
+        let plain = timed(false, &mut feed)?;
+        let per_step = timed(true, &mut feed)?;
         // One more step, waiting after every operation, to see where a step's time goes.
         m.profile(true);
         step(&mut feed)?;
@@ -377,9 +395,11 @@ fn throughput(gpu: &Arc<Gpu>, header: &PathBuf) -> Result<Vec<String>, String> {
                 .join(", ")
         ));
         lines.push(format!(
-            "| {b} | {:.2} | {:.0} | {:.3} | {:.0} % |",
+            "| {b} | {:.2} | {:.0} | {:.2} | {:.0} | {:.3} | {:.0} % |",
             per_step * 1e3,
             b as f64 / per_step,
+            plain * 1e3,
+            b as f64 / plain,
             floor_s * 1e3,
             100.0 * floor_s / per_step
         ));

@@ -179,7 +179,8 @@ impl Gpu {
         // SAFETY: all work of this context goes through the one stream below, in order, so
         // cudarc's cross-stream read/write events are not needed.
         unsafe { ctx.disable_event_tracking() };
-        let stream = ctx.default_stream();
+        // An own stream, not the legacy default one, which cannot be captured into graphs.
+        let stream = ctx.new_stream()?;
         let info = GpuInfo {
             ordinal,
             name: ctx.name()?,

@@ -34,6 +34,9 @@ use super::tokenizer::LmTokenizer;
 /// Tokens per KV page.
 pub const PAGE_SIZE: usize = 16;
 
+/// cuBLAS workspace (NVIDIA's advice for Hopper is 32 MiB).
+const BLAS_WORKSPACE: usize = 32 << 20;
+
 /// How to place a model on the GPU.
 #[derive(Debug, Clone)]
 pub struct GpuOptions {
@@ -44,6 +47,8 @@ pub struct GpuOptions {
     /// Fill the weights with deterministic pseudo-random values instead of reading them: for
     /// throughput runs from a GGUF header alone (values change neither FLOPs nor traffic).
     pub synthetic: bool,
+    /// Replay recorded CUDA graphs for decode steps.
+    pub cuda_graphs: bool,
 }
 
 impl Default for GpuOptions {
@@ -52,6 +57,7 @@ impl Default for GpuOptions {
             max_positions: 8192,
             kv_tokens: 256 * 1024,
             synthetic: false,
+            cuda_graphs: true,
         }
     }
 }
@@ -84,7 +90,19 @@ struct Scratch {
     bufs: Option<Bufs>,
     /// Split scratch of the attention kernels.
     partial: Option<CudaSlice<f32>>,
+    /// Bumped whenever a buffer above is reallocated: graphs recorded before hold stale addresses.
+    generation: u64,
+    /// Recorded decode steps by (rows, key bucket), valid for `graphs_generation`.
+    graphs: std::collections::HashMap<(usize, usize), StepGraph>,
+    graphs_generation: u64,
 }
+
+/// A recorded decode step.
+struct StepGraph(cudarc::driver::CudaGraph);
+
+// SAFETY: a CudaGraph is a handle to driver objects; the driver requires that calls on one graph
+// be serialised, which holds because every use is under the `scratch` mutex of its model.
+unsafe impl Send for StepGraph {}
 
 struct Bufs {
     meta: CudaSlice<i32>,
@@ -130,6 +148,9 @@ pub struct GpuLm {
     /// When set, the next steps wait for the device after every operation and add its time
     /// here by name (benchmarks only: the waits cost time themselves).
     profile: Mutex<Option<Vec<(&'static str, f64)>>>,
+    cuda_graphs: std::sync::atomic::AtomicBool,
+    /// cuBLAS's workspace, set explicitly so GEMMs can be recorded in graphs.
+    _blas_workspace: CudaSlice<u8>,
 }
 
 /// Reads (or invents) weights and uploads them as bf16.
@@ -222,6 +243,18 @@ impl GpuLm {
         }
         let k = gpu.load(&LLM_SOURCE).map_err(gpu_err)?;
         let blas = CudaBlas::new(gpu.stream.clone()).map_err(|e| gpu_err(e.into()))?;
+        let blas_workspace = gpu.zeros::<u8>(BLAS_WORKSPACE).map_err(gpu_err)?;
+        // SAFETY: the workspace is a live device allocation of BLAS_WORKSPACE bytes, kept in the
+        // model for as long as the handle (both are dropped together).
+        unsafe {
+            cudarc::cublas::sys::cublasSetWorkspace_v2(
+                *blas.handle(),
+                gpu.ptr(&blas_workspace) as *mut _,
+                BLAS_WORKSPACE,
+            )
+        }
+        .result()
+        .map_err(|e| gpu_err(e.into()))?;
         let mut ld = Loader {
             gpu: &gpu,
             k: &k,
@@ -288,6 +321,8 @@ impl GpuLm {
             weight_bytes,
             scratch: Mutex::new(Scratch::default()),
             profile: Mutex::new(None),
+            cuda_graphs: std::sync::atomic::AtomicBool::new(opts.cuda_graphs),
+            _blas_workspace: blas_workspace,
             gpu,
             config,
         })
@@ -368,6 +403,7 @@ impl GpuLm {
         let qkv = qd + 2 * c.n_kv_heads * c.head_dim;
         let g = &self.gpu;
         let e = gpu_err;
+        sc.generation += 1;
         sc.bufs = Some(Bufs {
             meta: g.zeros(meta).map_err(e)?,
             spec: g.zeros(4 * seqs).map_err(e)?,
@@ -471,29 +507,44 @@ impl GpuLm {
         let off_pages = meta.len();
         meta.extend(&page_table);
 
-        let mut sc = self
+        let mut guard = self
             .scratch
             .lock()
             .map_err(|_| LlmError::Gpu("scratch lock poisoned".into()))?;
-        self.ensure_scratch(&mut sc, n, s_n, meta.len(), recent.len())?;
+        let sc: &mut Scratch = &mut guard;
+        self.ensure_scratch(sc, n, s_n, meta.len(), recent.len())?;
         let g = &*self.gpu;
         let shape = HeadShape {
             n_heads: c.n_heads,
             n_kv: c.n_kv_heads,
             head_dim: c.head_dim,
         };
+        let profiling = self.profile.lock().map(|p| p.is_some()).unwrap_or(false);
+        // Pure decode steps replay a recorded graph (one launch instead of ~10 per layer). Its
+        // attention plan is fixed per power-of-two bucket of the longest row, so one recording
+        // serves a sequence for many steps (the kernels skip keys past each row's own end).
+        let graphed = self.cuda_graphs.load(std::sync::atomic::Ordering::Relaxed)
+            && trace.is_none()
+            && !profiling
+            && n == s_n;
         let max_keys = pos.iter().copied().max().unwrap_or(0) as usize + 1;
+        let max_keys = if graphed {
+            max_keys.next_power_of_two().max(128)
+        } else {
+            max_keys
+        };
         let (splits, _) = attention::plan(n, c.n_kv_heads, max_keys);
         let partial_len = attention::partial_len(n, shape, splits);
         if sc.partial.as_ref().is_none_or(|p| p.len() < partial_len) {
             sc.partial = Some(g.zeros::<f32>(partial_len.next_power_of_two()).map_err(gpu_err)?);
+            sc.generation += 1;
         }
         let partial = sc.partial.as_ref().map_or(0, |p| g.ptr(p));
         let b = sc.bufs.as_mut().ok_or_else(|| LlmError::Gpu("no scratch".into()))?;
         g.write(&meta, &mut b.meta).map_err(gpu_err)?;
         g.write(&spec, &mut b.spec).map_err(gpu_err)?;
         g.write(&recent, &mut b.recent).map_err(gpu_err)?;
-        let profiling = self.profile.lock().map(|p| p.is_some()).unwrap_or(false);
+        let b: &Bufs = b;
         let mut marks: Vec<(&'static str, f64)> = Vec::new();
         let mut last_mark = std::time::Instant::now();
         let mut mark = |name: &'static str| -> Result<(), LlmError> {
@@ -518,94 +569,117 @@ impl GpuLm {
         let kf = |name| self.k.get(name).map_err(gpu_err);
         let launch = |f, grid, block, args: &[&dyn antiphon_kernels::cuda::KernelArg]| g.launch(f, grid, block, args).map_err(gpu_err);
 
-        // embed_rows(table, ids, x, hidden)
-        launch(kf("embed_rows")?, (rows, 1, 1), 256, &[&g.ptr(&self.embed), &at(0), &x, &hidden])?;
-        mark("embed")?;
-        let neox = matches!(c.arch, Arch::Qwen2) as i32;
-        let scale = 1.0 / (c.head_dim as f32).sqrt();
-        for (li, l) in self.layers.iter().enumerate() {
-            // rms_norm_bf16(x, w, rows = all, out, hidden, eps)
-            launch(kf("rms_norm_bf16")?, (rows, 1, 1), 256, &[&x, &g.ptr(&l.attn_norm), &0u64, &h, &hidden, &eps])?;
-            mark("rms_norm")?;
-            self.gemm(n, qkv_w, c.hidden, h, g.ptr(&l.wqkv), qkv, false)?;
-            mark("gemm qkv")?;
-            let bias = l.bqkv.as_ref().map_or(0u64, |b| g.ptr(b));
-            let (kc, vc) = (g.ptr(&self.k_cache[li]), g.ptr(&self.v_cache[li]));
-            // qkv_rope_append(qkv, bias, row_pos, row_slot, cos, sin, k_cache, v_cache, nh, nkv, hd, neox)
-            launch(
-                kf("qkv_rope_append")?,
-                (rows, 1, 1),
-                128,
-                &[&qkv, &bias, &at(off_pos), &at(off_slot), &g.ptr(&self.cos), &g.ptr(&self.sin), &kc, &vc, &nh, &nkv, &hd, &neox],
-            )?;
-            mark("rope+append")?;
-            attention::launch(
-                g,
-                &self.k,
-                &AttentionArgs {
-                    qkv,
-                    k_cache: kc,
-                    v_cache: vc,
-                    row_pos: at(off_pos),
-                    row_seq: at(off_seq),
-                    seq_pages: at(off_seq_pages),
-                    page_table: at(off_pages),
-                    out: att,
-                    rows: n,
-                    max_keys,
-                    shape,
-                    page_size: PAGE_SIZE,
-                    scale,
-                },
-                partial,
-            )
-            .map_err(gpu_err)?;
-            mark("attention")?;
-            self.gemm(n, c.hidden, qd, att, g.ptr(&l.wo), x, true)?;
-            mark("gemm o")?;
-            launch(kf("rms_norm_bf16")?, (rows, 1, 1), 256, &[&x, &g.ptr(&l.ffn_norm), &0u64, &h, &hidden, &eps])?;
-            mark("rms_norm")?;
-            self.gemm(n, 2 * c.ffn, c.hidden, h, g.ptr(&l.wgu), gu, false)?;
-            mark("gemm gate+up")?;
-            // silu_mul_bf16(gu, out, ffn)
-            launch(kf("silu_mul_bf16")?, (rows, 1, 1), 256, &[&gu, &act, &(c.ffn as i32)])?;
-            mark("silu_mul")?;
-            self.gemm(n, c.hidden, c.ffn, act, g.ptr(&l.wdown), x, true)?;
-            mark("gemm down")?;
-            if let Some(t) = trace.as_deref_mut() {
-                t.hidden.push(g.download(&b.x, n * c.hidden).map_err(gpu_err)?);
+        let mut issue = || -> Result<(), LlmError> {
+            // embed_rows(table, ids, x, hidden)
+            launch(kf("embed_rows")?, (rows, 1, 1), 256, &[&g.ptr(&self.embed), &at(0), &x, &hidden])?;
+            mark("embed")?;
+            let neox = matches!(c.arch, Arch::Qwen2) as i32;
+            let scale = 1.0 / (c.head_dim as f32).sqrt();
+            for (li, l) in self.layers.iter().enumerate() {
+                // rms_norm_bf16(x, w, rows = all, out, hidden, eps)
+                launch(kf("rms_norm_bf16")?, (rows, 1, 1), 256, &[&x, &g.ptr(&l.attn_norm), &0u64, &h, &hidden, &eps])?;
+                mark("rms_norm")?;
+                self.gemm(n, qkv_w, c.hidden, h, g.ptr(&l.wqkv), qkv, false)?;
+                mark("gemm qkv")?;
+                let bias = l.bqkv.as_ref().map_or(0u64, |b| g.ptr(b));
+                let (kc, vc) = (g.ptr(&self.k_cache[li]), g.ptr(&self.v_cache[li]));
+                // qkv_rope_append(qkv, bias, row_pos, row_slot, cos, sin, k_cache, v_cache, nh, nkv, hd, neox)
+                launch(
+                    kf("qkv_rope_append")?,
+                    (rows, 1, 1),
+                    128,
+                    &[&qkv, &bias, &at(off_pos), &at(off_slot), &g.ptr(&self.cos), &g.ptr(&self.sin), &kc, &vc, &nh, &nkv, &hd, &neox],
+                )?;
+                mark("rope+append")?;
+                attention::launch(
+                    g,
+                    &self.k,
+                    &AttentionArgs {
+                        qkv,
+                        k_cache: kc,
+                        v_cache: vc,
+                        row_pos: at(off_pos),
+                        row_seq: at(off_seq),
+                        seq_pages: at(off_seq_pages),
+                        page_table: at(off_pages),
+                        out: att,
+                        rows: n,
+                        max_keys,
+                        shape,
+                        page_size: PAGE_SIZE,
+                        scale,
+                    },
+                    partial,
+                )
+                .map_err(gpu_err)?;
+                mark("attention")?;
+                self.gemm(n, c.hidden, qd, att, g.ptr(&l.wo), x, true)?;
+                mark("gemm o")?;
+                launch(kf("rms_norm_bf16")?, (rows, 1, 1), 256, &[&x, &g.ptr(&l.ffn_norm), &0u64, &h, &hidden, &eps])?;
+                mark("rms_norm")?;
+                self.gemm(n, 2 * c.ffn, c.hidden, h, g.ptr(&l.wgu), gu, false)?;
+                mark("gemm gate+up")?;
+                // silu_mul_bf16(gu, out, ffn)
+                launch(kf("silu_mul_bf16")?, (rows, 1, 1), 256, &[&gu, &act, &(c.ffn as i32)])?;
+                mark("silu_mul")?;
+                self.gemm(n, c.hidden, c.ffn, act, g.ptr(&l.wdown), x, true)?;
+                mark("gemm down")?;
+                if let Some(t) = trace.as_deref_mut() {
+                    t.hidden.push(g.download(&b.x, n * c.hidden).map_err(gpu_err)?);
+                }
             }
+            let last = g.ptr(&b.last);
+            launch(kf("rms_norm_bf16")?, (s_n as u32, 1, 1), 256, &[&x, &g.ptr(&self.norm), &at(off_last), &last, &hidden, &eps])?;
+            let out_w = g.ptr(self.output.as_ref().unwrap_or(&self.embed));
+            let logits = g.ptr(&b.logits);
+            self.gemm(s_n, c.vocab_size, c.hidden, last, out_w, logits, false)?;
+            mark("final norm + gemm logits")?;
+            if let Some(t) = trace.as_deref_mut() {
+                let all = g.download(&b.logits, s_n * c.vocab_size).map_err(gpu_err)?;
+                t.logits = all[(s_n - 1) * c.vocab_size..].to_vec();
+            }
+            let sp = g.ptr(&b.spec);
+            let f4 = |i: usize| sp + 4 * (i * s_n) as u64;
+            // sample_rows(logits, vocab, temperature, top_p, penalty, uniform, recent, recent_off, out)
+            launch(
+                kf("sample_rows")?,
+                (s_n as u32, 1, 1),
+                llm_ref::SAMPLE_THREADS as u32,
+                &[
+                    &logits, &(c.vocab_size as i32), &f4(0), &f4(1), &f4(2), &f4(3), &g.ptr(&b.recent), &at(off_recent_off),
+                    &g.ptr(&b.picked),
+                ],
+            )?;
+            mark("sample")?;
+            Ok(())
+        };
+        let generation = sc.generation;
+        if sc.graphs_generation != generation || sc.graphs.len() > 512 {
+            sc.graphs.clear();
+            sc.graphs_generation = generation;
         }
-        let last = g.ptr(&b.last);
-        launch(kf("rms_norm_bf16")?, (s_n as u32, 1, 1), 256, &[&x, &g.ptr(&self.norm), &at(off_last), &last, &hidden, &eps])?;
-        let out_w = g.ptr(self.output.as_ref().unwrap_or(&self.embed));
-        let logits = g.ptr(&b.logits);
-        self.gemm(s_n, c.vocab_size, c.hidden, last, out_w, logits, false)?;
-        mark("final norm + gemm logits")?;
-        if let Some(t) = trace.as_deref_mut() {
-            let all = g.download(&b.logits, s_n * c.vocab_size).map_err(gpu_err)?;
-            t.logits = all[(s_n - 1) * c.vocab_size..].to_vec();
+        let key = (n, max_keys);
+        match (graphed, sc.graphs.get(&key)) {
+            (true, Some(graph)) => graph.0.launch().map_err(|e| gpu_err(e.into()))?,
+            (true, None) => match self.record(&mut issue) {
+                Ok(graph) => {
+                    graph.0.launch().map_err(|e| gpu_err(e.into()))?;
+                    sc.graphs.insert(key, graph);
+                }
+                Err(why) => {
+                    tracing::warn!("CUDA graph recording failed ({why}); stepping without graphs");
+                    self.cuda_graphs.store(false, std::sync::atomic::Ordering::Relaxed);
+                    issue()?;
+                }
+            },
+            (false, _) => issue()?,
         }
-        let sp = g.ptr(&b.spec);
-        let f4 = |i: usize| sp + 4 * (i * s_n) as u64;
-        // sample_rows(logits, vocab, temperature, top_p, penalty, uniform, recent, recent_off, out)
-        launch(
-            kf("sample_rows")?,
-            (s_n as u32, 1, 1),
-            llm_ref::SAMPLE_THREADS as u32,
-            &[
-                &logits, &(c.vocab_size as i32), &f4(0), &f4(1), &f4(2), &f4(3), &g.ptr(&b.recent), &at(off_recent_off),
-                &g.ptr(&b.picked),
-            ],
-        )?;
-        mark("sample")?;
         let ids = g.download(&b.picked, s_n).map_err(gpu_err)?;
         mark("download ids")?;
-        drop(mark);
         if profiling && let Ok(mut p) = self.profile.lock() && let Some(p) = p.as_mut() {
             p.extend(marks);
         }
-        drop(sc);
+        drop(guard);
         for s in seqs.iter_mut() {
             s.kv.commit(s.tokens.len());
         }
@@ -614,6 +688,33 @@ impl GpuLm {
             .enumerate()
             .map(|(i, id)| picks.get(i).copied().flatten().map(|_| id))
             .collect())
+    }
+
+    /// Record what `issue` launches as a graph (nothing runs while recording).
+    fn record(
+        &self,
+        issue: &mut dyn FnMut() -> Result<(), LlmError>,
+    ) -> Result<StepGraph, LlmError> {
+        use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
+        let stream = &self.gpu.stream;
+        stream
+            .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .map_err(|e| gpu_err(e.into()))?;
+        let issued = issue();
+        // Always end the capture, even after a failed launch, so the stream is usable again.
+        let graph = stream.end_capture(CUgraphInstantiate_flags(0));
+        issued?;
+        match graph {
+            Ok(Some(g)) => Ok(StepGraph(g)),
+            Ok(None) => Err(LlmError::Gpu("the captured graph is empty".into())),
+            Err(e) => Err(gpu_err(e.into())),
+        }
+    }
+
+    /// Use recorded CUDA graphs for decode steps (on by default).
+    pub fn set_cuda_graphs(&self, on: bool) {
+        self.cuda_graphs
+            .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Run `tokens` as one fresh sequence and return the residual stream after every layer
