@@ -186,7 +186,10 @@ pub fn attention_rows(
             let scores: Vec<f32> = (0..keys)
                 .map(|j| {
                     let k = &k_cache[rows.slot(r, j) * kd + kv_head * hd..][..hd];
-                    q.iter().zip(k).map(|(q, &k)| q * scale * bf16_value(k)).sum()
+                    q.iter()
+                        .zip(k)
+                        .map(|(q, &k)| q * scale * bf16_value(k))
+                        .sum()
                 })
                 .collect();
             let m = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);

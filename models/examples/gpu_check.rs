@@ -13,7 +13,7 @@
 //! `gpu_check --smollm FILE.gguf --qwen-header FILE.gguf [--device N]`. Prints one summary and
 //! exits 1 if any check failed, 2 if the GPU cannot be opened.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -95,7 +95,13 @@ fn gpu_greedy(m: &GpuLm, prompt: &[u32], steps: usize) -> Result<Vec<u32>, Strin
     let mut feed = prompt.to_vec();
     for _ in 0..steps {
         let t = m
-            .step(&mut [StepSeq { tokens: &feed, kv: &mut kv }], &[Some(Pick::GREEDY)])
+            .step(
+                &mut [StepSeq {
+                    tokens: &feed,
+                    kv: &mut kv,
+                }],
+                &[Some(Pick::GREEDY)],
+            )
             .map_err(|e| e.to_string())?[0]
             .ok_or("no token")?;
         out.push(t);
@@ -104,7 +110,7 @@ fn gpu_greedy(m: &GpuLm, prompt: &[u32], steps: usize) -> Result<Vec<u32>, Strin
     Ok(out)
 }
 
-fn llm_equivalence(gpu: &Arc<Gpu>, path: &PathBuf, out: &mut Vec<Check>) -> Result<GpuLm, String> {
+fn llm_equivalence(gpu: &Arc<Gpu>, path: &Path, out: &mut Vec<Check>) -> Result<GpuLm, String> {
     let cpu = QuantLm::load(
         path,
         LoadOptions {
@@ -133,10 +139,15 @@ fn llm_equivalence(gpu: &Arc<Gpu>, path: &PathBuf, out: &mut Vec<Check>) -> Resu
     );
     let format = ChatFormat::new(&g.tokenizer, &g.config.chat_template, g.config.eos_token)
         .map_err(|e| e.to_string())?;
-    let mut prompt = format.system(&g.tokenizer, None).map_err(|e| e.to_string())?;
+    let mut prompt = format
+        .system(&g.tokenizer, None)
+        .map_err(|e| e.to_string())?;
     prompt.extend(
         format
-            .user_turn(&g.tokenizer, "What is the capital of France, and why is it famous?")
+            .user_turn(
+                &g.tokenizer,
+                "What is the capital of France, and why is it famous?",
+            )
             .map_err(|e| e.to_string())?,
     );
     // Prefill rows run the CPU model's dense f32 path: no activation quantization on either side.
@@ -155,7 +166,10 @@ fn llm_equivalence(gpu: &Arc<Gpu>, path: &PathBuf, out: &mut Vec<Check>) -> Resu
         format!(
             "{} prompt tokens, rel L2 per layer {}",
             prompt.len(),
-            errs.iter().map(|e| format!("{e:.1e}")).collect::<Vec<_>>().join(" ")
+            errs.iter()
+                .map(|e| format!("{e:.1e}"))
+                .collect::<Vec<_>>()
+                .join(" ")
         ),
     ));
     let cos = cosine(&t.logits, &cpu_logits);
@@ -180,7 +194,10 @@ fn llm_equivalence(gpu: &Arc<Gpu>, path: &PathBuf, out: &mut Vec<Check>) -> Resu
     let mut same = 0;
     for (i, &gt) in gpu_toks.iter().enumerate() {
         let logits = cpu
-            .forward(&mut [StepSeq { tokens: &feed, kv: &mut kv }])
+            .forward(&mut [StepSeq {
+                tokens: &feed,
+                kv: &mut kv,
+            }])
             .map_err(|e| e.to_string())?
             .flatten_all()
             .and_then(|l| l.to_vec1::<f32>())
@@ -197,7 +214,9 @@ fn llm_equivalence(gpu: &Arc<Gpu>, path: &PathBuf, out: &mut Vec<Check>) -> Resu
         None => (true, format!("{same}/{steps} greedy tokens equal")),
         Some((i, m)) => (
             m <= 2.0 * max_diff,
-            format!("equal for {i} tokens, then a near-tie (CPU top-2 margin {m:.3}, logit diff {max_diff:.3})"),
+            format!(
+                "equal for {i} tokens, then a near-tie (CPU top-2 margin {m:.3}, logit diff {max_diff:.3})"
+            ),
         ),
     };
     out.push(check("LLM greedy tokens vs CPU", ok, detail));
@@ -259,7 +278,14 @@ fn batched_equals_single(g: &GpuLm, out: &mut Vec<Check>) -> Result<(), String> 
     out.push(check(
         "CUDA graph decode == plain launches",
         plain == together,
-        format!("8 sequences x {steps} greedy tokens, {}", if plain == together { "identical" } else { "different" }),
+        format!(
+            "8 sequences x {steps} greedy tokens, {}",
+            if plain == together {
+                "identical"
+            } else {
+                "different"
+            }
+        ),
     ));
     Ok(())
 }
@@ -270,20 +296,24 @@ fn engine_drives_gpu(g: GpuLm, out: &mut Vec<Check>) -> Result<(), String> {
     let mut handles = Vec::new();
     for i in 0..4 {
         let engine = engine.clone();
-        handles.push(std::thread::spawn(move || -> Result<(usize, String), String> {
-            let mut s = engine.session(None).map_err(|e| e.to_string())?;
-            let params = SamplingParams {
-                max_tokens: 12,
-                temperature: if i % 2 == 0 { 0.0 } else { 0.8 },
-                top_p: 0.9,
-                repeat_penalty: 1.1,
-                seed: i,
-                ..Default::default()
-            };
-            let mut r = s.turn("Say something about the weather.", &params).map_err(|e| e.to_string())?;
-            let (text, last) = r.collect_text();
-            Ok((text.len(), format!("{last:?}")))
-        }));
+        handles.push(std::thread::spawn(
+            move || -> Result<(usize, String), String> {
+                let mut s = engine.session(None).map_err(|e| e.to_string())?;
+                let params = SamplingParams {
+                    max_tokens: 12,
+                    temperature: if i % 2 == 0 { 0.0 } else { 0.8 },
+                    top_p: 0.9,
+                    repeat_penalty: 1.1,
+                    seed: i,
+                    ..Default::default()
+                };
+                let mut r = s
+                    .turn("Say something about the weather.", &params)
+                    .map_err(|e| e.to_string())?;
+                let (text, last) = r.collect_text();
+                Ok((text.len(), format!("{last:?}")))
+            },
+        ));
     }
     let mut done = 0;
     let mut detail = Vec::new();
@@ -300,7 +330,11 @@ fn engine_drives_gpu(g: GpuLm, out: &mut Vec<Check>) -> Result<(), String> {
     out.push(check(
         "engine on the GPU model (4 sessions)",
         done == 4,
-        format!("{done}/4 replies finished ({}), {} steps", detail.join(", "), engine.steps_started()),
+        format!(
+            "{done}/4 replies finished ({}), {} steps",
+            detail.join(", "),
+            engine.steps_started()
+        ),
     ));
     Ok(())
 }
@@ -310,7 +344,7 @@ fn median(mut xs: Vec<f64>) -> f64 {
     xs[xs.len() / 2]
 }
 
-fn throughput(gpu: &Arc<Gpu>, header: &PathBuf) -> Result<Vec<String>, String> {
+fn throughput(gpu: &Arc<Gpu>, header: &Path) -> Result<Vec<String>, String> {
     let batches = [1usize, 16, 64, 256];
     let context = 500;
     let opts = GpuOptions {
@@ -324,8 +358,15 @@ fn throughput(gpu: &Arc<Gpu>, header: &PathBuf) -> Result<Vec<String>, String> {
     let c = m.config.clone();
     let mut lines = vec![format!(
         "synthetic {} shapes: {} layers, hidden {}, ffn {}, {} heads / {} KV, vocab {}; {:.0} MB bf16 weights (loaded in {:.1} s)",
-        c.name, c.n_layers, c.hidden, c.ffn, c.n_heads, c.n_kv_heads, c.vocab_size,
-        m.weight_bytes() as f64 / 1e6, t0.elapsed().as_secs_f64()
+        c.name,
+        c.n_layers,
+        c.hidden,
+        c.ffn,
+        c.n_heads,
+        c.n_kv_heads,
+        c.vocab_size,
+        m.weight_bytes() as f64 / 1e6,
+        t0.elapsed().as_secs_f64()
     )];
     let bw = 4.8e12; // H200 HBM3e, nominal bytes/s (4.3e12 measured by a copy on these machines)
     let floor_s = m.weight_bytes() as f64 / bw;
@@ -336,7 +377,11 @@ fn throughput(gpu: &Arc<Gpu>, header: &PathBuf) -> Result<Vec<String>, String> {
     for &b in &batches {
         let mut kvs: Vec<_> = (0..b).map(|_| StepModel::new_cache(&m)).collect();
         let prompts: Vec<Vec<u32>> = (0..b)
-            .map(|s| (0..context as u32).map(|i| (i * 7919 + s as u32 * 104_729) % vocab).collect())
+            .map(|s| {
+                (0..context as u32)
+                    .map(|i| (i * 7919 + s as u32 * 104_729) % vocab)
+                    .collect()
+            })
             .collect();
         // Prefill in steps of up to 8 sequences.
         for (kv_chunk, p_chunk) in kvs.chunks_mut(8).zip(prompts.chunks(8)) {
@@ -408,14 +453,27 @@ fn throughput(gpu: &Arc<Gpu>, header: &PathBuf) -> Result<Vec<String>, String> {
     // New-turn TTFT: 500 tokens cached, a 24-token user turn, first token id back on the host.
     let mut kv = StepModel::new_cache(&m);
     let prefix: Vec<u32> = (0..context as u32).map(|i| (i * 13) % vocab).collect();
-    m.step(&mut [StepSeq { tokens: &prefix, kv: &mut kv }], &[None]).map_err(|e| e.to_string())?;
+    m.step(
+        &mut [StepSeq {
+            tokens: &prefix,
+            kv: &mut kv,
+        }],
+        &[None],
+    )
+    .map_err(|e| e.to_string())?;
     let turn: Vec<u32> = (0..24u32).map(|i| (i * 101 + 7) % vocab).collect();
     let mut times = Vec::new();
     for _ in 0..15 {
         kv.truncate(context);
         let t = Instant::now();
-        m.step(&mut [StepSeq { tokens: &turn, kv: &mut kv }], &[Some(Pick::GREEDY)])
-            .map_err(|e| e.to_string())?;
+        m.step(
+            &mut [StepSeq {
+                tokens: &turn,
+                kv: &mut kv,
+            }],
+            &[Some(Pick::GREEDY)],
+        )
+        .map_err(|e| e.to_string())?;
         times.push(t.elapsed().as_secs_f64());
     }
     lines.push(format!(
@@ -472,13 +530,18 @@ fn main() {
         Err(e) => checks.push(check("LLM equivalence", false, e)),
     }
     println!("== throughput ({})", a.qwen_header.display());
-    let bench = throughput(&gpu, &a.qwen_header).unwrap_or_else(|e| vec![format!("throughput run failed: {e}")]);
+    let bench = throughput(&gpu, &a.qwen_header)
+        .unwrap_or_else(|e| vec![format!("throughput run failed: {e}")]);
     for l in &bench {
         println!("{l}");
     }
     let passed = checks.iter().filter(|c| c.passed).count();
     let failed = checks.len() - passed;
-    println!("\n== summary ({}, {:.0} s)", gpu.info, started.elapsed().as_secs_f64());
+    println!(
+        "\n== summary ({}, {:.0} s)",
+        gpu.info,
+        started.elapsed().as_secs_f64()
+    );
     for c in &checks {
         println!("{c}");
     }

@@ -34,7 +34,9 @@ pub struct AttentionArgs {
 pub fn plan(rows: usize, n_kv: usize, max_keys: usize) -> (usize, usize) {
     let blocks = (rows * n_kv).max(1);
     let useful = max_keys.div_ceil(WARPS * TILE).max(1);
-    let splits = TARGET_BLOCKS.div_ceil(blocks).clamp(1, useful.min(MAX_SPLITS));
+    let splits = TARGET_BLOCKS
+        .div_ceil(blocks)
+        .clamp(1, useful.min(MAX_SPLITS));
     let split_len = max_keys.div_ceil(splits).div_ceil(TILE) * TILE;
     (splits, split_len.max(TILE))
 }
@@ -84,7 +86,13 @@ mod tests {
 
     #[test]
     fn plans_cover_every_key_and_spread_small_batches() {
-        for (rows, kv, keys) in [(1, 2, 535), (256, 2, 535), (24, 2, 524), (1, 2, 1), (3, 7, 9000)] {
+        for (rows, kv, keys) in [
+            (1, 2, 535),
+            (256, 2, 535),
+            (24, 2, 524),
+            (1, 2, 1),
+            (3, 7, 9000),
+        ] {
             let (splits, len) = plan(rows, kv, keys);
             assert!(splits * len >= keys, "{rows} {kv} {keys}: {splits} x {len}");
             assert!((1..=MAX_SPLITS).contains(&splits));

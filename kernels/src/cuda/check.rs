@@ -58,12 +58,23 @@ pub fn max_rel_err(got: &[f32], want: &[f32], floor: f32) -> f32 {
     got.iter()
         .zip(want)
         .map(|(g, w)| (g - w).abs() / (w.abs() + floor))
-        .fold(if got.len() == want.len() { 0.0 } else { f32::INFINITY }, f32::max)
+        .fold(
+            if got.len() == want.len() {
+                0.0
+            } else {
+                f32::INFINITY
+            },
+            f32::max,
+        )
 }
 
 /// How many bf16 values differ by more than one bf16 step, and the largest relative difference.
 pub fn bf16_mismatch(got: &[u16], want: &[u16]) -> (usize, f32) {
-    let mut bad = if got.len() == want.len() { 0 } else { usize::MAX };
+    let mut bad = if got.len() == want.len() {
+        0
+    } else {
+        usize::MAX
+    };
     let mut worst = 0.0f32;
     for (&g, &w) in got.iter().zip(want) {
         let (gv, wv) = (llm_ref::bf16_value(g), llm_ref::bf16_value(w));
@@ -367,7 +378,11 @@ fn sampling(g: &Gpu, k: &Kernels) -> Result<Vec<Check>, CudaError> {
         let greedy = r % 2 == 0;
         specs.push(SampleSpec {
             temperature: if greedy { 0.0 } else { 0.5 + rng.unit().abs() },
-            top_p: if r % 4 == 1 { 1.0 } else { 0.5 + 0.45 * rng.unit().abs() },
+            top_p: if r % 4 == 1 {
+                1.0
+            } else {
+                0.5 + 0.45 * rng.unit().abs()
+            },
             penalty: if r % 3 == 0 { 1.0 } else { 1.3 },
             uniform: (rng.unit() + 1.0) / 2.0,
         });
@@ -452,7 +467,8 @@ fn sampling(g: &Gpu, k: &Kernels) -> Result<Vec<Check>, CudaError> {
 
 fn fbank(g: &Arc<Gpu>) -> Result<Check, CudaError> {
     let gpu_fb = GpuFbank::new(g.clone(), FbankConfig::default())?;
-    let mut cpu_fb = Fbank::new(FbankConfig::default()).map_err(|e| CudaError::Invalid(e.to_string()))?;
+    let mut cpu_fb =
+        Fbank::new(FbankConfig::default()).map_err(|e| CudaError::Invalid(e.to_string()))?;
     // Eight "sessions" of speech-like audio of different lengths: tones with vibrato, noise,
     // and silence gaps (the energy floor), as one tick of a server would hold.
     let mut rng = Rng::new(8);
@@ -467,7 +483,11 @@ fn fbank(g: &Arc<Gpu>) -> Result<Check, CudaError> {
                         .map(|h| (2.0 * std::f32::consts::PI * f0 * h as f32 * t).sin() / h as f32)
                         .sum::<f32>();
                     let gap = (i / 800) % 5 == 4 && s % 2 == 1;
-                    if gap { 0.0 } else { 0.3 * voiced + 0.02 * rng.unit() }
+                    if gap {
+                        0.0
+                    } else {
+                        0.3 * voiced + 0.02 * rng.unit()
+                    }
                 })
                 .collect()
         })

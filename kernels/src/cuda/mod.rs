@@ -218,7 +218,11 @@ impl Gpu {
     }
 
     /// Copy host data into existing device memory (which must be at least as long).
-    pub fn write<T: DeviceRepr>(&self, data: &[T], dst: &mut CudaSlice<T>) -> Result<(), CudaError> {
+    pub fn write<T: DeviceRepr>(
+        &self,
+        data: &[T],
+        dst: &mut CudaSlice<T>,
+    ) -> Result<(), CudaError> {
         if data.len() > dst.len() {
             return Err(CudaError::Invalid(format!(
                 "write of {} elements into a buffer of {}",
@@ -317,5 +321,7 @@ impl Kernels {
 
 /// Convert f32 values to bf16 bit patterns (round to nearest even, like the kernels).
 pub fn to_bf16_bits(xs: &[f32]) -> Vec<u16> {
-    xs.iter().map(|&x| half::bf16::from_f32(x).to_bits()).collect()
+    xs.iter()
+        .map(|&x| half::bf16::from_f32(x).to_bits())
+        .collect()
 }

@@ -39,8 +39,8 @@ use super::backend::{ChatBackend, ChatSession, FinishReason, ReplyEvent, ReplySt
 use super::chat::ChatFormat;
 use super::kv::SeqKv;
 use super::model::StepSeq;
-use super::step::StepModel;
 use super::sampling::{Pick, Sampler, SamplingParams, StopFilter, StopOutcome};
+use super::step::StepModel;
 use super::tokenizer::StreamDecoder;
 
 /// Limits and knobs of one engine.

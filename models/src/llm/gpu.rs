@@ -5,9 +5,9 @@
 //!   up into another), or synthetic values of the real shapes for throughput runs.
 //! - One step: all new tokens of all sequences stacked as `[N, hidden]` rows; cuBLAS bf16 GEMMs
 //!   (f32 accumulate and output; the residual adds are the GEMMs' beta = 1) and NVRTC kernels from
-//!   `kernels/cuda/llm.cu` for the embedding gather, RMSNorm, bias + RoPE at each row's position
-//!   + KV append, paged causal attention (decode and prefill rows alike), SwiGLU, last-row norm,
-//!   and sampling on the device: only token ids come back.
+//!   `kernels/cuda/llm.cu` for the embedding gather, RMSNorm, bias and RoPE at each row's
+//!   position with the KV append, paged causal attention (decode and prefill rows alike),
+//!   SwiGLU, last-row norm, and sampling on the device: only token ids come back.
 //! - KV cache: bf16 pages of [`PAGE_SIZE`] tokens in one pool per layer; a sequence's
 //!   [`SeqKv`] holds its page list and gives the pages back when cleared or dropped.
 
@@ -175,7 +175,9 @@ impl Loader<'_> {
 
     fn host_f32(&mut self, name: &str) -> Result<Vec<f32>, LlmError> {
         let t = self.content.tensor(&mut self.file, name, &Device::Cpu)?;
-        Ok(t.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?)
+        Ok(t.dequantize(&Device::Cpu)?
+            .flatten_all()?
+            .to_vec1::<f32>()?)
     }
 
     /// Several matrices stacked by rows, as one bf16 device matrix.
@@ -206,7 +208,11 @@ impl Loader<'_> {
         self.gpu.upload(&host).map_err(gpu_err)
     }
 
-    fn vector(&mut self, names: &[String], synthetic_value: f32) -> Result<CudaSlice<f32>, LlmError> {
+    fn vector(
+        &mut self,
+        names: &[String],
+        synthetic_value: f32,
+    ) -> Result<CudaSlice<f32>, LlmError> {
         let mut host = Vec::new();
         for n in names {
             if self.synthetic {
@@ -359,7 +365,17 @@ impl GpuLm {
     }
 
     /// `y[n, out] = x[n, inp] · w[out, inp]^T (+ y if accumulate)`, bf16 in, f32 out.
-    fn gemm(&self, n: usize, out: usize, inp: usize, x: u64, w: u64, y: u64, accumulate: bool) -> Result<(), LlmError> {
+    #[allow(clippy::too_many_arguments)]
+    fn gemm(
+        &self,
+        n: usize,
+        out: usize,
+        inp: usize,
+        x: u64,
+        w: u64,
+        y: u64,
+        accumulate: bool,
+    ) -> Result<(), LlmError> {
         let (alpha, beta) = (1.0f32, if accumulate { 1.0f32 } else { 0.0 });
         // Row-major y = x w^T is column-major y^T = w^T' x^T': cuBLAS sees w (row-major
         // [out, inp]) as a column-major [inp, out] matrix and transposes it.
@@ -392,13 +408,28 @@ impl GpuLm {
         .map_err(|e| gpu_err(e.into()))
     }
 
-    fn ensure_scratch(&self, sc: &mut Scratch, rows: usize, seqs: usize, meta: usize, recent: usize) -> Result<(), LlmError> {
-        if sc.bufs.is_some() && rows <= sc.rows && seqs <= sc.seqs && meta <= sc.meta_len && recent <= sc.recent_len {
+    fn ensure_scratch(
+        &self,
+        sc: &mut Scratch,
+        rows: usize,
+        seqs: usize,
+        meta: usize,
+        recent: usize,
+    ) -> Result<(), LlmError> {
+        if sc.bufs.is_some()
+            && rows <= sc.rows
+            && seqs <= sc.seqs
+            && meta <= sc.meta_len
+            && recent <= sc.recent_len
+        {
             return Ok(());
         }
         let c = &self.config;
         let (rows, seqs) = (rows.max(sc.rows).max(16), seqs.max(sc.seqs).max(4));
-        let (meta, recent) = (meta.max(sc.meta_len).max(256), recent.max(sc.recent_len).max(64));
+        let (meta, recent) = (
+            meta.max(sc.meta_len).max(256),
+            recent.max(sc.recent_len).max(64),
+        );
         let qd = c.n_heads * c.head_dim;
         let qkv = qd + 2 * c.n_kv_heads * c.head_dim;
         let g = &self.gpu;
@@ -433,7 +464,9 @@ impl GpuLm {
         let c = &self.config;
         let n: usize = seqs.iter().map(|s| s.tokens.len()).sum();
         if n == 0 || seqs.iter().any(|s| s.tokens.is_empty()) {
-            return Err(LlmError::Gpu("every sequence in a step needs at least one token".into()));
+            return Err(LlmError::Gpu(
+                "every sequence in a step needs at least one token".into(),
+            ));
         }
         for s in seqs.iter() {
             let end = s.kv.len() + s.tokens.len();
@@ -444,7 +477,9 @@ impl GpuLm {
                 });
             }
             if let Some(&bad) = s.tokens.iter().find(|&&t| t as usize >= c.vocab_size) {
-                return Err(LlmError::Tokenizer(format!("token id {bad} outside the vocabulary")));
+                return Err(LlmError::Tokenizer(format!(
+                    "token id {bad} outside the vocabulary"
+                )));
             }
         }
         // Pages first: a step that cannot get them fails before touching any cache.
@@ -465,10 +500,14 @@ impl GpuLm {
         let mut meta: Vec<i32> = Vec::with_capacity(4 * n + 3 * s_n + 64);
         let mut page_table: Vec<i32> = Vec::new();
         let mut seq_pages = Vec::with_capacity(s_n);
-        let (mut pos, mut row_seq, mut slot, mut last_rows) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut pos, mut row_seq, mut slot, mut last_rows) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (si, s) in seqs.iter_mut().enumerate() {
             let past = s.kv.len();
-            let pages = s.kv.pages_mut().map(|p| p.pages.clone()).unwrap_or_default();
+            let pages =
+                s.kv.pages_mut()
+                    .map(|p| p.pages.clone())
+                    .unwrap_or_default();
             seq_pages.push(page_table.len() as i32);
             for (j, &t) in s.tokens.iter().enumerate() {
                 let p = past + j;
@@ -536,11 +575,17 @@ impl GpuLm {
         let (splits, _) = attention::plan(n, c.n_kv_heads, max_keys);
         let partial_len = attention::partial_len(n, shape, splits);
         if sc.partial.as_ref().is_none_or(|p| p.len() < partial_len) {
-            sc.partial = Some(g.zeros::<f32>(partial_len.next_power_of_two()).map_err(gpu_err)?);
+            sc.partial = Some(
+                g.zeros::<f32>(partial_len.next_power_of_two())
+                    .map_err(gpu_err)?,
+            );
             sc.generation += 1;
         }
         let partial = sc.partial.as_ref().map_or(0, |p| g.ptr(p));
-        let b = sc.bufs.as_mut().ok_or_else(|| LlmError::Gpu("no scratch".into()))?;
+        let b = sc
+            .bufs
+            .as_mut()
+            .ok_or_else(|| LlmError::Gpu("no scratch".into()))?;
         g.write(&meta, &mut b.meta).map_err(gpu_err)?;
         g.write(&spec, &mut b.spec).map_err(gpu_err)?;
         g.write(&recent, &mut b.recent).map_err(gpu_err)?;
@@ -559,7 +604,14 @@ impl GpuLm {
         mark("upload")?;
         let mp = g.ptr(&b.meta);
         let at = |off: usize| mp + 4 * off as u64;
-        let (x, h, qkv, att, gu, act) = (g.ptr(&b.x), g.ptr(&b.h), g.ptr(&b.qkv), g.ptr(&b.att), g.ptr(&b.gu), g.ptr(&b.act));
+        let (x, h, qkv, att, gu, act) = (
+            g.ptr(&b.x),
+            g.ptr(&b.h),
+            g.ptr(&b.qkv),
+            g.ptr(&b.att),
+            g.ptr(&b.gu),
+            g.ptr(&b.act),
+        );
         let (nh, nkv, hd) = (c.n_heads as i32, c.n_kv_heads as i32, c.head_dim as i32);
         let hidden = c.hidden as i32;
         let eps = c.rms_eps as f32;
@@ -567,17 +619,29 @@ impl GpuLm {
         let qkv_w = qd + 2 * c.n_kv_heads * c.head_dim;
         let rows = n as u32;
         let kf = |name| self.k.get(name).map_err(gpu_err);
-        let launch = |f, grid, block, args: &[&dyn antiphon_kernels::cuda::KernelArg]| g.launch(f, grid, block, args).map_err(gpu_err);
+        let launch = |f, grid, block, args: &[&dyn antiphon_kernels::cuda::KernelArg]| {
+            g.launch(f, grid, block, args).map_err(gpu_err)
+        };
 
         let mut issue = || -> Result<(), LlmError> {
             // embed_rows(table, ids, x, hidden)
-            launch(kf("embed_rows")?, (rows, 1, 1), 256, &[&g.ptr(&self.embed), &at(0), &x, &hidden])?;
+            launch(
+                kf("embed_rows")?,
+                (rows, 1, 1),
+                256,
+                &[&g.ptr(&self.embed), &at(0), &x, &hidden],
+            )?;
             mark("embed")?;
             let neox = matches!(c.arch, Arch::Qwen2) as i32;
             let scale = 1.0 / (c.head_dim as f32).sqrt();
             for (li, l) in self.layers.iter().enumerate() {
                 // rms_norm_bf16(x, w, rows = all, out, hidden, eps)
-                launch(kf("rms_norm_bf16")?, (rows, 1, 1), 256, &[&x, &g.ptr(&l.attn_norm), &0u64, &h, &hidden, &eps])?;
+                launch(
+                    kf("rms_norm_bf16")?,
+                    (rows, 1, 1),
+                    256,
+                    &[&x, &g.ptr(&l.attn_norm), &0u64, &h, &hidden, &eps],
+                )?;
                 mark("rms_norm")?;
                 self.gemm(n, qkv_w, c.hidden, h, g.ptr(&l.wqkv), qkv, false)?;
                 mark("gemm qkv")?;
@@ -588,7 +652,20 @@ impl GpuLm {
                     kf("qkv_rope_append")?,
                     (rows, 1, 1),
                     128,
-                    &[&qkv, &bias, &at(off_pos), &at(off_slot), &g.ptr(&self.cos), &g.ptr(&self.sin), &kc, &vc, &nh, &nkv, &hd, &neox],
+                    &[
+                        &qkv,
+                        &bias,
+                        &at(off_pos),
+                        &at(off_slot),
+                        &g.ptr(&self.cos),
+                        &g.ptr(&self.sin),
+                        &kc,
+                        &vc,
+                        &nh,
+                        &nkv,
+                        &hd,
+                        &neox,
+                    ],
                 )?;
                 mark("rope+append")?;
                 attention::launch(
@@ -615,21 +692,37 @@ impl GpuLm {
                 mark("attention")?;
                 self.gemm(n, c.hidden, qd, att, g.ptr(&l.wo), x, true)?;
                 mark("gemm o")?;
-                launch(kf("rms_norm_bf16")?, (rows, 1, 1), 256, &[&x, &g.ptr(&l.ffn_norm), &0u64, &h, &hidden, &eps])?;
+                launch(
+                    kf("rms_norm_bf16")?,
+                    (rows, 1, 1),
+                    256,
+                    &[&x, &g.ptr(&l.ffn_norm), &0u64, &h, &hidden, &eps],
+                )?;
                 mark("rms_norm")?;
                 self.gemm(n, 2 * c.ffn, c.hidden, h, g.ptr(&l.wgu), gu, false)?;
                 mark("gemm gate+up")?;
                 // silu_mul_bf16(gu, out, ffn)
-                launch(kf("silu_mul_bf16")?, (rows, 1, 1), 256, &[&gu, &act, &(c.ffn as i32)])?;
+                launch(
+                    kf("silu_mul_bf16")?,
+                    (rows, 1, 1),
+                    256,
+                    &[&gu, &act, &(c.ffn as i32)],
+                )?;
                 mark("silu_mul")?;
                 self.gemm(n, c.hidden, c.ffn, act, g.ptr(&l.wdown), x, true)?;
                 mark("gemm down")?;
                 if let Some(t) = trace.as_deref_mut() {
-                    t.hidden.push(g.download(&b.x, n * c.hidden).map_err(gpu_err)?);
+                    t.hidden
+                        .push(g.download(&b.x, n * c.hidden).map_err(gpu_err)?);
                 }
             }
             let last = g.ptr(&b.last);
-            launch(kf("rms_norm_bf16")?, (s_n as u32, 1, 1), 256, &[&x, &g.ptr(&self.norm), &at(off_last), &last, &hidden, &eps])?;
+            launch(
+                kf("rms_norm_bf16")?,
+                (s_n as u32, 1, 1),
+                256,
+                &[&x, &g.ptr(&self.norm), &at(off_last), &last, &hidden, &eps],
+            )?;
             let out_w = g.ptr(self.output.as_ref().unwrap_or(&self.embed));
             let logits = g.ptr(&b.logits);
             self.gemm(s_n, c.vocab_size, c.hidden, last, out_w, logits, false)?;
@@ -646,7 +739,14 @@ impl GpuLm {
                 (s_n as u32, 1, 1),
                 llm_ref::SAMPLE_THREADS as u32,
                 &[
-                    &logits, &(c.vocab_size as i32), &f4(0), &f4(1), &f4(2), &f4(3), &g.ptr(&b.recent), &at(off_recent_off),
+                    &logits,
+                    &(c.vocab_size as i32),
+                    &f4(0),
+                    &f4(1),
+                    &f4(2),
+                    &f4(3),
+                    &g.ptr(&b.recent),
+                    &at(off_recent_off),
                     &g.ptr(&b.picked),
                 ],
             )?;
@@ -668,7 +768,8 @@ impl GpuLm {
                 }
                 Err(why) => {
                     tracing::warn!("CUDA graph recording failed ({why}); stepping without graphs");
-                    self.cuda_graphs.store(false, std::sync::atomic::Ordering::Relaxed);
+                    self.cuda_graphs
+                        .store(false, std::sync::atomic::Ordering::Relaxed);
                     issue()?;
                 }
             },
@@ -676,7 +777,10 @@ impl GpuLm {
         }
         let ids = g.download(&b.picked, s_n).map_err(gpu_err)?;
         mark("download ids")?;
-        if profiling && let Ok(mut p) = self.profile.lock() && let Some(p) = p.as_mut() {
+        if profiling
+            && let Ok(mut p) = self.profile.lock()
+            && let Some(p) = p.as_mut()
+        {
             p.extend(marks);
         }
         drop(guard);
@@ -725,7 +829,14 @@ impl GpuLm {
             hidden: Vec::new(),
             logits: Vec::new(),
         };
-        self.run(&mut [StepSeq { tokens, kv: &mut kv }], &[None], Some(&mut t))?;
+        self.run(
+            &mut [StepSeq {
+                tokens,
+                kv: &mut kv,
+            }],
+            &[None],
+            Some(&mut t),
+        )?;
         Ok(t)
     }
 }
@@ -746,7 +857,11 @@ impl StepModel for GpuLm {
     fn device(&self) -> String {
         self.gpu.info.to_string()
     }
-    fn step(&self, seqs: &mut [StepSeq<'_>], picks: &[Option<Pick<'_>>]) -> Result<Vec<Option<u32>>, LlmError> {
+    fn step(
+        &self,
+        seqs: &mut [StepSeq<'_>],
+        picks: &[Option<Pick<'_>>],
+    ) -> Result<Vec<Option<u32>>, LlmError> {
         self.run(seqs, picks, None)
     }
 }

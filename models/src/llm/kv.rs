@@ -215,7 +215,10 @@ mod tests {
         assert!(p.reserve(17));
         assert_eq!((p.pages.len(), pool.free_pages()), (2, 2));
         let mut b = SeqKv::paged(pool.clone());
-        assert!(!b.pages_mut().expect("paged").reserve(3 * 16), "only 2 pages left");
+        assert!(
+            !b.pages_mut().expect("paged").reserve(3 * 16),
+            "only 2 pages left"
+        );
         assert_eq!(pool.free_pages(), 2, "a failed reserve takes nothing");
         assert_eq!(a.bytes(), 200);
         a.clear();

@@ -19,6 +19,8 @@ mod decode_attention;
 pub mod engine;
 pub mod external;
 pub mod gguf;
+#[cfg(feature = "cuda")]
+pub mod gpu;
 pub mod kv;
 pub mod model;
 mod parallel;
@@ -27,8 +29,6 @@ pub mod sampling;
 pub mod sse;
 pub mod step;
 pub mod tokenizer;
-#[cfg(feature = "cuda")]
-pub mod gpu;
 
 pub use backend::{ChatBackend, ChatSession, FinishReason, ReplyEvent, ReplyStream};
 pub use chat::ChatFormat;
