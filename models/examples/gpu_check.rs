@@ -10,8 +10,12 @@
 //!    decode tok/s at batch 1/16/64/256, new-turn TTFT after a 500-token cached prefix, KV bytes
 //!    per session, and the memory-bandwidth floor.
 //!
-//! `gpu_check --smollm FILE.gguf --qwen-header FILE.gguf [--device N]`. Prints one summary and
-//! exits 1 if any check failed, 2 if the GPU cannot be opened.
+//! 6. with `--campplus` and `--wav`: speaker embeddings (CAM++) from the GPU fbank front end
+//!    against the CPU one on real speech, and the front end's time for a tick of 256 windows.
+//!
+//! `gpu_check [--smollm FILE.gguf] [--qwen-header FILE.gguf] [--campplus FILE.pt --wav FILE.wav]
+//! [--device N]`: sections without their files are skipped. Prints one summary and exits 1 if
+//! any check failed, 2 if the GPU cannot be opened.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,26 +29,33 @@ use antiphon_models::llm::{
 };
 
 struct Args {
-    smollm: PathBuf,
-    qwen_header: PathBuf,
+    smollm: Option<PathBuf>,
+    qwen_header: Option<PathBuf>,
+    campplus: Option<PathBuf>,
+    wav: Option<PathBuf>,
     device: usize,
 }
 
 fn args() -> Result<Args, String> {
     let mut a = std::env::args().skip(1);
     let (mut smollm, mut qwen, mut device) = (None, None, 0);
+    let (mut campplus, mut wav) = (None, None);
     while let Some(k) = a.next() {
         let mut v = || a.next().ok_or(format!("{k} needs a value"));
         match k.as_str() {
             "--smollm" => smollm = Some(PathBuf::from(v()?)),
             "--qwen-header" => qwen = Some(PathBuf::from(v()?)),
+            "--campplus" => campplus = Some(PathBuf::from(v()?)),
+            "--wav" => wav = Some(PathBuf::from(v()?)),
             "--device" => device = v()?.parse().map_err(|e| format!("--device: {e}"))?,
             other => return Err(format!("unknown argument {other}")),
         }
     }
     Ok(Args {
-        smollm: smollm.ok_or("--smollm FILE is required")?,
-        qwen_header: qwen.ok_or("--qwen-header FILE is required")?,
+        smollm,
+        qwen_header: qwen,
+        campplus,
+        wav,
         device,
     })
 }
@@ -489,6 +500,74 @@ fn throughput(gpu: &Arc<Gpu>, header: &Path) -> Result<Vec<String>, String> {
     Ok(lines)
 }
 
+fn read_wav(path: &Path) -> Result<Vec<f32>, String> {
+    let mut r = hound::WavReader::open(path).map_err(|e| e.to_string())?;
+    let spec = r.spec();
+    if spec.sample_rate != 16_000 || spec.channels != 1 || spec.bits_per_sample != 16 {
+        return Err(format!("{}: need 16 kHz mono 16-bit, got {spec:?}", path.display()));
+    }
+    r.samples::<i16>()
+        .map(|s| s.map(|v| v as f32 / 32768.0).map_err(|e| e.to_string()))
+        .collect()
+}
+
+fn speaker_front_end(
+    ordinal: usize,
+    campplus: &Path,
+    wav: &Path,
+    out: &mut Vec<Check>,
+) -> Result<Vec<String>, String> {
+    use antiphon_kernels::fbank::{Fbank, FbankConfig};
+    use antiphon_models::diar::embedder::SpeakerEmbedder;
+    let audio = read_wav(wav)?;
+    // 1.5 s windows every 0.5 s, plus a few of other lengths, as a tick of a server would hold.
+    let mut windows: Vec<&[f32]> = (0..)
+        .map(|i| i * 8000)
+        .take_while(|s| s + 24_000 <= audio.len())
+        .map(|s| &audio[s..s + 24_000])
+        .collect();
+    windows.push(&audio[..32_000.min(audio.len())]);
+    windows.push(&audio[audio.len().saturating_sub(20_000)..]);
+    let mut cpu = SpeakerEmbedder::from_file(campplus).map_err(|e| e.to_string())?;
+    let mut on_gpu = SpeakerEmbedder::from_file(campplus).map_err(|e| e.to_string())?;
+    let own = Arc::new(Gpu::open(ordinal).map_err(|e| e.to_string())?);
+    on_gpu.use_gpu(own.clone()).map_err(|e| e.to_string())?;
+    let a = cpu.embed(&windows).map_err(|e| e.to_string())?;
+    let b = on_gpu.embed(&windows).map_err(|e| e.to_string())?;
+    let worst = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| cosine(x, y))
+        .fold(1.0f64, f64::min);
+    out.push(check(
+        "speaker embeddings, GPU vs CPU fbank",
+        a.len() == b.len() && a.len() == windows.len() && worst >= 0.9999,
+        format!("{} windows of real speech through CAM++, min cosine {worst:.7}", windows.len()),
+    ));
+    // The front end alone for one tick of 256 sessions (1.5 s each): CPU one window at a time
+    // (what the engine did) vs one launch.
+    let tick: Vec<&[f32]> = (0..256).map(|i| windows[i % windows.len()]).collect();
+    let gfb = antiphon_kernels::cuda::fbank::GpuFbank::new(own, FbankConfig::default())
+        .map_err(|e| e.to_string())?;
+    let mut fb = Fbank::new(FbankConfig::default()).map_err(|e| e.to_string())?;
+    let t = Instant::now();
+    for w in &tick {
+        std::hint::black_box(fb.compute(w));
+    }
+    let cpu_ms = t.elapsed().as_secs_f64() * 1e3;
+    gfb.compute_batch(&tick).map_err(|e| e.to_string())?; // warm-up
+    let mut times = Vec::new();
+    for _ in 0..10 {
+        let t = Instant::now();
+        std::hint::black_box(gfb.compute_batch(&tick).map_err(|e| e.to_string())?);
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(vec![format!(
+        "fbank for one tick of 256 x 1.5 s windows: CPU (1 thread, window by window) {cpu_ms:.1} ms; GPU (one launch, uploads and download included) median {:.2} ms",
+        median(times.iter().map(|t| t / 1e3).collect()) * 1e3
+    )])
+}
+
 fn main() {
     let a = match args() {
         Ok(a) => a,
@@ -517,23 +596,39 @@ fn main() {
         }
         Err(e) => checks.push(check("kernel checks", false, e.to_string())),
     }
-    println!("== LLM on the GPU vs the CPU LLM ({})", a.smollm.display());
-    match llm_equivalence(&gpu, &a.smollm, &mut checks) {
-        Ok(g) => {
-            if let Err(e) = batched_equals_single(&g, &mut checks) {
-                checks.push(check("GPU batched decode == one at a time", false, e));
+    if let Some(smollm) = &a.smollm {
+        println!("== LLM on the GPU vs the CPU LLM ({})", smollm.display());
+        match llm_equivalence(&gpu, smollm, &mut checks) {
+            Ok(g) => {
+                if let Err(e) = batched_equals_single(&g, &mut checks) {
+                    checks.push(check("GPU batched decode == one at a time", false, e));
+                }
+                if let Err(e) = engine_drives_gpu(g, &mut checks) {
+                    checks.push(check("engine on the GPU model", false, e));
+                }
             }
-            if let Err(e) = engine_drives_gpu(g, &mut checks) {
-                checks.push(check("engine on the GPU model", false, e));
-            }
+            Err(e) => checks.push(check("LLM equivalence", false, e)),
         }
-        Err(e) => checks.push(check("LLM equivalence", false, e)),
     }
-    println!("== throughput ({})", a.qwen_header.display());
-    let bench = throughput(&gpu, &a.qwen_header)
-        .unwrap_or_else(|e| vec![format!("throughput run failed: {e}")]);
-    for l in &bench {
-        println!("{l}");
+    let mut bench = Vec::new();
+    if let Some(header) = &a.qwen_header {
+        println!("== throughput ({})", header.display());
+        bench = throughput(&gpu, header).unwrap_or_else(|e| vec![format!("throughput run failed: {e}")]);
+        for l in &bench {
+            println!("{l}");
+        }
+    }
+    if let (Some(campplus), Some(wav)) = (&a.campplus, &a.wav) {
+        println!("== speaker embeddings, GPU vs CPU fbank front end ({})", wav.display());
+        match speaker_front_end(a.device, campplus, wav, &mut checks) {
+            Ok(lines) => {
+                for l in &lines {
+                    println!("{l}");
+                }
+                bench.extend(lines);
+            }
+            Err(e) => checks.push(check("speaker embeddings (GPU front end)", false, e)),
+        }
     }
     let passed = checks.iter().filter(|c| c.passed).count();
     let failed = checks.len() - passed;

@@ -116,6 +116,10 @@ fn f32_check(name: &str, got: &[f32], want: &[f32]) -> Check {
 /// Run every kernel check; `Err` only when the device itself fails.
 pub fn run_all(gpu: &Arc<Gpu>) -> Result<Vec<Check>, CudaError> {
     let k = gpu.load(&LLM_SOURCE)?;
+    println!(
+        "kernel registers/spilled bytes/static shared bytes: {}",
+        k.resources().join(", ")
+    );
     let mut out = vec![embed(gpu, &k)?, rms_norm(gpu, &k)?];
     for (neox, bias) in [(true, true), (false, false)] {
         out.extend(qkv_rope(gpu, &k, neox, bias)?);

@@ -11,7 +11,8 @@ use crate::fbank::{Fbank, FbankConfig};
 
 /// Longest frame the kernel takes (its shared buffer).
 const MAX_FRAME: usize = 1024;
-const THREADS: u32 = 256;
+/// One thread per output bin of a 512-point transform (257 bins), in whole warps.
+const THREADS: u32 = 288;
 
 pub struct GpuFbank {
     gpu: Arc<Gpu>,
@@ -26,7 +27,7 @@ pub struct GpuFbank {
 impl GpuFbank {
     pub fn new(gpu: Arc<Gpu>, config: FbankConfig) -> Result<Self, CudaError> {
         let cpu = Fbank::new(config).map_err(|e| CudaError::Invalid(e.to_string()))?;
-        if cpu.fft_len() > MAX_FRAME {
+        if cpu.fft_len() > MAX_FRAME || cpu.fft_len() / 2 + 1 > THREADS as usize {
             return Err(CudaError::Invalid(format!(
                 "fbank frames of {} samples exceed the GPU kernel's {MAX_FRAME}",
                 cpu.fft_len()

@@ -124,6 +124,25 @@ pub fn compile_ptx(src: &Source) -> Result<String, CudaError> {
     }
 }
 
+/// [`compile_ptx`], once per source per process: NVRTC takes a few hundred milliseconds and
+/// every model or engine that opens the GPU loads the same sources. Write-once memos of a
+/// pure function of the (compiled-in) source text.
+fn cached_ptx(src: &Source) -> Result<String, CudaError> {
+    use std::sync::OnceLock;
+    static LLM: OnceLock<String> = OnceLock::new();
+    static FBANK: OnceLock<String> = OnceLock::new();
+    let cell = match src.name {
+        n if n == LLM_SOURCE.name => &LLM,
+        n if n == FBANK_SOURCE.name => &FBANK,
+        _ => return compile_ptx(src),
+    };
+    if let Some(ptx) = cell.get() {
+        return Ok(ptx.clone());
+    }
+    let ptx = compile_ptx(src)?;
+    Ok(cell.get_or_init(|| ptx).clone())
+}
+
 /// What a probe found.
 #[derive(Debug, Clone)]
 pub struct GpuInfo {
@@ -190,9 +209,9 @@ impl Gpu {
         Ok(Self { ctx, stream, info })
     }
 
-    /// Compile `src` and load all its entries.
+    /// Compile `src` (once per process) and load all its entries.
     pub fn load(&self, src: &Source) -> Result<Kernels, CudaError> {
-        let ptx = compile_ptx(src)?;
+        let ptx = cached_ptx(src)?;
         let module = self.ctx.load_module(cudarc::nvrtc::Ptx::from_src(ptx))?;
         let mut funcs = HashMap::new();
         for &e in src.entries {
@@ -312,6 +331,25 @@ pub struct Kernels {
 }
 
 impl Kernels {
+    /// Registers, spilled bytes and static shared memory of each kernel, as the driver compiled
+    /// them for this device ("name regs/local/shared").
+    pub fn resources(&self) -> Vec<String> {
+        let mut names: Vec<_> = self.funcs.keys().copied().collect();
+        names.sort();
+        names
+            .into_iter()
+            .map(|n| {
+                let f = &self.funcs[n];
+                format!(
+                    "{n} {}/{}/{}",
+                    f.num_regs().unwrap_or(-1),
+                    f.local_size_bytes().unwrap_or(-1),
+                    f.shared_size_bytes().unwrap_or(-1)
+                )
+            })
+            .collect()
+    }
+
     pub fn get(&self, name: &str) -> Result<&CudaFunction, CudaError> {
         self.funcs
             .get(name)

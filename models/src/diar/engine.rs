@@ -108,6 +108,18 @@ impl DiarEngine {
         Ok(Self::with_embedder(embedder, config)?)
     }
 
+    /// As [`Self::start`], with the fbank front end on `gpu` (see [`SpeakerEmbedder::use_gpu`]).
+    #[cfg(feature = "cuda")]
+    pub fn start_with_gpu(
+        store: &ModelStore,
+        config: DiarEngineConfig,
+        gpu: Arc<antiphon_kernels::cuda::Gpu>,
+    ) -> Result<Self, DiarError> {
+        let mut embedder = SpeakerEmbedder::load(store)?;
+        embedder.use_gpu(gpu)?;
+        Ok(Self::with_embedder(embedder, config)?)
+    }
+
     pub fn with_embedder(
         embedder: SpeakerEmbedder,
         config: DiarEngineConfig,

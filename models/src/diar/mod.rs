@@ -37,4 +37,6 @@ pub enum DiarError {
     Engine(#[from] engine::DiarEngineError),
     #[error(transparent)]
     Fbank(#[from] antiphon_kernels::fbank::FbankError),
+    #[error("{0}")]
+    Gpu(String),
 }

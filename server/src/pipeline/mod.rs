@@ -192,13 +192,21 @@ impl Pipeline {
         };
         let diar = if s.speaker_labels && asr.is_some() {
             let started = std::time::Instant::now();
-            let engine = DiarEngine::start(
-                &store,
-                DiarEngineConfig {
-                    slots: config.server.max_sessions.max(1),
-                    ..DiarEngineConfig::default()
-                },
-            )
+            let diar_config = DiarEngineConfig {
+                slots: config.server.max_sessions.max(1),
+                ..DiarEngineConfig::default()
+            };
+            let engine = match placement {
+                Placement::Cpu => DiarEngine::start(&store, diar_config),
+                // The fbank front end on the GPU, on a stream of its own (the LLM records
+                // graphs on its stream).
+                #[cfg(feature = "cuda")]
+                Placement::Cuda(gpu) => {
+                    let own = antiphon_kernels::cuda::Gpu::open(gpu.info.ordinal)
+                        .map_err(|e| anyhow::anyhow!("opening {} for the fbank front end: {e}", gpu.info))?;
+                    DiarEngine::start_with_gpu(&store, diar_config, Arc::new(own))
+                }
+            }
             .context("starting the speaker-embedding engine (speaker_labels)")?;
             tracing::info!(
                 ms = started.elapsed().as_millis() as u64,
