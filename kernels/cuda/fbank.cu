@@ -2,7 +2,7 @@
 // The CPU twin is `antiphon_kernels::fbank::Fbank` (same window, mel matrix and steps); the
 // transform here is a direct DFT accumulated in double precision, one output bin per thread.
 //
-// Grid: one block per frame, with at least padded / 2 + 1 threads (one pass over the bins); `frame_start[f]` is the first sample of frame f in `samples`
+// Grid: one block per frame; `frame_start[f]` is the first sample of frame f in `samples`
 // (frames of different sessions simply point into different parts of the buffer).
 
 #define FB_MAX_FRAME 1024
@@ -15,12 +15,7 @@ extern "C" __global__ void fbank_frames(const float* samples, const long long* f
     __shared__ float x[FB_MAX_FRAME];
     __shared__ float power[FB_MAX_FRAME / 2 + 1];
     __shared__ double red[32];
-    __shared__ double tw_cos[FB_MAX_FRAME], tw_sin[FB_MAX_FRAME];
     int f = blockIdx.x, tid = threadIdx.x;
-    for (int i = tid; i < padded; i += blockDim.x) {
-        tw_cos[i] = twiddle_cos[i];
-        tw_sin[i] = twiddle_sin[i];
-    }
     const float* src = samples + frame_start[f];
     double s = 0.0;
     for (int i = tid; i < frame_len; i += blockDim.x) {
@@ -55,8 +50,8 @@ extern "C" __global__ void fbank_frames(const float* samples, const long long* f
         double re = 0.0, im = 0.0;
         int idx = 0;  // (b * n) mod padded, stepped
         for (int n = 0; n < frame_len; n++) {
-            re += (double)x[n] * tw_cos[idx];
-            im -= (double)x[n] * tw_sin[idx];
+            re += (double)x[n] * twiddle_cos[idx];
+            im -= (double)x[n] * twiddle_sin[idx];
             idx += b;
             if (idx >= padded) idx -= padded;
         }

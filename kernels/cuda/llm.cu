@@ -141,7 +141,7 @@ __device__ __forceinline__ float warp_max(float v) {
 // per tile, then accumulates P·V with lanes over the head dimension. Warps of a block are merged
 // in shared memory; the block writes (max, sum, unnormalised output) per group to `partial`
 // [rows, n_kv, splits, groups, head_dim + 2]. Grid: (rows, n_kv, splits); block: 32 * ATT_WARPS.
-extern "C" __global__ void __launch_bounds__(32 * ATT_WARPS, 4) attention_split(const float* qkv, const bf16_t* k_cache, const bf16_t* v_cache,
+extern "C" __global__ void attention_split(const float* qkv, const bf16_t* k_cache, const bf16_t* v_cache,
                                            const int* row_pos, const int* row_seq, const int* seq_pages,
                                            const int* page_table, float* partial, int n_heads, int n_kv,
                                            int head_dim, int page_size, float scale, int split_len) {

@@ -11,8 +11,7 @@ use crate::fbank::{Fbank, FbankConfig};
 
 /// Longest frame the kernel takes (its shared buffer).
 const MAX_FRAME: usize = 1024;
-/// One thread per output bin of a 512-point transform (257 bins), in whole warps.
-const THREADS: u32 = 288;
+const THREADS: u32 = 256;
 
 pub struct GpuFbank {
     gpu: Arc<Gpu>,
@@ -27,7 +26,7 @@ pub struct GpuFbank {
 impl GpuFbank {
     pub fn new(gpu: Arc<Gpu>, config: FbankConfig) -> Result<Self, CudaError> {
         let cpu = Fbank::new(config).map_err(|e| CudaError::Invalid(e.to_string()))?;
-        if cpu.fft_len() > MAX_FRAME || cpu.fft_len() / 2 + 1 > THREADS as usize {
+        if cpu.fft_len() > MAX_FRAME {
             return Err(CudaError::Invalid(format!(
                 "fbank frames of {} samples exceed the GPU kernel's {MAX_FRAME}",
                 cpu.fft_len()
