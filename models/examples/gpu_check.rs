@@ -504,7 +504,10 @@ fn read_wav(path: &Path) -> Result<Vec<f32>, String> {
     let mut r = hound::WavReader::open(path).map_err(|e| e.to_string())?;
     let spec = r.spec();
     if spec.sample_rate != 16_000 || spec.channels != 1 || spec.bits_per_sample != 16 {
-        return Err(format!("{}: need 16 kHz mono 16-bit, got {spec:?}", path.display()));
+        return Err(format!(
+            "{}: need 16 kHz mono 16-bit, got {spec:?}",
+            path.display()
+        ));
     }
     r.samples::<i16>()
         .map(|s| s.map(|v| v as f32 / 32768.0).map_err(|e| e.to_string()))
@@ -542,7 +545,10 @@ fn speaker_front_end(
     out.push(check(
         "speaker embeddings, GPU vs CPU fbank",
         a.len() == b.len() && a.len() == windows.len() && worst >= 0.9999,
-        format!("{} windows of real speech through CAM++, min cosine {worst:.7}", windows.len()),
+        format!(
+            "{} windows of real speech through CAM++, min cosine {worst:.7}",
+            windows.len()
+        ),
     ));
     // The front end alone for one tick of 256 sessions (1.5 s each): CPU one window at a time
     // (what the engine did) vs one launch.
@@ -613,13 +619,17 @@ fn main() {
     let mut bench = Vec::new();
     if let Some(header) = &a.qwen_header {
         println!("== throughput ({})", header.display());
-        bench = throughput(&gpu, header).unwrap_or_else(|e| vec![format!("throughput run failed: {e}")]);
+        bench = throughput(&gpu, header)
+            .unwrap_or_else(|e| vec![format!("throughput run failed: {e}")]);
         for l in &bench {
             println!("{l}");
         }
     }
     if let (Some(campplus), Some(wav)) = (&a.campplus, &a.wav) {
-        println!("== speaker embeddings, GPU vs CPU fbank front end ({})", wav.display());
+        println!(
+            "== speaker embeddings, GPU vs CPU fbank front end ({})",
+            wav.display()
+        );
         match speaker_front_end(a.device, campplus, wav, &mut checks) {
             Ok(lines) => {
                 for l in &lines {

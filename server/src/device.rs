@@ -48,6 +48,9 @@ fn open(ordinal: usize) -> Result<Placement, String> {
     if !cuda::cublas_available() {
         return Err(cuda::CudaError::NoCublas.to_string());
     }
+    // Compile and load the kernels now (cached for the models): a driver older than CUDA 13
+    // rejects our PTX, and `auto` must fall back to the CPU then, not fail at model load.
+    gpu.load(&cuda::LLM_SOURCE).map_err(|e| e.to_string())?;
     Ok(Placement::Cuda(std::sync::Arc::new(gpu)))
 }
 

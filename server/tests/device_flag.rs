@@ -31,7 +31,11 @@ fn an_unusable_cuda_device_exits_2_with_the_reason() {
 fn device_names_are_checked_with_the_config() {
     for ok in ["auto", "cpu", "cuda:0"] {
         let out = serve(&["--device", ok, "--check"]);
-        assert!(out.status.success(), "{ok}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{ok}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let out = serve(&["--device", "tpu:0", "--check"]);
     assert!(!out.status.success());

@@ -202,8 +202,9 @@ impl Pipeline {
                 // graphs on its stream).
                 #[cfg(feature = "cuda")]
                 Placement::Cuda(gpu) => {
-                    let own = antiphon_kernels::cuda::Gpu::open(gpu.info.ordinal)
-                        .map_err(|e| anyhow::anyhow!("opening {} for the fbank front end: {e}", gpu.info))?;
+                    let own = antiphon_kernels::cuda::Gpu::open(gpu.info.ordinal).map_err(|e| {
+                        anyhow::anyhow!("opening {} for the fbank front end: {e}", gpu.info)
+                    })?;
                     DiarEngine::start_with_gpu(&store, diar_config, Arc::new(own))
                 }
             }
