@@ -16,7 +16,7 @@ use crate::store::ModelStore;
 enum FrontEnd {
     Cpu(Fbank),
     #[cfg(feature = "cuda")]
-    Gpu(antiphon_kernels::cuda::fbank::GpuFbank),
+    Gpu(Box<antiphon_kernels::cuda::fbank::GpuFbank>),
 }
 
 impl std::fmt::Debug for FrontEnd {
@@ -91,7 +91,7 @@ impl SpeakerEmbedder {
     ) -> Result<(), DiarError> {
         let fb = antiphon_kernels::cuda::fbank::GpuFbank::new(gpu, FbankConfig::default())
             .map_err(|e| DiarError::Gpu(format!("GPU fbank: {e}")))?;
-        self.front = FrontEnd::Gpu(fb);
+        self.front = FrontEnd::Gpu(Box::new(fb));
         Ok(())
     }
 
