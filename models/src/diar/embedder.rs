@@ -12,11 +12,12 @@ use super::DiarError;
 use super::campplus::{CAMPPLUS_FILE, CAMPPLUS_MODEL, CamPlusPlus, FEATURE_DIM};
 use crate::store::ModelStore;
 
-/// Where the fbank features are computed.
+/// Where the fbank features are computed. One per embedder, so variant sizes don't matter.
+#[allow(clippy::large_enum_variant)]
 enum FrontEnd {
     Cpu(Fbank),
     #[cfg(feature = "cuda")]
-    Gpu(Box<antiphon_kernels::cuda::fbank::GpuFbank>),
+    Gpu(antiphon_kernels::cuda::fbank::GpuFbank),
 }
 
 impl std::fmt::Debug for FrontEnd {
@@ -91,7 +92,7 @@ impl SpeakerEmbedder {
     ) -> Result<(), DiarError> {
         let fb = antiphon_kernels::cuda::fbank::GpuFbank::new(gpu, FbankConfig::default())
             .map_err(|e| DiarError::Gpu(format!("GPU fbank: {e}")))?;
-        self.front = FrontEnd::Gpu(Box::new(fb));
+        self.front = FrontEnd::Gpu(fb);
         Ok(())
     }
 
