@@ -231,15 +231,12 @@ impl GpuLm {
     /// Load a GGUF model onto `gpu` (with `synthetic`, the file may hold only the header and
     /// tensor table).
     pub fn load(gpu: Arc<Gpu>, path: &Path, opts: &GpuOptions) -> Result<Self, LlmError> {
-        let gguf_err = |source| LlmError::Gguf {
-            path: path.to_owned(),
-            source,
-        };
-        let mut file =
-            std::fs::File::open(path).map_err(|e| gguf_err(candle_core::Error::Io(e)))?;
-        let content = Content::read(&mut file).map_err(gguf_err)?;
-        let config = LmConfig::from_gguf(&content)?;
-        let tokenizer = LmTokenizer::from_gguf(&content)?;
+        let super::model::OpenGguf {
+            file,
+            content,
+            config,
+            tokenizer,
+        } = super::model::OpenGguf::read(path)?;
         let (nh, nkv, hd) = (config.n_heads, config.n_kv_heads, config.head_dim);
         if hd % 32 != 0 || hd > 128 || nh % nkv != 0 || nh / nkv > 8 {
             return Err(LlmError::Gpu(format!(
@@ -462,26 +459,7 @@ impl GpuLm {
         mut trace: Option<&mut Trace>,
     ) -> Result<Vec<Option<u32>>, LlmError> {
         let c = &self.config;
-        let n: usize = seqs.iter().map(|s| s.tokens.len()).sum();
-        if n == 0 || seqs.iter().any(|s| s.tokens.is_empty()) {
-            return Err(LlmError::Gpu(
-                "every sequence in a step needs at least one token".into(),
-            ));
-        }
-        for s in seqs.iter() {
-            let end = s.kv.len() + s.tokens.len();
-            if end > self.max_positions {
-                return Err(LlmError::ContextOverflow {
-                    tokens: end,
-                    limit: self.max_positions,
-                });
-            }
-            if let Some(&bad) = s.tokens.iter().find(|&&t| t as usize >= c.vocab_size) {
-                return Err(LlmError::Tokenizer(format!(
-                    "token id {bad} outside the vocabulary"
-                )));
-            }
-        }
+        let n = super::model::check_step(seqs, self.max_positions, c.vocab_size)?;
         // Pages first: a step that cannot get them fails before touching any cache.
         for s in seqs.iter_mut() {
             let want = s.kv.len() + s.tokens.len();

@@ -197,11 +197,12 @@ impl QuantLm {
             path: path.to_owned(),
             source,
         };
-        let mut file =
-            std::fs::File::open(path).map_err(|e| gguf_err(candle_core::Error::Io(e)))?;
-        let content = Content::read(&mut file).map_err(gguf_err)?;
-        let config = LmConfig::from_gguf(&content)?;
-        let tokenizer = LmTokenizer::from_gguf(&content)?;
+        let OpenGguf {
+            file,
+            content,
+            config,
+            tokenizer,
+        } = OpenGguf::read(path)?;
         let device = Device::Cpu;
         let mut ld = Loader {
             content: &content,
@@ -289,30 +290,7 @@ impl QuantLm {
     /// Run one step: append every sequence's new tokens to its cache and return the logits of
     /// each sequence's last new token, `[seqs.len(), vocab]`.
     pub fn forward(&self, seqs: &mut [StepSeq<'_>]) -> Result<Tensor, LlmError> {
-        let n: usize = seqs.iter().map(|s| s.tokens.len()).sum();
-        if n == 0 || seqs.iter().any(|s| s.tokens.is_empty()) {
-            return Err(LlmError::Model(candle_core::Error::Msg(
-                "every sequence in a step needs at least one token".into(),
-            )));
-        }
-        for s in seqs.iter() {
-            let end = s.kv.len() + s.tokens.len();
-            if end > self.max_positions {
-                return Err(LlmError::ContextOverflow {
-                    tokens: end,
-                    limit: self.max_positions,
-                });
-            }
-            if let Some(&bad) = s
-                .tokens
-                .iter()
-                .find(|&&t| t as usize >= self.config.vocab_size)
-            {
-                return Err(LlmError::Tokenizer(format!(
-                    "token id {bad} outside the vocabulary"
-                )));
-            }
-        }
+        let n = check_step(seqs, self.max_positions, self.config.vocab_size)?;
         let logits = self.forward_inner(seqs, n, None)?;
         for s in seqs.iter_mut() {
             s.kv.commit(s.tokens.len());
@@ -471,6 +449,64 @@ impl QuantLm {
     }
 }
 
+/// A GGUF file's header read, with the model config and tokenizer it describes.
+pub(crate) struct OpenGguf {
+    pub file: std::fs::File,
+    pub content: Content,
+    pub config: LmConfig,
+    pub tokenizer: LmTokenizer,
+}
+
+impl OpenGguf {
+    pub fn read(path: &Path) -> Result<Self, LlmError> {
+        let gguf_err = |source| LlmError::Gguf {
+            path: path.to_owned(),
+            source,
+        };
+        let mut file =
+            std::fs::File::open(path).map_err(|e| gguf_err(candle_core::Error::Io(e)))?;
+        let content = Content::read(&mut file).map_err(gguf_err)?;
+        let config = LmConfig::from_gguf(&content)?;
+        let tokenizer = LmTokenizer::from_gguf(&content)?;
+        Ok(Self {
+            file,
+            content,
+            config,
+            tokenizer,
+        })
+    }
+}
+
+/// What every model checks before a step: each sequence brings a token, stays within
+/// `max_positions`, and uses only ids of the vocabulary. Returns the step's token count.
+pub(crate) fn check_step(
+    seqs: &[StepSeq<'_>],
+    max_positions: usize,
+    vocab: usize,
+) -> Result<usize, LlmError> {
+    let n: usize = seqs.iter().map(|s| s.tokens.len()).sum();
+    if n == 0 || seqs.iter().any(|s| s.tokens.is_empty()) {
+        return Err(LlmError::Model(candle_core::Error::Msg(
+            "every sequence in a step needs at least one token".into(),
+        )));
+    }
+    for s in seqs {
+        let end = s.kv.len() + s.tokens.len();
+        if end > max_positions {
+            return Err(LlmError::ContextOverflow {
+                tokens: end,
+                limit: max_positions,
+            });
+        }
+        if let Some(&bad) = s.tokens.iter().find(|&&t| t as usize >= vocab) {
+            return Err(LlmError::Tokenizer(format!(
+                "token id {bad} outside the vocabulary"
+            )));
+        }
+    }
+    Ok(n)
+}
+
 /// Additive causal mask for `t` new tokens after `past` cached ones, repeated for `groups`
 /// stacked query heads: `[groups*t, past+t]`.
 fn causal_mask(groups: usize, t: usize, past: usize, dev: &Device) -> CResult<Tensor> {
@@ -497,18 +533,8 @@ fn rope_tables(
     dev: &Device,
 ) -> Result<(Tensor, Tensor), LlmError> {
     let half = head_dim / 2;
-    let inv: Vec<f32> = (0..half)
-        .map(|i| 1.0 / base.powf((2 * i) as f32 / head_dim as f32))
-        .collect();
-    let mut cos = Vec::with_capacity(max_pos * half);
-    let mut sin = Vec::with_capacity(max_pos * half);
-    for p in 0..max_pos {
-        for f in &inv {
-            let a = p as f32 * f;
-            cos.push(a.cos());
-            sin.push(a.sin());
-        }
-    }
+    // The same tables the GPU model uploads (one definition for both).
+    let (cos, sin) = antiphon_kernels::llm_ref::rope_tables(head_dim, base, max_pos);
     Ok((
         Tensor::from_vec(cos, (max_pos, half), dev)?,
         Tensor::from_vec(sin, (max_pos, half), dev)?,
