@@ -1,15 +1,6 @@
 //! `antiphon`: the voice-agent server and its tools, one binary with subcommands.
 
-mod commands;
-mod config;
-mod device;
-mod http;
-mod metrics;
-mod pipeline;
-mod realtime;
-mod sip;
-mod twilio;
-mod webrtc;
+use antiphon_server::commands;
 
 use std::process::ExitCode;
 

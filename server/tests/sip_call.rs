@@ -214,7 +214,7 @@ async fn sipp_calls_and_hears_a_continuous_spoken_reply() {
     let mut server = TestServer::start(ServerOptions {
         config: "[llm]\nmodel = \"smollm2-135m\"\nmax_tokens = 40\n[sip]\nrtp_port_min = 31000\nrtp_port_max = 31999\n",
         args: &["--sip", "127.0.0.1:0"],
-        log_filter: "warn,antiphon::sip=info",
+        log_filter: "warn,antiphon_server::sip=info",
         capture_log: true,
     })
     .await;

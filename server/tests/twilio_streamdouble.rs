@@ -55,7 +55,7 @@ fn streamdouble() -> PathBuf {
 async fn start_server(config_text: &str) -> TestServer {
     TestServer::start(ServerOptions {
         config: config_text,
-        log_filter: "warn,antiphon::twilio=info,antiphon::realtime::turn=info",
+        log_filter: "warn,antiphon_server::twilio=info,antiphon_server::session::turn=info",
         capture_log: true,
         ..ServerOptions::default()
     })

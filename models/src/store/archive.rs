@@ -6,7 +6,7 @@ use std::path::Path;
 
 use flate2::read::GzDecoder;
 
-use super::fetch::{FetchError, io_error};
+use super::error::{FetchError, io_error};
 use super::manifest::{Package, Registry};
 
 /// Calls `sink(member, reader)` once for each of `members` found in the archive at `path`, and

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use super::FetchError;
+use super::error::FetchError;
 use super::manifest::{Package, Registry};
 
 /// Overrides the pip command (may include arguments, e.g. `python3 -m pip`).

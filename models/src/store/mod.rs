@@ -30,6 +30,7 @@ use std::path::{Path, PathBuf};
 
 mod archive;
 pub mod client;
+mod error;
 mod fetch;
 mod hashing;
 pub mod manifest;
@@ -37,7 +38,8 @@ mod progress;
 mod staged;
 mod status;
 
-pub use fetch::{FetchError, FetchReport, fetch};
+pub use error::FetchError;
+pub use fetch::{FetchReport, fetch};
 pub use manifest::{FetchSet, Model, ModelFile};
 pub use progress::Progress;
 pub use status::{FileState, ModelState, ModelStatus, check_file, model_status};

@@ -9,7 +9,7 @@ use indicatif::ProgressBar;
 use sha2::{Digest, Sha256};
 use tempfile::NamedTempFile;
 
-use super::fetch::{FetchError, io_error};
+use super::error::{FetchError, io_error};
 use super::hashing::CHUNK;
 use super::manifest::ModelFile;
 

@@ -5,7 +5,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::ModelStore;
-use super::fetch::{FetchError, io_error};
+use super::error::{FetchError, io_error};
 use super::hashing::sha256_file;
 use super::manifest::{Model, ModelFile};
 use super::progress::Progress;

@@ -8,12 +8,14 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Args;
 
+use crate::app::AppState;
+use crate::auth::ApiKeys;
 use crate::config::Config;
-use crate::http::{self, AppState, auth::ApiKeys};
+use crate::http;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
-use crate::realtime::session::EngineConnector;
-use crate::realtime::turn::Engines;
+use crate::session::EngineConnector;
+use crate::session::engine::Engines;
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {

@@ -16,8 +16,8 @@ use antiphon_models::asr::{AsrEngine, AsrEvent, AsrSession, StreamingAsr};
 use antiphon_models::vad::endpoint::EndpointConfig;
 
 use super::diar::{Lookup, SpeakerTagger};
-use crate::realtime::audio_format::ASR_RATE;
-use crate::realtime::turn::{Engine, EngineEvent};
+use crate::session::audio_format::ASR_RATE;
+use crate::session::engine::{Engine, EngineEvent};
 
 /// Pushes remembered for mapping audio time to arrival: 60 s of 20 ms frames. Speech ends
 /// reported by the endpointer are at most a silence duration (plus any backlog) old.

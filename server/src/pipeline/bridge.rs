@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use super::asr::AsrAdapter;
 use super::llm::LlmAdapter;
 use super::tts::TtsAdapter;
-use crate::realtime::turn::{Engine, EngineCommand, EngineEvent, Epoch};
+use crate::session::engine::{Engine, EngineCommand, EngineEvent, Epoch};
 use antiphon_models::vad::endpoint::EndpointConfig;
 
 /// Commands waiting for the bridge (about 5 s of 20 ms audio frames).

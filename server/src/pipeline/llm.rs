@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use antiphon_models::llm::{EngineSession, LlmEngine, ReplyEvent, ReplyStream, SamplingParams};
 
-use crate::realtime::conversation::{ChatMessage, ChatRole};
-use crate::realtime::turn::{Engine, EngineEvent, Epoch};
+use crate::session::conversation::{ChatMessage, ChatRole};
+use crate::session::engine::{Engine, EngineEvent, Epoch};
 
 /// What to do with a new `LlmStart`.
 #[derive(Debug, PartialEq, Eq)]

@@ -29,8 +29,8 @@ use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::device::Placement;
-use crate::realtime::session::{EngineConnector, EngineLink};
-use crate::realtime::turn::Engines;
+use crate::session::engine::Engines;
+use crate::session::{EngineConnector, EngineLink};
 
 use bridge::{Bridge, COMMAND_QUEUE, EVENT_QUEUE};
 

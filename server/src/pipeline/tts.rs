@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use antiphon_models::tts::{TtsEngine, TtsError, TtsEvent, TtsStream};
 
-use crate::realtime::turn::{Engine, EngineEvent, Epoch};
+use crate::session::engine::{Engine, EngineEvent, Epoch};
 
 pub struct TtsAdapter {
     /// Every loaded engine, the server's default first.

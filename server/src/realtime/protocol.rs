@@ -12,7 +12,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::events::*;
+use crate::session::events::*;
 
 /// Which event names and shapes a connection speaks, fixed at connect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,24 +29,6 @@ impl Dialect {
         match value {
             Some(v) if v.split(',').any(|p| p.trim() == "realtime=v1") => Dialect::Beta,
             _ => Dialect::Ga,
-        }
-    }
-}
-
-/// Size limits applied to client input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Largest accepted WebSocket text message, bytes (default 1 MiB).
-    pub max_message_bytes: usize,
-    /// Largest uncommitted input audio buffer, bytes of client audio (default 15 MiB).
-    pub max_audio_buffer_bytes: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_message_bytes: 1 << 20,
-            max_audio_buffer_bytes: 15 << 20,
         }
     }
 }

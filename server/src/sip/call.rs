@@ -30,11 +30,9 @@ use tokio::time::MissedTickBehavior;
 use super::TRANSPORT;
 use super::playout::{FRAME_BYTES, Frame, Playout};
 use crate::metrics::Metrics;
-use crate::realtime::events::{
-    ClientEvent, Content, Item, ItemKind, ItemStatus, Role, ServerEvent,
-};
-use crate::realtime::session::Inbound;
-use crate::realtime::session::channel::SessionChannels;
+use crate::session::Inbound;
+use crate::session::channel::SessionChannels;
+use crate::session::events::{ClientEvent, Content, Item, ItemKind, ItemStatus, Role, ServerEvent};
 
 /// Reply audio held at most (the session streams faster than real time): 2 minutes.
 const MAX_QUEUED_BYTES: usize = 8000 * 120;

@@ -23,11 +23,10 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::Instrument as _;
 
+use crate::app::AppState;
 use crate::config::SipConfig;
-use crate::http::AppState;
-use crate::realtime::events::{AudioFormat, Transcription};
-use crate::realtime::protocol::Dialect;
-use crate::realtime::session;
+use crate::session;
+use crate::session::events::{AudioFormat, Transcription};
 use call::{CallControl, CallSetup};
 use ports::RtpPorts;
 
@@ -132,7 +131,7 @@ pub async fn run(state: Arc<AppState>, socket: UdpSocket, config: SipConfig) -> 
                         Codec::Pcmu => AudioFormat::G711Ulaw,
                         Codec::Pcma => AudioFormat::G711Alaw,
                     };
-                    let mut params = match state.admit(TRANSPORT, Dialect::Ga, (format, format)) {
+                    let mut params = match state.admit(TRANSPORT, (format, format)) {
                         Ok(p) => p,
                         Err(refusal) => {
                             tracing::warn!(%from, code = refusal.code, "call refused: {}", refusal.message);

@@ -18,12 +18,11 @@ use tracing::Instrument;
 use super::call::{Call, CallError, Step};
 use super::codec::{self, StartInfo, TwilioOutbound};
 use super::{KEY_PARAMETER, MAX_MESSAGE_BYTES, TRANSPORT_LABEL};
-use crate::http::AppState;
-use crate::http::auth::ApiKeys;
-use crate::realtime::events::{AudioFormat, ServerEvent, Transcription};
-use crate::realtime::protocol::Dialect;
-use crate::realtime::session::Inbound;
-use crate::realtime::session::channel::{self, SessionChannels};
+use crate::app::AppState;
+use crate::auth::ApiKeys;
+use crate::session::Inbound;
+use crate::session::channel::{self, SessionChannels};
+use crate::session::events::{AudioFormat, ServerEvent, Transcription};
 
 /// How long a new socket may take to send `start`.
 pub const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -210,7 +209,6 @@ impl Bridge {
             .state
             .admit(
                 TRANSPORT_LABEL,
-                Dialect::Ga,
                 (AudioFormat::G711Ulaw, AudioFormat::G711Ulaw),
             )
             .map_err(|r| {

@@ -14,7 +14,7 @@
 use std::collections::VecDeque;
 
 use super::codec::{MULAW_RATE_HZ, MediaFrame, StartInfo, TwilioInbound, TwilioOutbound};
-use crate::realtime::events::{
+use crate::session::events::{
     ClientEvent, Content, Item, ItemKind, ItemStatus, ResponseStatus, Role, ServerEvent,
 };
 

@@ -25,8 +25,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Router, http::StatusCode};
 
-use crate::http::AppState;
-use crate::http::auth::ApiKeys;
+use crate::app::AppState;
+use crate::auth::ApiKeys;
 
 /// The `transport` label of Twilio calls in metrics and logs.
 pub const TRANSPORT_LABEL: &str = "twilio";

@@ -3,7 +3,7 @@
 //! /v1/webrtc/{id}`; `DELETE /v1/webrtc/{id}` hangs up; `GET /v1/webrtc/config` gives the
 //! page its STUN/TURN servers. Audio is Opus 48 kHz both ways; a data channel carries the
 //! Realtime API's JSON events (GA names) both ways. The transport is an adapter onto the one
-//! session driver (`realtime::session::channel`), never a fork of the pipeline.
+//! session driver (`session::channel`), never a fork of the pipeline.
 //!
 //! The server side is ICE-lite (str0m, sans-IO): it offers host candidates and answers the
 //! browser's connectivity checks, never probes itself, so a browser must be able to reach one
@@ -26,10 +26,20 @@ use str0m::change::SdpOffer;
 use str0m::{Candidate, Rtc};
 use tokio::sync::oneshot;
 
-use crate::http::AppState;
-use crate::realtime::events::AudioFormat;
-use crate::realtime::protocol::{Dialect, Limits};
-use crate::realtime::session::channel;
+use crate::app::AppState;
+use crate::session::channel;
+use crate::session::events::AudioFormat;
+use crate::session::events::Limits;
+
+/// The routes, to merge behind the auth layer.
+pub fn routes() -> axum::Router<Arc<AppState>> {
+    use axum::routing::{delete, get, post};
+    axum::Router::new()
+        .route("/v1/webrtc", post(offer))
+        .route("/v1/webrtc/config", get(config))
+        .route("/v1/webrtc/{id}", delete(hang_up))
+        .layer(axum::Extension(Arc::new(Peers::default())))
+}
 
 /// The `transport` label of WebRTC sessions in metrics.
 pub const TRANSPORT: &str = "webrtc";
@@ -80,6 +90,7 @@ pub async fn config(State(state): State<Arc<AppState>>) -> Response {
 /// `POST /v1/webrtc`: SDP offer in, SDP answer out; starts the peer and its session.
 pub async fn offer(
     State(state): State<Arc<AppState>>,
+    axum::Extension(peers): axum::Extension<Arc<Peers>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -162,11 +173,7 @@ pub async fn offer(
     };
 
     // Admission last: nothing above holds a slot, and a refusal costs the caller nothing.
-    let params = match state.admit(
-        TRANSPORT,
-        Dialect::Ga,
-        (AudioFormat::Pcm16, AudioFormat::Pcm16),
-    ) {
+    let params = match state.admit(TRANSPORT, (AudioFormat::Pcm16, AudioFormat::Pcm16)) {
         Ok(p) => p,
         Err(refusal) => return refusal.into_response(),
     };
@@ -179,7 +186,7 @@ pub async fn offer(
     let echo_guard = std::time::Duration::from_millis(state.config.session.echo_guard_ms);
     let session = channel::spawn(params);
     let (hangup_tx, hangup) = oneshot::channel();
-    state.webrtc_peers.insert(id.clone(), hangup_tx);
+    peers.insert(id.clone(), hangup_tx);
     let peer_params = peer::PeerParams {
         id: id.clone(),
         rtc,
@@ -189,11 +196,11 @@ pub async fn offer(
         echo_guard,
         hangup,
     };
-    let task_state = state.clone();
+    let task_peers = peers.clone();
     let task_id = id.clone();
     tokio::spawn(async move {
         peer::run(peer_params).await;
-        task_state.webrtc_peers.remove(&task_id);
+        task_peers.remove(&task_id);
     });
 
     (
@@ -208,8 +215,11 @@ pub async fn offer(
 }
 
 /// `DELETE /v1/webrtc/{id}`: hangs up.
-pub async fn hang_up(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
-    match state.webrtc_peers.remove(&id) {
+pub async fn hang_up(
+    axum::Extension(peers): axum::Extension<Arc<Peers>>,
+    Path(id): Path<String>,
+) -> Response {
+    match peers.remove(&id) {
         Some(hangup) => {
             // The task may have ended a moment ago: nothing left to stop then.
             let _ = hangup.send(());

@@ -20,12 +20,13 @@ use tokio::time::{Instant as TokioInstant, sleep_until};
 
 use super::codec::{CodecError, Downlink, Uplink};
 use super::playout::{FRAME, Note, Playout};
-use crate::realtime::events::{
+use crate::realtime::protocol::{self, Dialect};
+use crate::session::Inbound;
+use crate::session::channel::SessionChannels;
+use crate::session::events::Limits;
+use crate::session::events::{
     CancelReason, ClientEvent, ClientMessage, ErrorInfo, ResponseStatus, ServerEvent,
 };
-use crate::realtime::protocol::{self, Dialect, Limits};
-use crate::realtime::session::Inbound;
-use crate::realtime::session::channel::SessionChannels;
 
 /// How long ICE + DTLS may take before the peer gives up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);

@@ -7,7 +7,7 @@
 
 use std::collections::{HashSet, VecDeque};
 
-use crate::realtime::events::ServerEvent;
+use crate::session::events::ServerEvent;
 
 /// Session audio rate (pcm16 24 kHz, `AudioFormat::Pcm16`).
 pub const RATE: u32 = 24_000;
@@ -294,7 +294,7 @@ impl Playout {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::realtime::events::PartRef;
+    use crate::session::events::PartRef;
 
     fn part(r: &str) -> PartRef {
         PartRef {
@@ -454,14 +454,14 @@ mod tests {
         );
         // A complete reply stops after its last frame even when `response.done` came first.
         p.push_audio("r2", "item_r2", &pcm(20, 1000));
-        let done = ServerEvent::ResponseDone(crate::realtime::events::ResponseInfo {
+        let done = ServerEvent::ResponseDone(crate::session::events::ResponseInfo {
             id: "r2".into(),
-            status: crate::realtime::events::ResponseStatus::Completed,
+            status: crate::session::events::ResponseStatus::Completed,
             cancel_reason: None,
             error: None,
             output: vec![],
             output_modalities: vec![],
-            output_format: crate::realtime::events::AudioFormat::Pcm16,
+            output_format: crate::session::events::AudioFormat::Pcm16,
             voice: "joe".into(),
             conversation_id: None,
         });

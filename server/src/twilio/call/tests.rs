@@ -1,7 +1,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::realtime::events::{AudioFormat, PartRef, ResponseInfo};
+use crate::session::events::{AudioFormat, PartRef, ResponseInfo};
 use crate::twilio::codec::MediaFormat;
 
 const SID: &str = "MZ00000000000000000000000000000001";

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::{End, Inbound, SessionIo, SessionParams};
-use crate::realtime::events::{ClientEvent, ClientMessage, ServerEvent};
+use crate::session::events::{ClientEvent, ClientMessage, ServerEvent};
 
 /// Room for this many inputs / events in each direction; a full inbound queue makes the
 /// transport wait (or drop, its choice), a full outbound queue for `send_timeout` ends the session.
@@ -83,11 +83,10 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::app::AppState;
     use crate::config::Config;
-    use crate::http::AppState;
     use crate::metrics::Metrics;
-    use crate::realtime::events::{AudioFormat, ClientEvent, ErrorInfo, ServerEvent};
-    use crate::realtime::protocol::Dialect;
+    use crate::session::events::{AudioFormat, ClientEvent, ErrorInfo, ServerEvent};
 
     fn state(max_sessions: usize) -> AppState {
         let mut config = Config::default();
@@ -106,11 +105,7 @@ mod tests {
     async fn channel_session_speaks_realtime_events_in_the_admitted_format() {
         let state = state(1);
         let params = state
-            .admit(
-                "test",
-                Dialect::Ga,
-                (AudioFormat::G711Ulaw, AudioFormat::G711Ulaw),
-            )
+            .admit("test", (AudioFormat::G711Ulaw, AudioFormat::G711Ulaw))
             .expect("admitted");
         let mut ch = spawn(params);
         match next(&mut ch).await {
@@ -123,11 +118,7 @@ mod tests {
         // The one permit is held by the live session.
         assert!(
             state
-                .admit(
-                    "test",
-                    Dialect::Ga,
-                    (AudioFormat::Pcm16, AudioFormat::Pcm16)
-                )
+                .admit("test", (AudioFormat::Pcm16, AudioFormat::Pcm16))
                 .is_err()
         );
 
@@ -176,11 +167,7 @@ mod tests {
         assert_eq!(end, End::ClientGone);
         assert!(
             state
-                .admit(
-                    "test",
-                    Dialect::Ga,
-                    (AudioFormat::Pcm16, AudioFormat::Pcm16)
-                )
+                .admit("test", (AudioFormat::Pcm16, AudioFormat::Pcm16))
                 .is_ok()
         );
     }

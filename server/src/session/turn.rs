@@ -13,152 +13,17 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::audio_format::{InputDecoder, OutputEncoder};
-use super::conversation::{ChatMessage, Conversation, ConversationError};
+use super::conversation::{Conversation, ConversationError};
+use super::engine::{Engine, EngineCommand, EngineEvent, Engines, Epoch};
+use super::events::Limits;
 use super::events::*;
-use super::protocol::Limits;
 use antiphon_models::tts::chunker::{ChunkerConfig, TextChunker};
-
-/// The epoch of an agent reply. Outputs made for another epoch are stale.
-pub type Epoch = u64;
-
-/// Which engine an event or failure concerns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Engine {
-    /// VAD + streaming ASR.
-    Asr,
-    Llm,
-    Tts,
-}
-
-impl Engine {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Engine::Asr => "asr",
-            Engine::Llm => "llm",
-            Engine::Tts => "tts",
-        }
-    }
-}
-
-/// Events from the engines, as the session receives them. Wiring a real engine means mapping
-/// its events onto these.
-#[derive(Debug, Clone, PartialEq)]
-#[allow(
-    dead_code,
-    reason = "built by the engine wiring, which lands once the engine branches merge"
-)]
-pub enum EngineEvent {
-    /// VAD: speech began at `audio_ms` of this session's input audio (media time).
-    SpeechStarted {
-        audio_ms: u64,
-    },
-    /// VAD endpoint: speech ended at `audio_ms`. `now` passed with it should be the arrival
-    /// instant of the last voiced frame (the latency origin).
-    SpeechStopped {
-        audio_ms: u64,
-    },
-    TranscriptPartial {
-        text: String,
-    },
-    TranscriptFinal {
-        text: String,
-    },
-    /// Diarization: the speaker of the user turn whose `TranscriptFinal` comes next
-    /// (`S1`, `S2`, …, stable for the session). Sent just before that final, or not at all.
-    SpeakerLabel {
-        label: String,
-    },
-    LlmToken {
-        epoch: Epoch,
-        text: String,
-    },
-    LlmDone {
-        epoch: Epoch,
-    },
-    /// A TTS chunk: mono f32 `samples` at `rate` that speak `text`.
-    TtsAudio {
-        epoch: Epoch,
-        samples: Vec<f32>,
-        rate: u32,
-        text: String,
-    },
-    TtsDone {
-        epoch: Epoch,
-    },
-    /// A TTS engine that chunks its own input (`chunk_for_tts` off) handed this reply's
-    /// first chunk to synthesis: the "first clause" stage of the latency trace.
-    TtsClause {
-        epoch: Epoch,
-    },
-    /// An engine failed; `epoch` when it concerns one reply.
-    Failed {
-        engine: Engine,
-        epoch: Option<Epoch>,
-        message: String,
-    },
-}
-
-/// Work for the engines. The session forwards these without awaiting (bounded channels).
-#[derive(Debug, Clone, PartialEq)]
-pub enum EngineCommand {
-    /// Input audio, mono f32 at 16 kHz, in arrival order, with the arrival instant of the
-    /// client message that carried it (the engine adapter maps ASR audio times back to it).
-    AsrAudio {
-        samples: Vec<f32>,
-        arrival: Instant,
-    },
-    /// Manual turn: the buffer was committed; finish the utterance and send `TranscriptFinal`.
-    AsrCommit,
-    /// The input buffer was cleared: drop buffered audio and VAD state.
-    AsrReset,
-    /// `session.update` changed the server-VAD parameters: the endpointer must use these from
-    /// now on (audio the recogniser still buffers may be discarded).
-    AsrConfigure {
-        threshold: f32,
-        prefix_padding_ms: u32,
-        silence_duration_ms: u32,
-    },
-    LlmStart {
-        epoch: Epoch,
-        messages: Vec<ChatMessage>,
-        max_tokens: Option<u32>,
-    },
-    LlmCancel {
-        epoch: Epoch,
-    },
-    /// The instructions changed: the conversation the next `LlmStart` will send (so far),
-    /// for the engine to open and prefill ahead of the turn. A hint; nothing waits on it.
-    LlmPrepare {
-        messages: Vec<ChatMessage>,
-    },
-    /// Text to speak, in order; `voice` from the session config.
-    TtsText {
-        epoch: Epoch,
-        text: String,
-        voice: String,
-    },
-    /// No more text for this epoch: speak the rest, then send `TtsDone`.
-    TtsFinish {
-        epoch: Epoch,
-    },
-    TtsCancel {
-        epoch: Epoch,
-    },
-}
 
 /// What the session must do next.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
     Event(ServerEvent),
     Command(EngineCommand),
-}
-
-/// Which engines are wired into this server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Engines {
-    pub asr: bool,
-    pub llm: bool,
-    pub tts: bool,
 }
 
 /// Per-session knobs from the server config.

@@ -5,8 +5,10 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::*;
-use crate::realtime::conversation::ChatRole;
 use crate::realtime::protocol::{Dialect, decode_client, server_event_name};
+use crate::session::conversation::ChatMessage;
+use crate::session::conversation::ChatRole;
+use crate::session::engine::{Engine, EngineCommand, EngineEvent, Engines, Epoch};
 
 const ALL: Engines = Engines {
     asr: true,

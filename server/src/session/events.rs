@@ -519,3 +519,21 @@ pub enum ServerEvent {
     Error(ErrorInfo),
     TurnLatency(TurnLatency),
 }
+
+/// Size limits applied to client input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest accepted WebSocket text message, bytes (default 1 MiB).
+    pub max_message_bytes: usize,
+    /// Largest uncommitted input audio buffer, bytes of client audio (default 15 MiB).
+    pub max_audio_buffer_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_bytes: 1 << 20,
+            max_audio_buffer_bytes: 15 << 20,
+        }
+    }
+}

@@ -4,12 +4,27 @@
 //! to the transport and forwards commands. When the caller vanishes the task ends and drops
 //! everything it owns (the admission permit, the engine link and so its slot leases).
 //!
-//! Transports: [`websocket`] (the Realtime API itself) and [`channel`] (a pair of bounded
-//! channels, for transports that translate another protocol — Twilio, SIP, WebRTC — into
-//! Realtime client events and back).
+//! It knows no transport and no HTTP. Transports plug in as a [`SessionIo`]: the Realtime
+//! WebSocket leg (`realtime::websocket`) directly, the others (Twilio, SIP, WebRTC) through
+//! [`channel`], a pair of bounded channels.
+//!
+//! Map (sans-IO unless noted):
+//! - [`turn`]: `TurnManager` (epochs, server_vad/manual turns, echo guard and barge-in,
+//!   latency trace); consumes [`engine::EngineEvent`], emits server events and
+//!   [`engine::EngineCommand`]s.
+//! - [`engine`]: the command/event types between a session and the engines.
+//! - [`conversation`]: items in order, truncate-to-played, `to_chat` for the LLM.
+//! - [`events`]: client/server event types (the Realtime API's meaning, no wire names),
+//!   session config, items, input limits.
+//! - [`audio_format`]: transport audio (pcm16 24 kHz / G.711 8 kHz) <-> engine f32.
+//! - this file (tokio): the per-call loop, [`run`].
 
+pub mod audio_format;
 pub mod channel;
-pub mod websocket;
+pub mod conversation;
+pub mod engine;
+pub mod events;
+pub mod turn;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,15 +33,10 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::time::Instant as TokioInstant;
 use tracing::Instrument;
 
-use super::events::{ClientMessage, ErrorInfo, ServerEvent, SessionConfig};
-use super::protocol::Dialect;
-use super::turn::{
-    EngineCommand, EngineEvent, Engines, Output, TurnCounters, TurnManager, TurnSettings,
-};
+use self::engine::{EngineCommand, EngineEvent, Engines};
+use self::events::{ClientMessage, ErrorInfo, ServerEvent, SessionConfig};
+use self::turn::{Output, TurnCounters, TurnManager, TurnSettings};
 use crate::metrics::Metrics;
-
-/// The `transport` label of Realtime WebSocket sessions in metrics.
-pub const TRANSPORT: &str = "websocket";
 
 /// A session's connection to the engines: commands out, events in. Both channels are bounded;
 /// the events carry the instant they were produced (stamped once, where they were made).
@@ -54,7 +64,6 @@ pub struct SessionParams {
     pub session_id: String,
     /// The `transport` label of its metrics (`websocket`, `twilio`, `sip`, `webrtc`).
     pub transport: &'static str,
-    pub dialect: Dialect,
     pub initial: SessionConfig,
     pub engines: Engines,
     pub settings: TurnSettings,
@@ -132,7 +141,7 @@ impl<Io: SessionIo> Writer<Io> {
 fn record(metrics: &Metrics, transport: &'static str, event: &ServerEvent) {
     match event {
         ServerEvent::ResponseCreated(_) => metrics.add("antiphon_turns_total", transport, &[], 1),
-        ServerEvent::ResponseDone(r) if r.status == super::events::ResponseStatus::Cancelled => {
+        ServerEvent::ResponseDone(r) if r.status == events::ResponseStatus::Cancelled => {
             metrics.add("antiphon_responses_cancelled_total", transport, &[], 1)
         }
         ServerEvent::Error(e) => {
@@ -165,8 +174,7 @@ pub async fn run<Io: SessionIo>(io: Io, params: SessionParams) -> End {
     let span = tracing::info_span!(
         "session",
         id = %params.session_id,
-        transport = params.transport,
-        dialect = ?params.dialect
+        transport = params.transport
     );
     async move {
         tracing::info!("session opened");

@@ -6,9 +6,10 @@ use axum::extract::ws::{Message, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 
-use super::{End, Inbound, SessionIo, SessionParams};
-use crate::realtime::events::{ErrorInfo, ServerEvent};
-use crate::realtime::protocol::{self, Dialect, Limits};
+use crate::realtime::protocol::{self, Dialect};
+use crate::session::events::Limits;
+use crate::session::events::{ErrorInfo, ServerEvent};
+use crate::session::{End, Inbound, SessionIo, SessionParams};
 
 /// A Realtime WebSocket as a session transport.
 pub struct WebSocketIo {
@@ -81,12 +82,7 @@ impl SessionIo for WebSocketIo {
 }
 
 /// Runs a Realtime WebSocket session to its end. Spawned by the HTTP layer after the upgrade.
-pub async fn run(socket: WebSocket, params: SessionParams) {
-    let io = WebSocketIo::new(
-        socket,
-        params.dialect,
-        params.settings.limits,
-        params.send_timeout,
-    );
-    super::run(io, params).await;
+pub async fn run(socket: WebSocket, dialect: Dialect, params: SessionParams) {
+    let io = WebSocketIo::new(socket, dialect, params.settings.limits, params.send_timeout);
+    crate::session::run(io, params).await;
 }
