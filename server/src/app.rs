@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use tokio::sync::Semaphore;
 
 use crate::config::{Config, TurnMode};
-use crate::metrics::Metrics;
+use crate::metrics::{Counter, Metrics};
 use crate::session::engine::Engines;
 use crate::session::events::{AudioFormat, Limits, Modality, SessionConfig, TurnDetection};
 use crate::session::turn::TurnSettings;
@@ -80,7 +80,7 @@ impl AppState {
     ) -> Result<SessionParams, Refusal> {
         let Ok(permit) = self.sessions.clone().try_acquire_owned() else {
             self.metrics.add(
-                "antiphon_sessions_refused_total",
+                Counter::SessionsRefused,
                 transport,
                 &[("reason", "capacity")],
                 1,
@@ -98,7 +98,7 @@ impl AppState {
                 Ok(link) => Some(link),
                 Err(reason) => {
                     self.metrics.add(
-                        "antiphon_sessions_refused_total",
+                        Counter::SessionsRefused,
                         transport,
                         &[("reason", "engines")],
                         1,

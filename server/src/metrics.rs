@@ -16,7 +16,7 @@ const LATENCY_BUCKETS: [f64; 14] = [
 type Labels = Vec<(&'static str, String)>;
 
 #[derive(Debug, Default)]
-struct Histogram {
+struct Buckets {
     counts: [u64; LATENCY_BUCKETS.len()],
     count: u64,
     sum: f64,
@@ -24,70 +24,79 @@ struct Histogram {
 
 #[derive(Debug, Default)]
 struct Registry {
-    counters: BTreeMap<(&'static str, Labels), u64>,
-    gauges: BTreeMap<(&'static str, Labels), i64>,
-    histograms: BTreeMap<(&'static str, Labels), Histogram>,
+    counters: BTreeMap<(Counter, Labels), u64>,
+    gauges: BTreeMap<(Gauge, Labels), i64>,
+    histograms: BTreeMap<(Histogram, Labels), Buckets>,
 }
 
-/// Help text of every metric family we export, in output order.
-const FAMILIES: &[(&str, &str, &str)] = &[
-    ("antiphon_sessions", "gauge", "Sessions currently open."),
-    (
-        "antiphon_sessions_refused_total",
-        "counter",
-        "Sessions refused at admission (capacity).",
-    ),
-    (
-        "antiphon_turns_total",
-        "counter",
-        "Agent responses started.",
-    ),
-    (
-        "antiphon_responses_cancelled_total",
-        "counter",
-        "Responses cancelled (barge-in or client).",
-    ),
-    (
-        "antiphon_errors_total",
-        "counter",
-        "Error events sent to clients, by code.",
-    ),
-    (
-        "antiphon_dropped_frames_total",
-        "counter",
-        "Audio dropped: rejected appends and full engine queues.",
-    ),
-    (
-        "antiphon_stale_outputs_dropped_total",
-        "counter",
-        "Engine outputs dropped because their epoch was stale.",
-    ),
-    (
-        "antiphon_queue_depth",
-        "gauge",
-        "Messages waiting in session queues, summed over sessions.",
-    ),
-    (
-        "antiphon_twilio_protocol_errors_total",
-        "counter",
-        "Twilio Media Streams input rejected (malformed, out of order, wrong format), by code.",
-    ),
-    (
-        "antiphon_dtmf_total",
-        "counter",
-        "DTMF key presses received from callers.",
-    ),
-    (
-        "antiphon_playout_clears_total",
-        "counter",
-        "Barge-ins that cleared reply audio queued at the far end.",
-    ),
-    (
-        "antiphon_turn_latency_seconds",
-        "histogram",
-        "Turn stage latency after user speech end (or response.create).",
-    ),
-];
+/// Declares a metric kind: an enum whose every variant is one exported family with its name
+/// and help text. `ALL` lists them for `render`, so a series the code can record cannot be
+/// missing from `/metrics`.
+macro_rules! families {
+    ($kind:ident, $type:literal, { $($variant:ident => $name:literal, $help:literal;)+ }) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+        pub enum $kind {
+            $($variant,)+
+        }
+
+        impl $kind {
+            pub const ALL: &[$kind] = &[$($kind::$variant,)+];
+            pub const TYPE: &str = $type;
+
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($kind::$variant => $name,)+
+                }
+            }
+
+            pub fn help(self) -> &'static str {
+                match self {
+                    $($kind::$variant => $help,)+
+                }
+            }
+        }
+    };
+}
+
+families!(Counter, "counter", {
+    SessionsRefused => "antiphon_sessions_refused_total",
+        "Sessions refused at admission, by reason (capacity, engines, rtp_ports).";
+    Turns => "antiphon_turns_total", "Agent responses started.";
+    ResponsesCancelled => "antiphon_responses_cancelled_total",
+        "Responses cancelled (barge-in or client).";
+    Errors => "antiphon_errors_total", "Error events sent to clients, by code.";
+    DroppedFrames => "antiphon_dropped_frames_total",
+        "Audio dropped: rejected appends and full engine queues.";
+    StaleOutputsDropped => "antiphon_stale_outputs_dropped_total",
+        "Engine outputs dropped because their epoch was stale.";
+    TwilioProtocolErrors => "antiphon_twilio_protocol_errors_total",
+        "Twilio Media Streams input rejected (malformed, out of order, wrong format), by code.";
+    Dtmf => "antiphon_dtmf_total", "DTMF key presses received from callers.";
+    PlayoutClears => "antiphon_playout_clears_total",
+        "Barge-ins that cleared reply audio queued at the far end.";
+    SipMalformed => "antiphon_sip_malformed_total",
+        "SIP datagrams dropped as malformed.";
+    SipDtmf => "antiphon_sip_dtmf_total", "DTMF key presses received on SIP calls (RFC 4733).";
+    SipBargeIn => "antiphon_sip_barge_in_total",
+        "SIP replies cut short because the caller spoke over them.";
+    SipPlayoutUnderruns => "antiphon_sip_playout_underruns_total",
+        "Times a SIP reply ran dry mid-reply (silence filled the gap).";
+    RtpMalformed => "antiphon_rtp_malformed_total",
+        "RTP, RTCP or telephone-event packets dropped as malformed, by kind.";
+    RtpDropped => "antiphon_rtp_dropped_total",
+        "Well-formed RTP dropped, by reason (payload_type, source).";
+});
+
+families!(Gauge, "gauge", {
+    Sessions => "antiphon_sessions", "Sessions currently open.";
+    QueueDepth => "antiphon_queue_depth",
+        "Messages waiting in session queues, summed over sessions.";
+});
+
+families!(Histogram, "histogram", {
+    TurnLatency => "antiphon_turn_latency_seconds",
+        "Turn stage latency after user speech end (or response.create).";
+});
 
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -112,7 +121,7 @@ impl Metrics {
         f(&mut guard)
     }
 
-    pub fn add(&self, name: &'static str, transport: &str, extra: &[(&'static str, &str)], n: u64) {
+    pub fn add(&self, name: Counter, transport: &str, extra: &[(&'static str, &str)], n: u64) {
         self.with(|r| {
             *r.counters
                 .entry((name, labels(transport, extra)))
@@ -122,7 +131,7 @@ impl Metrics {
 
     pub fn gauge_add(
         &self,
-        name: &'static str,
+        name: Gauge,
         transport: &str,
         extra: &[(&'static str, &str)],
         delta: i64,
@@ -136,7 +145,7 @@ impl Metrics {
 
     pub fn observe(
         &self,
-        name: &'static str,
+        name: Histogram,
         transport: &str,
         extra: &[(&'static str, &str)],
         value: Duration,
@@ -159,7 +168,7 @@ impl Metrics {
 
     /// Current value of a gauge.
     #[cfg(test)]
-    pub fn gauge(&self, name: &'static str, transport: &str) -> i64 {
+    pub fn gauge(&self, name: Gauge, transport: &str) -> i64 {
         self.with(|r| {
             r.gauges
                 .get(&(name, labels(transport, &[])))
@@ -168,45 +177,50 @@ impl Metrics {
         })
     }
 
-    /// The Prometheus text exposition of every series.
+    /// The Prometheus text exposition of every family, and every series recorded in it.
     pub fn render(&self) -> String {
         self.with(|r| {
             let mut out = String::new();
-            for (family, kind, help) in FAMILIES {
-                let _ = writeln!(out, "# HELP {family} {help}\n# TYPE {family} {kind}");
-                for ((name, l), v) in &r.counters {
-                    if name == family {
-                        let _ = writeln!(out, "{name}{} {v}", fmt_labels(l, None));
-                    }
+            for &c in Counter::ALL {
+                header(&mut out, c.name(), Counter::TYPE, c.help());
+                for ((_, l), v) in r.counters.iter().filter(|((k, _), _)| *k == c) {
+                    let _ = writeln!(out, "{}{} {v}", c.name(), fmt_labels(l, None));
                 }
-                for ((name, l), v) in &r.gauges {
-                    if name == family {
-                        let _ = writeln!(out, "{name}{} {v}", fmt_labels(l, None));
-                    }
+            }
+            for &g in Gauge::ALL {
+                header(&mut out, g.name(), Gauge::TYPE, g.help());
+                for ((_, l), v) in r.gauges.iter().filter(|((k, _), _)| *k == g) {
+                    let _ = writeln!(out, "{}{} {v}", g.name(), fmt_labels(l, None));
                 }
-                for ((name, l), h) in &r.histograms {
-                    if name == family {
-                        for (bound, c) in LATENCY_BUCKETS.iter().zip(h.counts) {
-                            let _ = writeln!(
-                                out,
-                                "{name}_bucket{} {c}",
-                                fmt_labels(l, Some(&bound.to_string()))
-                            );
-                        }
+            }
+            for &h in Histogram::ALL {
+                let name = h.name();
+                header(&mut out, name, Histogram::TYPE, h.help());
+                for ((_, l), b) in r.histograms.iter().filter(|((k, _), _)| *k == h) {
+                    for (bound, c) in LATENCY_BUCKETS.iter().zip(b.counts) {
                         let _ = writeln!(
                             out,
-                            "{name}_bucket{} {}",
-                            fmt_labels(l, Some("+Inf")),
-                            h.count
+                            "{name}_bucket{} {c}",
+                            fmt_labels(l, Some(&bound.to_string()))
                         );
-                        let _ = writeln!(out, "{name}_sum{} {}", fmt_labels(l, None), h.sum);
-                        let _ = writeln!(out, "{name}_count{} {}", fmt_labels(l, None), h.count);
                     }
+                    let _ = writeln!(
+                        out,
+                        "{name}_bucket{} {}",
+                        fmt_labels(l, Some("+Inf")),
+                        b.count
+                    );
+                    let _ = writeln!(out, "{name}_sum{} {}", fmt_labels(l, None), b.sum);
+                    let _ = writeln!(out, "{name}_count{} {}", fmt_labels(l, None), b.count);
                 }
             }
             out
         })
     }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
 fn escape(v: &str) -> String {
@@ -233,16 +247,11 @@ mod tests {
     #[test]
     fn renders_counters_gauges_and_histograms() {
         let m = Metrics::new();
-        m.gauge_add("antiphon_sessions", "websocket", &[], 2);
-        m.gauge_add("antiphon_sessions", "websocket", &[], -1);
-        m.add(
-            "antiphon_errors_total",
-            "websocket",
-            &[("code", "invalid_json")],
-            3,
-        );
+        m.gauge_add(Gauge::Sessions, "websocket", &[], 2);
+        m.gauge_add(Gauge::Sessions, "websocket", &[], -1);
+        m.add(Counter::Errors, "websocket", &[("code", "invalid_json")], 3);
         m.observe(
-            "antiphon_turn_latency_seconds",
+            Histogram::TurnLatency,
             "websocket",
             &[("stage", "first_audio_sent")],
             Duration::from_millis(120),
@@ -265,13 +274,63 @@ mod tests {
         ));
         assert!(text.contains("antiphon_turn_latency_seconds_count{transport=\"websocket\",stage=\"first_audio_sent\"} 1\n"));
         assert!(text.contains("# TYPE antiphon_turns_total counter"));
-        assert_eq!(m.gauge("antiphon_sessions", "websocket"), 1);
+        assert_eq!(m.gauge(Gauge::Sessions, "websocket"), 1);
     }
 
     #[test]
     fn label_values_are_escaped() {
         let m = Metrics::new();
-        m.add("antiphon_errors_total", "x\"y", &[], 1);
+        m.add(Counter::Errors, "x\"y", &[], 1);
         assert!(m.render().contains("transport=\"x\\\"y\""));
+    }
+
+    /// Every family the code can record shows up in `/metrics` once recorded: the families
+    /// are the enums' variants, and `render` walks `ALL`. Also checks `ALL` is complete and
+    /// names are unique, exported-style and typed right.
+    #[test]
+    fn every_metric_the_code_can_record_is_rendered() {
+        let m = Metrics::new();
+        for &c in Counter::ALL {
+            m.add(c, "probe", &[], 1);
+        }
+        for &g in Gauge::ALL {
+            m.gauge_add(g, "probe", &[], 1);
+        }
+        for &h in Histogram::ALL {
+            m.observe(h, "probe", &[], Duration::from_millis(10));
+        }
+        let text = m.render();
+        let mut names = std::collections::BTreeSet::new();
+        let series = |name: &str| format!("{name}{{transport=\"probe\"}} 1\n");
+        for &c in Counter::ALL {
+            assert!(
+                text.contains(&series(c.name())),
+                "{} missing:\n{text}",
+                c.name()
+            );
+            assert!(text.contains(&format!("# TYPE {} counter\n", c.name())));
+            assert!(c.name().ends_with("_total"), "{}", c.name());
+            names.insert(c.name());
+        }
+        for &g in Gauge::ALL {
+            assert!(
+                text.contains(&series(g.name())),
+                "{} missing:\n{text}",
+                g.name()
+            );
+            assert!(text.contains(&format!("# TYPE {} gauge\n", g.name())));
+            names.insert(g.name());
+        }
+        for &h in Histogram::ALL {
+            let count = format!("{}_count{{transport=\"probe\"}} 1\n", h.name());
+            assert!(text.contains(&count), "{} missing:\n{text}", h.name());
+            names.insert(h.name());
+        }
+        assert_eq!(
+            names.len(),
+            Counter::ALL.len() + Gauge::ALL.len() + Histogram::ALL.len(),
+            "a metric name is used twice"
+        );
+        assert!(names.iter().all(|n| n.starts_with("antiphon_")));
     }
 }

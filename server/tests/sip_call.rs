@@ -444,4 +444,18 @@ async fn sipp_calls_and_hears_a_continuous_spoken_reply() {
         stop < Duration::from_millis(1500),
         "reply kept playing {stop:?} after the barge-in"
     );
+
+    // The call's counters reach `/metrics` (docs/SIP.md promises them).
+    let metrics = common::http_get(server.port, "/metrics").await;
+    for series in [
+        "antiphon_sip_barge_in_total{transport=\"sip\"} 1\n",
+        "antiphon_sip_playout_underruns_total{transport=\"sip\"} ",
+        "antiphon_sessions{transport=\"sip\"} ",
+        "antiphon_turns_total{transport=\"sip\"} ",
+    ] {
+        assert!(
+            metrics.contains(series),
+            "{series} missing from /metrics:\n{metrics}"
+        );
+    }
 }

@@ -36,7 +36,7 @@ use tracing::Instrument;
 use self::engine::{EngineCommand, EngineEvent, Engines};
 use self::events::{ClientMessage, ErrorInfo, ServerEvent, SessionConfig};
 use self::turn::{Output, TurnCounters, TurnManager, TurnSettings};
-use crate::metrics::Metrics;
+use crate::metrics::{Counter, Gauge, Histogram, Metrics};
 
 /// A session's connection to the engines: commands out, events in. Both channels are bounded;
 /// the events carry the instant they were produced (stamped once, where they were made).
@@ -79,14 +79,14 @@ struct SessionGauge(Arc<Metrics>, &'static str);
 
 impl SessionGauge {
     fn new(metrics: Arc<Metrics>, transport: &'static str) -> Self {
-        metrics.gauge_add("antiphon_sessions", transport, &[], 1);
+        metrics.gauge_add(Gauge::Sessions, transport, &[], 1);
         SessionGauge(metrics, transport)
     }
 }
 
 impl Drop for SessionGauge {
     fn drop(&mut self) {
-        self.0.gauge_add("antiphon_sessions", self.1, &[], -1);
+        self.0.gauge_add(Gauge::Sessions, self.1, &[], -1);
     }
 }
 
@@ -140,13 +140,11 @@ impl<Io: SessionIo> Writer<Io> {
 
 fn record(metrics: &Metrics, transport: &'static str, event: &ServerEvent) {
     match event {
-        ServerEvent::ResponseCreated(_) => metrics.add("antiphon_turns_total", transport, &[], 1),
+        ServerEvent::ResponseCreated(_) => metrics.add(Counter::Turns, transport, &[], 1),
         ServerEvent::ResponseDone(r) if r.status == events::ResponseStatus::Cancelled => {
-            metrics.add("antiphon_responses_cancelled_total", transport, &[], 1)
+            metrics.add(Counter::ResponsesCancelled, transport, &[], 1)
         }
-        ServerEvent::Error(e) => {
-            metrics.add("antiphon_errors_total", transport, &[("code", e.code)], 1)
-        }
+        ServerEvent::Error(e) => metrics.add(Counter::Errors, transport, &[("code", e.code)], 1),
         ServerEvent::TurnLatency(t) => {
             for (stage, v) in [
                 ("asr_final", t.asr_final_ms),
@@ -157,7 +155,7 @@ fn record(metrics: &Metrics, transport: &'static str, event: &ServerEvent) {
             ] {
                 if let Some(ms) = v.filter(|ms| *ms >= 0.0) {
                     metrics.observe(
-                        "antiphon_turn_latency_seconds",
+                        Histogram::TurnLatency,
                         transport,
                         &[("stage", stage)],
                         Duration::from_secs_f64(ms / 1000.0),
@@ -220,7 +218,7 @@ async fn drive<Io: SessionIo>(io: Io, params: SessionParams) -> End {
         if let Some(tx) = &commands {
             let depth = (tx.max_capacity() - tx.capacity()) as i64;
             metrics.gauge_add(
-                "antiphon_queue_depth",
+                Gauge::QueueDepth,
                 transport,
                 &[("queue", "engine_commands")],
                 depth - queue_depth,
@@ -261,7 +259,7 @@ async fn drive<Io: SessionIo>(io: Io, params: SessionParams) -> End {
         }
     };
     metrics.gauge_add(
-        "antiphon_queue_depth",
+        Gauge::QueueDepth,
         transport,
         &[("queue", "engine_commands")],
         -queue_depth,
@@ -288,17 +286,12 @@ async fn sleep_until(deadline: Option<TokioInstant>) {
 fn account(metrics: &Metrics, transport: &'static str, last: &mut TurnCounters, now: TurnCounters) {
     let stale = now.stale_outputs_dropped - last.stale_outputs_dropped;
     if stale > 0 {
-        metrics.add(
-            "antiphon_stale_outputs_dropped_total",
-            transport,
-            &[],
-            stale,
-        );
+        metrics.add(Counter::StaleOutputsDropped, transport, &[], stale);
     }
     let rejected = now.audio_bytes_rejected - last.audio_bytes_rejected;
     if rejected > 0 {
         metrics.add(
-            "antiphon_dropped_frames_total",
+            Counter::DroppedFrames,
             transport,
             &[("reason", "input_buffer_full")],
             1,
@@ -343,7 +336,7 @@ async fn forward<Io: SessionIo>(
         Ok(()) => Ok(()),
         Err(mpsc::error::TrySendError::Full(EngineCommand::AsrAudio { .. })) => {
             writer.metrics.add(
-                "antiphon_dropped_frames_total",
+                Counter::DroppedFrames,
                 writer.transport,
                 &[("reason", "engine_queue_full")],
                 1,

@@ -29,7 +29,7 @@ use tokio::time::MissedTickBehavior;
 
 use super::TRANSPORT;
 use super::playout::{FRAME_BYTES, Frame, Playout};
-use crate::metrics::Metrics;
+use crate::metrics::{Counter, Metrics};
 use crate::session::Inbound;
 use crate::session::channel::SessionChannels;
 use crate::session::events::{ClientEvent, Content, Item, ItemKind, ItemStatus, Role, ServerEvent};
@@ -212,7 +212,7 @@ pub async fn run(setup: CallSetup) {
                 let known = pt == media.payload_type || Some(pt) == media.telephone_event;
                 if !known {
                     counters.unknown_payload += 1;
-                    metrics.add("antiphon_rtp_dropped_total", TRANSPORT, &[("reason", "payload_type")], 1);
+                    metrics.add(Counter::RtpDropped, TRANSPORT, &[("reason", "payload_type")], 1);
                     if counters.unknown_payload <= MAX_MALFORMED_LOGS {
                         tracing::debug!(payload_type = pt, "dropped RTP with an unnegotiated payload type");
                     }
@@ -221,7 +221,7 @@ pub async fn run(setup: CallSetup) {
                 if source != media.remote {
                     if media.latched {
                         counters.foreign_source += 1;
-                        metrics.add("antiphon_rtp_dropped_total", TRANSPORT, &[("reason", "source")], 1);
+                        metrics.add(Counter::RtpDropped, TRANSPORT, &[("reason", "source")], 1);
                         continue;
                     }
                     tracing::info!(from = %media.remote, to = %source, "symmetric RTP: replying to the caller's source address");
@@ -235,7 +235,7 @@ pub async fn run(setup: CallSetup) {
                 } else if let Ok(event) = rtp::parse_dtmf(packet.payload) {
                     if let Some(key) = dtmf.on_packet(packet.header.timestamp, &event) {
                         counters.dtmf += 1;
-                        metrics.add("antiphon_sip_dtmf_total", TRANSPORT, &[], 1);
+                        metrics.add(Counter::SipDtmf, TRANSPORT, &[], 1);
                         tracing::info!(%key, "DTMF");
                         let item = Item {
                             id: String::new(),
@@ -284,7 +284,7 @@ pub async fn run(setup: CallSetup) {
                     ServerEvent::SpeechStarted { .. } => {
                         if let Some(cut) = playout.barge_in() {
                             tracing::info!(item = %cut.item_id, heard_ms = cut.audio_end_ms, "barge-in: reply cut");
-                            metrics.add("antiphon_sip_barge_in_total", TRANSPORT, &[], 1);
+                            metrics.add(Counter::SipBargeIn, TRANSPORT, &[], 1);
                             let _ = to_session.try_send(Inbound::client(ClientEvent::ItemTruncate {
                                 item_id: cut.item_id,
                                 content_index: 0,
@@ -346,7 +346,7 @@ pub async fn run(setup: CallSetup) {
         "call ended"
     );
     metrics.add(
-        "antiphon_sip_playout_underruns_total",
+        Counter::SipPlayoutUnderruns,
         TRANSPORT,
         &[],
         playout.underruns,
@@ -396,12 +396,7 @@ fn malformed(
     e: &dyn std::fmt::Display,
 ) {
     counters.malformed += 1;
-    metrics.add(
-        "antiphon_rtp_malformed_total",
-        TRANSPORT,
-        &[("kind", what)],
-        1,
-    );
+    metrics.add(Counter::RtpMalformed, TRANSPORT, &[("kind", what)], 1);
     if counters.malformed <= MAX_MALFORMED_LOGS {
         tracing::info!(kind = what, error = %e, "dropped a malformed packet");
     }

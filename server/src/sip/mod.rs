@@ -25,6 +25,7 @@ use tracing::Instrument as _;
 
 use crate::app::AppState;
 use crate::config::SipConfig;
+use crate::metrics::Counter;
 use crate::session;
 use crate::session::events::{AudioFormat, Transcription};
 use call::{CallControl, CallSetup};
@@ -83,7 +84,7 @@ pub async fn run(state: Arc<AppState>, socket: UdpSocket, config: SipConfig) -> 
                 match r {
                     Ok((n, source)) => {
                         if let Err(e) = endpoint.handle_datagram(now, source, &buf[..n]) {
-                            metrics.add("antiphon_sip_malformed_total", TRANSPORT, &[], 1);
+                            metrics.add(Counter::SipMalformed, TRANSPORT, &[], 1);
                             tracing::info!(%source, error = %e, bytes = n, "dropped a malformed SIP datagram");
                         }
                     }
@@ -119,7 +120,7 @@ pub async fn run(state: Arc<AppState>, socket: UdpSocket, config: SipConfig) -> 
                     let Some((rtp, rtcp)) = ports.bind(local.ip()) else {
                         tracing::warn!("no free RTP port in the configured range");
                         metrics.add(
-                            "antiphon_sessions_refused_total",
+                            Counter::SessionsRefused,
                             TRANSPORT,
                             &[("reason", "rtp_ports")],
                             1,

@@ -20,6 +20,7 @@ use super::codec::{self, StartInfo, TwilioOutbound};
 use super::{KEY_PARAMETER, MAX_MESSAGE_BYTES, TRANSPORT_LABEL};
 use crate::app::AppState;
 use crate::auth::ApiKeys;
+use crate::metrics::Counter;
 use crate::session::Inbound;
 use crate::session::channel::{self, SessionChannels};
 use crate::session::events::{AudioFormat, ServerEvent, Transcription};
@@ -154,7 +155,7 @@ impl Bridge {
                     tracing::info!(%digit, "DTMF");
                     self.state
                         .metrics
-                        .add("antiphon_dtmf_total", TRANSPORT_LABEL, &[], 1);
+                        .add(Counter::Dtmf, TRANSPORT_LABEL, &[], 1);
                 }
                 Step::BargeIn {
                     item_id,
@@ -162,12 +163,9 @@ impl Bridge {
                     dropped_ms,
                 } => {
                     tracing::info!(%item_id, heard_ms, dropped_ms, "barge-in: cleared Twilio's playout");
-                    self.state.metrics.add(
-                        "antiphon_playout_clears_total",
-                        TRANSPORT_LABEL,
-                        &[],
-                        1,
-                    );
+                    self.state
+                        .metrics
+                        .add(Counter::PlayoutClears, TRANSPORT_LABEL, &[], 1);
                 }
                 Step::Stopped => return Some(Finish::Stopped),
                 Step::Rejected(e) => self.reject(&e),
@@ -184,7 +182,7 @@ impl Bridge {
         tracing::Span::current().record("call", start.call_sid.as_str());
         let refuse = |state: &AppState, reason: &str| {
             state.metrics.add(
-                "antiphon_sessions_refused_total",
+                Counter::SessionsRefused,
                 TRANSPORT_LABEL,
                 &[("reason", reason)],
                 1,
@@ -267,7 +265,7 @@ impl Bridge {
     fn reject(&mut self, e: &CallError) {
         self.rejections += 1;
         self.state.metrics.add(
-            "antiphon_twilio_protocol_errors_total",
+            Counter::TwilioProtocolErrors,
             TRANSPORT_LABEL,
             &[("code", e.code)],
             1,

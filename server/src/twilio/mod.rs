@@ -27,6 +27,7 @@ use axum::{Router, http::StatusCode};
 
 use crate::app::AppState;
 use crate::auth::ApiKeys;
+use crate::metrics::Counter;
 
 /// The `transport` label of Twilio calls in metrics and logs.
 pub const TRANSPORT_LABEL: &str = "twilio";
@@ -62,7 +63,7 @@ async fn upgrade(
             "call refused: bad Twilio signature"
         );
         state.metrics.add(
-            "antiphon_sessions_refused_total",
+            Counter::SessionsRefused,
             TRANSPORT_LABEL,
             &[("reason", "signature")],
             1,
@@ -78,7 +79,7 @@ async fn upgrade(
                 "call refused: incorrect API key"
             );
             state.metrics.add(
-                "antiphon_sessions_refused_total",
+                Counter::SessionsRefused,
                 TRANSPORT_LABEL,
                 &[("reason", "auth")],
                 1,
