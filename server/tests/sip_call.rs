@@ -206,9 +206,63 @@ fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
     Some(rest.split(' ').next().unwrap_or(rest))
 }
 
+/// Places one call with sipp (tests/sip/uac_call.xml) to `sip_addr`, announcing
+/// `rtp_port` as the caller's media port, and hangs up after `call_ms`; fails the test (with
+/// sipp's traces) if the call does not go through.
+async fn sipp_call(sip_addr: &str, rtp_port: u16, call_ms: u64) {
+    let sipp = sipp_path();
+    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/sip/uac_call.xml");
+    let work = tempfile::tempdir().expect("tempdir");
+    let status = tokio::time::timeout(
+        Duration::from_millis(call_ms + 30_000),
+        Command::new(&sipp)
+            .current_dir(work.path())
+            .args([
+                "-sf",
+                scenario,
+                sip_addr,
+                "-i",
+                "127.0.0.1",
+                "-m",
+                "1",
+                "-nostdin",
+            ])
+            .args([
+                "-p",
+                &free_udp_port().to_string(),
+                "-mp",
+                &free_udp_port().to_string(),
+            ])
+            .args(["-key", "rtp_port", &rtp_port.to_string()])
+            .args([
+                "-d",
+                &call_ms.to_string(),
+                "-timeout",
+                "60s",
+                "-timeout_error",
+            ])
+            .args(["-trace_err", "-trace_msg"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status(),
+    )
+    .await
+    .expect("sipp finished in time")
+    .expect("run sipp");
+    if !status.success() {
+        for entry in std::fs::read_dir(work.path()).expect("sipp dir").flatten() {
+            eprintln!("--- {}", entry.path().display());
+            eprintln!(
+                "{}",
+                std::fs::read_to_string(entry.path()).unwrap_or_default()
+            );
+        }
+    }
+    assert!(status.success(), "sipp failed the call: {status}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sipp_calls_and_hears_a_continuous_spoken_reply() {
-    let sipp = sipp_path();
     let (clip, text, speech_end) = load_clip();
 
     let mut server = TestServer::start(ServerOptions {
@@ -237,56 +291,9 @@ async fn sipp_calls_and_hears_a_continuous_spoken_reply() {
     let (stop_tx, stop_rx) = oneshot::channel();
     let media_task = tokio::spawn(caller_media(media, clip, speech_end, stop_rx));
 
-    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/sip/uac_call.xml");
-    let work = tempfile::tempdir().expect("tempdir");
-    let status = tokio::time::timeout(
-        Duration::from_millis(CALL_MS + 30_000),
-        Command::new(&sipp)
-            .current_dir(work.path())
-            .args([
-                "-sf",
-                scenario,
-                &sip_addr,
-                "-i",
-                "127.0.0.1",
-                "-m",
-                "1",
-                "-nostdin",
-            ])
-            .args([
-                "-p",
-                &free_udp_port().to_string(),
-                "-mp",
-                &free_udp_port().to_string(),
-            ])
-            .args(["-key", "rtp_port", &rtp_port.to_string()])
-            .args([
-                "-d",
-                &CALL_MS.to_string(),
-                "-timeout",
-                "60s",
-                "-timeout_error",
-            ])
-            .args(["-trace_err", "-trace_msg"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .status(),
-    )
-    .await
-    .expect("sipp finished in time")
-    .expect("run sipp");
+    sipp_call(&sip_addr, rtp_port, CALL_MS).await;
     let _ = stop_tx.send(());
     let (received, speech_end_sent, barge_in_sent) = media_task.await.expect("caller media task");
-    if !status.success() {
-        for entry in std::fs::read_dir(work.path()).expect("sipp dir").flatten() {
-            eprintln!("--- {}", entry.path().display());
-            eprintln!(
-                "{}",
-                std::fs::read_to_string(entry.path()).unwrap_or_default()
-            );
-        }
-    }
-    assert!(status.success(), "sipp failed the call: {status}");
 
     // The server logs the call's end with its counters and the caller's transcript.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -458,4 +465,127 @@ async fn sipp_calls_and_hears_a_continuous_spoken_reply() {
             "{series} missing from /metrics:\n{metrics}"
         );
     }
+}
+
+/// The caller's RTP side for the echo test: plays the clip, then sends back the first
+/// [`ECHO_FRAMES`] frames of the reply as they arrive (a phone without echo cancellation,
+/// at full level), then silence. Returns the reply frames received after the clip.
+async fn echoing_caller_media(
+    socket: UdpSocket,
+    clip: Vec<u8>,
+    mut stop: oneshot::Receiver<()>,
+) -> (Vec<Received>, usize) {
+    let mut buf = [0u8; 2048];
+    let (n, server) = tokio::time::timeout(Duration::from_secs(30), socket.recv_from(&mut buf))
+        .await
+        .expect("the server sends RTP within 30 s of the INVITE")
+        .expect("recv");
+    let _ = n;
+    let mut received = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let (mut seq, mut ts, mut pos) = (1000u16, 50_000u32, 0usize);
+    let mut echo: std::collections::VecDeque<Vec<u8>> = Default::default();
+    let mut echoed = 0usize;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let mut payload = if pos < clip.len() {
+                    let end = (pos + FRAME).min(clip.len());
+                    let f = clip[pos..end].to_vec();
+                    pos = end;
+                    f
+                } else {
+                    echo.pop_front().unwrap_or_else(|| vec![0xFF; FRAME])
+                };
+                payload.resize(FRAME, 0xFF);
+                socket.send_to(&rtp(0, seq == 1000, seq, ts, &payload), server).await.expect("send rtp");
+                seq = seq.wrapping_add(1);
+                ts = ts.wrapping_add(FRAME as u32);
+            }
+            r = socket.recv_from(&mut buf) => {
+                let (n, _) = r.expect("recv");
+                let p = antiphon_sip::rtp::parse(&buf[..n]).expect("the server sends valid RTP");
+                if pos < clip.len() {
+                    continue;
+                }
+                let voiced = is_voiced(p.payload);
+                if voiced && echoed < ECHO_FRAMES {
+                    echo.push_back(p.payload.to_vec());
+                    echoed += 1;
+                }
+                received.push(Received {
+                    at: Instant::now(),
+                    marker: p.header.marker,
+                    seq: p.header.sequence,
+                    ts: p.header.timestamp,
+                    voiced,
+                });
+            }
+            _ = &mut stop => break,
+        }
+    }
+    (received, echoed)
+}
+
+/// 300 ms of the reply's own opening syllables come straight back.
+const ECHO_FRAMES: usize = 15;
+
+/// The session's echo guard holds on the phone path too: the caller's line echoing the start
+/// of the reply is heard as speech (the log says so) but, ending inside the guard, does not
+/// cut the reply (before, the SIP leg flushed its playout on every `speech_started`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_callers_echo_does_not_cut_the_reply() {
+    sipp_path();
+    let (clip, _, _) = load_clip();
+    let mut server = TestServer::start(ServerOptions {
+        // A long guard: the echo's `speech_stopped` (500 ms of silence after it, plus the
+        // recogniser's lag on a busy machine) must land inside it.
+        config: "[llm]\nmodel = \"smollm2-135m\"\nmax_tokens = 40\n[session]\necho_guard_ms = 2500\n[sip]\nrtp_port_min = 32000\nrtp_port_max = 32999\n",
+        args: &["--sip", "127.0.0.1:0"],
+        log_filter: "warn,antiphon_server::sip=info,antiphon_server::session::turn=debug",
+        capture_log: true,
+    })
+    .await;
+    let line = tokio::time::timeout(Duration::from_secs(10), server.stdout.next_line())
+        .await
+        .expect("server printed its SIP address in time")
+        .expect("read stdout")
+        .expect("a second line");
+    let sip_addr = line
+        .strip_prefix("antiphon sip listening on udp ")
+        .unwrap_or_else(|| panic!("not the SIP address line: {line:?}"))
+        .trim()
+        .to_string();
+    let media = UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind the caller's RTP socket");
+    let rtp_port = media.local_addr().expect("rtp address").port();
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let media_task = tokio::spawn(echoing_caller_media(media, clip, stop_rx));
+    sipp_call(&sip_addr, rtp_port, 24_000).await;
+    let _ = stop_tx.send(());
+    let (received, echoed) = media_task.await.expect("caller media task");
+    assert_eq!(echoed, ECHO_FRAMES, "a reply came and its start was echoed");
+
+    let log = server.log_lines();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("speech inside echo guard ignored")),
+        "the echo was heard as speech (otherwise this test shows nothing); load average {}",
+        load_average()
+    );
+    let cut = log.iter().find(|l| l.contains("barge-in: reply cut"));
+    assert!(cut.is_none(), "the echo cut the reply: {cut:?}");
+    // On the wire: the reply kept playing well past the echoed syllables.
+    let voiced = received.iter().filter(|r| r.voiced).count();
+    assert!(
+        voiced >= 3 * ECHO_FRAMES,
+        "only {voiced} voiced reply frames reached the caller"
+    );
+    let metrics = common::http_get(server.port, "/metrics").await;
+    assert!(
+        !metrics.contains("antiphon_sip_barge_in_total{transport=\"sip\"}"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("antiphon_responses_cancelled_total{transport=\"sip\"}"));
 }

@@ -649,6 +649,8 @@ pub fn server_event_name(event: &ServerEvent, dialect: Dialect) -> Option<&'stat
         ServerEvent::TextDone { .. } => "response.output_text.done",
         ServerEvent::Error(_) => "error",
         ServerEvent::TurnLatency(_) => "antiphon.turn.latency",
+        // Said to the transports that own playout; the WebSocket client plays its own audio.
+        ServerEvent::StopPlayout => return None,
     })
 }
 
@@ -888,7 +890,7 @@ fn encode_body(event: &ServerEvent, dialect: Dialect) -> Value {
         } => {
             json!({"previous_item_id": previous_item_id, "item_id": item_id})
         }
-        ServerEvent::AudioCleared => json!({}),
+        ServerEvent::AudioCleared | ServerEvent::StopPlayout => json!({}),
         ServerEvent::ItemAdded {
             previous_item_id,
             item,

@@ -518,6 +518,10 @@ pub enum ServerEvent {
     },
     Error(ErrorInfo),
     TurnLatency(TurnLatency),
+    /// The session decided the caller interrupted: a transport that plays reply audio out
+    /// itself (phone, Twilio, WebRTC) drops what it still holds now and reports what was
+    /// heard (`conversation.item.truncate`). Internal: not a Realtime WebSocket event.
+    StopPlayout,
 }
 
 /// Size limits applied to client input.

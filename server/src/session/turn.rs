@@ -945,11 +945,12 @@ impl TurnManager {
             if in_guard {
                 r.guarded_speech = true;
             } else {
-                self.truncate_to_played(now);
-                self.cancel(CancelReason::TurnDetected);
+                self.barge_in(now);
             }
         } else if self.response.is_none() && td.interrupt_response {
+            // A finished reply may still be playing at the caller's end.
             self.truncate_to_played(now);
+            self.emit(ServerEvent::StopPlayout);
         }
         let item_id = self.new_id("item");
         self.speech_item = Some(item_id.clone());
@@ -1181,9 +1182,18 @@ impl TurnManager {
             .is_some_and(|r| r.guarded_speech && r.guard_until.is_some_and(|u| now >= u));
         if expired {
             // The speech outlasted the echo guard: a real interruption.
-            self.truncate_to_played(now);
-            self.cancel(CancelReason::TurnDetected);
+            self.barge_in(now);
         }
+    }
+
+    /// The caller interrupted the active reply: the one barge-in policy of every transport.
+    /// The reply is truncated to what was played by wall time, then transports that own
+    /// playout stop it on [`ServerEvent::StopPlayout`] (knowing that cut, they report a
+    /// shorter one if less was heard), then the reply is cancelled.
+    fn barge_in(&mut self, now: Instant) {
+        self.truncate_to_played(now);
+        self.emit(ServerEvent::StopPlayout);
+        self.cancel(CancelReason::TurnDetected);
     }
 }
 

@@ -9,7 +9,8 @@
 //!   latches the address, which is what works behind NAT); until then, to the SDP address.
 //!   After latching, RTP from other addresses is dropped (counted). A re-INVITE unlatches.
 //! - Out: every 20 ms one packet (reply audio, or silence between replies; none on hold).
-//!   Barge-in (`speech_started`) empties the queue, so the next packet is silence, and sends
+//!   Barge-in (the session's `StopPlayout`, after its echo guard: the caller hearing our own
+//!   reply back does not cut it) empties the queue, so the next packet is silence, and sends
 //!   `conversation.item.truncate` with the audio actually sent.
 //! - RTCP: incoming compound packets are validated and counted; a sender report goes out every
 //!   5 s.
@@ -281,7 +282,8 @@ pub async fn run(setup: CallSetup) {
                 match event {
                     ServerEvent::AudioDelta { part, audio } => playout.push(&part.item_id, &audio),
                     ServerEvent::AudioDone { .. } | ServerEvent::ResponseDone(_) => playout.reply_done(),
-                    ServerEvent::SpeechStarted { .. } => {
+                    // The session decided the caller interrupted (past its echo guard).
+                    ServerEvent::StopPlayout => {
                         if let Some(cut) = playout.barge_in() {
                             tracing::info!(item = %cut.item_id, heard_ms = cut.audio_end_ms, "barge-in: reply cut");
                             metrics.add(Counter::SipBargeIn, TRANSPORT, &[], 1);

@@ -14,9 +14,7 @@
 use std::collections::VecDeque;
 
 use super::codec::{MULAW_RATE_HZ, MediaFrame, StartInfo, TwilioInbound, TwilioOutbound};
-use crate::session::events::{
-    ClientEvent, Content, Item, ItemKind, ItemStatus, ResponseStatus, Role, ServerEvent,
-};
+use crate::session::events::{ClientEvent, Content, Item, ItemKind, ItemStatus, Role, ServerEvent};
 
 /// Reply audio per `media` message, each followed by a mark: 100 ms of mu-law. The marks'
 /// granularity bounds how precisely a barge-in truncation matches what was heard.
@@ -284,9 +282,6 @@ impl Call {
                     && r.response_id == info.id
                 {
                     r.generating = false;
-                    if info.status == ResponseStatus::Cancelled {
-                        self.barge_in(&mut out);
-                    }
                 }
             }
             ServerEvent::ItemTruncated {
@@ -294,14 +289,8 @@ impl Call {
                 audio_end_ms,
                 ..
             } => self.session_cut = Some((item_id.clone(), *audio_end_ms)),
-            // While the reply is still generating, the server decides whether this speech is
-            // an interruption (it may be our own echo): a real one cancels the response, which
-            // lands above. Audio already complete but still queued at Twilio is cut at once.
-            ServerEvent::SpeechStarted { .. }
-                if !self.reply.as_ref().is_some_and(|r| r.generating) =>
-            {
-                self.barge_in(&mut out);
-            }
+            // The session decides whether speech is an interruption (it may be our own echo).
+            ServerEvent::StopPlayout => self.barge_in(&mut out),
             _ => {}
         }
         out

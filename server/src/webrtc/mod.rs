@@ -183,7 +183,6 @@ pub async fn offer(
         max_message_bytes: s.max_message_bytes,
         max_audio_buffer_bytes: s.max_audio_buffer_bytes,
     };
-    let echo_guard = std::time::Duration::from_millis(state.config.session.echo_guard_ms);
     let session = channel::spawn(params);
     let (hangup_tx, hangup) = oneshot::channel();
     peers.insert(id.clone(), hangup_tx);
@@ -193,7 +192,6 @@ pub async fn offer(
         sockets,
         session,
         limits,
-        echo_guard,
         hangup,
     };
     let task_peers = peers.clone();

@@ -24,9 +24,7 @@ use crate::realtime::protocol::{self, Dialect};
 use crate::session::Inbound;
 use crate::session::channel::SessionChannels;
 use crate::session::events::Limits;
-use crate::session::events::{
-    CancelReason, ClientEvent, ClientMessage, ErrorInfo, ResponseStatus, ServerEvent,
-};
+use crate::session::events::{ClientEvent, ClientMessage, ErrorInfo, ServerEvent};
 
 /// How long ICE + DTLS may take before the peer gives up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -45,9 +43,6 @@ pub struct PeerParams {
     pub sockets: Vec<Arc<UdpSocket>>,
     pub session: SessionChannels,
     pub limits: Limits,
-    /// Speech this soon after a reply starts playing interrupts only when the session says
-    /// so (the response is cancelled); later speech stops playout at once.
-    pub echo_guard: Duration,
     pub hangup: oneshot::Receiver<()>,
 }
 
@@ -252,9 +247,6 @@ impl Peer {
 /// Barge-in bookkeeping across events.
 #[derive(Default)]
 struct Interruptions {
-    /// The reply whose audio went out last, and when its first frame did (a reply that ran
-    /// dry and resumed keeps its first start: the echo guard counts from there).
-    playing_since: Option<(String, Instant)>,
     /// `conversation.item.truncated` the session already applied (item -> audio_end_ms).
     truncated: HashMap<String, u32>,
 }
@@ -267,7 +259,6 @@ pub async fn run(params: PeerParams) -> PeerEnd {
         sockets,
         session,
         limits,
-        echo_guard,
         mut hangup,
     } = params;
     let SessionChannels {
@@ -339,7 +330,7 @@ pub async fn run(params: PeerParams) -> PeerEnd {
             event = from_session.recv() => match event {
                 None => break PeerEnd::SessionEnded,
                 Some(event) => on_session_event(
-                    &mut peer, event, &mut playout, &mut cuts, echo_guard, &to_session,
+                    &mut peer, event, &mut playout, &mut cuts, &to_session,
                 ).await,
             },
             _ = sleep_until(next_frame) => {
@@ -349,7 +340,7 @@ pub async fn run(params: PeerParams) -> PeerEnd {
                 if next_frame + 3 * FRAME_PERIOD < now {
                     next_frame = now + FRAME_PERIOD;
                 }
-                play_frame(&mut peer, &mut playout, &mut cuts, &mut downlink, &mut frame)
+                play_frame(&mut peer, &mut playout, &mut downlink, &mut frame)
             },
             _ = sleep_until(rtc_deadline) => peer.input(Input::Timeout(Instant::now())),
             _ = sleep_until(connect_deadline), if !peer.connected => break PeerEnd::ConnectTimeout,
@@ -375,7 +366,6 @@ pub async fn run(params: PeerParams) -> PeerEnd {
 fn play_frame(
     peer: &mut Peer,
     playout: &mut Playout,
-    cuts: &mut Interruptions,
     downlink: &mut Downlink,
     frame: &mut [f32; FRAME],
 ) -> Result<(), PeerEnd> {
@@ -388,16 +378,7 @@ fn play_frame(
     for note in notes {
         match note {
             Note::Event(e) => peer.send_event(&e)?,
-            Note::Started { response_id } => {
-                if cuts
-                    .playing_since
-                    .as_ref()
-                    .is_none_or(|(r, _)| *r != response_id)
-                {
-                    cuts.playing_since = Some((response_id.clone(), Instant::now()));
-                }
-                peer.send_buffer_event("started", &response_id)?;
-            }
+            Note::Started { response_id } => peer.send_buffer_event("started", &response_id)?,
             Note::Stopped { response_id } => peer.send_buffer_event("stopped", &response_id)?,
         }
     }
@@ -513,7 +494,6 @@ async fn on_session_event(
     event: ServerEvent,
     playout: &mut Playout,
     cuts: &mut Interruptions,
-    echo_guard: Duration,
     to_session: &mpsc::Sender<Inbound>,
 ) -> Result<(), PeerEnd> {
     match &event {
@@ -533,18 +513,8 @@ async fn on_session_event(
         }
         _ => {}
     }
-    // Speech past the echo guard, or a reply the session cancelled for a new turn: stop now.
-    let barge_in = match &event {
-        ServerEvent::SpeechStarted { .. } => cuts
-            .playing_since
-            .as_ref()
-            .is_some_and(|(_, since)| since.elapsed() >= echo_guard),
-        ServerEvent::ResponseDone(r) => {
-            r.status == ResponseStatus::Cancelled
-                && r.cancel_reason == Some(CancelReason::TurnDetected)
-        }
-        _ => false,
-    };
+    // The session decided the caller interrupted (its echo guard applied): stop now.
+    let barge_in = matches!(event, ServerEvent::StopPlayout);
     let cancelled_reply = matches!(&event, ServerEvent::ResponseDone(_));
     if !cancelled_reply && let Some(due) = playout.push_event(event.clone()) {
         peer.send_event(&due)?;
@@ -571,7 +541,6 @@ async fn cut_reply(
 ) -> Result<(), PeerEnd> {
     let playing = playout.playing().map(str::to_owned);
     let (cut_items, due) = playout.flush();
-    cuts.playing_since = None;
     for e in &due {
         peer.send_event(e)?;
     }

@@ -485,7 +485,14 @@ fn barge_in_cancels_by_epoch_and_drops_stale_output() {
         done_status(&out),
         Some((ResponseStatus::Cancelled, Some(CancelReason::TurnDetected)))
     );
-    assert!(matches!(out[0], Output::Command(EngineCommand::LlmCancel { epoch: e }) if e == epoch));
+    // Transports that own playout are told to stop right before the cancel.
+    let stop = out
+        .iter()
+        .position(|o| *o == Output::Event(ServerEvent::StopPlayout))
+        .expect("StopPlayout");
+    assert!(
+        matches!(out[stop + 1], Output::Command(EngineCommand::LlmCancel { epoch: e }) if e == epoch)
+    );
     assert!(h.tm.epoch() > epoch);
     // Late audio and tokens for the cancelled epoch vanish.
     assert!(h.engine(2010, tts(epoch, 200, " friend")).is_empty());
@@ -549,6 +556,7 @@ fn echo_guard_ignores_short_speech_but_not_long_speech() {
     let out = h.engine(1460, EngineEvent::SpeechStarted { audio_ms: 1460 });
     assert_eq!(trace(&out), ["input_audio_buffer.speech_started"]);
     assert_eq!(h.tm.poll_timeout(), Some(h.at(1710)));
+    assert!(!out.contains(&Output::Event(ServerEvent::StopPlayout)));
     let out = h.engine(1600, EngineEvent::SpeechStopped { audio_ms: 1600 });
     assert!(out.is_empty(), "{:?}", trace(&out));
     assert_eq!(h.tm.poll_timeout(), None);
@@ -560,6 +568,7 @@ fn echo_guard_ignores_short_speech_but_not_long_speech() {
     assert!(h.drain().is_empty(), "not yet");
     h.tm.handle_timeout(deadline);
     let out = h.drain();
+    assert!(out.contains(&Output::Event(ServerEvent::StopPlayout)));
     assert_eq!(
         done_status(&out),
         Some((ResponseStatus::Cancelled, Some(CancelReason::TurnDetected)))

@@ -1,6 +1,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
+use crate::session::events::ResponseStatus;
 use crate::session::events::{AudioFormat, PartRef, ResponseInfo};
 use crate::twilio::codec::MediaFormat;
 
@@ -285,8 +286,8 @@ fn barge_in_clears_and_truncates_to_what_marks_confirmed() {
     assert!(call.on_twilio(mark(&marks[11])).is_empty());
     assert!(call.on_twilio(mark("not-ours")).is_empty());
     assert_eq!(call.unplayed_ms(), 1800);
-    // The server cancels the reply on real caller speech: clear, then truncate at 1200 ms.
-    let steps = call.on_server(&done("item_a", ResponseStatus::Cancelled));
+    // The server decides the caller interrupted: clear, then truncate at 1200 ms.
+    let steps = call.on_server(&ServerEvent::StopPlayout);
     assert_eq!(
         steps,
         [
@@ -306,7 +307,11 @@ fn barge_in_clears_and_truncates_to_what_marks_confirmed() {
         ]
     );
     assert_eq!(call.unplayed_ms(), 0);
-    // The speech event that follows the cancel finds nothing left to cut.
+    // The cancel and the speech event that follow find nothing left to cut.
+    assert!(
+        call.on_server(&done("item_a", ResponseStatus::Cancelled))
+            .is_empty()
+    );
     assert!(call.on_server(&speech()).is_empty());
     // Marks Twilio returns for the cleared audio are ignored; late audio of the cut item too.
     assert!(call.on_twilio(mark(&marks[20])).is_empty());
@@ -324,7 +329,8 @@ fn speech_while_a_finished_reply_is_still_playing_cuts_it() {
         call.on_server(&done("item_a", ResponseStatus::Completed))
             .is_empty()
     );
-    let steps = call.on_server(&speech());
+    // The caller speaks: the session says stop (then `speech_started`).
+    let steps = call.on_server(&ServerEvent::StopPlayout);
     assert_eq!(
         steps,
         [
@@ -362,6 +368,7 @@ fn speech_after_everything_played_sends_nothing() {
     let marks = marks_sent(&call.on_server(&delta("item_a", 1600)));
     call.on_server(&done("item_a", ResponseStatus::Completed));
     assert!(call.on_twilio(mark(marks.last().unwrap())).is_empty());
+    assert!(call.on_server(&ServerEvent::StopPlayout).is_empty());
     assert!(call.on_server(&speech()).is_empty());
 }
 
@@ -372,7 +379,7 @@ fn a_cut_covers_every_reply_still_queued() {
     call.on_server(&done("item_a", ResponseStatus::Completed));
     call.on_server(&delta("item_b", 1600));
     call.on_twilio(mark(&first[0]));
-    let steps = call.on_server(&done("item_b", ResponseStatus::Cancelled));
+    let steps = call.on_server(&ServerEvent::StopPlayout);
     let truncations: Vec<(String, u32)> = steps
         .iter()
         .filter_map(|s| match s {
@@ -404,7 +411,7 @@ fn a_cut_the_session_already_made_shorter_is_not_extended() {
         })
         .is_empty()
     );
-    let steps = call.on_server(&done("item_a", ResponseStatus::Cancelled));
+    let steps = call.on_server(&ServerEvent::StopPlayout);
     assert_eq!(
         steps,
         [
@@ -427,7 +434,7 @@ fn a_cut_the_session_already_made_shorter_is_not_extended() {
         content_index: 0,
         audio_end_ms: 900,
     });
-    let steps = call.on_server(&done("item_b", ResponseStatus::Cancelled));
+    let steps = call.on_server(&ServerEvent::StopPlayout);
     assert!(steps.contains(&Step::ToSession(ClientEvent::ItemTruncate {
         item_id: "item_b".into(),
         content_index: 0,
