@@ -565,17 +565,21 @@ async fn the_callers_echo_does_not_cut_the_reply() {
     sipp_call(&sip_addr, rtp_port, 24_000).await;
     let _ = stop_tx.send(());
     let (received, echoed) = media_task.await.expect("caller media task");
-    assert_eq!(echoed, ECHO_FRAMES, "a reply came and its start was echoed");
+    assert!(echoed > 0, "a reply came and its start was echoed");
 
     let log = server.log_lines();
+    let cut = log.iter().find(|l| l.contains("barge-in: reply cut"));
+    assert!(
+        cut.is_none(),
+        "the echo cut the reply after {echoed} frames: {cut:?}"
+    );
+    assert_eq!(echoed, ECHO_FRAMES);
     assert!(
         log.iter()
             .any(|l| l.contains("speech inside echo guard ignored")),
         "the echo was heard as speech (otherwise this test shows nothing); load average {}",
         load_average()
     );
-    let cut = log.iter().find(|l| l.contains("barge-in: reply cut"));
-    assert!(cut.is_none(), "the echo cut the reply: {cut:?}");
     // On the wire: the reply kept playing well past the echoed syllables.
     let voiced = received.iter().filter(|r| r.voiced).count();
     assert!(
