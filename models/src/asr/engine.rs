@@ -19,6 +19,11 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+
+use crate::engine::wake::{Wake, WakingSender};
+
+/// A session's event channel, waking its owner on each delivery.
+type EventTx = WakingSender<SyncSender<AsrEvent>>;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -106,7 +111,7 @@ pub struct EngineStats {
 struct Inbox {
     generation: u64,
     /// Set by a new lease; the engine takes it and starts a fresh stream.
-    opening: Option<(SyncSender<AsrEvent>, EndpointConfig)>,
+    opening: Option<(EventTx, EndpointConfig)>,
     audio: VecDeque<f32>,
     capacity: usize,
     dropped: u64,
@@ -193,6 +198,16 @@ impl AsrEngine {
 
     /// Leases a slot; refused at once when all are taken or the engine has failed.
     pub fn open_with(&self, endpoint: EndpointConfig) -> Result<AsrSession, AsrEngineError> {
+        self.open_waking(endpoint, None)
+    }
+
+    /// [`Self::open_with`], and the engine calls `wake` after each event it delivers to this
+    /// session (so its owner can wait instead of polling).
+    pub fn open_waking(
+        &self,
+        endpoint: EndpointConfig,
+        wake: Option<Wake>,
+    ) -> Result<AsrSession, AsrEngineError> {
         endpoint.validate()?;
         if let Some(message) = lock(&self.shared.failed).clone() {
             return Err(AsrEngineError::Failed(message));
@@ -204,7 +219,7 @@ impl AsrEngine {
         {
             let mut inbox = lock(&self.shared.inboxes[slot.index]);
             inbox.generation = slot.generation;
-            inbox.opening = Some((tx, endpoint));
+            inbox.opening = Some((WakingSender::new(tx, wake), endpoint));
             inbox.audio.clear();
             inbox.dropped = 0;
             inbox.finish = false;
@@ -318,7 +333,7 @@ impl Drop for AsrSession {
 /// A slot as the engine thread sees it.
 struct Active {
     generation: u64,
-    events: SyncSender<AsrEvent>,
+    events: EventTx,
     stream: SlotStream,
 }
 

@@ -13,6 +13,7 @@
 //! Each loop: wait for a job, take whatever else is queued (up to `max_batch`), drop jobs of
 //! released slots (stale generation), and embed windows of equal length as one batch.
 
+use crate::engine::wake::{Wake, WakingSender};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, SyncSender, TrySendError, channel, sync_channel};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -61,11 +62,14 @@ pub struct EmbedResult {
     pub embedding: Result<Vec<f32>, String>,
 }
 
+/// A slot's result channel, waking its owner on each delivery.
+type ResultTx = WakingSender<Sender<EmbedResult>>;
+
 struct Job {
     slot: SlotId,
     id: u64,
     samples: Vec<f32>,
-    reply: Sender<EmbedResult>,
+    reply: ResultTx,
     /// The slot's owner no longer needs ids below this (cancel by id).
     skip_below: Arc<AtomicU64>,
 }
@@ -149,6 +153,12 @@ impl DiarEngine {
 
     /// Leases a slot, or refuses at once.
     pub fn open(&self) -> Result<DiarSlot, DiarEngineError> {
+        self.open_waking(None)
+    }
+
+    /// [`Self::open`], and the engine calls `wake` after each result it delivers to the slot
+    /// (so its owner can wait instead of polling).
+    pub fn open_waking(&self, wake: Option<Wake>) -> Result<DiarSlot, DiarEngineError> {
         if !self.shared.running.load(Ordering::SeqCst) {
             return Err(DiarEngineError::Stopped);
         }
@@ -162,7 +172,7 @@ impl DiarEngine {
             shared: self.shared.clone(),
             jobs: self.jobs.clone(),
             id,
-            reply,
+            reply: WakingSender::new(reply, wake),
             results,
             skip_below: Arc::new(AtomicU64::new(0)),
         })
@@ -182,7 +192,7 @@ pub struct DiarSlot {
     shared: Arc<Shared>,
     jobs: SyncSender<Job>,
     id: SlotId,
-    reply: Sender<EmbedResult>,
+    reply: ResultTx,
     results: Receiver<EmbedResult>,
     skip_below: Arc<AtomicU64>,
 }

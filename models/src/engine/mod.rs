@@ -5,6 +5,8 @@
 //! when none is free); releasing it bumps the slot's generation, so work the engine finishes
 //! for a previous owner is recognised as stale and dropped.
 
+pub mod wake;
+
 use std::thread::JoinHandle;
 
 /// A leased slot: its index and the generation it was leased at.

@@ -27,6 +27,7 @@
 //! event is parked and that slot sits out steps until the consumer drains it (others keep
 //! running); a slot paused for longer than `stall_timeout` is cancelled.
 
+use crate::engine::wake::{Wake, WakingSender};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
@@ -87,7 +88,7 @@ enum Msg {
         request: u64,
         tokens: Vec<u32>,
         params: SamplingParams,
-        tx: SyncSender<ReplyEvent>,
+        tx: ReplyTx,
     },
     Cancel {
         request: u64,
@@ -106,6 +107,9 @@ enum Msg {
     },
     Shutdown,
 }
+
+/// A turn's reply channel, waking the session's owner on each delivery.
+type ReplyTx = WakingSender<SyncSender<ReplyEvent>>;
 
 struct Shared {
     ctl: SyncSender<Msg>,
@@ -239,6 +243,7 @@ impl LlmEngine {
         Ok(EngineSession {
             id,
             shared: self.shared.clone(),
+            wake: None,
         })
     }
 }
@@ -253,11 +258,18 @@ impl ChatBackend for LlmEngine {
 pub struct EngineSession {
     id: u64,
     shared: Arc<Shared>,
+    wake: Option<Wake>,
 }
 
 impl EngineSession {
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// From now on the engine calls `wake` after each reply event it delivers to this
+    /// conversation's turns (so the owner can wait instead of polling).
+    pub fn set_wake(&mut self, wake: Wake) {
+        self.wake = Some(wake);
     }
 
     /// Start a reply to `user`; see [`ChatSession::send`].
@@ -275,7 +287,7 @@ impl EngineSession {
                 request,
                 tokens,
                 params: params.clone(),
-                tx,
+                tx: WakingSender::new(tx, self.wake.clone()),
             })
             .map_err(|_| LlmError::EngineStopped("engine thread gone".into()))?;
         let ctl = s.ctl.clone();
@@ -374,7 +386,7 @@ struct Slot {
     generated: usize,
     text_bytes: usize,
     token_ends: Vec<usize>,
-    tx: SyncSender<ReplyEvent>,
+    tx: ReplyTx,
     parked: VecDeque<ReplyEvent>,
     paused_since: Option<Instant>,
     last_step: u64,
@@ -400,7 +412,7 @@ struct Pending {
     request: u64,
     tokens: Vec<u32>,
     params: SamplingParams,
-    tx: SyncSender<ReplyEvent>,
+    tx: ReplyTx,
 }
 
 /// A queued prefill-only job (see [`EngineSession::warm`]).
@@ -491,7 +503,7 @@ impl Loop {
                 params,
                 tx,
             } => {
-                let fail = |tx: &SyncSender<ReplyEvent>, message: String| {
+                let fail = |tx: &ReplyTx, message: String| {
                     let _ = tx.try_send(ReplyEvent::Failed { request, message });
                 };
                 if !self.sessions.contains_key(&session) {

@@ -9,6 +9,7 @@
 //! bumps a shared epoch, the engine skips requests of older epochs before each chunk, and the
 //! stream discards any stale chunk that was already in flight.
 
+use crate::engine::wake::{Wake, WakingSender};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -99,8 +100,11 @@ struct Speak {
     first_of_reply: bool,
     voice: Arc<str>,
     current_epoch: Arc<AtomicU64>,
-    reply: SyncSender<TtsEvent>,
+    reply: ReplyTx,
 }
+
+/// A stream's event channel, waking its owner on each delivery.
+type ReplyTx = WakingSender<SyncSender<TtsEvent>>;
 
 enum Request {
     Speak(Speak),
@@ -171,6 +175,16 @@ impl TtsEngine {
 
     /// A new stream speaking with `voice`.
     pub fn open_stream(&self, voice: &str) -> Result<TtsStream, TtsError> {
+        self.open_stream_waking(voice, None)
+    }
+
+    /// [`Self::open_stream`], and the engine calls `wake` after each event it delivers to
+    /// the stream (so its owner can wait instead of polling).
+    pub fn open_stream_waking(
+        &self,
+        voice: &str,
+        wake: Option<Wake>,
+    ) -> Result<TtsStream, TtsError> {
         if !self.voices.iter().any(|v| v == voice) {
             return Err(TtsError::UnknownVoice(voice.to_owned()));
         }
@@ -179,7 +193,7 @@ impl TtsEngine {
             id: self.next_stream.fetch_add(1, Ordering::Relaxed),
             voice: voice.into(),
             requests: self.requests.clone(),
-            reply,
+            reply: WakingSender::new(reply, wake),
             events,
             epoch: Arc::new(AtomicU64::new(0)),
             chunker: TextChunker::new(self.config.chunker.clone()),
@@ -209,7 +223,7 @@ pub struct TtsStream {
     id: u64,
     voice: Arc<str>,
     requests: SyncSender<Request>,
-    reply: SyncSender<TtsEvent>,
+    reply: ReplyTx,
     events: Receiver<TtsEvent>,
     epoch: Arc<AtomicU64>,
     chunker: TextChunker,
@@ -222,6 +236,12 @@ pub struct TtsStream {
 }
 
 impl TtsStream {
+    /// Text is waiting for room in the engine's queue: `try_recv` retries it, so call that
+    /// again soon even when nothing was delivered.
+    pub fn has_held_back(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
     /// The current reply's epoch.
     pub fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::Acquire)

@@ -8,6 +8,7 @@
 //! the final. If it is not, the final (and every ASR event after it, to keep their order) waits
 //! at most [`LABEL_WAIT`]; then it goes without a label. The wait is logged (`held_ms`).
 
+use antiphon_models::engine::wake::Wake;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -73,6 +74,8 @@ pub struct AsrAdapter {
     diar: Option<SpeakerTagger>,
     /// Events not yet handed out, in order: a final whose label is pending holds the rest.
     outbox: VecDeque<Outgoing>,
+    /// Called by the engine when it delivers to our slot (kept for the slots `reset` takes).
+    wake: Option<Wake>,
 }
 
 enum Outgoing {
@@ -87,8 +90,15 @@ enum Outgoing {
 }
 
 impl AsrAdapter {
-    pub fn new(engine: Arc<AsrEngine>, endpoint: EndpointConfig, session: AsrSession) -> Self {
+    /// `session` was opened with `wake` (if any); slots taken later get it too.
+    pub fn new(
+        engine: Arc<AsrEngine>,
+        endpoint: EndpointConfig,
+        session: AsrSession,
+        wake: Option<Wake>,
+    ) -> Self {
         AsrAdapter {
+            wake,
             engine,
             endpoint,
             session: Some(session),
@@ -142,7 +152,7 @@ impl AsrAdapter {
         // A final still held for its label now finds no segment and goes out at the next poll.
         let session = self
             .engine
-            .open_with(self.endpoint)
+            .open_waking(self.endpoint, self.wake.clone())
             .map_err(|e| e.to_string())?;
         self.session = Some(session);
         Ok(())
@@ -156,6 +166,12 @@ impl AsrAdapter {
         endpoint.validate().map_err(|e| e.to_string())?;
         self.endpoint = endpoint;
         self.reset()
+    }
+
+    /// A final is held for its speaker label: `poll` must run again within [`LABEL_WAIT`]
+    /// even if no engine delivers anything.
+    pub fn holds_a_final(&self) -> bool {
+        matches!(self.outbox.front(), Some(Outgoing::Final { .. }))
     }
 
     /// Moves every ready recogniser event to `out`; true if there was any.

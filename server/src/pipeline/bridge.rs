@@ -1,27 +1,28 @@
-//! The per-session bridge: one named OS thread between a session's tokio task and the engine
-//! threads.
+//! The per-session bridge: one tokio task between a session's task and the engine threads.
 //!
-//! Why a thread per session: the engines' session handles (`AsrSession`, `TtsStream`,
-//! `ReplyStream`) are std-channel based and not shareable, and a session needs all three at
-//! once, so one owner polls them all. It never runs model code (the engines do), it only moves
-//! messages, so a thread per session costs a stack and a few wake-ups, not CPU.
+//! The engines' session handles (`AsrSession`, `TtsStream`, `EngineSession`'s replies,
+//! `DiarSlot`) are std-channel based; each was opened with a `Wake` (`antiphon_models::engine::wake`) that the engine thread
+//! calls right after it delivers something to this session, which wakes this task through a
+//! [`Notify`]. The task never runs model code (the engines do) and never polls on a timer:
 //!
-//! Loop: take every queued command (non-blocking `try_recv` on the tokio channel), poll each
-//! engine handle without waiting, forward what came out; sleep [`IDLE_POLL`] only when a whole
-//! pass found nothing. So an idle pass adds at most 2 ms to any hop, and a busy session is
-//! served back to back.
+//! Loop: take every queued command (non-blocking), drain each engine handle without waiting,
+//! forward what came out, then sleep until a command arrives or an engine wakes us. Two
+//! waits have deadlines instead: text a full TTS queue held back, and a transcript final
+//! held for its speaker label ([`super::asr::LABEL_WAIT`]); while either is pending the task
+//! looks again after [`RETRY`].
 //!
 //! Queues (all bounded): commands in [`COMMAND_QUEUE`] (the session `try_send`s; when full,
 //! input audio is dropped and counted there, other commands report `engine_busy`); events out
-//! [`EVENT_QUEUE`] with `blocking_send`: the session task always drains it, and a session whose
-//! client stops reading is closed by its send timeout, which drops the receiver and ends this
-//! thread, so the wait is bounded. While we wait, the engines' own bounded queues apply their
-//! policies (ASR drops the oldest audio, TTS drops chunks for this stream, the LLM pauses only
-//! this reply).
+//! [`EVENT_QUEUE`]: the session task always drains it, and a session whose client stops
+//! reading is closed by its send timeout, which drops the receiver and ends this task, so the
+//! wait is bounded. While we wait, the engines' own bounded queues apply their policies (ASR
+//! drops the oldest audio, TTS drops chunks for this stream, the LLM pauses only this reply).
 
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use std::sync::Arc;
+
+use tokio::sync::{Notify, mpsc};
 
 use super::asr::AsrAdapter;
 use super::llm::LlmAdapter;
@@ -33,8 +34,8 @@ use antiphon_models::vad::endpoint::EndpointConfig;
 pub const COMMAND_QUEUE: usize = 256;
 /// Events waiting for the session task.
 pub const EVENT_QUEUE: usize = 256;
-/// Sleep after a pass that found nothing to do.
-pub const IDLE_POLL: Duration = Duration::from_millis(2);
+/// How soon to look again while held-back TTS text or a label-waiting final is pending.
+pub const RETRY: Duration = Duration::from_millis(5);
 
 pub struct Bridge {
     pub commands: mpsc::Receiver<EngineCommand>,
@@ -48,44 +49,42 @@ pub struct Bridge {
 struct Gone;
 
 impl Bridge {
-    pub fn run(mut self) {
+    /// Runs until the session drops its command sender or its event receiver. `wake` is
+    /// the [`Notify`] behind the `Wake` the engine handles were opened with.
+    pub async fn run(mut self, wake: Arc<Notify>) {
         let mut out = Vec::new();
         loop {
-            let mut busy = false;
             loop {
                 match self.commands.try_recv() {
-                    Ok(cmd) => {
-                        busy = true;
-                        self.command(cmd, &mut out);
-                    }
+                    Ok(cmd) => self.command(cmd, &mut out),
                     Err(mpsc::error::TryRecvError::Empty) => break,
                     // The session ended: dropping `self` frees every lease.
                     Err(mpsc::error::TryRecvError::Disconnected) => return,
                 }
             }
             if let Some(a) = self.asr.as_mut() {
-                busy |= a.poll(&mut out);
+                a.poll(&mut out);
             }
             if let Some(l) = self.llm.as_mut() {
-                busy |= l.poll(&mut out);
+                l.poll(&mut out);
             }
             if let Some(t) = self.tts.as_mut() {
-                busy |= t.poll(&mut out);
+                t.poll(&mut out);
             }
-            if self.flush(&mut out).is_err() {
+            if flush(&self.events, &mut out).await.is_err() {
                 return;
             }
-            if !busy {
-                std::thread::sleep(IDLE_POLL);
+            let retry = self.tts.as_ref().is_some_and(|t| t.has_held_back())
+                || self.asr.as_ref().is_some_and(|a| a.holds_a_final());
+            tokio::select! {
+                cmd = self.commands.recv() => match cmd {
+                    Some(cmd) => self.command(cmd, &mut out),
+                    None => return,
+                },
+                () = wake.notified() => {}
+                () = tokio::time::sleep(RETRY), if retry => {}
             }
         }
-    }
-
-    fn flush(&self, out: &mut Vec<(Instant, EngineEvent)>) -> Result<(), Gone> {
-        for ev in out.drain(..) {
-            self.events.blocking_send(ev).map_err(|_| Gone)?;
-        }
-        Ok(())
     }
 
     fn command(&mut self, cmd: EngineCommand, out: &mut Vec<(Instant, EngineEvent)>) {
@@ -172,4 +171,15 @@ impl Bridge {
             out.push(fail(engine, epoch, message));
         }
     }
+}
+
+/// Hands every event to the session, in order (waits while its queue is full).
+async fn flush(
+    events: &mpsc::Sender<(Instant, EngineEvent)>,
+    out: &mut Vec<(Instant, EngineEvent)>,
+) -> Result<(), Gone> {
+    for ev in out.drain(..) {
+        events.send(ev).await.map_err(|_| Gone)?;
+    }
+    Ok(())
 }

@@ -9,6 +9,7 @@
 //! changed, items deleted or inserted) opens a fresh engine conversation whose system prompt
 //! carries the conversation so far as text: correct, just not cached.
 
+use antiphon_models::engine::wake::Wake;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -159,6 +160,8 @@ pub struct LlmAdapter {
     last_reply: Option<(u64, String)>,
     reply: Option<(Epoch, ReplyStream)>,
     params: SamplingParams,
+    /// Called by the engine when it delivers a reply event (set on every conversation).
+    wake: Option<Wake>,
 }
 
 impl LlmAdapter {
@@ -168,8 +171,14 @@ impl LlmAdapter {
         session: EngineSession,
         system: Option<String>,
         params: SamplingParams,
+        wake: Option<Wake>,
     ) -> Self {
+        let mut session = session;
+        if let Some(w) = &wake {
+            session.set_wake(w.clone());
+        }
         LlmAdapter {
+            wake,
             engine,
             session: Some(session),
             system,
@@ -178,6 +187,15 @@ impl LlmAdapter {
             reply: None,
             params,
         }
+    }
+
+    /// A new engine conversation that wakes us.
+    fn open(&self, system: Option<&str>) -> Result<EngineSession, antiphon_models::llm::LlmError> {
+        let mut s = self.engine.session(system)?;
+        if let Some(w) = &self.wake {
+            s.set_wake(w.clone());
+        }
+        Ok(s)
     }
 
     /// The reply stops streaming: remember what it said for the next turn's plan.
@@ -204,7 +222,7 @@ impl LlmAdapter {
             return;
         }
         self.session = None;
-        match self.engine.session(system.as_deref()) {
+        match self.open(system.as_deref()) {
             Ok(s) => {
                 if let Err(e) = s.warm() {
                     tracing::debug!("LLM warm-up not queued: {e}");
@@ -256,11 +274,7 @@ impl LlmAdapter {
                 tracing::debug!("LLM conversation diverged from the cached one; starting afresh");
                 // Free our engine session before taking a new one.
                 self.session = None;
-                self.session = Some(
-                    self.engine
-                        .session(system.as_deref())
-                        .map_err(|e| e.to_string())?,
-                );
+                self.session = Some(self.open(system.as_deref()).map_err(|e| e.to_string())?);
                 user
             }
         };

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use antiphon_models::asr::{AsrEngine, AsrEngineConfig};
 use antiphon_models::diar::engine::{DiarEngine, DiarEngineConfig};
+use antiphon_models::engine::wake::Wake;
 use antiphon_models::llm::{
     EngineConfig as LlmEngineConfig, LlmEngine, LoadOptions, SamplingParams, StepModel,
 };
@@ -25,7 +26,7 @@ use antiphon_models::tts::lexicon::Lexicon;
 use antiphon_models::tts::load::spawn_engine_for_voice;
 use antiphon_models::vad::endpoint::EndpointConfig;
 use anyhow::{Context as _, bail};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use crate::config::Config;
 use crate::device::Placement;
@@ -240,16 +241,28 @@ impl EngineConnector for Pipeline {
     }
 
     fn connect(&self, session_id: &str) -> Result<EngineLink, String> {
+        // The bridge is a task on the caller's runtime (admission runs on it).
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| "engines connect only from inside the server's runtime".to_string())?;
+        // Every engine wakes this session's bridge when it delivers to it.
+        let notify = Arc::new(Notify::new());
+        let wake = {
+            let notify = notify.clone();
+            Some(Wake::new(move || notify.notify_one()))
+        };
         // Every lease is taken (or refused) here, before the WebSocket upgrade.
         let asr = match &self.asr {
             Some(engine) => {
                 let session = engine
-                    .open_with(self.endpoint)
+                    .open_waking(self.endpoint, wake.clone())
                     .map_err(|e| format!("speech recognition: {e}"))?;
-                let adapter = asr::AsrAdapter::new(engine.clone(), self.endpoint, session);
+                let adapter =
+                    asr::AsrAdapter::new(engine.clone(), self.endpoint, session, wake.clone());
                 match &self.diar {
                     Some(diar) => {
-                        let slot = diar.open().map_err(|e| format!("speaker labels: {e}"))?;
+                        let slot = diar
+                            .open_waking(wake.clone())
+                            .map_err(|e| format!("speaker labels: {e}"))?;
                         Some(adapter.with_speaker_tagger(diar::SpeakerTagger::new(slot)))
                     }
                     None => Some(adapter),
@@ -272,6 +285,7 @@ impl EngineConnector for Pipeline {
                     session,
                     self.instructions.clone(),
                     self.sampling.clone(),
+                    wake.clone(),
                 ))
             }
             None => None,
@@ -279,9 +293,14 @@ impl EngineConnector for Pipeline {
         let tts = match &self.tts {
             Some((engines, voice)) => {
                 let stream = engines[0]
-                    .open_stream(voice)
+                    .open_stream_waking(voice, wake.clone())
                     .map_err(|e| format!("speech synthesis: {e}"))?;
-                Some(tts::TtsAdapter::new(engines.clone(), stream, voice.clone()))
+                Some(tts::TtsAdapter::new(
+                    engines.clone(),
+                    stream,
+                    voice.clone(),
+                    wake.clone(),
+                ))
             }
             None => None,
         };
@@ -294,19 +313,8 @@ impl EngineConnector for Pipeline {
             llm,
             tts,
         };
-        // Linux keeps 15 bytes of a thread name: the session id's tail identifies it.
-        let tail: String = session_id
-            .chars()
-            .rev()
-            .take(10)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
-        std::thread::Builder::new()
-            .name(format!("pipe-{tail}"))
-            .spawn(move || bridge.run())
-            .map_err(|e| format!("cannot start the session's engine bridge: {e}"))?;
+        let span = tracing::debug_span!("engine_bridge", session = session_id);
+        runtime.spawn(tracing::Instrument::instrument(bridge.run(notify), span));
         Ok(EngineLink { commands, events })
     }
 

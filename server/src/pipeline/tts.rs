@@ -13,6 +13,7 @@
 //! `reply_chunks_sent` counter and reports the instant the reply's first chunk went to the
 //! engine as [`EngineEvent::TtsClause`] (the latency trace's "first clause" stage).
 
+use antiphon_models::engine::wake::Wake;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -34,6 +35,8 @@ pub struct TtsAdapter {
     clause_seen: bool,
     /// When it went, until `poll` reports it.
     clause_at: Option<(Epoch, Instant)>,
+    /// Called by the engine when it delivers to our stream (kept for streams opened later).
+    wake: Option<Wake>,
 }
 
 /// A full engine queue only delays text (the stream keeps it and retries on every poll).
@@ -45,8 +48,15 @@ fn queued(r: Result<(), TtsError>) -> Result<(), String> {
 }
 
 impl TtsAdapter {
-    pub fn new(engines: Arc<[Arc<TtsEngine>]>, stream: TtsStream, voice: String) -> Self {
+    /// `stream` was opened with `wake` (if any); streams opened later get it too.
+    pub fn new(
+        engines: Arc<[Arc<TtsEngine>]>,
+        stream: TtsStream,
+        voice: String,
+        wake: Option<Wake>,
+    ) -> Self {
         TtsAdapter {
+            wake,
             engines,
             stream,
             voice,
@@ -55,6 +65,11 @@ impl TtsAdapter {
             clause_seen: false,
             clause_at: None,
         }
+    }
+
+    /// Text waits for room in the engine's queue: `poll` must run again soon.
+    pub fn has_held_back(&self) -> bool {
+        self.stream.has_held_back()
     }
 
     /// Notes the instant the active reply's first chunk left for the engine.
@@ -83,7 +98,9 @@ impl TtsAdapter {
                 .find(|e| e.voices().iter().any(|v| v == voice))
             {
                 Some(engine) => {
-                    self.stream = engine.open_stream(voice).map_err(|e| e.to_string())?;
+                    self.stream = engine
+                        .open_stream_waking(voice, self.wake.clone())
+                        .map_err(|e| e.to_string())?;
                     self.voice = voice.to_string();
                 }
                 None => {
@@ -240,7 +257,7 @@ mod tests {
         let (piper_rate, kokoro_rate) = (22_050, 24_000);
         let engines: Arc<[Arc<TtsEngine>]> = Arc::from(vec![Arc::new(piper), Arc::new(kokoro)]);
         let stream = engines[0].open_stream("joe").unwrap();
-        let mut adapter = TtsAdapter::new(engines, stream, "joe".into());
+        let mut adapter = TtsAdapter::new(engines, stream, "joe".into(), None);
 
         let rates = reply_rates(&mut adapter, 1, "joe");
         assert!(
