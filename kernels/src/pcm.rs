@@ -40,6 +40,31 @@ pub fn i16_to_le_bytes(samples: &[i16], out: &mut Vec<u8>) {
     }
 }
 
+/// Decodes little-endian 16-bit PCM bytes straight to f32 in [-1.0, 1.0), appending to `out`
+/// (a trailing odd byte is ignored).
+pub fn pcm16le_to_f32(bytes: &[u8], out: &mut Vec<f32>) {
+    out.extend(
+        bytes
+            .chunks_exact(2)
+            .map(|b| f32::from(i16::from_le_bytes([b[0], b[1]])) / I16_SCALE),
+    );
+}
+
+/// Encodes f32 samples as little-endian 16-bit PCM bytes, with the rounding and saturation of
+/// [`f32_to_i16`], appending to `out`.
+pub fn f32_to_pcm16le(samples: &[f32], out: &mut Vec<u8>) {
+    out.reserve(samples.len() * 2);
+    for &s in samples {
+        let scaled = (s * I16_SCALE).round();
+        let v = if scaled.is_nan() {
+            0
+        } else {
+            scaled.clamp(f32::from(i16::MIN), f32::from(i16::MAX)) as i16
+        };
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,5 +94,23 @@ mod tests {
         let mut back = Vec::new();
         le_bytes_to_i16(&bytes, &mut back);
         assert_eq!(back, vec![1, -2, 300]);
+    }
+
+    #[test]
+    fn pcm16le_bytes_match_the_two_step_conversions() {
+        let samples = [0.0f32, 0.5, -0.5, 1.0, -1.0, 2.0, f32::NAN, 1.0 / 32768.0];
+        let mut direct = Vec::new();
+        f32_to_pcm16le(&samples, &mut direct);
+        let (mut pcm, mut two_step) = (Vec::new(), Vec::new());
+        f32_to_i16(&samples, &mut pcm);
+        i16_to_le_bytes(&pcm, &mut two_step);
+        assert_eq!(direct, two_step);
+        let (mut back, mut via_i16, mut back_two) = (Vec::new(), Vec::new(), Vec::new());
+        pcm16le_to_f32(&direct, &mut back);
+        le_bytes_to_i16(&direct, &mut via_i16);
+        i16_to_f32(&via_i16, &mut back_two);
+        assert_eq!(back, back_two);
+        assert_eq!(back[1], 0.5);
+        assert_eq!(back[3], 32767.0 / 32768.0);
     }
 }

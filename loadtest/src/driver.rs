@@ -49,10 +49,8 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(15);
 const RESYNC_AFTER: Duration = Duration::from_millis(200);
 
 fn pcm16_base64(samples: &[f32]) -> String {
-    let bytes: Vec<u8> = samples
-        .iter()
-        .flat_map(|&x| ((x.clamp(-1.0, 1.0) * 32767.0).round() as i16).to_le_bytes())
-        .collect();
+    let mut bytes = Vec::with_capacity(samples.len() * 2);
+    antiphon_kernels::pcm::f32_to_pcm16le(samples, &mut bytes);
     BASE64.encode(bytes)
 }
 

@@ -63,6 +63,20 @@ impl AppState {
         }
     }
 
+    /// Capacity and engine state now, for `/healthz` and `/readyz`.
+    pub fn health(&self) -> crate::health::Report {
+        let max = self.config.server.max_sessions;
+        crate::health::Report {
+            sessions_open: max.saturating_sub(self.sessions.available_permits()),
+            sessions_max: max,
+            engines: self
+                .connector
+                .as_ref()
+                .map(|c| c.health())
+                .unwrap_or_default(),
+        }
+    }
+
     fn engines(&self) -> Engines {
         self.connector
             .as_ref()

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod commands;
 pub mod config;
 pub mod device;
+pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod pipeline;

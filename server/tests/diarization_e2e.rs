@@ -9,6 +9,7 @@
 
 mod common;
 
+use common::realtime::{connect, pcm16};
 use common::{ServerOptions, TestServer, strip_ansi};
 
 use std::path::PathBuf;
@@ -20,14 +21,10 @@ use antiphon_audio::wav;
 use antiphon_models::store::ModelStore;
 use antiphon_models::tts::lexicon::Lexicon;
 use antiphon_models::tts::load::spawn_engine_for_voice;
-use base64::Engine as _;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-const KEY: &str = "antiphon-demo-key";
 const RATE: u32 = 24_000;
 const FRAME: usize = 480; // 20 ms at 24 kHz
 
@@ -65,14 +62,6 @@ fn tts_lines(lines: &[&str]) -> Vec<Vec<f32>> {
             resample_clip(&audio, rate, RATE).expect("resample")
         })
         .collect()
-}
-
-fn pcm16(frame: &[f32]) -> String {
-    let bytes: Vec<u8> = frame
-        .iter()
-        .flat_map(|&x| ((x.clamp(-1.0, 1.0) * 32767.0).round() as i16).to_le_bytes())
-        .collect();
-    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 /// `key=value` field of a tracing line, as a number.
@@ -113,14 +102,7 @@ async fn two_voices_get_two_stable_speaker_labels() {
     audio.extend_from_slice(&gap);
 
     let server = start_server().await;
-    let mut req = format!("ws://127.0.0.1:{}/v1/realtime?model=test", server.port)
-        .into_client_request()
-        .expect("request");
-    req.headers_mut().insert(
-        "Authorization",
-        format!("Bearer {KEY}").parse().expect("header"),
-    );
-    let (ws, _) = connect_async(req).await.expect("connect");
+    let ws = connect(server.port, false).await;
     let (mut tx, mut rx) = ws.split();
     // Transcripts only: no replies, so the labels are all this test waits for.
     let update = json!({"type": "session.update", "session": {

@@ -8,6 +8,9 @@
 
 mod common;
 
+use common::realtime::{
+    KEY, Ws, connect_when_free, decode_pcm16, pcm16, recv_until, request, send,
+};
 use common::{CI_LLM, ServerOptions, TestServer};
 
 use std::path::PathBuf;
@@ -25,19 +28,15 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 
-const KEY: &str = "antiphon-demo-key";
 const RATE: u32 = 24_000;
 const FRAME: usize = 480; // 20 ms at 24 kHz
 /// The 3.0 s clip: "he was not an ill disposed young man".
 const CLIP: &str = "sense_and_sensibility_01_austen_64kb-0880";
 /// The 7.1 s clip (22 words), for a WER that one misheard word does not dominate.
 const LONG_CLIP: &str = "sense_and_sensibility_01_austen_64kb-0870";
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Tests share two CPU cores with the engines: run one server at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -54,28 +53,6 @@ async fn start_server_with(extra: &str) -> TestServer {
         ..ServerOptions::default()
     })
     .await
-}
-
-async fn connect(port: u16) -> Ws {
-    // A session that just closed may hold its engine leases a moment longer (its bridge thread
-    // drops them as it ends, after the sessions gauge falls): retry a 503 briefly.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let mut req = format!("ws://127.0.0.1:{port}/v1/realtime?model=test")
-            .into_client_request()
-            .unwrap();
-        req.headers_mut()
-            .insert("Authorization", format!("Bearer {KEY}").parse().unwrap());
-        match connect_async(req).await {
-            Ok((ws, _)) => return ws,
-            Err(tokio_tungstenite::tungstenite::Error::Http(r))
-                if r.status() == 503 && Instant::now() < deadline =>
-            {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!("connect: {e:?}"),
-        }
-    }
 }
 
 struct Clip {
@@ -103,30 +80,6 @@ fn load_named_clip(name: &str) -> Clip {
         text,
         speech_end,
     }
-}
-
-fn pcm16(frame: &[f32]) -> String {
-    let bytes: Vec<u8> = frame
-        .iter()
-        .flat_map(|&x| ((x.clamp(-1.0, 1.0) * 32767.0).round() as i16).to_le_bytes())
-        .collect();
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-fn decode_pcm16(b64: &str) -> Vec<f32> {
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(b64)
-        .expect("audio delta is base64");
-    bytes
-        .chunks_exact(2)
-        .map(|c| f32::from(i16::from_le_bytes([c[0], c[1]])) / 32768.0)
-        .collect()
-}
-
-async fn send(tx: &mut SplitSink<Ws, Message>, v: Value) {
-    tx.send(Message::Text(v.to_string().into()))
-        .await
-        .expect("send");
 }
 
 /// The microphone: speaks `clip` whenever `speak` is bumped, silence otherwise, one 20 ms
@@ -177,29 +130,19 @@ fn microphone(
     })
 }
 
-async fn recv(rx: &mut SplitStream<Ws>, deadline: tokio::time::Instant) -> Value {
-    loop {
-        let msg = tokio::time::timeout_at(deadline, rx.next())
-            .await
-            .expect("server event before the deadline")
-            .expect("stream open")
-            .expect("no ws error");
-        if let Message::Text(t) = msg {
-            return serde_json::from_str(t.as_str()).expect("server sends JSON");
-        }
-    }
-}
-
 /// Opens a session with transcription on and short replies, split into (sink, stream).
 async fn open_session(
     port: u16,
     max_tokens: u32,
     instructions: Option<&str>,
 ) -> (SplitSink<Ws, Message>, SplitStream<Ws>) {
-    let ws = connect(port).await;
+    let ws = connect_when_free(port).await;
     let (mut tx, mut rx) = ws.split();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    assert_eq!(recv(&mut rx, deadline).await["type"], "session.created");
+    assert_eq!(
+        recv_until(&mut rx, deadline).await["type"],
+        "session.created"
+    );
     let mut session = json!({
         "type": "realtime",
         "max_output_tokens": max_tokens,
@@ -214,7 +157,7 @@ async fn open_session(
     )
     .await;
     loop {
-        let v = recv(&mut rx, deadline).await;
+        let v = recv_until(&mut rx, deadline).await;
         assert_ne!(v["type"], "error", "{v}");
         if v["type"] == "session.updated" {
             break;
@@ -260,7 +203,7 @@ async fn spoken_turn_gets_a_spoken_reply_with_latency_trace() {
     let mut latency = None;
     let mut done = None;
     while done.is_none() || latency.is_none() {
-        let v = recv(&mut rx, deadline).await;
+        let v = recv_until(&mut rx, deadline).await;
         let kind = v["type"].as_str().unwrap_or("").to_string();
         match kind.as_str() {
             "error" => panic!("server error: {v}"),
@@ -375,7 +318,7 @@ async fn speech_during_the_reply_stops_it_and_truncates_the_item() {
     };
     // First turn: wait for the reply's first audio.
     let (response_id, item_id, mut audio_ms) = loop {
-        let v = recv(&mut rx, deadline).await;
+        let v = recv_until(&mut rx, deadline).await;
         assert_ne!(v["type"], "error", "{v}");
         if v["type"] == "response.output_audio.delta" {
             break (
@@ -402,7 +345,7 @@ async fn speech_during_the_reply_stops_it_and_truncates_the_item() {
                 speak_tx.send(2).unwrap();
                 continue;
             }
-            v = recv(&mut rx, deadline) => v,
+            v = recv_until(&mut rx, deadline) => v,
         };
         match v["type"].as_str().unwrap_or("") {
             "error" => panic!("server error: {v}"),
@@ -473,10 +416,13 @@ async fn manual_turn_over_g711_mulaw_both_ways() {
     let clip = load_named_clip(LONG_CLIP);
     let clip_8k = resample_clip(&clip.samples, RATE, 8_000).expect("resample");
     let server = start_server().await;
-    let ws = connect(server.port).await;
+    let ws = connect_when_free(server.port).await;
     let (mut tx, mut rx) = ws.split();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(50);
-    assert_eq!(recv(&mut rx, deadline).await["type"], "session.created");
+    assert_eq!(
+        recv_until(&mut rx, deadline).await["type"],
+        "session.created"
+    );
     send(
         &mut tx,
         json!({"type": "session.update", "session": {
@@ -512,7 +458,7 @@ async fn manual_turn_over_g711_mulaw_both_ways() {
     let mut reply_mulaw = Vec::new();
     let mut reply_transcript = String::new();
     loop {
-        let v = recv(&mut rx, deadline).await;
+        let v = recv_until(&mut rx, deadline).await;
         match v["type"].as_str().unwrap_or("") {
             "error" => panic!("server error: {v}"),
             "input_audio_buffer.speech_started" => panic!("server VAD events in a manual session"),
@@ -592,7 +538,7 @@ async fn speak_until_reply_audio(
     speak_tx.send(1).unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let v = recv(&mut rx, deadline).await;
+        let v = recv_until(&mut rx, deadline).await;
         assert_ne!(v["type"], "error", "{v}");
         if v["type"] == "response.output_audio.delta" {
             return (mic, rx, speak_tx);
@@ -628,16 +574,11 @@ async fn client_vanishing_mid_reply_frees_its_engine_slots() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    // The bridge thread drops the leases as it ends, just after the session: a few retries
+    // The bridge task drops the leases as it ends, just after the session: a few retries
     // cover that; a leaked slot keeps refusing until the deadline.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let mut req = format!("ws://127.0.0.1:{}/v1/realtime?model=test", server.port)
-            .into_client_request()
-            .unwrap();
-        req.headers_mut()
-            .insert("Authorization", format!("Bearer {KEY}").parse().unwrap());
-        match connect_async(req).await {
+        match connect_async(request(server.port, Some(KEY), false)).await {
             Ok((ws, _)) => {
                 drop(ws);
                 break;

@@ -4,71 +4,16 @@
 
 mod common;
 
+use common::realtime::{KEY, connect, recv_type, request, send};
 use common::{TestServer, http_get};
 
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
+use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
-
-const KEY: &str = "antiphon-demo-key";
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-fn request(port: u16, key: Option<&str>, beta: bool) -> tungstenite::handshake::client::Request {
-    let mut req = format!("ws://127.0.0.1:{port}/v1/realtime?model=test")
-        .into_client_request()
-        .unwrap();
-    if let Some(k) = key {
-        req.headers_mut()
-            .insert("Authorization", format!("Bearer {k}").parse().unwrap());
-    }
-    if beta {
-        req.headers_mut()
-            .insert("OpenAI-Beta", "realtime=v1".parse().unwrap());
-    }
-    req
-}
-
-async fn connect(port: u16, beta: bool) -> Ws {
-    let (ws, _) = connect_async(request(port, Some(KEY), beta))
-        .await
-        .expect("connect");
-    ws
-}
-
-async fn recv(ws: &mut Ws) -> Value {
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .expect("server event in time")
-            .expect("stream open")
-            .expect("no ws error");
-        if let Message::Text(t) = msg {
-            return serde_json::from_str(t.as_str()).expect("server sends JSON");
-        }
-    }
-}
-
-async fn recv_type(ws: &mut Ws, expected: &str) -> Value {
-    let v = recv(ws).await;
-    assert_eq!(v["type"], expected, "got {v}");
-    assert!(
-        v["event_id"].as_str().is_some_and(|s| !s.is_empty()),
-        "event_id missing in {v}"
-    );
-    v
-}
-
-async fn send(ws: &mut Ws, v: Value) {
-    ws.send(Message::Text(v.to_string().into()))
-        .await
-        .expect("send");
-}
 
 fn sessions_gauge(metrics: &str) -> i64 {
     metrics
@@ -102,7 +47,11 @@ async fn auth_is_required_and_checked() {
     assert_eq!(resp.headers()["sec-websocket-protocol"], "realtime");
     recv_type(&mut ws, "session.created").await;
     // Health and metrics need no key.
-    assert!(http_get(server.port, "/healthz").await.ends_with("ok\n"));
+    let health = http_get(server.port, "/healthz").await;
+    assert!(
+        health.contains(" 200 OK") && health.contains("\"status\":\"ok\""),
+        "{health}"
+    );
 }
 
 #[tokio::test]

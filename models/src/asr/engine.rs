@@ -232,6 +232,17 @@ impl AsrEngine {
         })
     }
 
+    /// Failure state and slot use, for health checks.
+    pub fn health(&self) -> crate::engine::EngineHealth {
+        crate::engine::EngineHealth {
+            failure: lock(&self.shared.failed)
+                .clone()
+                .or_else(|| crate::engine::thread_failure(self.thread.as_ref())),
+            capacity: Some(self.config.slots),
+            in_use: lock(&self.shared.table).in_use(),
+        }
+    }
+
     pub fn stats(&self) -> EngineStats {
         let s = &self.shared;
         EngineStats {

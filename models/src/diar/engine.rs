@@ -151,6 +151,16 @@ impl DiarEngine {
         })
     }
 
+    /// Failure state and slot use, for health checks.
+    pub fn health(&self) -> crate::engine::EngineHealth {
+        crate::engine::EngineHealth {
+            failure: (!self.shared.running.load(Ordering::SeqCst))
+                .then(|| "the speaker-embedding engine has stopped".to_string()),
+            capacity: Some(self.capacity),
+            in_use: self.shared.slots().in_use(),
+        }
+    }
+
     /// Leases a slot, or refuses at once.
     pub fn open(&self) -> Result<DiarSlot, DiarEngineError> {
         self.open_waking(None)

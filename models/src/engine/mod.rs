@@ -7,6 +7,24 @@
 
 pub mod wake;
 
+/// What an engine reports for liveness and readiness checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineHealth {
+    /// Why the engine can no longer serve, once it has failed (it does not recover).
+    pub failure: Option<String>,
+    /// Sessions it can hold at once; `None` when it has no per-session limit.
+    pub capacity: Option<usize>,
+    /// Sessions holding a lease now.
+    pub in_use: usize,
+}
+
+/// `Some(reason)` when an engine thread that should run for the process's life has ended.
+pub fn thread_failure(thread: Option<&JoinHandle<()>>) -> Option<String> {
+    thread
+        .is_some_and(|t| t.is_finished())
+        .then(|| "the engine thread has stopped".to_string())
+}
+
 use std::thread::JoinHandle;
 
 /// A leased slot: its index and the generation it was leased at.

@@ -217,6 +217,24 @@ impl LlmEngine {
         self.shared.evictions.load(Ordering::SeqCst)
     }
 
+    /// Failure state and open conversations, for health checks.
+    pub fn health(&self) -> crate::engine::EngineHealth {
+        let s = &self.shared;
+        let thread = s
+            .thread
+            .lock()
+            .map(|t| crate::engine::thread_failure(t.as_ref()));
+        crate::engine::EngineHealth {
+            failure: if s.healthy.load(Ordering::SeqCst) {
+                thread.unwrap_or(None)
+            } else {
+                Some("a forward pass failed".to_string())
+            },
+            capacity: Some(s.config.max_sessions),
+            in_use: s.sessions_open.load(Ordering::SeqCst),
+        }
+    }
+
     /// Open a conversation (typed, not boxed).
     pub fn session(&self, system: Option<&str>) -> Result<EngineSession, LlmError> {
         let s = &self.shared;

@@ -173,6 +173,20 @@ impl TtsEngine {
         self.dropped.load(Ordering::Relaxed)
     }
 
+    /// Failure state, for health checks (streams have no per-session limit).
+    pub fn health(&self) -> crate::engine::EngineHealth {
+        let failure = self
+            .thread
+            .lock()
+            .map(|t| crate::engine::thread_failure(t.as_ref()))
+            .unwrap_or(None);
+        crate::engine::EngineHealth {
+            failure,
+            capacity: None,
+            in_use: 0,
+        }
+    }
+
     /// A new stream speaking with `voice`.
     pub fn open_stream(&self, voice: &str) -> Result<TtsStream, TtsError> {
         self.open_stream_waking(voice, None)

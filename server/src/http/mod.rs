@@ -1,5 +1,6 @@
 //! HTTP surface: merges the transports' routes (`/v1/realtime`, `/v1/webrtc…` behind the
-//! auth layer; `/v1/twilio`, which checks its key itself) and serves `/healthz`, `/metrics`,
+//! auth layer; `/v1/twilio`, which checks its key itself) and serves `/healthz`, `/readyz`
+//! (see [`crate::health`]), `/metrics`,
 //! `/` (the web demo page when present) and `/web-demo/FILE` (its scripts and styles).
 
 use std::sync::Arc;
@@ -23,13 +24,24 @@ pub fn router(state: Arc<AppState>, keys: ApiKeys) -> Router {
             auth::require_key,
         ));
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/", get(index))
         .route("/web-demo/{file}", get(web_demo_file))
         .merge(protected)
         .merge(twilio)
         .with_state(state)
+}
+
+async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    let report = state.health();
+    (report.liveness(), axum::Json(report.to_json())).into_response()
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let report = state.health();
+    (report.readiness(), axum::Json(report.to_json())).into_response()
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {

@@ -318,6 +318,23 @@ impl EngineConnector for Pipeline {
         Ok(EngineLink { commands, events })
     }
 
+    fn health(&self) -> Vec<(&'static str, antiphon_models::engine::EngineHealth)> {
+        let mut out = Vec::new();
+        if let Some(e) = &self.asr {
+            out.push(("asr", e.health()));
+        }
+        if let Some(e) = &self.diar {
+            out.push(("speaker", e.health()));
+        }
+        if let Some(e) = &self.llm {
+            out.push(("llm", e.health()));
+        }
+        if let Some((engines, _)) = &self.tts {
+            out.extend(engines.iter().map(|e| ("tts", e.health())));
+        }
+        out
+    }
+
     fn tts_chunks_text(&self) -> bool {
         // The TTS stream cuts LLM text into speakable chunks itself (short first clause).
         true

@@ -10,6 +10,7 @@
 
 use antiphon_audio::g711::Law;
 use antiphon_audio::resample::{ResampleError, StreamResampler};
+use antiphon_kernels::pcm::{f32_to_pcm16le, pcm16le_to_f32};
 
 use super::events::AudioFormat;
 
@@ -67,16 +68,13 @@ impl InputDecoder {
                 if let Some(lo) = self.carry.take()
                     && let Some((&hi, tail)) = rest.split_first()
                 {
-                    self.scratch
-                        .push(f32::from(i16::from_le_bytes([lo, hi])) / 32768.0);
+                    pcm16le_to_f32(&[lo, hi], &mut self.scratch);
                     rest = tail;
                 }
-                let chunks = rest.chunks_exact(2);
-                if let [odd] = chunks.remainder() {
-                    self.carry = Some(*odd);
+                if rest.len() % 2 == 1 {
+                    self.carry = rest.last().copied();
                 }
-                self.scratch
-                    .extend(chunks.map(|c| f32::from(i16::from_le_bytes([c[0], c[1]])) / 32768.0));
+                pcm16le_to_f32(rest, &mut self.scratch);
             }
             Some(law) => law.decode(bytes, &mut self.scratch),
         }
@@ -132,11 +130,11 @@ impl OutputEncoder {
             r.flush(&mut self.scratch).map_err(err)?;
         }
         Ok(match law(self.format) {
-            None => self
-                .scratch
-                .iter()
-                .flat_map(|&x| ((x.clamp(-1.0, 1.0) * 32767.0).round() as i16).to_le_bytes())
-                .collect(),
+            None => {
+                let mut out = Vec::with_capacity(self.scratch.len() * 2);
+                f32_to_pcm16le(&self.scratch, &mut out);
+                out
+            }
             Some(law) => {
                 let mut out = Vec::with_capacity(self.scratch.len());
                 law.encode(&self.scratch, &mut out);
@@ -160,10 +158,9 @@ mod tests {
     }
 
     fn pcm16_bytes(samples: &[f32]) -> Vec<u8> {
-        samples
-            .iter()
-            .flat_map(|&x| ((x * 32767.0).round() as i16).to_le_bytes())
-            .collect()
+        let mut out = Vec::new();
+        f32_to_pcm16le(samples, &mut out);
+        out
     }
 
     /// The decoded 16 kHz stream must be the ideal sine at 16 kHz (the resampler keeps media

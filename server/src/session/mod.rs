@@ -57,6 +57,11 @@ pub trait EngineConnector: Send + Sync {
     fn tts_chunks_text(&self) -> bool {
         false
     }
+    /// Each engine's failure state and lease use, by name (`asr`, `llm`, …), for `/healthz`
+    /// and `/readyz`.
+    fn health(&self) -> Vec<(&'static str, antiphon_models::engine::EngineHealth)> {
+        Vec::new()
+    }
 }
 
 /// Everything a session needs besides its transport.

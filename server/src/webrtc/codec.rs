@@ -94,10 +94,9 @@ impl Downlink {
 }
 
 fn to_pcm16(samples: &[f32]) -> Vec<u8> {
-    samples
-        .iter()
-        .flat_map(|s| ((s.clamp(-1.0, 1.0) * 32767.0).round() as i16).to_le_bytes())
-        .collect()
+    let mut out = Vec::with_capacity(samples.len() * 2);
+    antiphon_kernels::pcm::f32_to_pcm16le(samples, &mut out);
+    out
 }
 
 #[cfg(test)]
@@ -122,10 +121,8 @@ mod tests {
             pcm.extend(up.packet(&packet).unwrap());
         }
         // About 1 s came back (less what the resamplers hold).
-        let samples: Vec<f32> = pcm
-            .chunks_exact(2)
-            .map(|b| f32::from(i16::from_le_bytes([b[0], b[1]])) / 32768.0)
-            .collect();
+        let mut samples = Vec::new();
+        antiphon_kernels::pcm::pcm16le_to_f32(&pcm, &mut samples);
         assert!(samples.len() > RATE as usize * 9 / 10, "{}", samples.len());
         // Skip the codec's start-up, then count zero crossings over 0.5 s: 440 Hz -> ~440.
         let tail = &samples[samples.len() - RATE as usize / 2..];

@@ -115,10 +115,8 @@ impl Playout {
         if self.silenced.contains(response_id) {
             return;
         }
-        let samples = pcm16
-            .chunks_exact(2)
-            .map(|b| f32::from(i16::from_le_bytes([b[0], b[1]])) / 32768.0)
-            .collect();
+        let mut samples = Vec::with_capacity(pcm16.len() / 2);
+        antiphon_kernels::pcm::pcm16le_to_f32(pcm16, &mut samples);
         if !self.items.iter().any(|i| i.item_id == item_id) {
             self.items.push(ItemState {
                 response_id: response_id.to_owned(),

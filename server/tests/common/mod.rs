@@ -5,6 +5,8 @@
 //! Each test crate compiles this module on its own and uses part of it.
 #![allow(dead_code)]
 
+pub mod realtime;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};

@@ -1,0 +1,137 @@
+//! Liveness and readiness, as load balancers and Kubernetes probe them.
+//!
+//! `/healthz` (liveness): 200 while every engine can serve, 503 once one has failed (restart
+//! the process). `/readyz` (readiness): also 503 while a new session would be refused for
+//! capacity (no admission permit, or an engine with no free lease), so a balancer sends the
+//! next caller elsewhere. Both answer the same JSON report.
+
+use antiphon_models::engine::EngineHealth;
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+/// A snapshot of the server's capacity and engines.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Admission: sessions open and the most allowed.
+    pub sessions_open: usize,
+    pub sessions_max: usize,
+    pub engines: Vec<(&'static str, EngineHealth)>,
+}
+
+impl Report {
+    pub fn failed(&self) -> bool {
+        self.engines.iter().any(|(_, h)| h.failure.is_some())
+    }
+
+    /// A new session would be admitted now.
+    pub fn ready(&self) -> bool {
+        !self.failed()
+            && self.sessions_open < self.sessions_max
+            && self
+                .engines
+                .iter()
+                .all(|(_, h)| h.capacity.is_none_or(|c| h.in_use < c))
+    }
+
+    pub fn to_json(&self) -> Value {
+        let engines: Vec<Value> = self
+            .engines
+            .iter()
+            .map(|(name, h)| {
+                let mut e = json!({
+                    "name": name,
+                    "state": if h.failure.is_some() { "failed" } else { "running" },
+                    "in_use": h.in_use,
+                });
+                if let Some(c) = h.capacity {
+                    e["capacity"] = json!(c);
+                    e["free"] = json!(c.saturating_sub(h.in_use));
+                }
+                if let Some(why) = &h.failure {
+                    e["error"] = json!(why);
+                }
+                e
+            })
+            .collect();
+        json!({
+            "status": if self.failed() { "failed" } else { "ok" },
+            "ready": self.ready(),
+            "sessions": {
+                "open": self.sessions_open,
+                "capacity": self.sessions_max,
+                "free": self.sessions_max.saturating_sub(self.sessions_open),
+            },
+            "engines": engines,
+        })
+    }
+
+    /// The status code of `/healthz`.
+    pub fn liveness(&self) -> StatusCode {
+        if self.failed() {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::OK
+        }
+    }
+
+    /// The status code of `/readyz`.
+    pub fn readiness(&self) -> StatusCode {
+        if self.ready() {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engine(failure: Option<&str>, capacity: Option<usize>, in_use: usize) -> EngineHealth {
+        EngineHealth {
+            failure: failure.map(str::to_string),
+            capacity,
+            in_use,
+        }
+    }
+
+    fn report(engines: Vec<(&'static str, EngineHealth)>, open: usize) -> Report {
+        Report {
+            sessions_open: open,
+            sessions_max: 4,
+            engines,
+        }
+    }
+
+    #[test]
+    fn a_failed_engine_fails_liveness_and_readiness() {
+        let r = report(
+            vec![
+                ("asr", engine(None, Some(4), 0)),
+                ("llm", engine(Some("a forward pass failed"), Some(4), 0)),
+            ],
+            0,
+        );
+        assert_eq!(r.liveness(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.readiness(), StatusCode::SERVICE_UNAVAILABLE);
+        let j = r.to_json();
+        assert_eq!(j["status"], "failed");
+        assert_eq!(j["engines"][1]["state"], "failed");
+        assert_eq!(j["engines"][1]["error"], "a forward pass failed");
+    }
+
+    #[test]
+    fn a_full_engine_or_admission_fails_readiness_only() {
+        let full = report(vec![("llm", engine(None, Some(1), 1))], 1);
+        assert_eq!(full.liveness(), StatusCode::OK);
+        assert_eq!(full.readiness(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(full.to_json()["engines"][0]["free"], 0);
+        let admission_full = report(vec![("tts", engine(None, None, 0))], 4);
+        assert_eq!(admission_full.readiness(), StatusCode::SERVICE_UNAVAILABLE);
+        let fine = report(vec![("llm", engine(None, Some(2), 1))], 1);
+        assert_eq!(fine.readiness(), StatusCode::OK);
+        assert_eq!(fine.to_json()["ready"], true);
+        assert_eq!(fine.to_json()["sessions"]["free"], 3);
+    }
+}
