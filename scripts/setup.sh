@@ -38,3 +38,12 @@ if ! command -v cargo >/dev/null 2>&1; then
     export PATH="$HOME/.cargo/bin:$PATH"
   fi
 fi
+
+# The test command checks formatting and lints (`cargo fmt --check`, `cargo clippy`).
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+  if command -v rustup >/dev/null 2>&1; then
+    rustup component add rustfmt clippy
+  else
+    echo "setup: cargo fmt or cargo clippy is missing and there is no rustup to add them" >&2
+  fi
+fi

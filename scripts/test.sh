@@ -18,6 +18,11 @@ tests/twilio/setup-venv.sh >/dev/null
 nvrtc_lib="$(scripts/cuda-libs.sh)"
 export LD_LIBRARY_PATH="$nvrtc_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
+# Habits held by tools: formatting, and clippy with every warning an error (the workspace
+# lints in Cargo.toml: no `unsafe` outside kernels/models, no `unwrap` outside tests).
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
 # candle spin-waits on its own thread pool: one thread per model keeps two parallel tests from
 # starving each other on a 2-core machine.
 export CANDLE_NUM_THREADS="${CANDLE_NUM_THREADS:-1}"

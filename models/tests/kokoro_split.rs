@@ -3,6 +3,11 @@
 //! shorten the audio by exactly those frames. Needs the store's `kokoro-82m` and
 //! `kokoro-voices` files.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "an integration test: a failed unwrap is a failed test"
+)]
+
 use std::collections::HashMap;
 
 use antiphon_models::onnx;

@@ -6,6 +6,11 @@
 //! and `librivox-clips/`. Prints the measured TTFB (end of speech in the clip -> first reply
 //! audio delta received) and the server's stage breakdown.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "an integration test: a failed unwrap is a failed test"
+)]
+
 mod common;
 
 use common::realtime::{

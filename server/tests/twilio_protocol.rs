@@ -3,6 +3,11 @@
 //! (The spoken turn, TTFB and barge-in through real engines and a third-party Twilio
 //! simulator are in twilio_streamdouble.rs.)
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "an integration test: a failed unwrap is a failed test"
+)]
+
 mod common;
 
 use common::{NO_ENGINES, ServerOptions, TestServer, http_get};

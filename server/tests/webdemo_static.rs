@@ -2,6 +2,11 @@
 //! a browser does: `/`, then every `/web-demo/FILE` the page loads. Also checks that the static
 //! route serves only plain files directly inside `web-demo/`.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "an integration test: a failed unwrap is a failed test"
+)]
+
 mod common;
 
 use std::io::{Read, Write};

@@ -9,6 +9,11 @@
 //!   checks that the reply audio stops within one 20 ms frame of the server's
 //!   `output_audio_buffer.cleared` and that the reply item is truncated to what was sent.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "an integration test: a failed unwrap is a failed test"
+)]
+
 mod common;
 
 use std::io::{Read, Write};

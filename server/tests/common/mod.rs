@@ -192,12 +192,14 @@ impl Drop for BlockingServer {
 
 /// One HTTP/1.0 GET on loopback; the whole response, headers included.
 pub async fn http_get(port: u16, path: &str) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut s = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect to the server");
     s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
         .await
-        .unwrap();
+        .expect("send the request");
     let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
+    s.read_to_string(&mut out).await.expect("read the response");
     out
 }
 
