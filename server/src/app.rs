@@ -141,7 +141,6 @@ impl AppState {
                 },
                 echo_guard: Duration::from_millis(self.config.session.echo_guard_ms),
                 max_items: s.max_conversation_items,
-                chunk_for_tts: !self.connector.as_ref().is_some_and(|c| c.tts_chunks_text()),
             },
             send_timeout: Duration::from_millis(s.send_timeout_ms),
             metrics: self.metrics.clone(),

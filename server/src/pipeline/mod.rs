@@ -334,9 +334,4 @@ impl EngineConnector for Pipeline {
         }
         out
     }
-
-    fn tts_chunks_text(&self) -> bool {
-        // The TTS stream cuts LLM text into speakable chunks itself (short first clause).
-        true
-    }
 }

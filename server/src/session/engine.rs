@@ -69,8 +69,8 @@ pub enum EngineEvent {
     TtsDone {
         epoch: Epoch,
     },
-    /// A TTS engine that chunks its own input (`chunk_for_tts` off) handed this reply's
-    /// first chunk to synthesis: the "first clause" stage of the latency trace.
+    /// The TTS engine (which cuts LLM text into chunks itself) handed this reply's first
+    /// chunk to synthesis: the "first clause" stage of the latency trace.
     TtsClause {
         epoch: Epoch,
     },

@@ -52,11 +52,6 @@ pub trait EngineConnector: Send + Sync {
     fn engines(&self) -> Engines;
     /// Leases what one session needs. Dropping the returned link must free the leases.
     fn connect(&self, session_id: &str) -> Result<EngineLink, String>;
-    /// True when the TTS engine cuts its input into chunks itself (then the turn machine
-    /// forwards LLM tokens unchunked).
-    fn tts_chunks_text(&self) -> bool {
-        false
-    }
     /// Each engine's failure state and lease use, by name (`asr`, `llm`, …), for `/healthz`
     /// and `/readyz`.
     fn health(&self) -> Vec<(&'static str, antiphon_models::engine::EngineHealth)> {

@@ -17,7 +17,6 @@ use super::conversation::{Conversation, ConversationError};
 use super::engine::{Engine, EngineCommand, EngineEvent, Engines, Epoch};
 use super::events::Limits;
 use super::events::*;
-use antiphon_models::tts::chunker::{ChunkerConfig, TextChunker};
 
 /// What the session must do next.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,11 +33,6 @@ pub struct TurnSettings {
     /// possible echo: they interrupt only if the speech is still going when the window ends.
     pub echo_guard: Duration,
     pub max_items: usize,
-    /// Cut LLM text into clauses before `TtsText` (first clause short, for early speech).
-    /// Turn off for a TTS engine that chunks its input itself (main's `TtsStream::push_text`
-    /// does): every token then goes straight to TTS and `first_clause` comes from the
-    /// engine's [`EngineEvent::TtsClause`].
-    pub chunk_for_tts: bool,
 }
 
 impl Default for TurnSettings {
@@ -47,52 +41,7 @@ impl Default for TurnSettings {
             limits: Limits::default(),
             echo_guard: Duration::from_millis(300),
             max_items: 1000,
-            chunk_for_tts: true,
         }
-    }
-}
-
-/// `chunk_for_tts`: the TTS engine's own chunker ([`TextChunker`], same rules as
-/// `TtsStream`) cutting LLM tokens into `TtsText` chunks. Chunks come trimmed; later ones get
-/// a space in front so the texts still join as the LLM wrote them.
-#[derive(Debug)]
-struct ClauseCutter {
-    chunker: TextChunker,
-    cut_any: bool,
-}
-
-impl Default for ClauseCutter {
-    fn default() -> Self {
-        ClauseCutter {
-            chunker: TextChunker::new(ChunkerConfig::default()),
-            cut_any: false,
-        }
-    }
-}
-
-impl ClauseCutter {
-    /// Adds a token; returns every chunk now complete, in order.
-    fn push(&mut self, token: &str) -> Vec<String> {
-        self.chunker.push(token);
-        self.ready()
-    }
-
-    /// Whatever text remains, as a final chunk.
-    fn flush(&mut self) -> Option<String> {
-        self.chunker.finish();
-        self.ready().pop()
-    }
-
-    fn ready(&mut self) -> Vec<String> {
-        let mut out = Vec::new();
-        while let Some(mut chunk) = self.chunker.poll() {
-            if self.cut_any {
-                chunk.insert(0, ' ');
-            }
-            self.cut_any = true;
-            out.push(chunk);
-        }
-        out
     }
 }
 
@@ -146,7 +95,6 @@ struct ActiveResponse {
     instructions: String,
     /// LLM not started yet: waiting for the user's transcript.
     waiting_for_transcript: bool,
-    chunker: ClauseCutter,
     text: String,
     trace: Trace,
     /// End of the echo guard, set when the first audio is sent.
@@ -623,7 +571,6 @@ impl TurnManager {
                 .instructions
                 .unwrap_or_else(|| self.config.instructions.clone()),
             waiting_for_transcript: self.awaiting_transcript.is_some(),
-            chunker: ClauseCutter::default(),
             text: String::new(),
             trace,
             guard_until: None,
@@ -878,7 +825,7 @@ impl TurnManager {
             }
             EngineEvent::LlmDone { epoch } => {
                 if self.is_current(epoch) {
-                    self.llm_done(now);
+                    self.llm_done();
                 }
             }
             EngineEvent::TtsAudio {
@@ -897,9 +844,7 @@ impl TurnManager {
                 }
             }
             EngineEvent::TtsClause { epoch } => {
-                // With our own chunking the clause was already traced when it was cut.
                 if self.is_current(epoch)
-                    && !self.settings.chunk_for_tts
                     && let Some(r) = self.response.as_mut()
                 {
                     first(&mut r.trace.first_clause, now);
@@ -1036,22 +981,10 @@ impl TurnManager {
         };
         first(&mut r.trace.llm_first_token, now);
         if r.audio {
-            let chunks = if self.settings.chunk_for_tts {
-                r.chunker.push(&text)
-            } else {
-                vec![text]
-            };
-            if !chunks.is_empty() && self.settings.chunk_for_tts {
-                first(&mut r.trace.first_clause, now);
-            }
+            // The TTS engine cuts the text into speakable chunks itself (a short first
+            // clause) and reports when the first went to synthesis (`TtsClause`).
             let (epoch, voice) = (r.epoch, self.config.voice.clone());
-            for text in chunks {
-                self.command(EngineCommand::TtsText {
-                    epoch,
-                    text,
-                    voice: voice.clone(),
-                });
-            }
+            self.command(EngineCommand::TtsText { epoch, text, voice });
         } else {
             r.text.push_str(&text);
             let (part, item_id, oob) = (r.part(), r.item.id.clone(), r.out_of_band);
@@ -1062,7 +995,7 @@ impl TurnManager {
         }
     }
 
-    fn llm_done(&mut self, now: Instant) {
+    fn llm_done(&mut self) {
         let Some(r) = self.response.as_mut() else {
             return;
         };
@@ -1071,11 +1004,6 @@ impl TurnManager {
             return;
         }
         let epoch = r.epoch;
-        if let Some(text) = r.chunker.flush() {
-            first(&mut r.trace.first_clause, now);
-            let voice = self.config.voice.clone();
-            self.command(EngineCommand::TtsText { epoch, text, voice });
-        }
         self.command(EngineCommand::TtsFinish { epoch });
     }
 

@@ -389,15 +389,16 @@ fn server_vad_voice_turn_end_to_end_with_latency_trace() {
         }
     );
 
+    // Tokens go straight to the TTS engine, which cuts its own chunks.
+    let out = h.engine(
+        1200,
+        EngineEvent::LlmToken {
+            epoch,
+            text: "It is".into(),
+        },
+    );
     assert!(
-        trace(&h.engine(
-            1200,
-            EngineEvent::LlmToken {
-                epoch,
-                text: "It is".into()
-            }
-        ))
-        .is_empty()
+        matches!(out.as_slice(), [Output::Command(EngineCommand::TtsText { text, voice, .. })] if text == "It is" && voice == "joe")
     );
     let out = h.engine(
         1250,
@@ -407,9 +408,8 @@ fn server_vad_voice_turn_end_to_end_with_latency_trace() {
         },
     );
     assert_eq!(trace(&out), ["cmd:tts_text"]);
-    assert!(
-        matches!(&out[0], Output::Command(EngineCommand::TtsText { text, voice, .. }) if text == "It is noon," && voice == "joe")
-    );
+    // The engine handed its first clause ("It is noon,") to synthesis.
+    assert!(h.engine(1250, EngineEvent::TtsClause { epoch }).is_empty());
 
     let out = h.engine(1400, tts(epoch, 500, "It is noon,"));
     assert_eq!(
@@ -443,7 +443,7 @@ fn server_vad_voice_turn_end_to_end_with_latency_trace() {
     assert!(h.drain().is_empty(), "latency is reported once");
 
     let out = h.engine(1500, EngineEvent::LlmDone { epoch });
-    assert_eq!(trace(&out), ["cmd:tts_text", "cmd:tts_finish"]);
+    assert_eq!(trace(&out), ["cmd:tts_finish"]);
     h.engine(1600, tts(epoch, 300, " friend"));
     let out = h.engine(1700, EngineEvent::TtsDone { epoch });
     assert_eq!(
@@ -638,7 +638,7 @@ fn manual_turns_commit_then_response_create() {
         },
     );
     let out = h.engine(710, EngineEvent::LlmDone { epoch });
-    assert_eq!(trace(&out), ["cmd:tts_text", "cmd:tts_finish"]);
+    assert_eq!(trace(&out), ["cmd:tts_finish"]);
     h.engine(800, tts(epoch, 100, "Hi there."));
     h.engine(900, EngineEvent::TtsDone { epoch });
     // Clear resets the ASR.
@@ -810,11 +810,7 @@ fn session_update_changes_formats_for_later_audio() {
 
 #[test]
 fn tokens_go_straight_to_a_tts_that_chunks_itself() {
-    let settings = TurnSettings {
-        chunk_for_tts: false,
-        ..TurnSettings::default()
-    };
-    let mut h = H::with(config(), ALL, settings);
+    let mut h = H::new(ALL);
     let out = h.client(0, json!({"type": "response.create"}));
     let epoch = llm_start(&out).0;
     let out = h.engine(
