@@ -9,7 +9,7 @@ use futures_util::{SinkExt, StreamExt};
 use crate::realtime::protocol::{self, Dialect};
 use crate::session::events::Limits;
 use crate::session::events::{ErrorInfo, ServerEvent};
-use crate::session::{End, Inbound, SessionIo, SessionParams};
+use crate::session::{End, LegIn, SessionIo, SessionParams};
 
 /// A Realtime WebSocket as a session transport.
 pub struct WebSocketIo {
@@ -41,18 +41,18 @@ impl WebSocketIo {
 }
 
 impl SessionIo for WebSocketIo {
-    async fn recv(&mut self) -> Inbound {
+    async fn recv(&mut self) -> LegIn {
         // Cancel-safe: each `next()` is, and nothing is held between iterations.
         loop {
             return match self.stream.next().await {
-                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => Inbound::Closed,
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => LegIn::Closed,
                 Some(Ok(Message::Text(text))) => {
                     match protocol::decode_client(text.as_str(), &self.limits) {
-                        Ok(m) => Inbound::Client(m),
-                        Err(e) => Inbound::Invalid(e),
+                        Ok(m) => LegIn::Client(m),
+                        Err(e) => LegIn::Invalid(e),
                     }
                 }
-                Some(Ok(Message::Binary(_))) => Inbound::Invalid(ErrorInfo::invalid_request(
+                Some(Ok(Message::Binary(_))) => LegIn::Invalid(ErrorInfo::invalid_request(
                     "binary_not_supported",
                     "binary WebSocket messages are not part of the protocol; send JSON text events",
                 )),

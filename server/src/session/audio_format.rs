@@ -39,6 +39,40 @@ fn resampler(from: u32, to: u32) -> Result<StreamResampler, AudioFormatError> {
     StreamResampler::new(from, to).map_err(|source| AudioFormatError::Resample { from, to, source })
 }
 
+/// A leg's f32 frames (any rate) -> f32 mono at [`ASR_RATE`], one continuous stream. The
+/// resampler is made for the first frame's rate and remade if a leg changes rate (a new
+/// stream: its filter state would not apply).
+#[derive(Default)]
+pub struct FrameInput {
+    resampler: Option<(u32, StreamResampler)>,
+}
+
+impl FrameInput {
+    /// Appends `samples` at `rate`, resampled, to `out`.
+    pub fn push(
+        &mut self,
+        samples: &[f32],
+        rate: u32,
+        out: &mut Vec<f32>,
+    ) -> Result<(), AudioFormatError> {
+        if rate == ASR_RATE {
+            out.extend_from_slice(samples);
+            return Ok(());
+        }
+        let r = match &mut self.resampler {
+            Some((at, r)) if *at == rate => r,
+            slot => &mut slot.insert((rate, resampler(rate, ASR_RATE)?)).1,
+        };
+        r.process(samples, out)
+            .map(|_| ())
+            .map_err(|source| AudioFormatError::Resample {
+                from: rate,
+                to: ASR_RATE,
+                source,
+            })
+    }
+}
+
 /// Client bytes -> f32 mono at [`ASR_RATE`]. Keeps a dangling odd byte of pcm16 between calls.
 pub struct InputDecoder {
     format: AudioFormat,

@@ -1,14 +1,15 @@
-//! A session whose transport is a pair of bounded channels. Transports that speak another
-//! protocol (Twilio Media Streams, SIP/RTP, WebRTC) translate their input into Realtime client
-//! events (audio as `input_audio_buffer.append` in the session's input format) and the server
-//! events back (audio deltas in the output format), owning pacing and playout themselves.
+//! A session whose transport is a pair of bounded channels: the legs that speak another
+//! protocol (Twilio Media Streams, SIP/RTP, WebRTC) send [`LegIn`]s (caller audio as f32
+//! frames stamped at their socket, DTMF keys, what their playout played, the WebRTC data
+//! channel's Realtime events) and get the server events back (reply audio as deltas in the
+//! session's output format), owning pacing and playout themselves.
 
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{End, Inbound, SessionIo, SessionParams};
+use super::{End, LegIn, SessionIo, SessionParams};
 use crate::session::events::{ClientEvent, ClientMessage, ServerEvent};
 
 /// Room for this many inputs / events in each direction; a full inbound queue makes the
@@ -18,22 +19,17 @@ pub const CHANNEL_DEPTH: usize = 256;
 /// The transport's ends of a channel session.
 pub struct SessionChannels {
     /// Caller input. Dropping it ends the session (as a hang-up).
-    pub to_session: mpsc::Sender<Inbound>,
+    pub to_session: mpsc::Sender<LegIn>,
     /// Every server event, in order; audio deltas are in the session's output format.
     pub from_session: mpsc::Receiver<ServerEvent>,
     /// The session task; yields why it ended.
     pub task: JoinHandle<End>,
 }
 
-impl Inbound {
-    /// Caller audio, already in the session's input format.
-    pub fn audio(audio: Vec<u8>) -> Self {
-        Inbound::client(ClientEvent::AudioAppend { audio })
-    }
-
+impl LegIn {
     /// A client event the transport generated itself (no client `event_id`).
     pub fn client(event: ClientEvent) -> Self {
-        Inbound::Client(ClientMessage {
+        LegIn::Client(ClientMessage {
             event_id: None,
             event,
         })
@@ -41,15 +37,15 @@ impl Inbound {
 }
 
 struct ChannelIo {
-    inbound: mpsc::Receiver<Inbound>,
+    inbound: mpsc::Receiver<LegIn>,
     outbound: mpsc::Sender<ServerEvent>,
     send_timeout: Duration,
 }
 
 impl SessionIo for ChannelIo {
-    async fn recv(&mut self) -> Inbound {
+    async fn recv(&mut self) -> LegIn {
         // `mpsc::Receiver::recv` is cancel-safe.
-        self.inbound.recv().await.unwrap_or(Inbound::Closed)
+        self.inbound.recv().await.unwrap_or(LegIn::Closed)
     }
 
     async fn send(&mut self, event: &ServerEvent) -> Result<bool, End> {
@@ -87,6 +83,7 @@ mod tests {
     use crate::config::Config;
     use crate::metrics::Metrics;
     use crate::session::events::{AudioFormat, ClientEvent, ErrorInfo, ServerEvent};
+    use antiphon_audio::frame::AudioFrame;
 
     fn state(max_sessions: usize) -> AppState {
         let mut config = Config::default();
@@ -122,13 +119,11 @@ mod tests {
                 .is_err()
         );
 
-        // 200 ms of mu-law silence, committed by hand, becomes a user item.
+        // 200 ms of silence as a leg's f32 frame, committed by hand, becomes a user item.
+        let frame = AudioFrame::silence(1600, 8000, 0, std::time::Instant::now());
+        ch.to_session.send(LegIn::Audio(frame)).await.unwrap();
         ch.to_session
-            .send(Inbound::audio(vec![0xFF; 1600]))
-            .await
-            .unwrap();
-        ch.to_session
-            .send(Inbound::client(ClientEvent::AudioCommit))
+            .send(LegIn::client(ClientEvent::AudioCommit))
             .await
             .unwrap();
         let mut committed = false;
@@ -142,7 +137,7 @@ mod tests {
 
         // A transport's own parse error reaches the caller as an error event.
         ch.to_session
-            .send(Inbound::Invalid(ErrorInfo::invalid_request(
+            .send(LegIn::Invalid(ErrorInfo::invalid_request(
                 "bad_frame",
                 "not a frame",
             )))

@@ -29,6 +29,7 @@ pub mod turn;
 use std::sync::Arc;
 use std::time::Duration;
 
+use antiphon_audio::frame::AudioFrame;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::time::Instant as TokioInstant;
 use tracing::Instrument;
@@ -99,11 +100,20 @@ pub enum End {
     SendTimeout,
 }
 
-/// What a transport delivers from the caller.
+/// What a transport leg delivers from the caller.
 #[derive(Debug)]
-pub enum Inbound {
-    /// A Realtime client event (audio appends included), already decoded.
+pub enum LegIn {
+    /// Caller audio: f32 at the leg's own rate, `arrival` stamped where the leg read it from
+    /// its socket (the latency origin of a turn is the arrival of its last voiced frame).
+    Audio(AudioFrame),
+    /// A Realtime client event (the WebSocket's and the WebRTC data channel's).
     Client(ClientMessage),
+    /// After [`events::ServerEvent::StopPlayout`], a leg that plays audio out itself reports
+    /// how much of `item_id` the caller heard; the session cuts the item to that if it is
+    /// shorter than its own wall-clock estimate (a cut never grows an item back).
+    Played { item_id: String, audio_end_ms: u32 },
+    /// A DTMF key press (`0-9`, `*`, `#`, `A-D`): added to the conversation as user text.
+    Dtmf(char),
     /// Input the transport could not turn into an event: answered with this error, session goes on.
     Invalid(ErrorInfo),
     /// The caller is gone.
@@ -115,7 +125,7 @@ pub enum Inbound {
 /// `recv` must be cancel-safe: the driver selects on it together with engine events and
 /// timers, and drops the future when another branch wins.
 pub trait SessionIo: Send {
-    fn recv(&mut self) -> impl Future<Output = Inbound> + Send;
+    fn recv(&mut self) -> impl Future<Output = LegIn> + Send;
     /// Delivers one server event. `Ok(true)` when it reached the caller (for audio: was
     /// handed to the transport's playout), `Ok(false)` when this transport does not carry it.
     fn send(&mut self, event: &ServerEvent) -> impl Future<Output = Result<bool, End>> + Send;
@@ -229,13 +239,16 @@ async fn drive<Io: SessionIo>(io: Io, params: SessionParams) -> End {
         let deadline = turn.poll_timeout().map(TokioInstant::from_std);
         tokio::select! {
             inbound = writer.io.recv() => match inbound {
-                Inbound::Closed => break End::ClientGone,
-                Inbound::Client(m) => {
+                LegIn::Closed => break End::ClientGone,
+                LegIn::Client(m) => {
                     let span = tracing::debug_span!("client_event", event_id = ?m.event_id);
                     let _g = span.enter();
                     turn.handle_client(std::time::Instant::now(), m);
                 }
-                Inbound::Invalid(e) => {
+                LegIn::Audio(frame) => turn.handle_audio(frame),
+                LegIn::Played { item_id, audio_end_ms } => turn.handle_played(&item_id, audio_end_ms),
+                LegIn::Dtmf(key) => turn.handle_dtmf(key),
+                LegIn::Invalid(e) => {
                     tracing::debug!(code = e.code, message = %e.message, "rejected client input");
                     if let Err(end) = writer.send(&ServerEvent::Error(e)).await {
                         break end;

@@ -12,11 +12,12 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use super::audio_format::{InputDecoder, OutputEncoder};
+use super::audio_format::{FrameInput, InputDecoder, OutputEncoder};
 use super::conversation::{Conversation, ConversationError};
 use super::engine::{Engine, EngineCommand, EngineEvent, Engines, Epoch};
 use super::events::Limits;
 use super::events::*;
+use antiphon_audio::frame::AudioFrame;
 
 /// What the session must do next.
 #[derive(Debug, Clone, PartialEq)]
@@ -134,6 +135,8 @@ pub struct TurnManager {
     next_id: u64,
     epoch: Epoch,
     decoder: InputDecoder,
+    /// Caller audio from legs that pass f32 frames.
+    frames: FrameInput,
     encoder: OutputEncoder,
     input_bytes: usize,
     /// Item id of the user's speech in progress (server VAD).
@@ -168,6 +171,7 @@ impl TurnManager {
         let asr_vad = config.turn_detection.as_ref().map(vad_params);
         let mut t = TurnManager {
             decoder: InputDecoder::new(config.input_format),
+            frames: FrameInput::default(),
             encoder: OutputEncoder::new(config.output_format),
             conversation: Conversation::new(settings.max_items),
             config,
@@ -355,35 +359,114 @@ impl TurnManager {
     }
 
     fn append(&mut self, now: Instant, audio: Vec<u8>, eid: Option<String>) {
+        if !self.admit_input(audio.len(), eid.clone()) {
+            return;
+        }
+        if self.engines.asr {
+            let mut samples = Vec::new();
+            self.decoder.decode(&audio, &mut samples);
+            self.to_asr(samples, now);
+        } else {
+            self.warn_no_asr(eid);
+        }
+    }
+
+    /// Caller audio from a transport leg: f32 at the leg's rate, stamped at its socket.
+    pub fn handle_audio(&mut self, frame: AudioFrame) {
+        // Counted as the bytes the session's input format would take, so the buffer limit
+        // means the same length of audio on every transport.
+        let format = self.config.input_format;
+        let per_sample = if format == AudioFormat::Pcm16 { 2 } else { 1 };
+        let bytes = (frame.samples.len() as u64 * u64::from(format.sample_rate())
+            / u64::from(frame.sample_rate.max(1))) as usize
+            * per_sample;
+        if !self.admit_input(bytes, None) {
+            return;
+        }
+        if !self.engines.asr {
+            self.warn_no_asr(None);
+            return;
+        }
+        let mut samples = Vec::with_capacity(frame.samples.len());
+        match self
+            .frames
+            .push(&frame.samples, frame.sample_rate, &mut samples)
+        {
+            Ok(()) => self.to_asr(samples, frame.arrival),
+            Err(e) => self.error(ErrorInfo::invalid_request(
+                "invalid_audio",
+                format!("caller audio unusable: {e}"),
+            )),
+        }
+    }
+
+    /// Counts `bytes` into the uncommitted input buffer, or refuses them (error event).
+    fn admit_input(&mut self, bytes: usize, eid: Option<String>) -> bool {
         let limit = self.settings.limits.max_audio_buffer_bytes;
-        if self.input_bytes + audio.len() > limit {
-            self.counters.audio_bytes_rejected += audio.len() as u64;
+        if self.input_bytes + bytes > limit {
+            self.counters.audio_bytes_rejected += bytes as u64;
             let msg = format!(
-                "input audio buffer would exceed {limit} bytes ({} buffered, {} appended); commit or clear it",
+                "input audio buffer would exceed {limit} bytes ({} buffered, {bytes} appended); commit or clear it",
                 self.input_bytes,
-                audio.len()
             );
             self.error(
                 ErrorInfo::invalid_request("input_audio_buffer_full", msg).with_event_id(eid),
             );
-            return;
+            return false;
         }
-        self.input_bytes += audio.len();
-        if self.engines.asr {
-            let mut samples = Vec::new();
-            self.decoder.decode(&audio, &mut samples);
-            if !samples.is_empty() {
-                self.command(EngineCommand::AsrAudio {
-                    samples,
-                    arrival: now,
-                });
-            }
-        } else if self.config.turn_detection.is_some() && !self.warned_no_asr {
+        self.input_bytes += bytes;
+        true
+    }
+
+    fn to_asr(&mut self, samples: Vec<f32>, arrival: Instant) {
+        if !samples.is_empty() {
+            self.command(EngineCommand::AsrAudio { samples, arrival });
+        }
+    }
+
+    fn warn_no_asr(&mut self, eid: Option<String>) {
+        if self.config.turn_detection.is_some() && !self.warned_no_asr {
             self.warned_no_asr = true;
             let mut e = Self::engine_unavailable(Engine::Asr, "turn_detection server_vad", eid);
             e.message.push_str("; audio is buffered only: set turn_detection to null and send input_audio_buffer.commit for manual turns");
             self.error(e);
         }
+    }
+
+    /// A leg that plays audio itself says how much of `item_id` the caller heard when it
+    /// stopped. The item is cut to that only if it is shorter than the session's own cut.
+    pub fn handle_played(&mut self, item_id: &str, audio_end_ms: u32) {
+        let Some(current) = self.conversation.audio_ms(item_id) else {
+            tracing::debug!(item_id, "played report for an unknown item dropped");
+            return;
+        };
+        if f64::from(audio_end_ms) >= current {
+            return;
+        }
+        match self.conversation.truncate(item_id, 0, audio_end_ms) {
+            Ok(()) => self.emit(ServerEvent::ItemTruncated {
+                item_id: item_id.to_string(),
+                content_index: 0,
+                audio_end_ms,
+            }),
+            Err(e) => tracing::debug!(%e, "played report not applied"),
+        }
+    }
+
+    /// A DTMF key press becomes a user text item `DTMF <key>` (no response by itself: the
+    /// next turn's reply sees it).
+    pub fn handle_dtmf(&mut self, key: char) {
+        let item = Item {
+            id: String::new(),
+            status: ItemStatus::Completed,
+            kind: ItemKind::Message {
+                role: Role::User,
+                content: vec![Content::InputText {
+                    text: format!("DTMF {key}"),
+                }],
+            },
+        };
+        self.item_create(None, item, None);
     }
 
     fn commit(&mut self, now: Instant, eid: Option<String>) {

@@ -3,15 +3,15 @@
 //!
 //! - In: RTP from the caller is parsed (malformed packets and unknown payload types are
 //!   dropped, logged at debug and counted), G.711 goes through the jitter buffer into the
-//!   session as `input_audio_buffer.append`, RFC 4733 telephone-events become one DTMF key
-//!   press each, added to the conversation as a user text item `DTMF <key>`.
+//!   session as f32 frames stamped with each packet's arrival, RFC 4733 telephone-events become
+//!   one DTMF key press each (the session adds it to the conversation as `DTMF <key>`).
 //! - Symmetric RTP: replies go to where the caller's RTP comes from (the first valid packet
 //!   latches the address, which is what works behind NAT); until then, to the SDP address.
 //!   After latching, RTP from other addresses is dropped (counted). A re-INVITE unlatches.
 //! - Out: every 20 ms one packet (reply audio, or silence between replies; none on hold).
 //!   Barge-in (the session's `StopPlayout`, after its echo guard: the caller hearing our own
 //!   reply back does not cut it) empties the queue, so the next packet is silence, and sends
-//!   `conversation.item.truncate` with the audio actually sent.
+//!   the session how much of the item was actually sent (`Played`).
 //! - RTCP: incoming compound packets are validated and counted; a sender report goes out every
 //!   5 s.
 
@@ -19,6 +19,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use antiphon_audio::frame::AudioFrame;
 use antiphon_audio::g711::Law;
 use antiphon_audio::jitter::{JitterBuffer, JitterConfig, JitterOutput};
 use antiphon_sip::CallId;
@@ -31,9 +32,9 @@ use tokio::time::MissedTickBehavior;
 use super::TRANSPORT;
 use super::playout::{FRAME_BYTES, Frame, Playout};
 use crate::metrics::{Counter, Metrics};
-use crate::session::Inbound;
+use crate::session::LegIn;
 use crate::session::channel::SessionChannels;
-use crate::session::events::{ClientEvent, Content, Item, ItemKind, ItemStatus, Role, ServerEvent};
+use crate::session::events::ServerEvent;
 
 /// Reply audio held at most (the session streams faster than real time): 2 minutes.
 const MAX_QUEUED_BYTES: usize = 8000 * 120;
@@ -238,15 +239,7 @@ pub async fn run(setup: CallSetup) {
                         counters.dtmf += 1;
                         metrics.add(Counter::SipDtmf, TRANSPORT, &[], 1);
                         tracing::info!(%key, "DTMF");
-                        let item = Item {
-                            id: String::new(),
-                            status: ItemStatus::Completed,
-                            kind: ItemKind::Message {
-                                role: Role::User,
-                                content: vec![Content::InputText { text: format!("DTMF {key}") }],
-                            },
-                        };
-                        let _ = to_session.try_send(Inbound::client(ClientEvent::ItemCreate { previous_item_id: None, item }));
+                        let _ = to_session.try_send(LegIn::Dtmf(key));
                     }
                 } else {
                     malformed(&mut counters, &metrics, "telephone-event", &"bad payload length");
@@ -255,11 +248,15 @@ pub async fn run(setup: CallSetup) {
             _ = tokio::time::sleep_until(jitter_deadline.unwrap_or_else(tokio::time::Instant::now)), if jitter_deadline.is_some() => {
                 let now = Instant::now();
                 while let Some(out) = jitter.pop(now) {
-                    let audio = match out {
-                        JitterOutput::Packet { payload, .. } => payload,
-                        JitterOutput::Missing { .. } => vec![silence; last_payload_len],
+                    // The arrival instant stamped when the packet was read travels with it.
+                    let (codes, timestamp, arrival) = match out {
+                        JitterOutput::Packet { payload, timestamp, arrival, .. } => (payload, timestamp, arrival),
+                        JitterOutput::Missing { timestamp, .. } => (vec![silence; last_payload_len], timestamp, now),
                     };
-                    if to_session.try_send(Inbound::audio(audio)).is_err() {
+                    let mut samples = Vec::with_capacity(codes.len());
+                    the_law.decode(&codes, &mut samples);
+                    let frame = AudioFrame::new(samples, 8000, u64::from(timestamp), arrival);
+                    if to_session.try_send(LegIn::Audio(frame)).is_err() {
                         counters.dropped_to_session += 1;
                     }
                 }
@@ -287,11 +284,10 @@ pub async fn run(setup: CallSetup) {
                         if let Some(cut) = playout.barge_in() {
                             tracing::info!(item = %cut.item_id, heard_ms = cut.audio_end_ms, "barge-in: reply cut");
                             metrics.add(Counter::SipBargeIn, TRANSPORT, &[], 1);
-                            let _ = to_session.try_send(Inbound::client(ClientEvent::ItemTruncate {
+                            let _ = to_session.try_send(LegIn::Played {
                                 item_id: cut.item_id,
-                                content_index: 0,
                                 audio_end_ms: cut.audio_end_ms,
-                            }));
+                            });
                         }
                     }
                     ServerEvent::TranscriptionCompleted { transcript: t, .. } => {

@@ -7,7 +7,10 @@
 //! by code; it never ends the call except where noted (unsupported media format).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use antiphon_audio::frame::AudioFrame;
+use antiphon_audio::g711::Law;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::stream::SplitSink;
@@ -21,7 +24,7 @@ use super::{KEY_PARAMETER, MAX_MESSAGE_BYTES, TRANSPORT_LABEL};
 use crate::app::AppState;
 use crate::auth::ApiKeys;
 use crate::metrics::Counter;
-use crate::session::Inbound;
+use crate::session::LegIn;
 use crate::session::channel::{self, SessionChannels};
 use crate::session::events::{AudioFormat, ServerEvent, Transcription};
 
@@ -55,6 +58,8 @@ struct Bridge {
     session: Option<SessionChannels>,
     send_timeout: Duration,
     rejections: u32,
+    /// Caller audio samples passed to the session so far (its media clock).
+    media_samples: u64,
 }
 
 /// Why the call's loop ended.
@@ -82,12 +87,14 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, auth: Auth) {
             session: None,
             send_timeout,
             rejections: 0,
+            media_samples: 0,
         };
         let start_deadline = tokio::time::Instant::now() + START_TIMEOUT;
         let finish = loop {
             let before_start = b.session.is_none();
             tokio::select! {
                 msg = stream.next() => {
+                    let arrival = Instant::now();
                     let text = match msg {
                         None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break Finish::Disconnected,
                         Some(Ok(Message::Text(t))) => t,
@@ -101,7 +108,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, auth: Auth) {
                         Ok(m) => b.call.on_twilio(m),
                         Err(e) => vec![Step::Rejected(CallError { code: e.code(), message: e.to_string() })],
                     };
-                    if let Some(f) = b.apply(steps, &auth).await {
+                    if let Some(f) = b.apply(steps, &auth, arrival).await {
                         break f;
                     }
                     if before_start && b.session.is_none() && b.rejections > MAX_REJECTIONS_BEFORE_START {
@@ -112,7 +119,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, auth: Auth) {
                     let Some(ev) = ev else { break Finish::SessionEnded };
                     log_session_event(&ev);
                     let steps = b.call.on_server(&ev);
-                    if let Some(f) = b.apply(steps, &auth).await {
+                    if let Some(f) = b.apply(steps, &auth, Instant::now()).await {
                         break f;
                     }
                 }
@@ -137,7 +144,8 @@ async fn recv_session(session: &mut Option<SessionChannels>) -> Option<ServerEve
 
 impl Bridge {
     /// Carries out the machine's steps; `Some` when the call must end.
-    async fn apply(&mut self, steps: Vec<Step>, auth: &Auth) -> Option<Finish> {
+    /// `arrival`: when the message that produced the steps was read from the socket.
+    async fn apply(&mut self, steps: Vec<Step>, auth: &Auth, arrival: Instant) -> Option<Finish> {
         for step in steps {
             match step {
                 Step::Started(start) => {
@@ -145,7 +153,20 @@ impl Bridge {
                         return Some(f);
                     }
                 }
-                Step::ToSession(event) => self.send_to_session(Inbound::client(event)),
+                Step::Audio(codes) => {
+                    let mut samples = Vec::with_capacity(codes.len());
+                    Law::Mu.decode(&codes, &mut samples);
+                    let frame = AudioFrame::new(samples, 8000, self.media_samples, arrival);
+                    self.media_samples += codes.len() as u64;
+                    self.send_to_session(LegIn::Audio(frame));
+                }
+                Step::Played {
+                    item_id,
+                    audio_end_ms,
+                } => self.send_to_session(LegIn::Played {
+                    item_id,
+                    audio_end_ms,
+                }),
                 Step::ToTwilio(message) => {
                     if let Err(f) = self.send_to_twilio(&message).await {
                         return Some(f);
@@ -153,6 +174,7 @@ impl Bridge {
                 }
                 Step::Dtmf(digit) => {
                     tracing::info!(%digit, "DTMF");
+                    self.send_to_session(LegIn::Dtmf(digit));
                     self.state
                         .metrics
                         .add(Counter::Dtmf, TRANSPORT_LABEL, &[], 1);
@@ -230,7 +252,7 @@ impl Bridge {
 
     /// Never waits: a full session queue drops the input (counted) instead of stalling the
     /// loop that also drains the session's events.
-    fn send_to_session(&mut self, inbound: Inbound) {
+    fn send_to_session(&mut self, inbound: LegIn) {
         let Some(s) = &self.session else {
             return;
         };

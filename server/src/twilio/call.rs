@@ -14,7 +14,7 @@
 use std::collections::VecDeque;
 
 use super::codec::{MULAW_RATE_HZ, MediaFrame, StartInfo, TwilioInbound, TwilioOutbound};
-use crate::session::events::{ClientEvent, Content, Item, ItemKind, ItemStatus, Role, ServerEvent};
+use crate::session::events::ServerEvent;
 
 /// Reply audio per `media` message, each followed by a mark: 100 ms of mu-law. The marks'
 /// granularity bounds how precisely a barge-in truncation matches what was heard.
@@ -51,12 +51,15 @@ impl CallError {
 pub enum Step {
     /// The stream started: authenticate and admit a session before anything else is sent.
     Started(StartInfo),
-    /// A Realtime client event for the session (audio as `input_audio_buffer.append`).
-    ToSession(ClientEvent),
+    /// Caller audio for the session: 8 kHz mu-law as it came (the transport decodes it and
+    /// stamps the arrival of the message that carried it).
+    Audio(Vec<u8>),
+    /// How much of `item_id` the caller heard when a barge-in cleared Twilio's playout.
+    Played { item_id: String, audio_end_ms: u32 },
     /// A message for Twilio.
     ToTwilio(TwilioOutbound),
-    /// The caller pressed a key (also surfaced to the session as a `ToSession` text item).
-    Dtmf(String),
+    /// The caller pressed a key (one of `0-9 * # A-D`).
+    Dtmf(char),
     /// Reply audio was cut: `heard_ms` of item `item_id` had played, `dropped_ms` had not.
     BargeIn {
         item_id: String,
@@ -111,8 +114,6 @@ pub struct Call {
     reply: Option<Reply>,
     pending: VecDeque<PendingChunk>,
     next_mark: u64,
-    /// The last truncation the session reported (its own barge-in estimate or ours).
-    session_cut: Option<(String, u32)>,
 }
 
 impl Default for Call {
@@ -131,7 +132,6 @@ impl Call {
             reply: None,
             pending: VecDeque::new(),
             next_mark: 0,
-            session_cut: None,
         }
     }
 
@@ -208,8 +208,10 @@ impl Call {
                         ),
                     ));
                 } else {
-                    out.push(Step::ToSession(dtmf_item(&digit)));
-                    out.push(Step::Dtmf(digit));
+                    // `is_dtmf_digit` checked it is one character.
+                    if let Some(key) = digit.chars().next() {
+                        out.push(Step::Dtmf(key.to_ascii_uppercase()));
+                    }
                 }
             }
             TwilioInbound::Mark { stream_sid, name } => {
@@ -284,11 +286,6 @@ impl Call {
                     r.generating = false;
                 }
             }
-            ServerEvent::ItemTruncated {
-                item_id,
-                audio_end_ms,
-                ..
-            } => self.session_cut = Some((item_id.clone(), *audio_end_ms)),
             // The session decides whether speech is an interruption (it may be our own echo).
             ServerEvent::StopPlayout => self.barge_in(&mut out),
             _ => {}
@@ -332,16 +329,15 @@ impl Call {
         {
             // Audio lost before Twilio: keep the caller's timeline (VAD timing) by filling the gap.
             let fill_ms = (ts - expected).min(MAX_GAP_FILL_MS);
-            out.push(Step::ToSession(ClientEvent::AudioAppend {
-                audio: vec![MULAW_SILENCE; (fill_ms * BYTES_PER_MS) as usize],
-            }));
+            out.push(Step::Audio(vec![
+                MULAW_SILENCE;
+                (fill_ms * BYTES_PER_MS) as usize
+            ]));
         }
         let frame_ms = frame.payload.len() as u64 / BYTES_PER_MS;
         self.next_media_ms = Some(ts.max(self.next_media_ms.unwrap_or(0)) + frame_ms);
         if !frame.payload.is_empty() {
-            out.push(Step::ToSession(ClientEvent::AudioAppend {
-                audio: frame.payload,
-            }));
+            out.push(Step::Audio(frame.payload));
         }
     }
 
@@ -375,20 +371,12 @@ impl Call {
         for (item_id, heard, dropped) in items {
             // u32 ms is ~49 days of audio: far beyond any reply.
             let heard_ms = (heard / BYTES_PER_MS) as u32;
-            // The session cuts a reply itself when it detects the speech (by wall time since
-            // the first delta); marks echoed between then and now can put `heard_ms` past that
-            // cut, and an item cannot grow back: only ever cut further.
-            let already_shorter = self
-                .session_cut
-                .as_ref()
-                .is_some_and(|(id, ms)| *id == item_id && *ms <= heard_ms);
-            if !already_shorter {
-                out.push(Step::ToSession(ClientEvent::ItemTruncate {
-                    item_id: item_id.clone(),
-                    content_index: 0,
-                    audio_end_ms: heard_ms,
-                }));
-            }
+            // The session decides whether this shortens the item (it may have cut it shorter
+            // already, by wall time, when it detected the speech).
+            out.push(Step::Played {
+                item_id: item_id.clone(),
+                audio_end_ms: heard_ms,
+            });
             out.push(Step::BargeIn {
                 item_id,
                 heard_ms,
@@ -415,24 +403,6 @@ fn is_dtmf_digit(d: &str) -> bool {
         (chars.next(), chars.next()),
         (Some('0'..='9' | '*' | '#' | 'A'..='D' | 'a'..='d'), None)
     )
-}
-
-/// How a key press reaches the conversation: a user text item "DTMF <digit>" (no response is
-/// started; the model sees the digits as context of the next turn).
-pub fn dtmf_item(digit: &str) -> ClientEvent {
-    ClientEvent::ItemCreate {
-        previous_item_id: None,
-        item: Item {
-            id: String::new(),
-            status: ItemStatus::Completed,
-            kind: ItemKind::Message {
-                role: Role::User,
-                content: vec![Content::InputText {
-                    text: format!("DTMF {digit}"),
-                }],
-            },
-        },
-    }
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! Opus 48 kHz on the wire <-> pcm16 24 kHz in the session, both directions.
+//! Opus 48 kHz on the wire: decoded to f32 48 kHz for the session (caller audio), encoded
+//! from the 24 kHz playout (reply audio).
 
 use antiphon_audio::opus_codec::{
     FRAME_SAMPLES, OpusDecoder, OpusEncoder, OpusEncoderConfig, OpusError, SAMPLE_RATE,
@@ -15,44 +16,32 @@ pub enum CodecError {
     Resample(#[from] ResampleError),
 }
 
-/// Caller audio: Opus packets in, pcm16 little-endian at 24 kHz out.
+/// Caller audio: Opus packets in, f32 at 48 kHz out (the session resamples it once, straight
+/// to the recogniser's rate).
 pub struct Uplink {
     decoder: OpusDecoder,
-    resampler: StreamResampler,
-    wide: Vec<f32>,
-    narrow: Vec<f32>,
 }
 
 impl Uplink {
     pub fn new() -> Result<Self, CodecError> {
         Ok(Uplink {
             decoder: OpusDecoder::new()?,
-            resampler: StreamResampler::new(SAMPLE_RATE, RATE)?,
-            wide: Vec::with_capacity(FRAME_SAMPLES * 6),
-            narrow: Vec::with_capacity(FRAME * 6),
         })
     }
 
-    /// Decodes one packet (an empty one conceals a lost frame); returns the pcm16 bytes that
-    /// are complete (the resampler holds back up to one 20 ms chunk).
-    pub fn packet(&mut self, packet: &[u8]) -> Result<Vec<u8>, CodecError> {
-        self.wide.clear();
-        self.decoder.decode(packet, &mut self.wide)?;
-        self.narrow_from_wide()
+    /// Decodes one packet (an empty one conceals a lost frame).
+    pub fn packet(&mut self, packet: &[u8]) -> Result<Vec<f32>, CodecError> {
+        let mut wide = Vec::with_capacity(FRAME_SAMPLES * 6);
+        self.decoder.decode(packet, &mut wide)?;
+        Ok(wide)
     }
 
     /// One 20 ms frame in place of a lost packet (Opus PLC), so the session's audio clock (and
     /// with it VAD timing) does not skip.
-    pub fn conceal(&mut self) -> Result<Vec<u8>, CodecError> {
-        self.wide.clear();
-        self.decoder.conceal(&mut self.wide)?;
-        self.narrow_from_wide()
-    }
-
-    fn narrow_from_wide(&mut self) -> Result<Vec<u8>, CodecError> {
-        self.narrow.clear();
-        self.resampler.process(&self.wide, &mut self.narrow)?;
-        Ok(to_pcm16(&self.narrow))
+    pub fn conceal(&mut self) -> Result<Vec<f32>, CodecError> {
+        let mut wide = Vec::with_capacity(FRAME_SAMPLES);
+        self.decoder.conceal(&mut wide)?;
+        Ok(wide)
     }
 }
 
@@ -93,22 +82,17 @@ impl Downlink {
     }
 }
 
-fn to_pcm16(samples: &[f32]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(samples.len() * 2);
-    antiphon_kernels::pcm::f32_to_pcm16le(samples, &mut out);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A 440 Hz tone through the downlink and back up arrives as a 440 Hz tone at 24 kHz.
+    /// A 440 Hz tone at 24 kHz through the downlink and back up arrives as a 440 Hz tone (at
+    /// 48 kHz).
     #[test]
     fn tone_survives_downlink_then_uplink() {
         let mut down = Downlink::new().unwrap();
         let mut up = Uplink::new().unwrap();
-        let mut pcm = Vec::new();
+        let mut samples = Vec::new();
         let mut t = 0usize;
         for _ in 0..50 {
             let mut f = [0.0f32; FRAME];
@@ -118,14 +102,16 @@ mod tests {
             }
             let packet = down.frame(&f).unwrap().to_vec();
             assert!(!packet.is_empty() && packet.len() < 400);
-            pcm.extend(up.packet(&packet).unwrap());
+            samples.extend(up.packet(&packet).unwrap());
         }
-        // About 1 s came back (less what the resamplers hold).
-        let mut samples = Vec::new();
-        antiphon_kernels::pcm::pcm16le_to_f32(&pcm, &mut samples);
-        assert!(samples.len() > RATE as usize * 9 / 10, "{}", samples.len());
+        // About 1 s came back (less what the resampler holds).
+        assert!(
+            samples.len() > SAMPLE_RATE as usize * 9 / 10,
+            "{}",
+            samples.len()
+        );
         // Skip the codec's start-up, then count zero crossings over 0.5 s: 440 Hz -> ~440.
-        let tail = &samples[samples.len() - RATE as usize / 2..];
+        let tail = &samples[samples.len() - SAMPLE_RATE as usize / 2..];
         let crossings = tail
             .windows(2)
             .filter(|w| (w[0] < 0.0) != (w[1] < 0.0))
@@ -133,7 +119,7 @@ mod tests {
         assert!((400..=480).contains(&crossings), "{crossings} crossings");
         let rms = (tail.iter().map(|s| s * s).sum::<f32>() / tail.len() as f32).sqrt();
         assert!((0.25..0.45).contains(&rms), "rms {rms}");
-        // A lost packet becomes 20 ms of concealment (480 samples at 24 kHz), not a gap.
-        assert_eq!(up.conceal().unwrap().len(), FRAME * 2);
+        // A lost packet becomes 20 ms of concealment (960 samples at 48 kHz), not a gap.
+        assert_eq!(up.conceal().unwrap().len(), FRAME_SAMPLES);
     }
 }

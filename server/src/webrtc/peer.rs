@@ -4,7 +4,9 @@
 //! `Rtc`'s own deadline and a hang-up signal; after every mutation of the `Rtc` it drains
 //! `poll_output` to a timeout (str0m's one rule).
 
-use std::collections::{HashMap, VecDeque};
+use antiphon_audio::frame::AudioFrame;
+use antiphon_audio::opus_codec::SAMPLE_RATE;
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,7 +23,7 @@ use tokio::time::{Instant as TokioInstant, sleep_until};
 use super::codec::{CodecError, Downlink, Uplink};
 use super::playout::{FRAME, Note, Playout};
 use crate::realtime::protocol::{self, Dialect};
-use crate::session::Inbound;
+use crate::session::LegIn;
 use crate::session::channel::SessionChannels;
 use crate::session::events::Limits;
 use crate::session::events::{ClientEvent, ClientMessage, ErrorInfo, ServerEvent};
@@ -136,9 +138,18 @@ struct Peer {
     frames_sent: u64,
     /// Extended RTP sequence number of the last caller packet (gaps are concealed).
     last_seq: Option<u64>,
+    /// Caller audio samples (48 kHz) passed to the session so far: its media clock.
+    samples_in: u64,
 }
 
 impl Peer {
+    /// Decoded caller audio as a frame on the media clock, stamped with its arrival.
+    fn caller_frame(&mut self, samples: Vec<f32>, arrival: Instant) -> AudioFrame {
+        let at = self.samples_in;
+        self.samples_in += samples.len() as u64;
+        AudioFrame::new(samples, SAMPLE_RATE, at, arrival)
+    }
+
     /// Drains `poll_output` to its timeout: datagrams go out, events are kept for later.
     fn drain(&mut self) -> Result<(), PeerEnd> {
         loop {
@@ -244,13 +255,6 @@ impl Peer {
     }
 }
 
-/// Barge-in bookkeeping across events.
-#[derive(Default)]
-struct Interruptions {
-    /// `conversation.item.truncated` the session already applied (item -> audio_end_ms).
-    truncated: HashMap<String, u32>,
-}
-
 /// Runs one peer until it hangs up, disconnects or fails; its session ends with it.
 pub async fn run(params: PeerParams) -> PeerEnd {
     let PeerParams {
@@ -284,9 +288,9 @@ pub async fn run(params: PeerParams) -> PeerEnd {
         next_event_id: 0,
         frames_sent: 0,
         last_seq: None,
+        samples_in: 0,
     };
     let mut playout = Playout::new();
-    let mut cuts = Interruptions::default();
     let mut frame = [0.0f32; FRAME];
     let connect_deadline = TokioInstant::now() + CONNECT_TIMEOUT;
     let mut next_frame = TokioInstant::now() + FRAME_PERIOD;
@@ -302,7 +306,6 @@ pub async fn run(params: PeerParams) -> PeerEnd {
                 event,
                 &mut uplink,
                 &mut playout,
-                &mut cuts,
                 &to_session,
                 &limits,
             )
@@ -330,7 +333,7 @@ pub async fn run(params: PeerParams) -> PeerEnd {
             event = from_session.recv() => match event {
                 None => break PeerEnd::SessionEnded,
                 Some(event) => on_session_event(
-                    &mut peer, event, &mut playout, &mut cuts, &to_session,
+                    &mut peer, event, &mut playout, &to_session,
                 ).await,
             },
             _ = sleep_until(next_frame) => {
@@ -390,8 +393,7 @@ async fn on_rtc_event(
     event: Event,
     uplink: &mut Uplink,
     playout: &mut Playout,
-    cuts: &mut Interruptions,
-    to_session: &mpsc::Sender<Inbound>,
+    to_session: &mpsc::Sender<LegIn>,
     limits: &Limits,
 ) -> Result<Option<PeerEnd>, PeerEnd> {
     match event {
@@ -417,22 +419,29 @@ async fn on_rtc_event(
                 peer.last_seq = Some(last.max(peer.last_seq.unwrap_or(0)));
                 for _ in 0..lost {
                     match uplink.conceal() {
-                        Ok(pcm) if !pcm.is_empty() => {
-                            if to_session.send(Inbound::audio(pcm)).await.is_err() {
+                        Ok(samples) => {
+                            if to_session
+                                .send(LegIn::Audio(peer.caller_frame(samples, d.network_time)))
+                                .await
+                                .is_err()
+                            {
                                 return Ok(Some(PeerEnd::SessionEnded));
                             }
                         }
-                        Ok(_) => {}
                         Err(e) => tracing::debug!("webrtc concealment failed: {e}"),
                     }
                 }
                 match uplink.packet(&d.data) {
-                    Ok(pcm) if !pcm.is_empty() => {
-                        if to_session.send(Inbound::audio(pcm)).await.is_err() {
+                    // Stamped with the instant str0m was handed the datagram (our socket read).
+                    Ok(samples) => {
+                        if to_session
+                            .send(LegIn::Audio(peer.caller_frame(samples, d.network_time)))
+                            .await
+                            .is_err()
+                        {
                             return Ok(Some(PeerEnd::SessionEnded));
                         }
                     }
-                    Ok(_) => {}
                     // One corrupt packet: skip it, the next one decodes.
                     Err(e) => tracing::debug!("webrtc opus packet dropped: {e}"),
                 }
@@ -447,7 +456,7 @@ async fn on_rtc_event(
         }
         Event::ChannelData(d) if Some(d.id) == peer.channel => {
             let inbound = match std::str::from_utf8(&d.data) {
-                Err(_) => Inbound::Invalid(ErrorInfo::invalid_request(
+                Err(_) => LegIn::Invalid(ErrorInfo::invalid_request(
                     "invalid_json",
                     "data channel messages must be UTF-8 JSON text",
                 )),
@@ -459,12 +468,12 @@ async fn on_rtc_event(
                     // `output_audio_buffer.cleared`.
                     Ok(msg) if msg.event == ClientEvent::OutputAudioClear => {
                         if playout.is_playing() {
-                            cut_reply(peer, playout, cuts, to_session).await?;
+                            cut_reply(peer, playout, to_session).await?;
                         }
                         return Ok(None);
                     }
-                    Ok(msg) => Inbound::Client(keep_transport_formats(msg)),
-                    Err(e) => Inbound::Invalid(e),
+                    Ok(msg) => LegIn::Client(keep_transport_formats(msg)),
+                    Err(e) => LegIn::Invalid(e),
                 },
             };
             if to_session.send(inbound).await.is_err() {
@@ -493,25 +502,11 @@ async fn on_session_event(
     peer: &mut Peer,
     event: ServerEvent,
     playout: &mut Playout,
-    cuts: &mut Interruptions,
-    to_session: &mpsc::Sender<Inbound>,
+    to_session: &mpsc::Sender<LegIn>,
 ) -> Result<(), PeerEnd> {
-    match &event {
-        ServerEvent::AudioDelta { part, audio } => {
-            playout.push_audio(&part.response_id, &part.item_id, audio);
-            return Ok(());
-        }
-        ServerEvent::ItemTruncated {
-            item_id,
-            audio_end_ms,
-            ..
-        } => {
-            cuts.truncated.insert(item_id.clone(), *audio_end_ms);
-            if cuts.truncated.len() > 64 {
-                cuts.truncated.clear();
-            }
-        }
-        _ => {}
+    if let ServerEvent::AudioDelta { part, audio } = &event {
+        playout.push_audio(&part.response_id, &part.item_id, audio);
+        return Ok(());
     }
     // The session decided the caller interrupted (its echo guard applied): stop now.
     let barge_in = matches!(event, ServerEvent::StopPlayout);
@@ -520,7 +515,7 @@ async fn on_session_event(
         peer.send_event(&due)?;
     }
     if barge_in && playout.is_playing() {
-        cut_reply(peer, playout, cuts, to_session).await?;
+        cut_reply(peer, playout, to_session).await?;
     }
     // A cancelled reply's `response.done` goes out after the flush (not queued behind audio
     // that will never play).
@@ -531,13 +526,12 @@ async fn on_session_event(
 }
 
 /// Stops reply playout now (the next frame is silence), tells the caller
-/// (`output_audio_buffer.cleared`) and the session (`conversation.item.truncate` with what was
-/// actually sent, unless the session already cut the item at least that short).
+/// (`output_audio_buffer.cleared`) and the session (`Played` with what was
+/// actually sent: the session keeps whichever cut is shorter).
 async fn cut_reply(
     peer: &mut Peer,
     playout: &mut Playout,
-    cuts: &mut Interruptions,
-    to_session: &mpsc::Sender<Inbound>,
+    to_session: &mpsc::Sender<LegIn>,
 ) -> Result<(), PeerEnd> {
     let playing = playout.playing().map(str::to_owned);
     let (cut_items, due) = playout.flush();
@@ -548,19 +542,11 @@ async fn cut_reply(
         peer.send_buffer_event("cleared", &r)?;
     }
     for cut in cut_items {
-        if cuts
-            .truncated
-            .get(&cut.item_id)
-            .is_some_and(|&ms| ms <= cut.played_ms)
-        {
-            continue;
-        }
-        let truncate = ClientEvent::ItemTruncate {
+        let played = LegIn::Played {
             item_id: cut.item_id,
-            content_index: 0,
             audio_end_ms: cut.played_ms,
         };
-        if to_session.send(Inbound::client(truncate)).await.is_err() {
+        if to_session.send(played).await.is_err() {
             return Err(PeerEnd::SessionEnded);
         }
     }

@@ -9,6 +9,7 @@ use crate::realtime::protocol::{Dialect, decode_client, server_event_name};
 use crate::session::conversation::ChatMessage;
 use crate::session::conversation::ChatRole;
 use crate::session::engine::{Engine, EngineCommand, EngineEvent, Engines, Epoch};
+use antiphon_audio::frame::AudioFrame;
 
 const ALL: Engines = Engines {
     asr: true,
@@ -1043,4 +1044,78 @@ fn speaker_labels_reach_the_transcription_event_and_the_llm() {
     h.engine(4900, EngineEvent::SpeechStopped { audio_ms: 4900 });
     let out = h.engine(4960, EngineEvent::TranscriptFinal { text: "x".into() });
     assert_eq!(transcription_speaker(&out), Some(None));
+}
+
+#[test]
+fn leg_frames_reach_the_recogniser_at_16k_with_their_arrival() {
+    let mut h = H::new(ALL);
+    h.drain();
+    let mut samples = 0;
+    for i in 0..10u64 {
+        let arrival = h.at(20 * i);
+        h.tm.handle_audio(AudioFrame::new(vec![0.1; 960], 48_000, 960 * i, arrival));
+        for o in h.drain() {
+            if let Output::Command(EngineCommand::AsrAudio {
+                samples: s,
+                arrival: a,
+            }) = o
+            {
+                assert_eq!(a, arrival, "the leg's stamp travels with its audio");
+                samples += s.len();
+            }
+        }
+    }
+    // 200 ms at 48 kHz is 3200 samples at 16 kHz, less what the resampler still holds.
+    assert!((2800..=3200).contains(&samples), "{samples}");
+}
+
+#[test]
+fn a_legs_played_report_only_ever_shortens_the_item() {
+    let mut h = H::new(ALL);
+    voice_turn_until_audio(&mut h);
+    let item =
+        h.tm.conversation()
+            .items()
+            .find(|i| {
+                matches!(
+                    &i.kind,
+                    ItemKind::Message {
+                        role: Role::Assistant,
+                        ..
+                    }
+                )
+            })
+            .expect("the reply item")
+            .id
+            .clone();
+    assert_eq!(h.tm.conversation().audio_ms(&item), Some(500.0));
+    h.tm.handle_played(&item, 300);
+    assert_eq!(
+        h.drain(),
+        [Output::Event(ServerEvent::ItemTruncated {
+            item_id: item.clone(),
+            content_index: 0,
+            audio_end_ms: 300,
+        })]
+    );
+    // A later, longer report (marks echoed after the cut) cannot grow it back.
+    h.tm.handle_played(&item, 450);
+    assert!(h.drain().is_empty());
+    assert_eq!(h.tm.conversation().audio_ms(&item), Some(300.0));
+    h.tm.handle_played("no_such_item", 10);
+    assert!(h.drain().is_empty());
+}
+
+#[test]
+fn a_dtmf_key_becomes_a_user_text_item() {
+    let mut h = H::new(ALL);
+    h.drain();
+    h.tm.handle_dtmf('#');
+    let out = h.drain();
+    assert_eq!(
+        trace(&out),
+        ["conversation.item.added", "conversation.item.done"]
+    );
+    let chat = h.tm.conversation().to_chat("");
+    assert_eq!(chat.last().unwrap().content, "DTMF #");
 }

@@ -110,12 +110,7 @@ fn codes(steps: &[Step]) -> Vec<&'static str> {
 fn caller_audio_goes_straight_to_the_session() {
     let mut call = started();
     let steps = call.on_twilio(media(0, vec![1; 160]));
-    assert_eq!(
-        steps,
-        [Step::ToSession(ClientEvent::AudioAppend {
-            audio: vec![1; 160]
-        })]
-    );
+    assert_eq!(steps, [Step::Audio(vec![1; 160])]);
     assert_eq!(call.on_twilio(media(20, vec![2; 160])).len(), 1);
 }
 
@@ -127,18 +122,11 @@ fn lost_caller_audio_is_filled_with_silence_up_to_a_cap() {
     let steps = call.on_twilio(media(60, vec![2; 160]));
     assert_eq!(
         steps,
-        [
-            Step::ToSession(ClientEvent::AudioAppend {
-                audio: vec![0xFF; 320]
-            }),
-            Step::ToSession(ClientEvent::AudioAppend {
-                audio: vec![2; 160]
-            }),
-        ]
+        [Step::Audio(vec![0xFF; 320]), Step::Audio(vec![2; 160]),]
     );
     // A ten-minute jump fills only MAX_GAP_FILL_MS.
     let steps = call.on_twilio(media(600_000, vec![3; 160]));
-    let Step::ToSession(ClientEvent::AudioAppend { audio }) = &steps[0] else {
+    let Step::Audio(audio) = &steps[0] else {
         panic!("fill expected, got {steps:?}");
     };
     assert_eq!(audio.len() as u64, MAX_GAP_FILL_MS * 8);
@@ -185,7 +173,7 @@ fn wrong_order_and_wrong_stream_are_rejected_without_ending_the_call() {
     // Still streaming: audio flows.
     assert!(matches!(
         call.on_twilio(media(0, vec![1; 160])).as_slice(),
-        [Step::ToSession(ClientEvent::AudioAppend { .. })]
+        [Step::Audio(_)]
     ));
     assert_eq!(
         call.on_twilio(TwilioInbound::Stop {
@@ -214,28 +202,18 @@ fn a_format_other_than_mulaw_8k_ends_the_call() {
 }
 
 #[test]
-fn dtmf_becomes_a_user_text_item_and_bad_digits_are_rejected() {
+fn dtmf_reaches_the_session_and_bad_digits_are_rejected() {
     let mut call = started();
     let steps = call.on_twilio(TwilioInbound::Dtmf {
         stream_sid: SID.into(),
         digit: "5".into(),
     });
-    assert_eq!(
-        steps,
-        [Step::ToSession(dtmf_item("5")), Step::Dtmf("5".into())]
-    );
-    let ClientEvent::ItemCreate { item, .. } = dtmf_item("#") else {
-        panic!("item.create expected");
-    };
-    assert_eq!(
-        item.kind,
-        ItemKind::Message {
-            role: Role::User,
-            content: vec![Content::InputText {
-                text: "DTMF #".into()
-            }]
-        }
-    );
+    assert_eq!(steps, [Step::Dtmf('5')]);
+    let steps = call.on_twilio(TwilioInbound::Dtmf {
+        stream_sid: SID.into(),
+        digit: "#".into(),
+    });
+    assert_eq!(steps, [Step::Dtmf('#')]);
     for bad in ["55", "x", ""] {
         let steps = call.on_twilio(TwilioInbound::Dtmf {
             stream_sid: SID.into(),
@@ -294,11 +272,10 @@ fn barge_in_clears_and_truncates_to_what_marks_confirmed() {
             Step::ToTwilio(TwilioOutbound::Clear {
                 stream_sid: SID.into()
             }),
-            Step::ToSession(ClientEvent::ItemTruncate {
+            Step::Played {
                 item_id: "item_a".into(),
-                content_index: 0,
                 audio_end_ms: 1200,
-            }),
+            },
             Step::BargeIn {
                 item_id: "item_a".into(),
                 heard_ms: 1200,
@@ -337,11 +314,10 @@ fn speech_while_a_finished_reply_is_still_playing_cuts_it() {
             Step::ToTwilio(TwilioOutbound::Clear {
                 stream_sid: SID.into()
             }),
-            Step::ToSession(ClientEvent::ItemTruncate {
+            Step::Played {
                 item_id: "item_a".into(),
-                content_index: 0,
                 audio_end_ms: 0,
-            }),
+            },
             Step::BargeIn {
                 item_id: "item_a".into(),
                 heard_ms: 0,
@@ -383,11 +359,10 @@ fn a_cut_covers_every_reply_still_queued() {
     let truncations: Vec<(String, u32)> = steps
         .iter()
         .filter_map(|s| match s {
-            Step::ToSession(ClientEvent::ItemTruncate {
+            Step::Played {
                 item_id,
                 audio_end_ms,
-                ..
-            }) => Some((item_id.clone(), *audio_end_ms)),
+            } => Some((item_id.clone(), *audio_end_ms)),
             _ => None,
         })
         .collect();
@@ -398,11 +373,12 @@ fn a_cut_covers_every_reply_still_queued() {
 }
 
 #[test]
-fn a_cut_the_session_already_made_shorter_is_not_extended() {
+fn a_cut_reports_what_the_marks_confirmed_whatever_the_session_cut() {
     let mut call = started();
     let marks = marks_sent(&call.on_server(&delta("item_a", 8000)));
     call.on_twilio(mark(&marks[4]));
-    // The session truncated at 450 ms when it detected the speech; marks now say 500 ms.
+    // The session truncated at 450 ms when it detected the speech; marks now say 500 ms. The
+    // leg reports what it heard; the session keeps the shorter cut (its unit tests).
     assert!(
         call.on_server(&ServerEvent::ItemTruncated {
             item_id: "item_a".into(),
@@ -418,6 +394,10 @@ fn a_cut_the_session_already_made_shorter_is_not_extended() {
             Step::ToTwilio(TwilioOutbound::Clear {
                 stream_sid: SID.into()
             }),
+            Step::Played {
+                item_id: "item_a".into(),
+                audio_end_ms: 500,
+            },
             Step::BargeIn {
                 item_id: "item_a".into(),
                 heard_ms: 500,
@@ -435,9 +415,8 @@ fn a_cut_the_session_already_made_shorter_is_not_extended() {
         audio_end_ms: 900,
     });
     let steps = call.on_server(&ServerEvent::StopPlayout);
-    assert!(steps.contains(&Step::ToSession(ClientEvent::ItemTruncate {
+    assert!(steps.contains(&Step::Played {
         item_id: "item_b".into(),
-        content_index: 0,
         audio_end_ms: 200,
-    })));
+    }));
 }
