@@ -365,7 +365,7 @@ impl TurnManager {
         if self.engines.asr {
             let mut samples = Vec::new();
             self.decoder.decode(&audio, &mut samples);
-            self.to_asr(samples, now);
+            self.send_to_asr(samples, now);
         } else {
             self.warn_no_asr(eid);
         }
@@ -392,7 +392,7 @@ impl TurnManager {
             .frames
             .push(&frame.samples, frame.sample_rate, &mut samples)
         {
-            Ok(()) => self.to_asr(samples, frame.arrival),
+            Ok(()) => self.send_to_asr(samples, frame.arrival),
             Err(e) => self.error(ErrorInfo::invalid_request(
                 "invalid_audio",
                 format!("caller audio unusable: {e}"),
@@ -418,7 +418,7 @@ impl TurnManager {
         true
     }
 
-    fn to_asr(&mut self, samples: Vec<f32>, arrival: Instant) {
+    fn send_to_asr(&mut self, samples: Vec<f32>, arrival: Instant) {
         if !samples.is_empty() {
             self.command(EngineCommand::AsrAudio { samples, arrival });
         }
