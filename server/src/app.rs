@@ -141,6 +141,8 @@ impl AppState {
                 },
                 echo_guard: Duration::from_millis(self.config.session.echo_guard_ms),
                 max_items: s.max_conversation_items,
+                // `session::channel` turns this on for the transports that encode themselves.
+                frames_out: false,
             },
             send_timeout: Duration::from_millis(s.send_timeout_ms),
             metrics: self.metrics.clone(),

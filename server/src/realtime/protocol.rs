@@ -650,7 +650,7 @@ pub fn server_event_name(event: &ServerEvent, dialect: Dialect) -> Option<&'stat
         ServerEvent::Error(_) => "error",
         ServerEvent::TurnLatency(_) => "antiphon.turn.latency",
         // Said to the transports that own playout; the WebSocket client plays its own audio.
-        ServerEvent::StopPlayout => return None,
+        ServerEvent::StopPlayout | ServerEvent::AudioOut { .. } => return None,
     })
 }
 
@@ -890,7 +890,9 @@ fn encode_body(event: &ServerEvent, dialect: Dialect) -> Value {
         } => {
             json!({"previous_item_id": previous_item_id, "item_id": item_id})
         }
-        ServerEvent::AudioCleared | ServerEvent::StopPlayout => json!({}),
+        ServerEvent::AudioCleared | ServerEvent::StopPlayout | ServerEvent::AudioOut { .. } => {
+            json!({})
+        }
         ServerEvent::ItemAdded {
             previous_item_id,
             item,

@@ -123,29 +123,68 @@ impl InputDecoder {
 /// f32 mono at any rate -> client bytes. Rebuilds its resampler when the source rate changes.
 pub struct OutputEncoder {
     format: AudioFormat,
-    resampler: Option<StreamResampler>,
-    scratch: Vec<f32>,
+    chunks: ChunkResampler,
 }
 
 impl OutputEncoder {
     pub fn new(format: AudioFormat) -> Self {
         OutputEncoder {
             format,
+            chunks: ChunkResampler::new(format.sample_rate()),
+        }
+    }
+
+    /// Forgets filter history (start of a new response, or after a barge-in flush).
+    pub fn reset(&mut self) {
+        self.chunks.reset();
+    }
+
+    /// Resamples one whole chunk of audio at `rate` to the client's format.
+    pub fn encode(&mut self, samples: &[f32], rate: u32) -> Result<Vec<u8>, AudioFormatError> {
+        let resampled = self.chunks.resample(samples, rate)?;
+        Ok(match law(self.format) {
+            None => {
+                let mut out = Vec::with_capacity(resampled.len() * 2);
+                f32_to_pcm16le(resampled, &mut out);
+                out
+            }
+            Some(law) => {
+                let mut out = Vec::with_capacity(resampled.len());
+                law.encode(resampled, &mut out);
+                out
+            }
+        })
+    }
+}
+
+/// Whole TTS chunks (any rate) -> f32 at one output rate, each chunk resampled completely
+/// (processed and flushed; see the module docs). Keeps the resampler while the input rate
+/// stays the same.
+pub struct ChunkResampler {
+    to: u32,
+    resampler: Option<StreamResampler>,
+    scratch: Vec<f32>,
+}
+
+impl ChunkResampler {
+    pub fn new(to: u32) -> Self {
+        ChunkResampler {
+            to,
             resampler: None,
             scratch: Vec::new(),
         }
     }
 
-    /// Forgets filter history (start of a new response, or after a barge-in flush).
+    /// Forgets filter history.
     pub fn reset(&mut self) {
         if let Some(r) = self.resampler.as_mut() {
             r.reset();
         }
     }
 
-    /// Resamples one whole chunk of audio at `rate` to the client's format.
-    pub fn encode(&mut self, samples: &[f32], rate: u32) -> Result<Vec<u8>, AudioFormatError> {
-        let to = self.format.sample_rate();
+    /// `samples` at `rate`, resampled; valid until the next call.
+    pub fn resample(&mut self, samples: &[f32], rate: u32) -> Result<&[f32], AudioFormatError> {
+        let to = self.to;
         if self
             .resampler
             .as_ref()
@@ -163,18 +202,7 @@ impl OutputEncoder {
             r.process(samples, &mut self.scratch).map_err(err)?;
             r.flush(&mut self.scratch).map_err(err)?;
         }
-        Ok(match law(self.format) {
-            None => {
-                let mut out = Vec::with_capacity(self.scratch.len() * 2);
-                f32_to_pcm16le(&self.scratch, &mut out);
-                out
-            }
-            Some(law) => {
-                let mut out = Vec::with_capacity(self.scratch.len());
-                law.encode(&self.scratch, &mut out);
-                out
-            }
-        })
+        Ok(&self.scratch)
     }
 }
 

@@ -58,7 +58,9 @@ impl SessionIo for ChannelIo {
 }
 
 /// Starts a session on the current tokio runtime and returns the transport's ends.
-pub fn spawn(params: SessionParams) -> SessionChannels {
+pub fn spawn(mut params: SessionParams) -> SessionChannels {
+    // These transports encode and pace reply audio themselves.
+    params.settings.frames_out = true;
     let (to_session, inbound) = mpsc::channel(CHANNEL_DEPTH);
     let (outbound, from_session) = mpsc::channel(CHANNEL_DEPTH);
     let io = ChannelIo {

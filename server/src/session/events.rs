@@ -518,6 +518,13 @@ pub enum ServerEvent {
     },
     Error(ErrorInfo),
     TurnLatency(TurnLatency),
+    /// Reply audio for a transport that encodes and plays it itself (phone, Twilio, WebRTC):
+    /// f32 at the TTS engine's rate, `arrival` = when the engine delivered it. Internal: the
+    /// Realtime WebSocket gets `AudioDelta` bytes in its output format instead.
+    AudioOut {
+        part: PartRef,
+        frame: antiphon_audio::frame::AudioFrame,
+    },
     /// The session decided the caller interrupted: a transport that plays reply audio out
     /// itself (phone, Twilio, WebRTC) drops what it still holds now and reports what was
     /// heard (`conversation.item.truncate`). Internal: not a Realtime WebSocket event.

@@ -323,7 +323,10 @@ async fn drain<Io: SessionIo>(
         match out {
             Output::Event(event) => {
                 let sent = writer.send(&event).await?;
-                if sent && let ServerEvent::AudioDelta { part, .. } = &event {
+                if sent
+                    && let ServerEvent::AudioDelta { part, .. } | ServerEvent::AudioOut { part, .. } =
+                        &event
+                {
                     turn.audio_sent(std::time::Instant::now(), &part.response_id);
                 }
             }

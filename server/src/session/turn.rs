@@ -34,6 +34,9 @@ pub struct TurnSettings {
     /// possible echo: they interrupt only if the speech is still going when the window ends.
     pub echo_guard: Duration,
     pub max_items: usize,
+    /// Reply audio leaves as f32 frames ([`ServerEvent::AudioOut`]) for a transport that
+    /// encodes it itself, instead of `AudioDelta` bytes in the session's output format.
+    pub frames_out: bool,
 }
 
 impl Default for TurnSettings {
@@ -42,6 +45,7 @@ impl Default for TurnSettings {
             limits: Limits::default(),
             echo_guard: Duration::from_millis(300),
             max_items: 1000,
+            frames_out: false,
         }
     }
 }
@@ -1095,14 +1099,18 @@ impl TurnManager {
             return;
         };
         first(&mut r.trace.tts_first_audio, now);
-        let audio = match self.encoder.encode(samples, rate) {
-            Ok(a) => a,
-            Err(e) => {
-                self.error(ErrorInfo::server(
-                    "engine_failed",
-                    format!("tts audio unusable: {e}"),
-                ));
-                return;
+        let audio = if self.settings.frames_out {
+            Vec::new()
+        } else {
+            match self.encoder.encode(samples, rate) {
+                Ok(a) => a,
+                Err(e) => {
+                    self.error(ErrorInfo::server(
+                        "engine_failed",
+                        format!("tts audio unusable: {e}"),
+                    ));
+                    return;
+                }
             }
         };
         let duration_ms = samples.len() as f64 * 1000.0 / f64::from(rate);
@@ -1113,7 +1121,12 @@ impl TurnManager {
                 .conversation
                 .append_assistant_audio(&item_id, &text, duration_ms);
         }
-        if !audio.is_empty() {
+        if self.settings.frames_out && !samples.is_empty() {
+            self.emit(ServerEvent::AudioOut {
+                part: part.clone(),
+                frame: AudioFrame::new(samples.to_vec(), rate, 0, now),
+            });
+        } else if !audio.is_empty() {
             self.emit(ServerEvent::AudioDelta {
                 part: part.clone(),
                 audio,

@@ -33,8 +33,9 @@ use super::TRANSPORT;
 use super::playout::{FRAME_BYTES, Frame, Playout};
 use crate::metrics::{Counter, Metrics};
 use crate::session::LegIn;
+use crate::session::audio_format::OutputEncoder;
 use crate::session::channel::SessionChannels;
-use crate::session::events::ServerEvent;
+use crate::session::events::{AudioFormat, ServerEvent};
 
 /// Reply audio held at most (the session streams faster than real time): 2 minutes.
 const MAX_QUEUED_BYTES: usize = 8000 * 120;
@@ -140,6 +141,10 @@ pub async fn run(setup: CallSetup) {
     let the_law = law(media.codec);
     let silence = the_law.silence_code();
     let mut playout = Playout::new(silence, MAX_QUEUED_BYTES);
+    let mut encoder = OutputEncoder::new(match the_law {
+        Law::Mu => AudioFormat::G711Ulaw,
+        Law::A => AudioFormat::G711Alaw,
+    });
     let seed = seed32();
     let mut sender = RtpSender::new(seed, media.payload_type, seed as u16, seed.rotate_left(7));
     let mut jitter: JitterBuffer<Vec<u8>> = JitterBuffer::new(JitterConfig::new(8000));
@@ -277,7 +282,11 @@ pub async fn run(setup: CallSetup) {
             event = from_session.recv() => {
                 let Some(event) = event else { break "session ended" };
                 match event {
-                    ServerEvent::AudioDelta { part, audio } => playout.push(&part.item_id, &audio),
+                    // Reply audio arrives as f32: encoded here, once, to the call's law.
+                    ServerEvent::AudioOut { part, frame } => match encoder.encode(&frame.samples, frame.sample_rate) {
+                        Ok(codes) => playout.push(&part.item_id, &codes),
+                        Err(e) => tracing::warn!(error = %e, "reply audio unusable"),
+                    },
                     ServerEvent::AudioDone { .. } | ServerEvent::ResponseDone(_) => playout.reply_done(),
                     // The session decided the caller interrupted (past its echo guard).
                     ServerEvent::StopPlayout => {

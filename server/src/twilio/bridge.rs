@@ -25,6 +25,7 @@ use crate::app::AppState;
 use crate::auth::ApiKeys;
 use crate::metrics::Counter;
 use crate::session::LegIn;
+use crate::session::audio_format::OutputEncoder;
 use crate::session::channel::{self, SessionChannels};
 use crate::session::events::{AudioFormat, ServerEvent, Transcription};
 
@@ -60,6 +61,8 @@ struct Bridge {
     rejections: u32,
     /// Caller audio samples passed to the session so far (its media clock).
     media_samples: u64,
+    /// Reply audio -> 8 kHz mu-law.
+    encoder: OutputEncoder,
 }
 
 /// Why the call's loop ended.
@@ -88,6 +91,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, auth: Auth) {
             send_timeout,
             rejections: 0,
             media_samples: 0,
+            encoder: OutputEncoder::new(AudioFormat::G711Ulaw),
         };
         let start_deadline = tokio::time::Instant::now() + START_TIMEOUT;
         let finish = loop {
@@ -118,6 +122,17 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, auth: Auth) {
                 ev = recv_session(&mut b.session) => {
                     let Some(ev) = ev else { break Finish::SessionEnded };
                     log_session_event(&ev);
+                    // Reply audio arrives as f32: encoded here, once, to Twilio's mu-law.
+                    let ev = match ev {
+                        ServerEvent::AudioOut { part, frame } => match b.encoder.encode(&frame.samples, frame.sample_rate) {
+                            Ok(audio) => ServerEvent::AudioDelta { part, audio },
+                            Err(e) => {
+                                tracing::warn!(error = %e, "reply audio unusable");
+                                continue;
+                            }
+                        },
+                        other => other,
+                    };
                     let steps = b.call.on_server(&ev);
                     if let Some(f) = b.apply(steps, &auth, Instant::now()).await {
                         break f;

@@ -1,12 +1,17 @@
-//! Opus 48 kHz on the wire: decoded to f32 48 kHz for the session (caller audio), encoded
-//! from the 24 kHz playout (reply audio).
+//! Opus 48 kHz on the wire, f32 48 kHz on our side, both directions: no resampling here
+//! (the session resamples caller audio once to 16 kHz, the peer reply audio once to 48 kHz).
 
 use antiphon_audio::opus_codec::{
     FRAME_SAMPLES, OpusDecoder, OpusEncoder, OpusEncoderConfig, OpusError, SAMPLE_RATE,
 };
-use antiphon_audio::resample::{ResampleError, StreamResampler};
+use antiphon_audio::resample::ResampleError;
 
-use super::playout::{FRAME, RATE};
+use super::playout::FRAME;
+#[cfg(test)]
+use super::playout::RATE;
+
+// The playout runs at Opus's rate: one playout frame is one Opus frame.
+const _: () = assert!(FRAME == FRAME_SAMPLES && super::playout::RATE == SAMPLE_RATE);
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
@@ -45,12 +50,9 @@ impl Uplink {
     }
 }
 
-/// Reply audio: 20 ms frames at 24 kHz in, one Opus packet per frame out.
+/// Reply audio: 20 ms frames at 48 kHz in, one Opus packet per frame out.
 pub struct Downlink {
     encoder: OpusEncoder,
-    resampler: StreamResampler,
-    /// Resampled audio not yet encoded; starts with the resampler's first-call shortfall.
-    wide: Vec<f32>,
 }
 
 impl Downlink {
@@ -63,21 +65,12 @@ impl Downlink {
         };
         Ok(Downlink {
             encoder: OpusEncoder::new(config)?,
-            resampler: StreamResampler::new(RATE, SAMPLE_RATE)?,
-            wide: Vec::with_capacity(FRAME_SAMPLES * 3),
         })
     }
 
-    /// Encodes one 20 ms frame (24 kHz samples in [-1, 1)).
+    /// Encodes one 20 ms frame (48 kHz samples in [-1, 1)).
     pub fn frame(&mut self, frame: &[f32; FRAME]) -> Result<&[u8], CodecError> {
-        self.resampler.process(frame, &mut self.wide)?;
-        // Only the first frame comes out short (the filter delay is trimmed): pad its front.
-        if self.wide.len() < FRAME_SAMPLES {
-            let missing = FRAME_SAMPLES - self.wide.len();
-            self.wide.splice(0..0, std::iter::repeat_n(0.0, missing));
-        }
-        let n = self.encoder.encode_into(&self.wide[..FRAME_SAMPLES])?;
-        self.wide.drain(..FRAME_SAMPLES);
+        let n = self.encoder.encode_into(frame)?;
         Ok(self.encoder.packet(n))
     }
 }
@@ -86,8 +79,7 @@ impl Downlink {
 mod tests {
     use super::*;
 
-    /// A 440 Hz tone at 24 kHz through the downlink and back up arrives as a 440 Hz tone (at
-    /// 48 kHz).
+    /// A 440 Hz tone through the downlink and back up arrives as a 440 Hz tone.
     #[test]
     fn tone_survives_downlink_then_uplink() {
         let mut down = Downlink::new().unwrap();

@@ -4,6 +4,7 @@
 //! `Rtc`'s own deadline and a hang-up signal; after every mutation of the `Rtc` it drains
 //! `poll_output` to a timeout (str0m's one rule).
 
+use crate::session::audio_format::ChunkResampler;
 use antiphon_audio::frame::AudioFrame;
 use antiphon_audio::opus_codec::SAMPLE_RATE;
 use std::collections::VecDeque;
@@ -140,6 +141,8 @@ struct Peer {
     last_seq: Option<u64>,
     /// Caller audio samples (48 kHz) passed to the session so far: its media clock.
     samples_in: u64,
+    /// Reply audio (TTS rate) -> the playout's 48 kHz.
+    reply_audio: ChunkResampler,
 }
 
 impl Peer {
@@ -289,6 +292,7 @@ pub async fn run(params: PeerParams) -> PeerEnd {
         frames_sent: 0,
         last_seq: None,
         samples_in: 0,
+        reply_audio: ChunkResampler::new(SAMPLE_RATE),
     };
     let mut playout = Playout::new();
     let mut frame = [0.0f32; FRAME];
@@ -504,8 +508,12 @@ async fn on_session_event(
     playout: &mut Playout,
     to_session: &mpsc::Sender<LegIn>,
 ) -> Result<(), PeerEnd> {
-    if let ServerEvent::AudioDelta { part, audio } = &event {
-        playout.push_audio(&part.response_id, &part.item_id, audio);
+    // Reply audio arrives as f32 at the TTS rate: resampled once, straight to Opus's 48 kHz.
+    if let ServerEvent::AudioOut { part, frame } = &event {
+        match peer.reply_audio.resample(&frame.samples, frame.sample_rate) {
+            Ok(samples) => playout.push_audio(&part.response_id, &part.item_id, samples.to_vec()),
+            Err(e) => tracing::warn!(error = %e, "reply audio unusable"),
+        }
         return Ok(());
     }
     // The session decided the caller interrupted (its echo guard applied): stop now.

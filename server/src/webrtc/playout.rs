@@ -9,8 +9,9 @@ use std::collections::{HashSet, VecDeque};
 
 use crate::session::events::ServerEvent;
 
-/// Session audio rate (pcm16 24 kHz, `AudioFormat::Pcm16`).
-pub const RATE: u32 = 24_000;
+/// Playout rate: Opus's own 48 kHz, so reply audio is resampled once (from the TTS rate) and
+/// the encoder takes the frames as they are.
+pub const RATE: u32 = 48_000;
 /// Samples of one 20 ms frame at [`RATE`].
 pub const FRAME: usize = (RATE as usize) / 50;
 
@@ -110,13 +111,11 @@ impl Playout {
             .any(|e| matches!(e, Entry::Audio { response_id: r, .. } if r == response_id))
     }
 
-    /// Queues reply audio (pcm16 little-endian at [`RATE`], as in `AudioDelta`).
-    pub fn push_audio(&mut self, response_id: &str, item_id: &str, pcm16: &[u8]) {
+    /// Queues reply audio (f32 at [`RATE`]).
+    pub fn push_audio(&mut self, response_id: &str, item_id: &str, samples: Vec<f32>) {
         if self.silenced.contains(response_id) {
             return;
         }
-        let mut samples = Vec::with_capacity(pcm16.len() / 2);
-        antiphon_kernels::pcm::pcm16le_to_f32(pcm16, &mut samples);
         if !self.items.iter().any(|i| i.item_id == item_id) {
             self.items.push(ItemState {
                 response_id: response_id.to_owned(),
@@ -303,10 +302,9 @@ mod tests {
         }
     }
 
-    fn pcm(ms: usize, value: i16) -> Vec<u8> {
-        std::iter::repeat_n(value.to_le_bytes(), ms * RATE as usize / 1000)
-            .flatten()
-            .collect()
+    /// `ms` of a constant level (as a pcm16 value, so levels read as they did on the wire).
+    fn pcm(ms: usize, value: i16) -> Vec<f32> {
+        vec![f32::from(value) / 32768.0; ms * RATE as usize / 1000]
     }
 
     fn delta(r: &str, text: &str) -> ServerEvent {
@@ -323,9 +321,9 @@ mod tests {
         assert!(p.tick(&mut f).is_empty());
         assert!(f.iter().all(|s| *s == 0.0));
 
-        p.push_audio("r1", "item_r1", &pcm(50, 16384));
+        p.push_audio("r1", "item_r1", pcm(50, 16384));
         assert_eq!(p.push_event(delta("r1", "Hello")), None);
-        p.push_audio("r1", "item_r1", &pcm(30, 16384));
+        p.push_audio("r1", "item_r1", pcm(30, 16384));
         assert_eq!(p.push_event(delta("r1", " there")), None);
         let done = ServerEvent::AudioDone { part: part("r1") };
         assert_eq!(p.push_event(done.clone()), None);
@@ -369,7 +367,7 @@ mod tests {
     fn flush_reports_what_was_heard_and_silences_the_reply() {
         let mut p = Playout::new();
         let mut f = [0.0; FRAME];
-        p.push_audio("r1", "item_r1", &pcm(1000, 1000));
+        p.push_audio("r1", "item_r1", pcm(1000, 1000));
         assert_eq!(p.push_event(delta("r1", "unheard")), None);
         let done = ServerEvent::AudioDone { part: part("r1") };
         assert_eq!(p.push_event(done.clone()), None);
@@ -388,12 +386,12 @@ mod tests {
         assert_eq!(events, [done]);
         assert!(!p.is_playing());
         // The very next frame is silence, and late audio of the cut reply is dropped.
-        p.push_audio("r1", "item_r1", &pcm(100, 1000));
+        p.push_audio("r1", "item_r1", pcm(100, 1000));
         assert!(p.tick(&mut f).is_empty());
         assert!(f.iter().all(|s| *s == 0.0));
         assert_eq!(p.push_event(delta("r1", "late")), None);
         // The next reply plays normally.
-        p.push_audio("r2", "item_r2", &pcm(20, 1000));
+        p.push_audio("r2", "item_r2", pcm(20, 1000));
         assert_eq!(
             p.tick(&mut f),
             [Note::Started {
@@ -407,8 +405,8 @@ mod tests {
     fn replies_never_share_a_frame() {
         let mut p = Playout::new();
         let mut f = [0.0; FRAME];
-        p.push_audio("r1", "item_r1", &pcm(10, 1000));
-        p.push_audio("r2", "item_r2", &pcm(20, 2000));
+        p.push_audio("r1", "item_r1", pcm(10, 1000));
+        p.push_audio("r2", "item_r2", pcm(20, 2000));
         let notes = p.tick(&mut f);
         assert_eq!(notes.len(), 1, "{notes:?}");
         assert!(f[FRAME / 2..].iter().all(|s| *s == 0.0));
@@ -431,14 +429,14 @@ mod tests {
     fn a_reply_that_runs_dry_keeps_playing_until_complete_and_can_be_cut() {
         let mut p = Playout::new();
         let mut f = [0.0; FRAME];
-        p.push_audio("r1", "item_r1", &pcm(40, 1000));
+        p.push_audio("r1", "item_r1", pcm(40, 1000));
         assert_eq!(p.tick(&mut f).len(), 1); // started
         assert!(p.tick(&mut f).is_empty());
         // The TTS is late: silence, but the reply is still playing (no stop, no new start).
         assert!(p.tick(&mut f).is_empty());
         assert!(f.iter().all(|s| *s == 0.0));
         assert!(p.is_playing());
-        p.push_audio("r1", "item_r1", &pcm(20, 1000));
+        p.push_audio("r1", "item_r1", pcm(20, 1000));
         assert!(p.tick(&mut f).is_empty());
         // Cut during the next gap: the item is reported with the 60 ms that went out.
         let (cuts, _) = p.flush();
@@ -451,7 +449,7 @@ mod tests {
             }]
         );
         // A complete reply stops after its last frame even when `response.done` came first.
-        p.push_audio("r2", "item_r2", &pcm(20, 1000));
+        p.push_audio("r2", "item_r2", pcm(20, 1000));
         let done = ServerEvent::ResponseDone(crate::session::events::ResponseInfo {
             id: "r2".into(),
             status: crate::session::events::ResponseStatus::Completed,
