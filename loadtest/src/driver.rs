@@ -250,7 +250,8 @@ mod tests {
 
     #[test]
     fn pcm16_is_little_endian_and_clamped() {
-        let b = BASE64.decode(pcm16_base64(&[0.0, 1.0, -2.0])).unwrap();
-        assert_eq!(b, [0, 0, 0xff, 0x7f, 0x01, 0x80]);
+        // Full scale is 32768: 0.5 is exactly 0x4000; +1.0 and -2.0 saturate.
+        let b = BASE64.decode(pcm16_base64(&[0.0, 0.5, 1.0, -2.0])).unwrap();
+        assert_eq!(b, [0, 0, 0x00, 0x40, 0xff, 0x7f, 0x00, 0x80]);
     }
 }
