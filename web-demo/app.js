@@ -768,6 +768,7 @@
   }
 
   const STAGES = [
+    ["speculation_started_ms", "Reply begun (on the pause)"],
     ["asr_final_ms", "ASR final"],
     ["llm_first_token_ms", "LLM first token"],
     ["first_clause_ms", "First clause"],

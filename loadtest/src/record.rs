@@ -13,10 +13,13 @@ pub struct ServerLatency {
     pub first_clause_ms: Option<f64>,
     pub tts_first_audio_ms: Option<f64>,
     pub first_audio_sent_ms: Option<f64>,
+    /// Present when the reply was begun speculatively on the caller's pause (and adopted).
+    pub speculation_started_ms: Option<f64>,
 }
 
 /// Stage names of [`ServerLatency`], in pipeline order.
-pub const SERVER_STAGES: [&str; 5] = [
+pub const SERVER_STAGES: [&str; 6] = [
+    "speculation_started_ms",
     "asr_final_ms",
     "llm_first_token_ms",
     "first_clause_ms",
@@ -35,6 +38,7 @@ impl ServerLatency {
             first_clause_ms: ms("first_clause_ms"),
             tts_first_audio_ms: ms("tts_first_audio_ms"),
             first_audio_sent_ms: ms("first_audio_sent_ms"),
+            speculation_started_ms: ms("speculation_started_ms"),
         }
     }
 
@@ -45,6 +49,7 @@ impl ServerLatency {
             "first_clause_ms" => self.first_clause_ms,
             "tts_first_audio_ms" => self.tts_first_audio_ms,
             "first_audio_sent_ms" => self.first_audio_sent_ms,
+            "speculation_started_ms" => self.speculation_started_ms,
             _ => None,
         }
     }

@@ -309,6 +309,55 @@ fn second_turn_prefills_only_new_tokens_and_matches_uncached_output() {
 }
 
 #[test]
+fn withdrawn_turns_leave_no_trace_and_the_next_turn_reuses_the_cache() {
+    let _g = serial();
+    let m = smollm();
+    let f = format(&m);
+    let eng = engine(m.clone(), EngineConfig::default());
+    let system = "You are a terse assistant.";
+    let mut s = eng.session(Some(system)).expect("session");
+    let (reply1, _) = s
+        .turn("Name a fruit.", &greedy(16))
+        .expect("turn")
+        .collect_text();
+
+    // A speculative turn overtaken while it is still generating.
+    let mut running = s.turn("Please enter your", &greedy(30)).expect("turn");
+    let first = running.next_event_timeout(Duration::from_secs(60));
+    assert!(
+        matches!(first, Ok(Some(ReplyEvent::Text { .. }))),
+        "{first:?}"
+    );
+    s.withdraw_turn(running.request_id()).expect("withdraw");
+    // A speculative turn that had finished before it was overtaken.
+    let mut finished = s.turn("Please enter", &greedy(8)).expect("turn");
+    let _ = finished.collect_text();
+    s.withdraw_turn(finished.request_id()).expect("withdraw");
+
+    let user3 = "Please enter your password, then press the pound key.";
+    let (reply3, done) = s.turn(user3, &greedy(16)).expect("turn").collect_text();
+    let Some(ReplyEvent::Done { prefilled, .. }) = done else {
+        panic!("turn 3 did not finish: {done:?}")
+    };
+    let user3_tokens = f.user_turn(&m.tokenizer, user3).expect("user");
+    assert!(
+        prefilled <= user3_tokens.len() + 1,
+        "prefilled {prefilled} tokens: the cache before the withdrawn turns was not reused"
+    );
+
+    // Reference: the conversation without the withdrawn turns, from scratch.
+    let mut conv = f.system(&m.tokenizer, Some(system)).expect("system");
+    conv.extend(f.user_turn(&m.tokenizer, "Name a fruit.").expect("user"));
+    let r1 = greedy_reference(&m, &conv, 16);
+    assert_eq!(m.tokenizer.decode(&r1), reply1);
+    conv.extend(&r1);
+    conv.extend(f.closing());
+    conv.extend(&user3_tokens);
+    let r3 = greedy_reference(&m, &conv, 16);
+    assert_eq!(m.tokenizer.decode(&r3), reply3);
+}
+
+#[test]
 fn warmed_session_prefills_only_the_user_turn_and_replies_the_same() {
     let _g = serial();
     let m = smollm();

@@ -143,6 +143,7 @@ impl AppState {
                 max_items: s.max_conversation_items,
                 // `session::channel` turns this on for the transports that encode themselves.
                 frames_out: false,
+                max_speculations: self.config.session.max_speculations,
             },
             send_timeout: Duration::from_millis(s.send_timeout_ms),
             metrics: self.metrics.clone(),

@@ -127,6 +127,10 @@ pub struct SessionDefaults {
     /// messages to the LLM prefixed "Speaker N: " once a second speaker is heard (needs the
     /// `campplus` model; off: no labels, no prefixes, no CAM++ loaded).
     pub speaker_labels: bool,
+    /// Speculative replies per user turn: when the caller pauses, the reply starts on the
+    /// pause's transcript and is held until the endpoint confirms the turn (withdrawn unheard
+    /// if the caller goes on). 0 turns speculation off (replies start at the endpoint).
+    pub max_speculations: u32,
 }
 
 impl Default for SessionDefaults {
@@ -141,6 +145,7 @@ impl Default for SessionDefaults {
             silence_duration_ms: 500,
             echo_guard_ms: 300,
             speaker_labels: true,
+            max_speculations: 3,
         }
     }
 }
@@ -203,6 +208,9 @@ pub struct TtsConfig {
     pub extra_models: Vec<String>,
     pub threads: usize,
     pub slots: usize,
+    /// A reply's first chunk is cut after this many words when no clause ends sooner: the
+    /// caller waits through them before any audio; later chunks are clause-sized.
+    pub first_chunk_words: usize,
 }
 
 impl Default for TtsConfig {
@@ -213,6 +221,7 @@ impl Default for TtsConfig {
             extra_models: Vec::new(),
             threads: 1,
             slots: 16,
+            first_chunk_words: 3,
         }
     }
 }

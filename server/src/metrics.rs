@@ -69,6 +69,8 @@ families!(Counter, "counter", {
         "Audio dropped: rejected appends and full engine queues.";
     StaleOutputsDropped => "antiphon_stale_outputs_dropped_total",
         "Engine outputs dropped because their epoch was stale.";
+    Speculations => "antiphon_speculative_replies_total",
+        "Replies begun on a caller's pause before the turn was certain, by outcome (started, adopted at the endpoint, withdrawn unheard).";
     TwilioProtocolErrors => "antiphon_twilio_protocol_errors_total",
         "Twilio Media Streams input rejected (malformed, out of order, wrong format), by code.";
     Dtmf => "antiphon_dtmf_total", "DTMF key presses received from callers.";

@@ -167,6 +167,7 @@ async fn two_sessions_two_turns_against_a_real_server() {
             "first_audio_sent_ms",
             "first_clause_ms",
             "llm_first_token_ms",
+            "speculation_started_ms",
             "tts_first_audio_ms"
         ]
     );
@@ -210,6 +211,7 @@ async fn two_sessions_two_turns_against_a_real_server() {
             "first_clause_ms",
             "llm_first_token_ms",
             "origin",
+            "speculation_started_ms",
             "tts_first_audio_ms"
         ]
     );

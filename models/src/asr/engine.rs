@@ -723,7 +723,7 @@ impl Worker {
                 let Some(active) = &mut self.slots[job.slot] else {
                     continue;
                 };
-                if active
+                if let Some(paused) = active
                     .stream
                     .partial_done(job.segment, audio.len(), &tokens)
                 {
@@ -731,9 +731,19 @@ impl Worker {
                         job.slot,
                         AsrEvent::Partial {
                             segment: job.segment,
-                            text,
+                            text: text.clone(),
                         },
                     );
+                    if let Some(speech_end) = paused {
+                        self.send(
+                            job.slot,
+                            AsrEvent::Paused {
+                                segment: job.segment,
+                                text,
+                                speech_end_ms: samples_to_ms(speech_end),
+                            },
+                        );
+                    }
                 } else {
                     active
                         .stream

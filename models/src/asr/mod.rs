@@ -29,6 +29,17 @@ pub enum AsrEvent {
     },
     /// Best guess so far for the segment being spoken.
     Partial { segment: u64, text: String },
+    /// The speaker has paused long enough that the audio a final would cover is all here, and
+    /// `text` is its transcript: what the final will say if the pause becomes the endpoint.
+    /// A turn taker may start answering on it speculatively. Sent after the `Partial` with the
+    /// same text; `speech_end_ms` is the end of the last voiced frame.
+    Paused {
+        segment: u64,
+        text: String,
+        speech_end_ms: u64,
+    },
+    /// Speech went on in the segment after a `Paused`: the speculative transcript is stale.
+    Resumed { segment: u64 },
     /// The segment's transcript. `start_ms..end_ms` is the audio it covers.
     Final {
         segment: u64,

@@ -84,6 +84,9 @@ pub(crate) struct SlotStream {
     pub finishing: bool,
     /// `EndOfStream` is owed once the closed segments are finalised.
     pub end_of_stream_owed: bool,
+    /// A `Paused` went out for the open segment with this speech end: speech after it is a
+    /// `Resumed`.
+    paused_at: Option<u64>,
     frame: Vec<f32>,
 }
 
@@ -102,6 +105,7 @@ impl SlotStream {
             next_id: 0,
             finishing: false,
             end_of_stream_owed: false,
+            paused_at: None,
             frame: vec![0.0; FRAME_SAMPLES],
         }
     }
@@ -160,9 +164,16 @@ impl SlotStream {
                     audio_end_ms: samples_to_ms(audio_end),
                     speech_end_ms: samples_to_ms(speech_end),
                 });
+                self.paused_at = None;
                 self.close(speech_end, now);
             }
             None => {
+                if let (Some(paused), Some(seg)) = (self.paused_at, &self.open)
+                    && self.endpointer.last_speech_end() > paused
+                {
+                    self.paused_at = None;
+                    events.push(AsrEvent::Resumed { segment: seg.id });
+                }
                 let too_long = self
                     .open
                     .as_ref()
@@ -283,15 +294,28 @@ impl SlotStream {
     }
 
     /// Records a partial hypothesis made from the first `decoded_len` samples of segment `id`.
-    /// Returns false when that segment is no longer open (it ended meanwhile).
-    pub fn partial_done(&mut self, id: u64, decoded_len: usize, tokens: &[u32]) -> bool {
-        let Some(seg) = self.open.as_mut().filter(|s| s.id == id) else {
-            return false;
-        };
+    /// Returns `None` when that segment is no longer open (it ended meanwhile); otherwise
+    /// whether this decode covers exactly what a final would if the speaker's current pause
+    /// became the endpoint (then it is a pause's transcript: `Some(Some(speech_end))`).
+    pub fn partial_done(
+        &mut self,
+        id: u64,
+        decoded_len: usize,
+        tokens: &[u32],
+    ) -> Option<Option<u64>> {
+        let speech_end = self.endpointer.last_speech_end();
+        let still_paused = self.endpointer.in_speech() && self.clock > speech_end;
+        let final_len =
+            (speech_end + self.timing.tail as u64).saturating_sub(self.open.as_ref()?.start);
+        let seg = self.open.as_mut().filter(|s| s.id == id)?;
         agree(seg, tokens);
         seg.decoded_len = seg.decoded_len.max(decoded_len);
         seg.last_decode = Some((decoded_len, tokens.to_vec()));
-        true
+        if still_paused && decoded_len as u64 == final_len && self.paused_at != Some(speech_end) {
+            self.paused_at = Some(speech_end);
+            return Some(Some(speech_end));
+        }
+        Some(None)
     }
 
     /// Folds a partial hypothesis into a segment that has since closed (its final is still
@@ -386,15 +410,15 @@ mod tests {
         let mut s = stream();
         feed(&mut s, 30, 0.9, 0.5);
         let id = s.partial_due().expect("open segment").segment.id;
-        assert!(s.partial_done(id, 100, &[5, 6, 7]));
+        assert!(s.partial_done(id, 100, &[5, 6, 7]).is_some());
         assert!(s.open.as_ref().is_some_and(|seg| seg.stable.is_empty()));
-        assert!(s.partial_done(id, 200, &[5, 6, 8, 9]));
+        assert!(s.partial_done(id, 200, &[5, 6, 8, 9]).is_some());
         let seg = s.open.as_ref().expect("open segment");
         assert_eq!(seg.stable, [5, 6]);
         // A shorter agreement later never takes back agreed tokens.
-        assert!(s.partial_done(id, 300, &[5, 6, 1]));
+        assert!(s.partial_done(id, 300, &[5, 6, 1]).is_some());
         assert_eq!(s.open.as_ref().expect("open").stable, [5, 6]);
-        assert!(!s.partial_done(id + 1, 300, &[1]));
+        assert!(s.partial_done(id + 1, 300, &[1]).is_none());
     }
 
     #[test]
@@ -403,17 +427,58 @@ mod tests {
         feed(&mut s, 30, 0.9, 0.5);
         let job = s.partial_due().expect("partial due");
         let (id, len) = (job.segment.id, job.len);
-        assert!(s.partial_done(id, len, &[4, 5]));
+        assert_eq!(s.partial_done(id, len, &[4, 5]), Some(None));
         // 250 ms tail = 7.8 frames of pause: after 8 the final's audio is all here.
         feed(&mut s, 8, 0.1, 0.0);
         let job = s.partial_due().expect("speculative final due");
         let final_len = 30 * FRAME_SAMPLES + 4000;
         assert_eq!(job.len, final_len);
-        assert!(s.partial_done(id, final_len, &[4, 5, 6]));
+        // The decode of exactly the final's audio during a pause is the pause's transcript.
+        let speech_end = 30 * FRAME_SAMPLES as u64;
+        assert_eq!(
+            s.partial_done(id, final_len, &[4, 5, 6]),
+            Some(Some(speech_end))
+        );
         assert!(s.partial_due().is_none());
-        feed(&mut s, 10, 0.1, 0.0);
+        // The pause becomes the endpoint: no `Resumed`.
+        let events = feed(&mut s, 10, 0.1, 0.0);
+        assert!(
+            matches!(events[..], [AsrEvent::SpeechStopped { .. }]),
+            "{events:?}"
+        );
         let seg = s.take_final().expect("endpoint reached");
         assert_eq!(seg.decoded_already(), Some(&[4u32, 5, 6][..]));
+    }
+
+    #[test]
+    fn speech_after_a_pause_transcript_is_a_resumption_and_the_next_pause_counts_again() {
+        let mut s = stream();
+        feed(&mut s, 30, 0.9, 0.5);
+        feed(&mut s, 8, 0.1, 0.0);
+        let job = s.partial_due().expect("speculative final due");
+        let (id, len) = (job.segment.id, job.len);
+        assert_eq!(
+            s.partial_done(id, len, &[4, 5]),
+            Some(Some(30 * FRAME_SAMPLES as u64))
+        );
+        // The same decode again (e.g. a retry) is not a second pause.
+        assert_eq!(s.partial_done(id, len, &[4, 5]), Some(None));
+        // Unsure frames neither resume nor end the turn.
+        assert!(feed(&mut s, 2, 0.4, 0.0).is_empty());
+        let resumed = feed(&mut s, 5, 0.9, 0.5);
+        assert_eq!(resumed, [AsrEvent::Resumed { segment: id }]);
+        assert!(feed(&mut s, 5, 0.9, 0.5).is_empty(), "one resumption only");
+        feed(&mut s, 8, 0.1, 0.0);
+        let job = s.partial_due().expect("second pause");
+        let len = job.len;
+        assert_eq!(len, 50 * FRAME_SAMPLES + 4000);
+        assert_eq!(
+            s.partial_done(id, len, &[4, 5, 6]),
+            Some(Some(50 * FRAME_SAMPLES as u64))
+        );
+        // A decode that finishes after speech went on is not a pause transcript.
+        feed(&mut s, 1, 0.9, 0.5);
+        assert_eq!(s.partial_done(id, len, &[4, 5, 6]), Some(None));
     }
 
     #[test]

@@ -98,6 +98,11 @@ enum Msg {
         request: u64,
         spoken_bytes: usize,
     },
+    /// Take turn `request` back out of the conversation: its user tokens and its reply.
+    Withdraw {
+        session: u64,
+        request: u64,
+    },
     End {
         session: u64,
     },
@@ -341,6 +346,21 @@ impl EngineSession {
     }
 }
 
+impl EngineSession {
+    /// Take turn `request` back: its user message and its reply leave the conversation (a
+    /// running reply is cancelled first), as if it had never been sent. For speculative turns
+    /// that the caller's next words overtook. A no-op unless `request` is the latest turn.
+    pub fn withdraw_turn(&mut self, request: u64) -> Result<(), LlmError> {
+        self.shared
+            .ctl
+            .send(Msg::Withdraw {
+                session: self.id,
+                request,
+            })
+            .map_err(|_| LlmError::EngineStopped("engine thread gone".into()))
+    }
+}
+
 impl ChatSession for EngineSession {
     fn send(&mut self, user: &str, params: &SamplingParams) -> Result<ReplyStream, LlmError> {
         self.turn(user, params)
@@ -375,6 +395,8 @@ fn short_name(name: &str) -> String {
 /// What the last reply of a session left behind, for truncation.
 struct LastReply {
     request: u64,
+    /// Conversation length before the turn's user tokens.
+    turn_start: usize,
     /// Conversation length before the reply's first token.
     prompt_len: usize,
     /// Decoded text bytes after each reply token (cumulative).
@@ -396,6 +418,8 @@ struct Slot {
     request: u64,
     kv: SeqKv,
     tokens: Vec<u32>,
+    /// Conversation length before this turn's user tokens.
+    turn_start: usize,
     prompt_len: usize,
     prefilled: usize,
     sampler: Sampler,
@@ -571,6 +595,20 @@ impl Loop {
                     truncate_session(st, &self.format, request, spoken_bytes);
                 }
             }
+            Msg::Withdraw { session, request } => {
+                if let Some(i) = self.waiting.iter().position(|p| p.request == request) {
+                    // Never admitted: its tokens never joined the conversation.
+                    self.waiting.remove(i);
+                }
+                if let Some(slot) = self.slots.iter_mut().find(|s| s.request == request) {
+                    slot.finished.get_or_insert(FinishReason::Cancelled);
+                    slot.parked.clear();
+                    self.retire();
+                }
+                if let Some(st) = self.sessions.get_mut(&session) {
+                    withdraw_turn(st, request);
+                }
+            }
             Msg::Warm { session, done } => {
                 if self.sessions.contains_key(&session) {
                     self.warms.push_back(WarmJob { session, done });
@@ -639,6 +677,7 @@ impl Loop {
                 request: p.request,
                 prefilled: tokens.len() - kv.len(),
                 prompt_len: tokens.len(),
+                turn_start: tokens.len() - p.tokens.len(),
                 kv,
                 tokens,
                 stop: StopFilter::new(&p.params.stop),
@@ -921,6 +960,7 @@ impl Loop {
             st.tokens = slot.tokens;
             st.last_reply = Some(LastReply {
                 request: slot.request,
+                turn_start: slot.turn_start,
                 prompt_len: slot.prompt_len,
                 token_ends: slot.token_ends,
             });
@@ -970,6 +1010,18 @@ fn send_or_park(slot: &mut Slot, ev: ReplyEvent) {
             slot.finished.get_or_insert(FinishReason::Cancelled);
         }
     }
+}
+
+/// Forget turn `request` (the last one) entirely: the conversation and its cache go back to
+/// where they were before its user tokens, so the next turn reuses the cached prefix.
+fn withdraw_turn(st: &mut SessionState, request: u64) {
+    let Some(last) = &st.last_reply else { return };
+    if last.request != request || st.busy {
+        return;
+    }
+    st.tokens.truncate(last.turn_start);
+    st.kv.truncate(last.turn_start);
+    st.last_reply = None;
 }
 
 /// Keep only the reply tokens of `request` whose text lies within `spoken_bytes`, then close it.

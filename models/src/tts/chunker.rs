@@ -22,7 +22,9 @@ pub struct ChunkerConfig {
 impl Default for ChunkerConfig {
     fn default() -> Self {
         Self {
-            first_max_words: 6,
+            // Each word of the first chunk is a token or two of LLM time the caller waits
+            // through before any audio (~40 ms each on 2 cores): 3 words, then clauses.
+            first_max_words: 3,
             first_min_words: 1,
             clause_min_words: 8,
             max_words: 40,
@@ -240,8 +242,8 @@ mod tests {
         assert_eq!(
             chunks_of(&refs),
             [
-                "the quick brown fox jumps over",
-                "the lazy dog again and again"
+                "the quick brown",
+                "fox jumps over the lazy dog again and again"
             ]
         );
     }
@@ -286,7 +288,8 @@ mod tests {
             "Dr", ".", " Smith", " paid", " $", "1", ",", "000", ".", "50", " today", ".", " Then",
             " left", ".",
         ]);
-        assert_eq!(out, ["Dr. Smith paid $1,000.50 today.", "Then left."]);
+        // The first chunk is cut by the word cap; "Dr." and "$1,000.50" stay whole.
+        assert_eq!(out, ["Dr. Smith paid", "$1,000.50 today.", "Then left."]);
     }
 
     #[test]

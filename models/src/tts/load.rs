@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use super::chunker::ChunkerConfig;
 use super::engine::{EngineConfig, TtsEngine};
 use super::g2p::G2p;
 use super::kokoro::Kokoro;
@@ -11,11 +10,6 @@ use super::piper::Piper;
 use super::{EngineKind, TtsError};
 use crate::store::ModelStore;
 
-/// Kokoro's first chunk, when no clause boundary comes early: cut after this many words.
-/// Its compute is proportional to the audio it makes (~0.65 s per second of audio on 2 cores),
-/// so the first chunk is kept shorter than Piper's (docs/TTS.md).
-pub const KOKORO_FIRST_MAX_WORDS: usize = 4;
-
 /// The engine settings (thread name, chunker) for the engine that speaks `voice`.
 pub fn engine_config_for_voice(voice: &str) -> EngineConfig {
     match EngineKind::for_voice(voice) {
@@ -23,12 +17,10 @@ pub fn engine_config_for_voice(voice: &str) -> EngineConfig {
             name: "tts-piper".into(),
             ..EngineConfig::default()
         },
+        // Both keep the default first-chunk cap (3 words), which is also below the 4 words
+        // Kokoro needed (its compute grows with the audio it makes; docs/TTS.md).
         EngineKind::Kokoro => EngineConfig {
             name: "tts-kokoro".into(),
-            chunker: ChunkerConfig {
-                first_max_words: KOKORO_FIRST_MAX_WORDS,
-                ..ChunkerConfig::default()
-            },
             ..EngineConfig::default()
         },
     }

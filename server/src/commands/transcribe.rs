@@ -133,7 +133,11 @@ impl<W: Write> Printer<W> {
                     "start": secs(*start_ms), "end": secs(*end_ms),
                     "latency_ms": stats.latency.as_secs_f64() * 1000.0,
                     "reused_tokens": stats.reused_tokens}),
-                AsrEvent::EndOfStream | AsrEvent::Failed { .. } => return Ok(()),
+                // Turn-taking hints: a transcript reader has no use for them.
+                AsrEvent::Paused { .. }
+                | AsrEvent::Resumed { .. }
+                | AsrEvent::EndOfStream
+                | AsrEvent::Failed { .. } => return Ok(()),
             };
             writeln!(self.out, "{value}")
         } else {
@@ -158,7 +162,10 @@ impl<W: Write> Printer<W> {
                     secs(*end_ms),
                     stats.latency.as_secs_f64() * 1000.0
                 ),
-                AsrEvent::EndOfStream | AsrEvent::Failed { .. } => Ok(()),
+                AsrEvent::Paused { .. }
+                | AsrEvent::Resumed { .. }
+                | AsrEvent::EndOfStream
+                | AsrEvent::Failed { .. } => Ok(()),
             }
         }
     }

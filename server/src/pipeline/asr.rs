@@ -220,6 +220,8 @@ impl AsrAdapter {
                 AsrEvent::Partial { text, .. } => {
                     self.send(now, EngineEvent::TranscriptPartial { text })
                 }
+                AsrEvent::Paused { text, .. } => self.send(now, EngineEvent::SpeechPaused { text }),
+                AsrEvent::Resumed { .. } => self.send(now, EngineEvent::SpeechResumed),
                 AsrEvent::Final {
                     text,
                     start_ms,

@@ -150,6 +150,12 @@ impl Bridge {
                 }
                 Ok(())
             }
+            EngineCommand::LlmWithdraw { epoch } => {
+                if let Some(l) = self.llm.as_mut() {
+                    l.withdraw(epoch);
+                }
+                Ok(())
+            }
             EngineCommand::TtsText { epoch, text, voice } => match self.tts.as_mut() {
                 Some(t) => t
                     .text(epoch, &text, &voice)

@@ -159,6 +159,9 @@ pub struct LlmAdapter {
     /// The last reply (request id, text received) once it is no longer streaming.
     last_reply: Option<(u64, String)>,
     reply: Option<(Epoch, ReplyStream)>,
+    /// The latest turn: its epoch, engine request and how many trailing user messages of
+    /// `history` it sent (what a withdrawal takes back).
+    turn: Option<(Epoch, u64, usize)>,
     params: SamplingParams,
     /// Called by the engine when it delivers a reply event (set on every conversation).
     wake: Option<Wake>,
@@ -185,6 +188,7 @@ impl LlmAdapter {
             history: Vec::new(),
             last_reply: None,
             reply: None,
+            turn: None,
             params,
         }
     }
@@ -292,8 +296,42 @@ impl LlmAdapter {
             .as_mut()
             .ok_or_else(|| "no LLM session".to_string())?;
         let stream = session.turn(&user, &params).map_err(|e| e.to_string())?;
+        let users = rest
+            .iter()
+            .rev()
+            .take_while(|m| matches!(m.role, ChatRole::User | ChatRole::Tool))
+            .count();
+        self.turn = Some((epoch, stream.request_id(), users));
         self.reply = Some((epoch, stream));
         Ok(())
+    }
+
+    /// Takes the turn of `epoch` back out of the engine conversation and of the mirror, so the
+    /// next turn continues from the cached conversation before it (a speculative reply that
+    /// the caller's next words overtook).
+    pub fn withdraw(&mut self, epoch: Epoch) {
+        let Some((turn_epoch, request, users)) = self.turn else {
+            return;
+        };
+        if turn_epoch != epoch {
+            return;
+        }
+        self.turn = None;
+        if self.reply.as_ref().is_some_and(|(e, _)| *e == epoch) {
+            // Dropped, not settled: its text must not become the next plan's last reply.
+            self.reply = None;
+        }
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
+        if let Err(e) = session.withdraw_turn(request) {
+            tracing::debug!("LLM turn not withdrawn: {e}");
+            // The engine conversation is gone; the next turn's plan starts afresh.
+            self.session = None;
+        }
+        let keep = self.history.len().saturating_sub(users);
+        self.history.truncate(keep);
+        self.last_reply = None;
     }
 
     pub fn cancel(&mut self, epoch: Epoch) {

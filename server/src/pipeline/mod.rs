@@ -23,7 +23,7 @@ use antiphon_models::llm::{
 use antiphon_models::store::ModelStore;
 use antiphon_models::tts::TtsEngine;
 use antiphon_models::tts::lexicon::Lexicon;
-use antiphon_models::tts::load::spawn_engine_for_voice;
+use antiphon_models::tts::load::{engine_config_for_voice, spawn_engine_with_config};
 use antiphon_models::vad::endpoint::EndpointConfig;
 use anyhow::{Context as _, bail};
 use tokio::sync::{Notify, mpsc};
@@ -172,11 +172,14 @@ impl Pipeline {
             for model in std::iter::once(&config.tts.model).chain(&config.tts.extra_models) {
                 let model_voice = tts_voice(model)?;
                 let started = std::time::Instant::now();
-                let engine = spawn_engine_for_voice(
+                let mut engine_config = engine_config_for_voice(model_voice);
+                engine_config.chunker.first_max_words = config.tts.first_chunk_words.max(1);
+                let engine = spawn_engine_with_config(
                     &store,
                     lexicon.clone(),
                     model_voice,
                     config.tts.threads,
+                    engine_config,
                 )
                 .with_context(|| format!("starting the TTS engine for {model}"))?;
                 tracing::info!(

@@ -985,6 +985,8 @@ fn encode_body(event: &ServerEvent, dialect: Dialect) -> Value {
             "first_clause_ms": ms(t.first_clause_ms),
             "tts_first_audio_ms": ms(t.tts_first_audio_ms),
             "first_audio_sent_ms": ms(t.first_audio_sent_ms),
+            "speculative": t.speculation_started_ms.is_some(),
+            "speculation_started_ms": ms(t.speculation_started_ms),
         }),
     }
 }

@@ -178,7 +178,7 @@ impl Conversation {
     }
 
     /// Whether more than one speaker label is on the conversation's items.
-    fn several_speakers(&self) -> bool {
+    pub fn several_speakers(&self) -> bool {
         let mut labels = self.entries.iter().filter_map(|e| e.speaker.as_deref());
         let first = labels.next();
         labels.any(|l| Some(l) != first)

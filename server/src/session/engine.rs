@@ -44,6 +44,13 @@ pub enum EngineEvent {
     TranscriptPartial {
         text: String,
     },
+    /// The caller paused inside speech long enough that `text` is what the final transcript
+    /// will say if the pause becomes the endpoint: a reply may start speculatively.
+    SpeechPaused {
+        text: String,
+    },
+    /// Speech went on after a `SpeechPaused`: a speculative reply on it is stale.
+    SpeechResumed,
     TranscriptFinal {
         text: String,
     },
@@ -110,6 +117,11 @@ pub enum EngineCommand {
     LlmCancel {
         epoch: Epoch,
     },
+    /// Take the turn started with `epoch` back out of the engine's conversation (its user
+    /// message and its reply, cancelled if running): a speculative reply the caller overtook.
+    LlmWithdraw {
+        epoch: Epoch,
+    },
     /// The instructions changed: the conversation the next `LlmStart` will send (so far),
     /// for the engine to open and prefill ahead of the turn. A hint; nothing waits on it.
     LlmPrepare {
@@ -136,4 +148,19 @@ pub struct Engines {
     pub asr: bool,
     pub llm: bool,
     pub tts: bool,
+}
+
+impl EngineEvent {
+    /// The reply epoch this event belongs to, for reply outputs.
+    pub fn epoch(&self) -> Option<Epoch> {
+        match self {
+            EngineEvent::LlmToken { epoch, .. }
+            | EngineEvent::LlmDone { epoch }
+            | EngineEvent::TtsAudio { epoch, .. }
+            | EngineEvent::TtsClause { epoch }
+            | EngineEvent::TtsDone { epoch } => Some(*epoch),
+            EngineEvent::Failed { epoch, .. } => *epoch,
+            _ => None,
+        }
+    }
 }

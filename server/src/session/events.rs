@@ -405,6 +405,9 @@ pub struct TurnLatency {
     pub first_clause_ms: Option<f64>,
     pub tts_first_audio_ms: Option<f64>,
     pub first_audio_sent_ms: Option<f64>,
+    /// When the reply was begun speculatively on the caller's pause (it was, and the endpoint
+    /// adopted it); `None` for a reply started at the endpoint.
+    pub speculation_started_ms: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

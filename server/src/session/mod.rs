@@ -162,6 +162,7 @@ fn record(metrics: &Metrics, transport: &'static str, event: &ServerEvent) {
                 ("first_clause", t.first_clause_ms),
                 ("tts_first_audio", t.tts_first_audio_ms),
                 ("first_audio_sent", t.first_audio_sent_ms),
+                ("speculation_started", t.speculation_started_ms),
             ] {
                 if let Some(ms) = v.filter(|ms| *ms >= 0.0) {
                     metrics.observe(
@@ -300,6 +301,24 @@ fn account(metrics: &Metrics, transport: &'static str, last: &mut TurnCounters, 
     let stale = now.stale_outputs_dropped - last.stale_outputs_dropped;
     if stale > 0 {
         metrics.add(Counter::StaleOutputsDropped, transport, &[], stale);
+    }
+    for (outcome, n) in [
+        (
+            "started",
+            now.speculations_started - last.speculations_started,
+        ),
+        (
+            "adopted",
+            now.speculations_adopted - last.speculations_adopted,
+        ),
+        (
+            "withdrawn",
+            now.speculations_withdrawn - last.speculations_withdrawn,
+        ),
+    ] {
+        if n > 0 {
+            metrics.add(Counter::Speculations, transport, &[("outcome", outcome)], n);
+        }
     }
     let rejected = now.audio_bytes_rejected - last.audio_bytes_rejected;
     if rejected > 0 {

@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::audio_format::{FrameInput, InputDecoder, OutputEncoder};
-use super::conversation::{Conversation, ConversationError};
+use super::conversation::{ChatMessage, ChatRole, Conversation, ConversationError};
 use super::engine::{Engine, EngineCommand, EngineEvent, Engines, Epoch};
 use super::events::Limits;
 use super::events::*;
@@ -37,6 +37,9 @@ pub struct TurnSettings {
     /// Reply audio leaves as f32 frames ([`ServerEvent::AudioOut`]) for a transport that
     /// encodes it itself, instead of `AudioDelta` bytes in the session's output format.
     pub frames_out: bool,
+    /// Speculative replies begun on a pause's transcript, at most this many per user turn
+    /// (0: never speculate; replies then start at the endpoint, as before).
+    pub max_speculations: u32,
 }
 
 impl Default for TurnSettings {
@@ -46,6 +49,7 @@ impl Default for TurnSettings {
             echo_guard: Duration::from_millis(300),
             max_items: 1000,
             frames_out: false,
+            max_speculations: 3,
         }
     }
 }
@@ -59,6 +63,8 @@ struct Trace {
     first_clause: Option<Instant>,
     tts_first_audio: Option<Instant>,
     first_audio_sent: Option<Instant>,
+    /// The reply was begun speculatively at this instant and adopted at the endpoint.
+    speculation_started: Option<Instant>,
     reported: bool,
 }
 
@@ -82,6 +88,7 @@ impl Trace {
             first_clause_ms: rel(self.first_clause),
             tts_first_audio_ms: rel(self.tts_first_audio),
             first_audio_sent_ms: rel(self.first_audio_sent),
+            speculation_started_ms: rel(self.speculation_started),
         })
     }
 }
@@ -121,6 +128,22 @@ impl ActiveResponse {
     }
 }
 
+/// A reply begun on a pause's transcript before the turn is certain. Its engine work runs
+/// (the LLM, and the TTS on its tokens) but every output is held: nothing reaches the client
+/// until the endpoint confirms the turn and the conversation renders to exactly the messages
+/// it was started on. Otherwise it is withdrawn without a trace.
+#[derive(Debug)]
+struct Speculation {
+    epoch: Epoch,
+    messages: Vec<ChatMessage>,
+    max_tokens: Option<u32>,
+    audio: bool,
+    voice: String,
+    started: Instant,
+    /// Its engine events, in arrival order, with their arrival instants.
+    held: Vec<(Instant, EngineEvent)>,
+}
+
 /// Counters the session exports as metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TurnCounters {
@@ -128,6 +151,11 @@ pub struct TurnCounters {
     pub audio_bytes_rejected: u64,
     pub responses_completed: u64,
     pub responses_cancelled: u64,
+    pub speculations_started: u64,
+    /// Speculative replies that became the turn's reply.
+    pub speculations_adopted: u64,
+    /// Speculative replies withdrawn (the caller went on, or the turn came out different).
+    pub speculations_withdrawn: u64,
 }
 
 /// The turn/response state machine of one session.
@@ -160,6 +188,12 @@ pub struct TurnManager {
     /// VAD parameters the ASR engine was last told (threshold, prefix, silence); starts as the
     /// session's initial config, which the pipeline opened the ASR slot with.
     asr_vad: Option<(f32, u32, u32)>,
+    speculation: Option<Speculation>,
+    /// Speculations begun since the last endpoint.
+    speculations_this_turn: u32,
+    /// Held events of an adopted speculation are being handled: their engine commands
+    /// (text to the TTS) were already sent.
+    replaying: bool,
     counters: TurnCounters,
     out: VecDeque<Output>,
 }
@@ -193,6 +227,9 @@ impl TurnManager {
             last_played: None,
             warned_no_asr: false,
             asr_vad,
+            speculation: None,
+            speculations_this_turn: 0,
+            replaying: false,
             counters: TurnCounters::default(),
             out: VecDeque::new(),
         };
@@ -271,6 +308,10 @@ impl TurnManager {
 
     pub fn handle_client(&mut self, now: Instant, msg: ClientMessage) {
         let eid = msg.event_id;
+        if !matches!(msg.event, ClientEvent::AudioAppend { .. }) {
+            // The client is changing the session or the conversation under the speculation.
+            self.withdraw_speculation();
+        }
         match msg.event {
             ClientEvent::SessionUpdate(patch) => self.session_update(patch),
             ClientEvent::AudioAppend { audio } => self.append(now, audio, eid),
@@ -709,15 +750,146 @@ impl TurnManager {
             return;
         };
         r.waiting_for_transcript = false;
-        let epoch = r.epoch;
+        let (epoch, audio, oob) = (r.epoch, r.audio, r.out_of_band);
         let instructions = r.instructions.clone();
         let messages = self.conversation.to_chat(&instructions);
         let max_tokens = self.config.max_output_tokens;
+        if let Some(spec) = self.speculation.take() {
+            let same = spec.messages == messages
+                && spec.max_tokens == max_tokens
+                && spec.audio == audio
+                && spec.voice == self.config.voice
+                && !oob;
+            if same {
+                self.adopt(spec);
+                return;
+            }
+            self.withdraw(spec);
+        }
         self.command(EngineCommand::LlmStart {
             epoch,
             messages,
             max_tokens,
         });
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Speculation
+
+    /// The caller paused and `text` is what the final transcript will be if the pause is the
+    /// end of the turn: start the reply now, holding everything it produces.
+    fn speech_paused(&mut self, now: Instant, text: String) {
+        let Some(td) = self.config.turn_detection.as_ref() else {
+            return;
+        };
+        let audio = self.config.output_modalities.contains(&Modality::Audio);
+        let worth_it = td.create_response
+            && self.response.is_none()
+            && self.speech_item.is_some()
+            && !text.trim().is_empty()
+            && self.engines.llm
+            && (self.engines.tts || !audio)
+            && self.speculations_this_turn < self.settings.max_speculations
+            // With several voices the final's speaker label is part of the prompt: unknown yet.
+            && !self.conversation.several_speakers();
+        if !worth_it {
+            return;
+        }
+        self.withdraw_speculation();
+        let mut messages = self.conversation.to_chat(&self.config.instructions);
+        messages.push(ChatMessage {
+            role: ChatRole::User,
+            content: text,
+        });
+        self.epoch += 1;
+        let spec = Speculation {
+            epoch: self.epoch,
+            messages: messages.clone(),
+            max_tokens: self.config.max_output_tokens,
+            audio,
+            voice: self.config.voice.clone(),
+            started: now,
+            held: Vec::new(),
+        };
+        tracing::debug!(epoch = spec.epoch, "speculative reply started");
+        self.command(EngineCommand::LlmStart {
+            epoch: spec.epoch,
+            messages,
+            max_tokens: spec.max_tokens,
+        });
+        self.speculation = Some(spec);
+        self.speculations_this_turn += 1;
+        self.counters.speculations_started += 1;
+    }
+
+    /// An engine event of the speculative reply: feed the TTS as a real reply would, hold the
+    /// rest for the client until adoption.
+    fn speculative_event(&mut self, now: Instant, event: EngineEvent) {
+        let Some(spec) = self.speculation.as_mut() else {
+            return;
+        };
+        let epoch = spec.epoch;
+        match &event {
+            EngineEvent::LlmToken { text, .. } if spec.audio => {
+                let (text, voice) = (text.clone(), spec.voice.clone());
+                spec.held.push((now, event));
+                self.command(EngineCommand::TtsText { epoch, text, voice });
+            }
+            EngineEvent::LlmDone { .. } if spec.audio => {
+                spec.held.push((now, event));
+                self.command(EngineCommand::TtsFinish { epoch });
+            }
+            EngineEvent::Failed { message, .. } => {
+                // Not the client's business yet: the turn, if it comes, runs as usual.
+                tracing::debug!(%message, "speculative reply failed");
+                self.withdraw_speculation();
+            }
+            _ => spec.held.push((now, event)),
+        }
+    }
+
+    /// The turn ended as speculated: the speculation becomes the response, and what it held
+    /// goes through the usual handlers in order.
+    fn adopt(&mut self, spec: Speculation) {
+        let Some(r) = self.response.as_mut() else {
+            return;
+        };
+        r.epoch = spec.epoch;
+        r.trace.speculation_started = Some(spec.started);
+        r.span.in_scope(|| {
+            tracing::debug!(
+                held = spec.held.len(),
+                epoch = spec.epoch,
+                "speculative reply adopted"
+            )
+        });
+        self.counters.speculations_adopted += 1;
+        self.replaying = true;
+        for (at, event) in spec.held {
+            self.handle_engine(at, event);
+        }
+        self.replaying = false;
+    }
+
+    fn withdraw_speculation(&mut self) {
+        if let Some(spec) = self.speculation.take() {
+            self.withdraw(spec);
+        }
+    }
+
+    /// Stops a speculative reply and takes its turn back out of the engine conversation. No
+    /// event: the client never knew of it.
+    fn withdraw(&mut self, spec: Speculation) {
+        tracing::debug!(
+            epoch = spec.epoch,
+            held = spec.held.len(),
+            "speculative reply withdrawn"
+        );
+        self.command(EngineCommand::LlmWithdraw { epoch: spec.epoch });
+        if spec.audio {
+            self.command(EngineCommand::TtsCancel { epoch: spec.epoch });
+        }
+        self.counters.speculations_withdrawn += 1;
     }
 
     fn response_info(
@@ -886,6 +1058,12 @@ impl TurnManager {
     }
 
     pub fn handle_engine(&mut self, now: Instant, event: EngineEvent) {
+        if let Some(epoch) = event.epoch()
+            && self.speculation.as_ref().is_some_and(|s| s.epoch == epoch)
+        {
+            self.speculative_event(now, event);
+            return;
+        }
         match event {
             EngineEvent::SpeechStarted { audio_ms } => self.speech_started(now, audio_ms),
             EngineEvent::SpeechStopped { audio_ms } => self.speech_stopped(now, audio_ms),
@@ -904,6 +1082,8 @@ impl TurnManager {
                 }
             }
             EngineEvent::TranscriptFinal { text } => self.transcript_final(now, text),
+            EngineEvent::SpeechPaused { text } => self.speech_paused(now, text),
+            EngineEvent::SpeechResumed => self.withdraw_speculation(),
             EngineEvent::SpeakerLabel { label } => self.next_speaker = Some(label),
             EngineEvent::LlmToken { epoch, text } => {
                 if self.is_current(epoch) {
@@ -951,8 +1131,9 @@ impl TurnManager {
                     "engine_failed",
                     format!("{} engine failed: {message}", engine.as_str()),
                 ));
-                if concerns_reply {
-                    let old = self.epoch;
+                if let Some(old) = self.response.as_ref().map(|r| r.epoch)
+                    && concerns_reply
+                {
                     self.epoch += 1;
                     self.command(EngineCommand::LlmCancel { epoch: old });
                     self.command(EngineCommand::TtsCancel { epoch: old });
@@ -970,6 +1151,7 @@ impl TurnManager {
         let Some(td) = self.config.turn_detection.clone() else {
             return;
         };
+        self.withdraw_speculation();
         if let Some(r) = self.response.as_mut()
             && td.interrupt_response
         {
@@ -999,6 +1181,7 @@ impl TurnManager {
         let Some(item_id) = self.speech_item.take() else {
             return;
         };
+        self.speculations_this_turn = 0;
         if let Some(r) = self.response.as_mut()
             && r.guarded_speech
         {
@@ -1070,8 +1253,10 @@ impl TurnManager {
         if r.audio {
             // The TTS engine cuts the text into speakable chunks itself (a short first
             // clause) and reports when the first went to synthesis (`TtsClause`).
-            let (epoch, voice) = (r.epoch, self.config.voice.clone());
-            self.command(EngineCommand::TtsText { epoch, text, voice });
+            if !self.replaying {
+                let (epoch, voice) = (r.epoch, self.config.voice.clone());
+                self.command(EngineCommand::TtsText { epoch, text, voice });
+            }
         } else {
             r.text.push_str(&text);
             let (part, item_id, oob) = (r.part(), r.item.id.clone(), r.out_of_band);
@@ -1090,8 +1275,10 @@ impl TurnManager {
             self.finish(ResponseStatus::Completed, None, None);
             return;
         }
-        let epoch = r.epoch;
-        self.command(EngineCommand::TtsFinish { epoch });
+        if !self.replaying {
+            let epoch = r.epoch;
+            self.command(EngineCommand::TtsFinish { epoch });
+        }
     }
 
     fn tts_audio(&mut self, now: Instant, samples: &[f32], rate: u32, text: String) {

@@ -871,6 +871,7 @@ fn latency_extension_event() {
         first_clause_ms: Some(300.0),
         tts_first_audio_ms: Some(410.0),
         first_audio_sent_ms: None,
+        speculation_started_ms: None,
     };
     for d in [Dialect::Ga, Dialect::Beta] {
         let v = encode(&ServerEvent::TurnLatency(t.clone()), d);
@@ -879,5 +880,7 @@ fn latency_extension_event() {
         assert_eq!(v["asr_final_ms"], 120.0);
         assert_eq!(v["tts_first_audio_ms"], 410.0);
         assert_eq!(v["first_audio_sent_ms"], Value::Null);
+        assert_eq!(v["speculative"], false);
+        assert_eq!(v["speculation_started_ms"], Value::Null);
     }
 }

@@ -88,6 +88,7 @@ fn trace(out: &[Output]) -> Vec<String> {
                     EngineCommand::AsrConfigure { .. } => "cmd:asr_configure",
                     EngineCommand::LlmStart { .. } => "cmd:llm_start",
                     EngineCommand::LlmCancel { .. } => "cmd:llm_cancel",
+                    EngineCommand::LlmWithdraw { .. } => "cmd:llm_withdraw",
                     EngineCommand::LlmPrepare { .. } => "cmd:llm_prepare",
                     EngineCommand::TtsText { .. } => "cmd:tts_text",
                     EngineCommand::TtsFinish { .. } => "cmd:tts_finish",
@@ -1118,4 +1119,243 @@ fn a_dtmf_key_becomes_a_user_text_item() {
     );
     let chat = h.tm.conversation().to_chat("");
     assert_eq!(chat.last().unwrap().content, "DTMF #");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Speculative replies (issue 16)
+
+fn paused(text: &str) -> EngineEvent {
+    EngineEvent::SpeechPaused { text: text.into() }
+}
+
+fn token(epoch: Epoch, text: &str) -> EngineEvent {
+    EngineEvent::LlmToken {
+        epoch,
+        text: text.into(),
+    }
+}
+
+fn final_text(text: &str) -> EngineEvent {
+    EngineEvent::TranscriptFinal { text: text.into() }
+}
+
+/// Nothing the client would see: no events, commands only.
+fn only_commands(out: &[Output]) -> bool {
+    out.iter().all(|o| matches!(o, Output::Command(_)))
+}
+
+#[test]
+fn a_speculative_reply_is_held_until_the_endpoint_then_adopted() {
+    let mut h = H::new(ALL);
+    h.engine(100, EngineEvent::SpeechStarted { audio_ms: 100 });
+    // The caller pauses; the recogniser's transcript of the pause starts the reply at once.
+    let out = h.engine(700, paused("what time is it"));
+    assert_eq!(trace(&out), ["cmd:llm_start"]);
+    let (epoch, messages) = llm_start(&out);
+    assert_eq!(
+        messages.last().unwrap(),
+        &ChatMessage {
+            role: ChatRole::User,
+            content: "what time is it".into()
+        }
+    );
+    // Its tokens feed the TTS as a real reply's would; its audio is held.
+    assert_eq!(
+        trace(&h.engine(800, token(epoch, "It is noon,"))),
+        ["cmd:tts_text"]
+    );
+    assert!(h.engine(810, EngineEvent::TtsClause { epoch }).is_empty());
+    assert!(h.engine(900, tts(epoch, 500, "It is noon,")).is_empty());
+
+    // The endpoint (stamped with the last voiced frame's arrival, as the pipeline does).
+    let out = h.engine(500, EngineEvent::SpeechStopped { audio_ms: 1000 });
+    assert_eq!(
+        trace(&out),
+        [
+            "input_audio_buffer.speech_stopped",
+            "input_audio_buffer.committed",
+            "conversation.item.added",
+            "response.created",
+            "response.output_item.added",
+            "conversation.item.added",
+            "response.content_part.added",
+        ]
+    );
+    let rid = response_id(&out);
+    // The final says what the pause said: the held reply goes out, with no second LLM turn.
+    let out = h.engine(1010, final_text("what time is it"));
+    assert_eq!(
+        trace(&out),
+        [
+            "conversation.item.input_audio_transcription.completed",
+            "conversation.item.done",
+            "response.output_audio.delta",
+            "response.output_audio_transcript.delta"
+        ]
+    );
+    h.tm.audio_sent(h.at(1015), &rid);
+    let out = h.drain();
+    let [Output::Event(ServerEvent::TurnLatency(t))] = out.as_slice() else {
+        panic!("{out:?}")
+    };
+    assert_eq!(t.speculation_started_ms, Some(200.0));
+    assert_eq!(t.llm_first_token_ms, Some(300.0));
+    assert_eq!(t.first_clause_ms, Some(310.0));
+    assert_eq!(t.tts_first_audio_ms, Some(400.0));
+    assert_eq!(t.asr_final_ms, Some(510.0));
+    assert_eq!(t.first_audio_sent_ms, Some(515.0));
+
+    // From here it is an ordinary reply.
+    assert_eq!(
+        trace(&h.engine(1100, token(epoch, " friend."))),
+        ["cmd:tts_text"]
+    );
+    assert_eq!(
+        trace(&h.engine(1100, EngineEvent::LlmDone { epoch })),
+        ["cmd:tts_finish"]
+    );
+    h.engine(1200, tts(epoch, 300, " friend."));
+    let out = h.engine(1300, EngineEvent::TtsDone { epoch });
+    assert_eq!(done_status(&out), Some((ResponseStatus::Completed, None)));
+    let c = h.tm.counters();
+    assert_eq!(
+        (
+            c.speculations_started,
+            c.speculations_adopted,
+            c.speculations_withdrawn
+        ),
+        (1, 1, 0)
+    );
+    let chat = h.tm.conversation().to_chat("");
+    assert_eq!(chat.len(), 2);
+    assert_eq!(chat[1].content, "It is noon, friend.");
+}
+
+#[test]
+fn a_caller_who_goes_on_never_hears_the_speculation_and_stays_one_user_item() {
+    let mut h = H::new(ALL);
+    h.engine(100, EngineEvent::SpeechStarted { audio_ms: 100 });
+    let out = h.engine(700, paused("please enter your password"));
+    let (first, _) = llm_start(&out);
+    h.engine(750, token(first, "Sure,"));
+    assert!(h.engine(800, tts(first, 300, "Sure,")).is_empty());
+    // The caller goes on: the speculation is withdrawn from the engines, silently.
+    let out = h.engine(850, EngineEvent::SpeechResumed);
+    assert_eq!(trace(&out), ["cmd:llm_withdraw", "cmd:tts_cancel"]);
+    assert!(only_commands(&out));
+    // Its late outputs are stale.
+    assert!(h.engine(900, tts(first, 300, " here")).is_empty());
+    assert!(
+        h.engine(900, EngineEvent::LlmDone { epoch: first })
+            .is_empty()
+    );
+
+    let whole = "please enter your password followed by the pound key";
+    let out = h.engine(2400, paused(whole));
+    let (second, messages) = llm_start(&out);
+    assert_ne!(second, first);
+    assert_eq!(
+        messages.iter().filter(|m| m.role == ChatRole::User).count(),
+        1
+    );
+    h.engine(2450, token(second, "Done."));
+    h.engine(2500, tts(second, 300, "Done."));
+    let out = h.engine(2000, EngineEvent::SpeechStopped { audio_ms: 2000 });
+    let rid = response_id(&out);
+    let out = h.engine(2600, final_text(whole));
+    assert!(!trace(&out).contains(&"cmd:llm_start".to_string()));
+    let delta: Vec<&ServerEvent> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Event(e @ ServerEvent::TranscriptDelta { .. }) => Some(e),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        matches!(delta[..], [ServerEvent::TranscriptDelta { part, delta }] if part.response_id == rid && delta == "Done."),
+        "only the adopted reply is heard: {delta:?}"
+    );
+    let chat = h.tm.conversation().to_chat("");
+    assert_eq!(
+        chat[0].content, whole,
+        "one user item with the whole transcript"
+    );
+    assert_eq!(chat[1].content, "Done.");
+    let c = h.tm.counters();
+    assert_eq!(
+        (
+            c.speculations_started,
+            c.speculations_adopted,
+            c.speculations_withdrawn
+        ),
+        (2, 1, 1)
+    );
+    assert!(c.stale_outputs_dropped >= 2);
+}
+
+#[test]
+fn a_final_unlike_the_speculation_withdraws_it_and_answers_the_final() {
+    let mut h = H::new(ALL);
+    h.engine(100, EngineEvent::SpeechStarted { audio_ms: 100 });
+    let (spec, _) = llm_start(&h.engine(700, paused("what time")));
+    h.engine(750, token(spec, "At"));
+    h.engine(800, tts(spec, 300, "At"));
+    h.engine(500, EngineEvent::SpeechStopped { audio_ms: 1000 });
+    let out = h.engine(1010, final_text("what time is it"));
+    assert_eq!(
+        trace(&out),
+        [
+            "conversation.item.input_audio_transcription.completed",
+            "conversation.item.done",
+            "cmd:llm_withdraw",
+            "cmd:tts_cancel",
+            "cmd:llm_start"
+        ]
+    );
+    let (epoch, messages) = llm_start(&out);
+    assert_ne!(epoch, spec);
+    assert_eq!(messages.last().unwrap().content, "what time is it");
+    // The withdrawn reply's audio never comes out; the new one's does.
+    assert!(h.engine(1100, tts(spec, 300, " noon")).is_empty());
+    assert_eq!(
+        trace(&h.engine(1200, token(epoch, "It is"))),
+        ["cmd:tts_text"]
+    );
+}
+
+#[test]
+fn speculation_stays_off_when_disabled_and_a_client_change_withdraws_it() {
+    let settings = TurnSettings {
+        max_speculations: 0,
+        ..TurnSettings::default()
+    };
+    let mut h = H::with(config(), ALL, settings);
+    h.engine(100, EngineEvent::SpeechStarted { audio_ms: 100 });
+    assert!(h.engine(700, paused("hello")).is_empty());
+
+    let mut h = H::new(ALL);
+    h.engine(100, EngineEvent::SpeechStarted { audio_ms: 100 });
+    assert_eq!(trace(&h.engine(700, paused("hello"))), ["cmd:llm_start"]);
+    let out = h.client(
+        750,
+        json!({"type": "conversation.item.create", "item": {"type": "message", "role": "user",
+            "content": [{"type": "input_text", "text": "DTMF 5"}]}}),
+    );
+    assert_eq!(
+        trace(&out),
+        [
+            "cmd:llm_withdraw",
+            "cmd:tts_cancel",
+            "conversation.item.added",
+            "conversation.item.done"
+        ]
+    );
+    // At most `max_speculations` per turn.
+    let mut h = H::new(ALL);
+    h.engine(100, EngineEvent::SpeechStarted { audio_ms: 100 });
+    for i in 0..5 {
+        h.engine(700 + i * 100, paused("hello"));
+        h.engine(750 + i * 100, EngineEvent::SpeechResumed);
+    }
+    assert_eq!(h.tm.counters().speculations_started, 3);
 }
