@@ -2,8 +2,10 @@
 //!
 //! The first chunk is cut early (at the first clause boundary, or after a few words if none
 //! comes, though not right after a function word such as "the" or "to") so speech can start
-//! while the sentence is still being written; later chunks are cut
-//! at sentence ends, or at clause boundaries once they are long enough, or at a hard word cap.
+//! while the sentence is still being written. The word cap then doubles with each chunk (3, 6,
+//! 12, 24, … words by default) so the audio already queued always covers the time the next,
+//! longer chunk takes to write and speak; chunks are cut at sentence ends, at clause boundaries
+//! once they are long enough, or at their cap.
 //! A boundary only counts once the next whitespace has arrived, so "3.14", "1,000" and
 //! "Dr. Smith" are never split.
 
@@ -13,9 +15,11 @@ pub struct ChunkerConfig {
     pub first_max_words: usize,
     /// First chunk: a clause boundary needs at least this many words before it.
     pub first_min_words: usize,
-    /// Later chunks: a clause boundary (not a sentence end) needs this many words.
+    /// Later chunks: a clause boundary (not a sentence end) needs this many words (or half
+    /// the chunk's word cap, if that is less).
     pub clause_min_words: usize,
-    /// Any chunk: cut at a word boundary after this many words.
+    /// Any chunk: cut at a word boundary after this many words. Chunk `k` (from 0) is capped
+    /// at `first_max_words · 2^k` words until that reaches this.
     pub max_words: usize,
 }
 
@@ -93,9 +97,25 @@ impl TextChunker {
         }
     }
 
+    /// Word cap of the next chunk: the first chunk's, doubled per chunk emitted.
+    fn word_cap(&self) -> usize {
+        let doublings = self.emitted.min(usize::BITS as usize - 1) as u32;
+        self.config
+            .first_max_words
+            .max(1)
+            .saturating_mul(1usize.checked_shl(doublings).unwrap_or(usize::MAX))
+            .min(self.config.max_words)
+    }
+
     /// Byte offset to cut the buffer at, if a chunk is complete.
     fn find_cut(&self) -> Option<usize> {
         let first = self.emitted == 0;
+        let cap = self.word_cap();
+        let clause_min = if first {
+            self.config.first_min_words
+        } else {
+            self.config.clause_min_words.min(cap.div_ceil(2))
+        };
         let mut words = 0;
         let mut in_word = false;
         let mut word_start = 0;
@@ -108,13 +128,10 @@ impl TextChunker {
                     let end = boundary(word);
                     let cut = match end {
                         Boundary::Sentence => true,
-                        Boundary::Clause if first => words >= self.config.first_min_words,
-                        Boundary::Clause => words >= self.config.clause_min_words,
+                        Boundary::Clause => words >= clause_min,
                         Boundary::None => false,
-                    } || (first
-                        && words >= self.config.first_max_words
-                        && !leans_on_next(word))
-                        || (first && words >= self.config.first_max_words + FIRST_OVERRUN)
+                    } || (words >= cap && !leans_on_next(word))
+                        || words >= cap + CAP_OVERRUN
                         || words >= self.config.max_words;
                     if cut {
                         return Some(i);
@@ -129,8 +146,8 @@ impl TextChunker {
     }
 }
 
-/// Words the first chunk may run past its word cap to avoid ending on a function word.
-const FIRST_OVERRUN: usize = 3;
+/// Words a chunk may run past its word cap to avoid ending on a function word.
+const CAP_OVERRUN: usize = 3;
 
 /// Function words that lean on the next word: a chunk ending on one is spoken with the wrong
 /// stress and a pause inside a phrase ("remember to | lock" heard as "remember, too,").
@@ -241,10 +258,7 @@ mod tests {
         let refs: Vec<&str> = toks.iter().map(String::as_str).collect();
         assert_eq!(
             chunks_of(&refs),
-            [
-                "the quick brown",
-                "fox jumps over the lazy dog again and again"
-            ]
+            ["the quick brown", "fox jumps over the lazy dog", "again and again"]
         );
     }
 
@@ -275,11 +289,23 @@ mod tests {
             cut("The restaurant on Main Street has a table"),
             "The restaurant on Main"
         );
-        // Never more than FIRST_OVERRUN words past the cap.
+        // Never more than CAP_OVERRUN words past the cap.
         assert_eq!(
             cut("one two three and of the a to go"),
             "one two three and of the a"
         );
+    }
+
+    #[test]
+    fn the_word_cap_doubles_per_chunk_up_to_the_maximum() {
+        let text: Vec<String> = (0..200).map(|i| format!("w{i}")).collect();
+        let toks = by_words(&text.join(" "));
+        let refs: Vec<&str> = toks.iter().map(String::as_str).collect();
+        let sizes: Vec<usize> = chunks_of(&refs)
+            .iter()
+            .map(|c| c.split_whitespace().count())
+            .collect();
+        assert_eq!(sizes, [3, 6, 12, 24, 40, 40, 40, 35]);
     }
 
     #[test]
