@@ -358,6 +358,84 @@ fn withdrawn_turns_leave_no_trace_and_the_next_turn_reuses_the_cache() {
 }
 
 #[test]
+fn a_lookahead_prefills_the_callers_words_and_the_turn_reuses_only_what_matches() {
+    let _g = serial();
+    let m = smollm();
+    let f = format(&m);
+    let eng = engine(m.clone(), EngineConfig::default());
+    let system = "You are a terse assistant.";
+    let mut s = eng.session(Some(system)).expect("session");
+    let (reply1, _) = s
+        .turn("Name a fruit.", &greedy(16))
+        .expect("turn")
+        .collect_text();
+    let user2 = "Please enter your password, then press the pound key.";
+    let user2_tokens = f.user_turn(&m.tokenizer, user2).expect("user");
+
+    // A wrong guess first, then the caller's words so far; wait until they are prefilled.
+    s.lookahead("What is the weather").expect("lookahead");
+    s.lookahead("Please enter your password, then")
+        .expect("lookahead");
+    let cached = s
+        .warm()
+        .expect("warm")
+        .recv_timeout(Duration::from_secs(60))
+        .expect("lookahead prefilled");
+    let (reply2, done) = s.turn(user2, &greedy(16)).expect("turn").collect_text();
+    let Some(ReplyEvent::Done { prefilled, .. }) = done else {
+        panic!("turn 2 did not finish: {done:?}")
+    };
+    let guessed = f
+        .user_prefix(&m.tokenizer, "Please enter your password, then")
+        .expect("prefix");
+    let shared = guessed
+        .iter()
+        .zip(&user2_tokens)
+        .take_while(|(a, b)| a == b)
+        .count();
+    assert!(
+        shared >= 8,
+        "the guess shares {shared} tokens with the turn"
+    );
+    assert_eq!(
+        prefilled,
+        user2_tokens.len() - shared,
+        "cached {cached} tokens; the turn prefilled {prefilled} of {}",
+        user2_tokens.len()
+    );
+
+    // The reply is the one the conversation without any lookahead gives.
+    let mut conv = f.system(&m.tokenizer, Some(system)).expect("system");
+    conv.extend(f.user_turn(&m.tokenizer, "Name a fruit.").expect("user"));
+    let r1 = greedy_reference(&m, &conv, 16);
+    assert_eq!(m.tokenizer.decode(&r1), reply1);
+    conv.extend(&r1);
+    conv.extend(f.closing());
+    conv.extend(&user2_tokens);
+    let r2 = greedy_reference(&m, &conv, 16);
+    assert_eq!(m.tokenizer.decode(&r2), reply2);
+
+    // A lookahead the turn does not start with costs only its own prefill.
+    s.lookahead("Something else entirely").expect("lookahead");
+    let _ = s
+        .warm()
+        .expect("warm")
+        .recv_timeout(Duration::from_secs(60));
+    let user3 = "Thanks.";
+    let (_, done) = s.turn(user3, &greedy(4)).expect("turn").collect_text();
+    let Some(ReplyEvent::Done { prefilled, .. }) = done else {
+        panic!("turn 3 did not finish: {done:?}")
+    };
+    let user3_tokens = f.user_turn(&m.tokenizer, user3).expect("user");
+    // Only "<|im_start|>user\n" (and the reply's close) can be shared.
+    assert!(
+        prefilled + 3 >= user3_tokens.len() && prefilled <= user3_tokens.len() + 2,
+        "prefilled {prefilled} for a {}-token turn",
+        user3_tokens.len()
+    );
+}
+
+#[test]
 fn warmed_session_prefills_only_the_user_turn_and_replies_the_same() {
     let _g = serial();
     let m = smollm();

@@ -144,6 +144,7 @@ impl AppState {
                 // `session::channel` turns this on for the transports that encode themselves.
                 frames_out: false,
                 max_speculations: self.config.session.max_speculations,
+                lookahead: self.config.session.lookahead,
             },
             send_timeout: Duration::from_millis(s.send_timeout_ms),
             metrics: self.metrics.clone(),

@@ -131,6 +131,9 @@ pub struct SessionDefaults {
     /// pause's transcript and is held until the endpoint confirms the turn (withdrawn unheard
     /// if the caller goes on). 0 turns speculation off (replies start at the endpoint).
     pub max_speculations: u32,
+    /// While the caller speaks, their words so far are prefilled into the LLM's cache (at the
+    /// lowest priority), so a reply reads only the last few words when it starts.
+    pub lookahead: bool,
 }
 
 impl Default for SessionDefaults {
@@ -146,6 +149,7 @@ impl Default for SessionDefaults {
             echo_guard_ms: 300,
             speaker_labels: true,
             max_speculations: 3,
+            lookahead: true,
         }
     }
 }

@@ -93,6 +93,14 @@ impl ChatFormat {
         Ok(out)
     }
 
+    /// The opening of a user message whose words so far are `partial`: what [`Self::user_turn`]
+    /// of the finished text most likely starts with (only the last token or two may differ).
+    pub fn user_prefix(&self, tok: &LmTokenizer, partial: &str) -> Result<Vec<u32>, LlmError> {
+        let mut out = vec![self.im_start];
+        out.extend(tok.encode(&format!("user\n{partial}"))?);
+        Ok(out)
+    }
+
     /// A whole assistant message (used when a caller replays history into a new session).
     pub fn assistant(&self, tok: &LmTokenizer, text: &str) -> Result<Vec<u32>, LlmError> {
         self.message(tok, "assistant", text)

@@ -98,6 +98,11 @@ enum Msg {
         request: u64,
         spoken_bytes: usize,
     },
+    /// The next user turn probably starts with `tokens`: prefill them when idle.
+    Lookahead {
+        session: u64,
+        tokens: Vec<u32>,
+    },
     /// Take turn `request` back out of the conversation: its user tokens and its reply.
     Withdraw {
         session: u64,
@@ -347,6 +352,21 @@ impl EngineSession {
 }
 
 impl EngineSession {
+    /// The caller is still speaking and has said `partial` so far: prefill the opening of that
+    /// user turn into this conversation's cache at lowest priority, so the turn (or a
+    /// speculative reply) prefills only what differs. A hint: ignored while a reply runs;
+    /// a later call replaces it, keeping the cache over what the two share.
+    pub fn lookahead(&self, partial: &str) -> Result<(), LlmError> {
+        let s = &self.shared;
+        let tokens = s.format.user_prefix(s.model.tokenizer(), partial)?;
+        s.ctl
+            .send(Msg::Lookahead {
+                session: self.id,
+                tokens,
+            })
+            .map_err(|_| LlmError::EngineStopped("engine thread gone".into()))
+    }
+
     /// Take turn `request` back: its user message and its reply leave the conversation (a
     /// running reply is cancelled first), as if it had never been sent. For speculative turns
     /// that the caller's next words overtook. A no-op unless `request` is the latest turn.
@@ -404,8 +424,12 @@ struct LastReply {
 }
 
 struct SessionState {
-    /// The conversation so far as tokens; `kv` covers a prefix of it.
+    /// The conversation so far as tokens; `kv` covers a prefix of it, or all of it and a
+    /// prefix of `lookahead`.
     tokens: Vec<u32>,
+    /// What probably follows `tokens` (the opening of the user turn being spoken): not part
+    /// of the conversation; a turn keeps the cache over the part it starts with.
+    lookahead: Vec<u32>,
     kv: SeqKv,
     last_used: u64,
     busy: bool,
@@ -457,10 +481,10 @@ struct Pending {
     tx: ReplyTx,
 }
 
-/// A queued prefill-only job (see [`EngineSession::warm`]).
+/// A queued prefill-only job (see [`EngineSession::warm`] and [`EngineSession::lookahead`]).
 struct WarmJob {
     session: u64,
-    done: SyncSender<usize>,
+    done: Option<SyncSender<usize>>,
 }
 
 struct Loop {
@@ -530,6 +554,7 @@ impl Loop {
                     session,
                     SessionState {
                         tokens: system,
+                        lookahead: Vec::new(),
                         kv: self.model.new_cache(),
                         last_used: self.tick,
                         busy: false,
@@ -595,6 +620,31 @@ impl Loop {
                     truncate_session(st, &self.format, request, spoken_bytes);
                 }
             }
+            Msg::Lookahead { session, tokens } => {
+                let limit = self.model.max_positions();
+                if let Some(st) = self.sessions.get_mut(&session)
+                    && !st.busy
+                {
+                    // The cache keeps what the new guess shares with the old one.
+                    let base = st.tokens.len();
+                    let shared = common_prefix(&st.lookahead, &tokens);
+                    if st.kv.len() > base + shared {
+                        st.kv.truncate(base + shared);
+                    }
+                    st.lookahead = tokens;
+                    // Leave room for the rest of the turn and its reply.
+                    if base + st.lookahead.len() + MIN_REPLY_ROOM > limit {
+                        st.lookahead.clear();
+                        st.kv.truncate(base);
+                    }
+                    if !self.warms.iter().any(|w| w.session == session) {
+                        self.warms.push_back(WarmJob {
+                            session,
+                            done: None,
+                        });
+                    }
+                }
+            }
             Msg::Withdraw { session, request } => {
                 if let Some(i) = self.waiting.iter().position(|p| p.request == request) {
                     // Never admitted: its tokens never joined the conversation.
@@ -611,7 +661,10 @@ impl Loop {
             }
             Msg::Warm { session, done } => {
                 if self.sessions.contains_key(&session) {
-                    self.warms.push_back(WarmJob { session, done });
+                    self.warms.push_back(WarmJob {
+                        session,
+                        done: Some(done),
+                    });
                 }
             }
             Msg::End { session } => {
@@ -649,10 +702,18 @@ impl Loop {
             let Some(st) = self.sessions.get_mut(&p.session) else {
                 continue;
             };
+            // A lookahead prefilled past the conversation: keep what this turn starts with.
+            let base = st.tokens.len();
+            let shared = common_prefix(&st.lookahead, &p.tokens);
+            if st.kv.len() > base + shared {
+                st.kv.truncate(base + shared);
+            }
+            st.lookahead.clear();
             st.tokens.extend_from_slice(&p.tokens);
             let limit = self.model.max_positions();
             if st.tokens.len() + 1 > limit {
                 st.tokens.truncate(st.tokens.len() - p.tokens.len());
+                st.kv.truncate(st.tokens.len());
                 let _ = p.tx.try_send(ReplyEvent::Failed {
                     request: p.request,
                     message: LlmError::ContextOverflow {
@@ -793,7 +854,7 @@ impl Loop {
                 && let Some(st) = self.sessions.get(&session)
             {
                 seqs.push(StepSeq {
-                    tokens: &st.tokens[start..start + len],
+                    tokens: st.warm_tokens(start, len),
                     kv,
                 });
             }
@@ -879,8 +940,10 @@ impl Loop {
         self.warms.retain(|w| match sessions.get(&w.session) {
             None => false,
             Some(st) if st.busy => false,
-            Some(st) if st.kv.len() >= st.tokens.len() => {
-                let _ = w.done.try_send(st.kv.len());
+            Some(st) if st.kv.len() >= st.tokens.len() + st.lookahead.len() => {
+                if let Some(done) = &w.done {
+                    let _ = done.try_send(st.kv.len());
+                }
                 false
             }
             Some(_) => true,
@@ -896,7 +959,13 @@ impl Loop {
         let job = self.warms.front()?;
         let st = self.sessions.get(&job.session)?;
         let start = st.kv.len();
-        let len = (st.tokens.len() - start)
+        // A chunk lies within the conversation or within the lookahead, never across.
+        let end = if start < st.tokens.len() {
+            st.tokens.len()
+        } else {
+            st.tokens.len() + st.lookahead.len()
+        };
+        let len = (end - start)
             .min(self.config.prefill_chunk.max(1))
             .min(budget);
         Some((job.session, start, len))
@@ -1012,9 +1081,30 @@ fn send_or_park(slot: &mut Slot, ev: ReplyEvent) {
     }
 }
 
+/// Positions kept free for the rest of a turn and its reply when prefilling a lookahead.
+const MIN_REPLY_ROOM: usize = 256;
+
+/// Length of the common prefix of two token runs.
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+impl SessionState {
+    /// `len` tokens from position `start` of the conversation followed by the lookahead (a
+    /// warm-up chunk never crosses from one into the other).
+    fn warm_tokens(&self, start: usize, len: usize) -> &[u32] {
+        match start.checked_sub(self.tokens.len()) {
+            Some(at) => &self.lookahead[at..at + len],
+            None => &self.tokens[start..start + len],
+        }
+    }
+}
+
 /// Forget turn `request` (the last one) entirely: the conversation and its cache go back to
 /// where they were before its user tokens, so the next turn reuses the cached prefix.
 fn withdraw_turn(st: &mut SessionState, request: u64) {
+    st.lookahead.clear();
+    st.kv.truncate(st.tokens.len());
     let Some(last) = &st.last_reply else { return };
     if last.request != request || st.busy {
         return;
@@ -1026,6 +1116,8 @@ fn withdraw_turn(st: &mut SessionState, request: u64) {
 
 /// Keep only the reply tokens of `request` whose text lies within `spoken_bytes`, then close it.
 fn truncate_session(st: &mut SessionState, format: &ChatFormat, request: u64, spoken_bytes: usize) {
+    st.lookahead.clear();
+    st.kv.truncate(st.tokens.len());
     let Some(last) = &st.last_reply else { return };
     if last.request != request || st.busy {
         return;

@@ -258,7 +258,11 @@ mod tests {
         let refs: Vec<&str> = toks.iter().map(String::as_str).collect();
         assert_eq!(
             chunks_of(&refs),
-            ["the quick brown", "fox jumps over the lazy dog", "again and again"]
+            [
+                "the quick brown",
+                "fox jumps over the lazy dog",
+                "again and again"
+            ]
         );
     }
 

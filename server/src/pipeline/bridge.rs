@@ -150,6 +150,12 @@ impl Bridge {
                 }
                 Ok(())
             }
+            EngineCommand::LlmLookahead { text } => {
+                if let Some(l) = self.llm.as_mut() {
+                    l.lookahead(&text);
+                }
+                Ok(())
+            }
             EngineCommand::LlmWithdraw { epoch } => {
                 if let Some(l) = self.llm.as_mut() {
                     l.withdraw(epoch);

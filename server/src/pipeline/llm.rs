@@ -306,6 +306,20 @@ impl LlmAdapter {
         Ok(())
     }
 
+    /// The caller's words so far: let the engine prefill them as the opening of the next user
+    /// turn. Only while no reply runs (the engine would ignore it anyway) and the last reply
+    /// has settled; a turn that does not continue this conversation simply does not use it.
+    pub fn lookahead(&mut self, text: &str) {
+        if self.reply.is_some() {
+            return;
+        }
+        if let Some(session) = self.session.as_ref()
+            && let Err(e) = session.lookahead(text)
+        {
+            tracing::debug!("LLM lookahead not queued: {e}");
+        }
+    }
+
     /// Takes the turn of `epoch` back out of the engine conversation and of the mirror, so the
     /// next turn continues from the cached conversation before it (a speculative reply that
     /// the caller's next words overtook).

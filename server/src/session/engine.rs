@@ -117,6 +117,11 @@ pub enum EngineCommand {
     LlmCancel {
         epoch: Epoch,
     },
+    /// The caller has said `text` so far in the turn being spoken: the engine may prefill the
+    /// opening of that user message now. A hint; nothing waits on it.
+    LlmLookahead {
+        text: String,
+    },
     /// Take the turn started with `epoch` back out of the engine's conversation (its user
     /// message and its reply, cancelled if running): a speculative reply the caller overtook.
     LlmWithdraw {

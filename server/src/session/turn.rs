@@ -40,6 +40,8 @@ pub struct TurnSettings {
     /// Speculative replies begun on a pause's transcript, at most this many per user turn
     /// (0: never speculate; replies then start at the endpoint, as before).
     pub max_speculations: u32,
+    /// Send the caller's words so far to the LLM to prefill while they speak.
+    pub lookahead: bool,
 }
 
 impl Default for TurnSettings {
@@ -50,6 +52,7 @@ impl Default for TurnSettings {
             max_items: 1000,
             frames_out: false,
             max_speculations: 3,
+            lookahead: true,
         }
     }
 }
@@ -822,6 +825,24 @@ impl TurnManager {
         self.counters.speculations_started += 1;
     }
 
+    /// The caller's words so far, while they speak: the LLM may prefill them, so that the
+    /// reply (speculative or not) starts with only the last words left to read.
+    fn look_ahead(&mut self, text: &str) {
+        let speaking = self.speech_item.is_some() && self.config.turn_detection.is_some();
+        if speaking
+            && self.settings.lookahead
+            && self.response.is_none()
+            && self.speculation.is_none()
+            && self.engines.llm
+            && !text.trim().is_empty()
+            && !self.conversation.several_speakers()
+        {
+            self.command(EngineCommand::LlmLookahead {
+                text: text.to_string(),
+            });
+        }
+    }
+
     /// An engine event of the speculative reply: feed the TTS as a real reply would, hold the
     /// rest for the client until adoption.
     fn speculative_event(&mut self, now: Instant, event: EngineEvent) {
@@ -1068,6 +1089,7 @@ impl TurnManager {
             EngineEvent::SpeechStarted { audio_ms } => self.speech_started(now, audio_ms),
             EngineEvent::SpeechStopped { audio_ms } => self.speech_stopped(now, audio_ms),
             EngineEvent::TranscriptPartial { text } => {
+                self.look_ahead(&text);
                 if self.config.transcription.is_some()
                     && let Some(item_id) = self
                         .awaiting_transcript

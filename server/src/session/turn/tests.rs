@@ -89,6 +89,7 @@ fn trace(out: &[Output]) -> Vec<String> {
                     EngineCommand::LlmStart { .. } => "cmd:llm_start",
                     EngineCommand::LlmCancel { .. } => "cmd:llm_cancel",
                     EngineCommand::LlmWithdraw { .. } => "cmd:llm_withdraw",
+                    EngineCommand::LlmLookahead { .. } => "cmd:llm_lookahead",
                     EngineCommand::LlmPrepare { .. } => "cmd:llm_prepare",
                     EngineCommand::TtsText { .. } => "cmd:tts_text",
                     EngineCommand::TtsFinish { .. } => "cmd:tts_finish",
@@ -348,9 +349,13 @@ fn server_vad_voice_turn_end_to_end_with_latency_trace() {
             text: "what".into(),
         },
     );
+    // The caller's words so far also go to the LLM to prefill.
     assert_eq!(
         trace(&out),
-        ["conversation.item.input_audio_transcription.delta"]
+        [
+            "cmd:llm_lookahead",
+            "conversation.item.input_audio_transcription.delta"
+        ]
     );
     let out = h.engine(1000, EngineEvent::SpeechStopped { audio_ms: 1000 });
     assert_eq!(
@@ -1358,4 +1363,38 @@ fn speculation_stays_off_when_disabled_and_a_client_change_withdraws_it() {
         h.engine(750 + i * 100, EngineEvent::SpeechResumed);
     }
     assert_eq!(h.tm.counters().speculations_started, 3);
+}
+
+#[test]
+fn the_callers_words_so_far_go_to_the_llm_while_they_speak_only() {
+    let partial = |text: &str| EngineEvent::TranscriptPartial { text: text.into() };
+    let lookaheads = |out: &[Output]| -> Vec<String> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Command(EngineCommand::LlmLookahead { text }) => Some(text.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut h = H::new(ALL);
+    assert!(
+        lookaheads(&h.engine(50, partial("noise"))).is_empty(),
+        "not speaking"
+    );
+    h.engine(100, EngineEvent::SpeechStarted { audio_ms: 100 });
+    assert_eq!(
+        lookaheads(&h.engine(500, partial("please enter"))),
+        ["please enter"]
+    );
+    // Once a speculative reply holds the LLM, it has read those words already.
+    h.engine(900, paused("please enter your"));
+    assert!(lookaheads(&h.engine(950, partial("please enter your"))).is_empty());
+
+    let settings = TurnSettings {
+        lookahead: false,
+        ..TurnSettings::default()
+    };
+    let mut h = H::with(config(), ALL, settings);
+    h.engine(100, EngineEvent::SpeechStarted { audio_ms: 100 });
+    assert!(lookaheads(&h.engine(500, partial("please enter"))).is_empty());
 }
