@@ -133,6 +133,25 @@ fn engine(m: Arc<QuantLm>, cfg: EngineConfig) -> LlmEngine {
     LlmEngine::start(m, cfg).expect("engine")
 }
 
+/// The greedy reply, from scratch, to `user2` after the first turn "Name a fruit." (whose
+/// reply the engine gave as `reply1`, checked against the reference too).
+fn reference_after_a_fruit(
+    m: &QuantLm,
+    f: &ChatFormat,
+    system: &str,
+    reply1: &str,
+    user2: &[u32],
+) -> String {
+    let mut conv = f.system(&m.tokenizer, Some(system)).expect("system");
+    conv.extend(f.user_turn(&m.tokenizer, "Name a fruit.").expect("user"));
+    let r1 = greedy_reference(m, &conv, 16);
+    assert_eq!(m.tokenizer.decode(&r1), reply1);
+    conv.extend(&r1);
+    conv.extend(f.closing());
+    conv.extend(user2);
+    m.tokenizer.decode(&greedy_reference(m, &conv, 16))
+}
+
 const PROMPTS: [&str; 8] = [
     "What is the capital of France?",
     "Name three colors.",
@@ -295,17 +314,11 @@ fn second_turn_prefills_only_new_tokens_and_matches_uncached_output() {
     assert!(p1 > p2);
 
     // Reference: the whole conversation from scratch, reply 1 as the model produced it.
-    let mut conv = f
-        .system(&m.tokenizer, Some("You are a terse assistant."))
-        .expect("system");
-    conv.extend(f.user_turn(&m.tokenizer, "Name a fruit.").expect("user"));
-    let r1 = greedy_reference(&m, &conv, 16);
-    assert_eq!(m.tokenizer.decode(&r1), reply1);
-    conv.extend(&r1);
-    conv.extend(f.closing());
-    conv.extend(&user2);
-    let r2 = greedy_reference(&m, &conv, 16);
-    assert_eq!(m.tokenizer.decode(&r2), reply2);
+    let system = "You are a terse assistant.";
+    assert_eq!(
+        reference_after_a_fruit(&m, &f, system, &reply1, &user2),
+        reply2
+    );
 }
 
 #[test]
@@ -346,15 +359,10 @@ fn withdrawn_turns_leave_no_trace_and_the_next_turn_reuses_the_cache() {
     );
 
     // Reference: the conversation without the withdrawn turns, from scratch.
-    let mut conv = f.system(&m.tokenizer, Some(system)).expect("system");
-    conv.extend(f.user_turn(&m.tokenizer, "Name a fruit.").expect("user"));
-    let r1 = greedy_reference(&m, &conv, 16);
-    assert_eq!(m.tokenizer.decode(&r1), reply1);
-    conv.extend(&r1);
-    conv.extend(f.closing());
-    conv.extend(&user3_tokens);
-    let r3 = greedy_reference(&m, &conv, 16);
-    assert_eq!(m.tokenizer.decode(&r3), reply3);
+    assert_eq!(
+        reference_after_a_fruit(&m, &f, system, &reply1, &user3_tokens),
+        reply3
+    );
 }
 
 #[test]
@@ -405,15 +413,10 @@ fn a_lookahead_prefills_the_callers_words_and_the_turn_reuses_only_what_matches(
     );
 
     // The reply is the one the conversation without any lookahead gives.
-    let mut conv = f.system(&m.tokenizer, Some(system)).expect("system");
-    conv.extend(f.user_turn(&m.tokenizer, "Name a fruit.").expect("user"));
-    let r1 = greedy_reference(&m, &conv, 16);
-    assert_eq!(m.tokenizer.decode(&r1), reply1);
-    conv.extend(&r1);
-    conv.extend(f.closing());
-    conv.extend(&user2_tokens);
-    let r2 = greedy_reference(&m, &conv, 16);
-    assert_eq!(m.tokenizer.decode(&r2), reply2);
+    assert_eq!(
+        reference_after_a_fruit(&m, &f, system, &reply1, &user2_tokens),
+        reply2
+    );
 
     // A lookahead the turn does not start with costs only its own prefill.
     s.lookahead("Something else entirely").expect("lookahead");

@@ -141,13 +141,6 @@ async fn open_session(
     max_tokens: u32,
     instructions: Option<&str>,
 ) -> (SplitSink<Ws, Message>, SplitStream<Ws>) {
-    let ws = connect_when_free(port).await;
-    let (mut tx, mut rx) = ws.split();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    assert_eq!(
-        recv_until(&mut rx, deadline).await["type"],
-        "session.created"
-    );
     let mut session = json!({
         "type": "realtime",
         "max_output_tokens": max_tokens,
@@ -156,6 +149,18 @@ async fn open_session(
     if let Some(i) = instructions {
         session["instructions"] = json!(i);
     }
+    open_session_with(port, session).await
+}
+
+/// Opens a session and applies `session` (a `session.update` body) to it.
+async fn open_session_with(port: u16, session: Value) -> (SplitSink<Ws, Message>, SplitStream<Ws>) {
+    let ws = connect_when_free(port).await;
+    let (mut tx, mut rx) = ws.split();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    assert_eq!(
+        recv_until(&mut rx, deadline).await["type"],
+        "session.created"
+    );
     send(
         &mut tx,
         json!({"type": "session.update", "session": session}),
@@ -642,33 +647,20 @@ async fn a_speculative_reply_overtaken_by_the_caller_never_reaches_the_client() 
     let speech_end = resume_at + second.speech_end;
 
     let server = start_server().await;
-    let ws = connect_when_free(server.port).await;
-    let (mut tx, mut rx) = ws.split();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    assert_eq!(
-        recv_until(&mut rx, deadline).await["type"],
-        "session.created"
-    );
     // A 1.5 s endpoint: the 900 ms pause is inside the turn, long enough to speculate on.
-    send(
-        &mut tx,
-        json!({"type": "session.update", "session": {
+    let (tx, mut rx) = open_session_with(
+        server.port,
+        json!({
             "type": "realtime",
             "max_output_tokens": 30,
             "audio": {"input": {
                 "transcription": {"model": "moonshine-base-en"},
                 "turn_detection": {"type": "server_vad", "silence_duration_ms": 1500}
             }}
-        }}),
+        }),
     )
     .await;
-    loop {
-        let v = recv_until(&mut rx, deadline).await;
-        assert_ne!(v["type"], "error", "{v}");
-        if v["type"] == "session.updated" {
-            break;
-        }
-    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let (speak_tx, speak_rx) = watch::channel(0u32);
     let (end_tx, mut end_rx) = mpsc::unbounded_channel();
     let mic = microphone(tx, audio, speech_end, speak_rx, end_tx);
