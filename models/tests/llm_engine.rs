@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use antiphon_models::llm::{
-    self, ChatFormat, ChatSession, EngineConfig, FinishReason, LlmEngine, LoadOptions, QuantLm,
-    ReplyEvent, SamplingParams, StepSeq, sampling::argmax,
+    self, ChatFormat, ChatSession, EngineConfig, EngineSession, FinishReason, LlmEngine,
+    LoadOptions, QuantLm, ReplyEvent, SamplingParams, StepSeq, sampling::argmax,
 };
 use antiphon_models::store::ModelStore;
 
@@ -131,6 +131,16 @@ fn greedy(max_tokens: usize) -> SamplingParams {
 
 fn engine(m: Arc<QuantLm>, cfg: EngineConfig) -> LlmEngine {
     LlmEngine::start(m, cfg).expect("engine")
+}
+
+/// A conversation with `system` whose first turn, "Name a fruit.", is done; and its reply.
+fn after_a_fruit(eng: &LlmEngine, system: &str) -> (EngineSession, String) {
+    let mut s = eng.session(Some(system)).expect("session");
+    let (reply, _) = s
+        .turn("Name a fruit.", &greedy(16))
+        .expect("turn")
+        .collect_text();
+    (s, reply)
 }
 
 /// The greedy reply, from scratch, to `user2` after the first turn "Name a fruit." (whose
@@ -328,11 +338,7 @@ fn withdrawn_turns_leave_no_trace_and_the_next_turn_reuses_the_cache() {
     let f = format(&m);
     let eng = engine(m.clone(), EngineConfig::default());
     let system = "You are a terse assistant.";
-    let mut s = eng.session(Some(system)).expect("session");
-    let (reply1, _) = s
-        .turn("Name a fruit.", &greedy(16))
-        .expect("turn")
-        .collect_text();
+    let (mut s, reply1) = after_a_fruit(&eng, system);
 
     // A speculative turn overtaken while it is still generating.
     let mut running = s.turn("Please enter your", &greedy(30)).expect("turn");
@@ -372,11 +378,7 @@ fn a_lookahead_prefills_the_callers_words_and_the_turn_reuses_only_what_matches(
     let f = format(&m);
     let eng = engine(m.clone(), EngineConfig::default());
     let system = "You are a terse assistant.";
-    let mut s = eng.session(Some(system)).expect("session");
-    let (reply1, _) = s
-        .turn("Name a fruit.", &greedy(16))
-        .expect("turn")
-        .collect_text();
+    let (mut s, reply1) = after_a_fruit(&eng, system);
     let user2 = "Please enter your password, then press the pound key.";
     let user2_tokens = f.user_turn(&m.tokenizer, user2).expect("user");
 
