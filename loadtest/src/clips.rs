@@ -84,6 +84,51 @@ pub fn load_clip(path: &Path) -> Result<Clip, ClipError> {
     })
 }
 
+/// Analysis frame of [`with_pause`], ms.
+const GAP_FRAME_MS: usize = 10;
+
+/// The clip with `pause_ms` of silence inserted mid-utterance, for turn-taking tests: in the
+/// quietest stretch between words in the middle half of its speech (the centre of the longest
+/// run of 10 ms frames below the speech floor there). A caller who pauses like this has not
+/// finished: any reply before the new speech end is a cut-in. `None` if the middle half has
+/// no frame below the floor (no gap between words to widen).
+pub fn with_pause(clip: &Clip, pause_ms: u64) -> Option<Clip> {
+    let frame = WIRE_RATE as usize * GAP_FRAME_MS / 1000;
+    let speech = &clip.samples[..clip.speech_end_sample];
+    let energies: Vec<f32> = speech
+        .chunks(frame)
+        .map(|c| c.iter().map(|s| s * s).sum::<f32>() / c.len() as f32)
+        .collect();
+    let loudest = energies.iter().copied().fold(0.0f32, f32::max);
+    let floor = loudest * 10f32.powf(-DEFAULT_FLOOR_DB / 10.0);
+    let first = energies.iter().position(|&e| e >= floor)?;
+    let span = energies.len().saturating_sub(first);
+    let (lo, hi) = (first + span / 4, first + span * 3 / 4);
+    // Longest run of quiet frames inside [lo, hi): (start, length).
+    let mut best: Option<(usize, usize)> = None;
+    let mut at = lo;
+    for run in energies[lo..hi.min(energies.len())].chunk_by(|a, b| (*a < floor) == (*b < floor)) {
+        if run[0] < floor && best.is_none_or(|(_, len)| run.len() > len) {
+            best = Some((at, run.len()));
+        }
+        at += run.len();
+    }
+    let (start, len) = best?;
+    let at = (start + len / 2) * frame;
+    let inserted = (pause_ms * u64::from(WIRE_RATE) / 1000) as usize;
+    let mut samples = Vec::with_capacity(clip.samples.len() + inserted);
+    samples.extend_from_slice(&clip.samples[..at]);
+    samples.extend(std::iter::repeat_n(0.0, inserted));
+    samples.extend_from_slice(&clip.samples[at..]);
+    Some(Clip {
+        name: format!("{}+pause{pause_ms}", clip.name),
+        samples,
+        speech_end_sample: clip.speech_end_sample + inserted,
+        speech_end_ms: clip.speech_end_ms + pause_ms,
+        duration_ms: clip.duration_ms + pause_ms,
+    })
+}
+
 /// The `.wav` files of the model store's LibriVox clip set, sorted by name.
 pub fn default_clip_paths() -> Result<Vec<PathBuf>, ClipError> {
     let dir = ModelStore::from_env()?.model_dir(DEFAULT_CLIP_SET);
@@ -112,4 +157,58 @@ pub fn load_clips(paths: &[PathBuf]) -> Result<Vec<Clip>, ClipError> {
         paths
     };
     paths.iter().map(|p| load_clip(p)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tone(ms: usize) -> Vec<f32> {
+        (0..WIRE_RATE as usize * ms / 1000)
+            .map(|i| 0.5 * (i as f32 * 0.05).sin())
+            .collect()
+    }
+
+    #[test]
+    fn a_pause_widens_the_longest_gap_in_the_middle_and_moves_the_speech_end() {
+        // word (400) gap 60 word (400) gap 120 word (400) gap 40 word (400), then silence.
+        let mut samples = tone(400);
+        samples.extend(vec![0.0; 24 * 60]);
+        samples.extend(tone(400));
+        samples.extend(vec![0.0; 24 * 120]);
+        samples.extend(tone(400));
+        samples.extend(vec![0.0; 24 * 40]);
+        samples.extend(tone(400));
+        let speech_end_sample = samples.len();
+        samples.extend(vec![0.0; 24 * 500]);
+        let clip = Clip {
+            name: "words".into(),
+            samples,
+            speech_end_sample,
+            speech_end_ms: 1820,
+            duration_ms: 2320,
+        };
+        let paused = with_pause(&clip, 700).expect("a gap to widen");
+        assert_eq!(paused.speech_end_ms, 2520);
+        assert_eq!(paused.speech_end_sample, speech_end_sample + 24 * 700);
+        assert_eq!(paused.samples.len(), clip.samples.len() + 24 * 700);
+        // Inserted inside the 120 ms gap (860..980 ms), at its centre.
+        let at = paused
+            .samples
+            .windows(24 * 700)
+            .position(|w| w.iter().all(|&s| s == 0.0))
+            .expect("the pause");
+        assert!((24 * 860..=24 * 920).contains(&at), "{at}");
+        assert!(
+            with_pause(
+                &Clip {
+                    samples: tone(1000),
+                    speech_end_sample: 24_000,
+                    ..clip
+                },
+                700
+            )
+            .is_none()
+        );
+    }
 }

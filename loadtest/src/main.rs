@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use antiphon_audio::wav::read_mono;
-use antiphon_loadtest::clips::load_clips;
+use antiphon_loadtest::clips::{load_clips, with_pause};
 use antiphon_loadtest::driver::Endpoint;
 use antiphon_loadtest::report::Report;
 use antiphon_loadtest::run::{RampConfig, StepConfig, StepReport, run_ramp, run_step};
@@ -86,6 +86,11 @@ struct RunArgs {
     /// PID of the server process on this machine: report its CPU seconds per session-minute.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Insert this much silence mid-utterance in every clip (in its longest gap between words
+    /// in the middle half): a turn-taking test, where any reply audio before the clip's (new)
+    /// speech end counts as a cut-in (`early_replies`). 0: the clips as they are.
+    #[arg(long, default_value_t = 0)]
+    pause_ms: u64,
     /// Write the full report (every turn) as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -176,7 +181,17 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let explicit = args.url.is_some();
     let url = args.url.unwrap_or_else(|| DEFAULT_URL.to_owned());
     check_target(&url, explicit)?;
-    let clips = load_clips(&args.wavs).context("loading the clips")?;
+    let mut clips = load_clips(&args.wavs).context("loading the clips")?;
+    if args.pause_ms > 0 {
+        clips = clips
+            .iter()
+            .filter_map(|c| with_pause(c, args.pause_ms))
+            .collect();
+        anyhow::ensure!(
+            !clips.is_empty(),
+            "no clip has a gap between words to widen"
+        );
+    }
     let config = StepConfig {
         endpoint: Endpoint {
             url,
