@@ -88,7 +88,7 @@ struct RunArgs {
     server_pid: Option<u32>,
     /// Insert this much silence mid-utterance in every clip (in its longest gap between words
     /// in the middle half): a turn-taking test, where any reply audio before the clip's (new)
-    /// speech end counts as a cut-in (`early_replies`). 0: the clips as they are.
+    /// speech end counts as a cut-in (`cut_ins`). 0: the clips as they are.
     #[arg(long, default_value_t = 0)]
     pause_ms: u64,
     /// Write the full report (every turn) as JSON here.
@@ -146,13 +146,14 @@ fn print_step(step: &StepReport) {
     let s = &step.summary;
     let f = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.0}"));
     println!(
-        "{:>3} sessions: {} turns, {} with audio, {} errors, {} underruns | TTFB ms p50 {} p90 {} \
-         p95 {} p99 {} max {} | ASR final p50 {} | reply audio p50 {} ms{}{}",
+        "{:>3} sessions: {} turns, {} with audio, {} errors, {} underruns, {} cut-ins | TTFB ms \
+         p50 {} p90 {} p95 {} p99 {} max {} | ASR final p50 {} | reply audio p50 {} ms{}{}",
         step.concurrency,
         s.turns,
         s.turns_with_audio,
         s.errors,
         s.underruns,
+        s.cut_ins,
         f(s.ttfb_ms.p50),
         f(s.ttfb_ms.p90),
         f(s.ttfb_ms.p95),

@@ -87,6 +87,10 @@ pub struct TurnRecord {
     /// Responses that produced audio before the clip's speech ended (the server's VAD split
     /// the utterance at a pause).
     pub early_replies: u32,
+    /// The server answered before the clip's speech ended: a `response.created` or an
+    /// `input_audio_buffer.committed` (the utterance split into two user items) arrived, or
+    /// reply audio did (`early_replies`). With `--pause-ms` this is the cut-in the pause caused.
+    pub cut_in: bool,
     pub server_latency: Option<ServerLatency>,
     /// Why the turn failed (timeout, connection lost); `None` when it completed.
     pub error: Option<String>,

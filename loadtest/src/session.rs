@@ -158,6 +158,7 @@ impl SessionCore {
                 underruns: 0,
                 underrun_ms: 0.0,
                 early_replies: 0,
+                cut_in: false,
                 server_latency: None,
                 error: None,
             },
@@ -247,6 +248,12 @@ impl SessionCore {
                 && let Some(id) = event["response_id"].as_str()
             {
                 turn.early.insert(id.to_owned());
+            }
+            if matches!(
+                kind,
+                "response.created" | "input_audio_buffer.committed" | "response.output_audio.delta"
+            ) {
+                turn.record.cut_in = true;
             }
             return;
         };
@@ -464,6 +471,38 @@ mod tests {
         assert_eq!(turns[0].response_id.as_deref(), Some("real"));
         assert_eq!(turns[0].ttfb_ms, Some(780.0));
         assert_eq!(turns[0].early_replies, 1);
+        assert!(turns[0].cut_in);
+    }
+
+    #[test]
+    fn a_commit_or_response_before_the_speech_end_is_a_cut_in_even_without_audio() {
+        for early in ["input_audio_buffer.committed", "response.created"] {
+            let t0 = Instant::now();
+            let mut core = SessionCore::new(plan(t0, 1), t0);
+            run_frames(&mut core, t0, t0 + MS(100));
+            core.on_event(t0 + MS(100), &json!({"type": early}));
+            run_frames(&mut core, t0 + MS(100), t0 + MS(300));
+            core.on_event(t0 + MS(900), &delta("real", 20));
+            core.on_event(
+                t0 + MS(960),
+                &json!({"type": "response.done", "response": {"id": "real", "status": "completed"}}),
+            );
+            let (turns, _) = core.into_records();
+            assert!(turns[0].cut_in, "{early}");
+            assert_eq!(turns[0].early_replies, 0);
+        }
+        // A reply after the speech end is not.
+        let t0 = Instant::now();
+        let mut core = SessionCore::new(plan(t0, 1), t0);
+        run_frames(&mut core, t0, t0 + MS(300));
+        core.on_event(t0 + MS(900), &json!({"type": "response.created"}));
+        core.on_event(t0 + MS(900), &delta("real", 20));
+        core.on_event(
+            t0 + MS(960),
+            &json!({"type": "response.done", "response": {"id": "real", "status": "completed"}}),
+        );
+        let (turns, _) = core.into_records();
+        assert!(!turns[0].cut_in);
     }
 
     #[test]

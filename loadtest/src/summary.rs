@@ -15,6 +15,8 @@ pub struct StepSummary {
     pub underruns: u64,
     pub turns_with_underruns: usize,
     pub early_replies: u64,
+    /// Turns the server answered before their speech ended (see `TurnRecord::cut_in`).
+    pub cut_ins: usize,
     pub ttfb_ms: Distribution,
     pub vad_stopped_ms: Distribution,
     pub asr_final_ms: Distribution,
@@ -41,6 +43,7 @@ pub fn summarize(turns: &[TurnRecord], errors: &[ErrorRecord]) -> StepSummary {
         underruns: turns.iter().map(|t| u64::from(t.underruns)).sum(),
         turns_with_underruns: turns.iter().filter(|t| t.underruns > 0).count(),
         early_replies: turns.iter().map(|t| u64::from(t.early_replies)).sum(),
+        cut_ins: turns.iter().filter(|t| t.cut_in).count(),
         ttfb_ms: dist(&|t| t.ttfb_ms),
         vad_stopped_ms: dist(&|t| t.vad_stopped_ms),
         asr_final_ms: dist(&|t| t.asr_final_ms),

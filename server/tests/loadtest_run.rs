@@ -144,6 +144,7 @@ async fn two_sessions_two_turns_against_a_real_server() {
         keys(&s["summary"]),
         [
             "asr_final_ms",
+            "cut_ins",
             "early_replies",
             "errors",
             "reply_audio_ms",
@@ -186,6 +187,7 @@ async fn two_sessions_two_turns_against_a_real_server() {
             "asr_final_ms",
             "clip",
             "clip_speech_end_ms",
+            "cut_in",
             "early_replies",
             "error",
             "reply_audio_ms",
