@@ -213,7 +213,7 @@ pub struct TtsConfig {
     pub threads: usize,
     pub slots: usize,
     /// A reply's first chunk is cut after this many words when no clause ends sooner: the
-    /// caller waits through them before any audio; later chunks are clause-sized.
+    /// caller waits through them before any audio. The cap doubles with each later chunk.
     pub first_chunk_words: usize,
 }
 

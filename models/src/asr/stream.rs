@@ -264,8 +264,7 @@ impl SlotStream {
     /// turns into the endpoint, the final reuses it and costs nothing after the endpoint.
     pub fn partial_due(&self) -> Option<PartialJob<'_>> {
         let seg = self.open.as_ref()?;
-        let speech_end = self.endpointer.last_speech_end();
-        let final_len = (speech_end + self.timing.tail as u64).saturating_sub(seg.start) as usize;
+        let (speech_end, final_len) = self.final_extent(seg);
         let paused = self.endpointer.in_speech()
             && self.clock >= speech_end + self.timing.tail as u64
             && final_len <= seg.audio.len()
@@ -293,6 +292,14 @@ impl SlotStream {
             })
     }
 
+    /// The end of the last voiced frame, and how much of `seg`'s audio a final would cover if
+    /// the turn ended there (that frame plus the tail).
+    fn final_extent(&self, seg: &Segment) -> (u64, usize) {
+        let speech_end = self.endpointer.last_speech_end();
+        let len = (speech_end + self.timing.tail as u64).saturating_sub(seg.start) as usize;
+        (speech_end, len)
+    }
+
     /// Records a partial hypothesis made from the first `decoded_len` samples of segment `id`.
     /// Returns `None` when that segment is no longer open (it ended meanwhile); otherwise
     /// whether this decode covers exactly what a final would if the speaker's current pause
@@ -303,15 +310,13 @@ impl SlotStream {
         decoded_len: usize,
         tokens: &[u32],
     ) -> Option<Option<u64>> {
-        let speech_end = self.endpointer.last_speech_end();
+        let (speech_end, final_len) = self.final_extent(self.open.as_ref()?);
         let still_paused = self.endpointer.in_speech() && self.clock > speech_end;
-        let final_len =
-            (speech_end + self.timing.tail as u64).saturating_sub(self.open.as_ref()?.start);
         let seg = self.open.as_mut().filter(|s| s.id == id)?;
         agree(seg, tokens);
         seg.decoded_len = seg.decoded_len.max(decoded_len);
         seg.last_decode = Some((decoded_len, tokens.to_vec()));
-        if still_paused && decoded_len as u64 == final_len && self.paused_at != Some(speech_end) {
+        if still_paused && decoded_len == final_len && self.paused_at != Some(speech_end) {
             self.paused_at = Some(speech_end);
             return Some(Some(speech_end));
         }

@@ -290,6 +290,14 @@ pub struct EngineSession {
 }
 
 impl EngineSession {
+    /// Hands `msg` to the engine thread.
+    fn control(&self, msg: Msg) -> Result<(), LlmError> {
+        self.shared
+            .ctl
+            .send(msg)
+            .map_err(|_| LlmError::EngineStopped("engine thread gone".into()))
+    }
+
     pub fn id(&self) -> u64 {
         self.id
     }
@@ -309,15 +317,13 @@ impl EngineSession {
         let tokens = s.format.user_turn(s.model.tokenizer(), user)?;
         let request = s.next_id.fetch_add(1, Ordering::SeqCst);
         let (tx, rx) = mpsc::sync_channel(s.config.stream_capacity.max(1));
-        s.ctl
-            .send(Msg::Turn {
-                session: self.id,
-                request,
-                tokens,
-                params: params.clone(),
-                tx: WakingSender::new(tx, self.wake.clone()),
-            })
-            .map_err(|_| LlmError::EngineStopped("engine thread gone".into()))?;
+        self.control(Msg::Turn {
+            session: self.id,
+            request,
+            tokens,
+            params: params.clone(),
+            tx: WakingSender::new(tx, self.wake.clone()),
+        })?;
         let ctl = s.ctl.clone();
         Ok(ReplyStream::new(
             request,
@@ -340,18 +346,13 @@ impl EngineSession {
     /// superseded by a turn, evicted by the cache bound, or the session ended.
     pub fn warm(&self) -> Result<Receiver<usize>, LlmError> {
         let (done, rx) = mpsc::sync_channel(1);
-        self.shared
-            .ctl
-            .send(Msg::Warm {
-                session: self.id,
-                done,
-            })
-            .map_err(|_| LlmError::EngineStopped("engine thread gone".into()))?;
+        self.control(Msg::Warm {
+            session: self.id,
+            done,
+        })?;
         Ok(rx)
     }
-}
 
-impl EngineSession {
     /// The caller is still speaking and has said `partial` so far: prefill the opening of that
     /// user turn into this conversation's cache at lowest priority, so the turn (or a
     /// speculative reply) prefills only what differs. A hint: ignored while a reply runs;
@@ -359,25 +360,20 @@ impl EngineSession {
     pub fn lookahead(&self, partial: &str) -> Result<(), LlmError> {
         let s = &self.shared;
         let tokens = s.format.user_prefix(s.model.tokenizer(), partial)?;
-        s.ctl
-            .send(Msg::Lookahead {
-                session: self.id,
-                tokens,
-            })
-            .map_err(|_| LlmError::EngineStopped("engine thread gone".into()))
+        self.control(Msg::Lookahead {
+            session: self.id,
+            tokens,
+        })
     }
 
     /// Take turn `request` back: its user message and its reply leave the conversation (a
     /// running reply is cancelled first), as if it had never been sent. For speculative turns
     /// that the caller's next words overtook. A no-op unless `request` is the latest turn.
     pub fn withdraw_turn(&mut self, request: u64) -> Result<(), LlmError> {
-        self.shared
-            .ctl
-            .send(Msg::Withdraw {
-                session: self.id,
-                request,
-            })
-            .map_err(|_| LlmError::EngineStopped("engine thread gone".into()))
+        self.control(Msg::Withdraw {
+            session: self.id,
+            request,
+        })
     }
 }
 
@@ -387,14 +383,11 @@ impl ChatSession for EngineSession {
     }
 
     fn truncate_reply(&mut self, request: u64, spoken_bytes: usize) -> Result<(), LlmError> {
-        self.shared
-            .ctl
-            .send(Msg::Truncate {
-                session: self.id,
-                request,
-                spoken_bytes,
-            })
-            .map_err(|_| LlmError::EngineStopped("engine thread gone".into()))
+        self.control(Msg::Truncate {
+            session: self.id,
+            request,
+            spoken_bytes,
+        })
     }
 }
 
@@ -611,11 +604,7 @@ impl Loop {
                 spoken_bytes,
             } => {
                 // Still running: stop it first, then truncate when it retires.
-                if let Some(slot) = self.slots.iter_mut().find(|s| s.request == request) {
-                    slot.finished.get_or_insert(FinishReason::Cancelled);
-                    slot.parked.clear();
-                    self.retire();
-                }
+                self.stop_now(request);
                 if let Some(st) = self.sessions.get_mut(&session) {
                     truncate_session(st, &self.format, request, spoken_bytes);
                 }
@@ -626,16 +615,11 @@ impl Loop {
                     && !st.busy
                 {
                     // The cache keeps what the new guess shares with the old one.
-                    let base = st.tokens.len();
-                    let shared = common_prefix(&st.lookahead, &tokens);
-                    if st.kv.len() > base + shared {
-                        st.kv.truncate(base + shared);
-                    }
+                    st.keep_lookahead_shared_with(&tokens);
                     st.lookahead = tokens;
                     // Leave room for the rest of the turn and its reply.
-                    if base + st.lookahead.len() + MIN_REPLY_ROOM > limit {
-                        st.lookahead.clear();
-                        st.kv.truncate(base);
+                    if st.tokens.len() + st.lookahead.len() + MIN_REPLY_ROOM > limit {
+                        st.drop_lookahead();
                     }
                     if !self.warms.iter().any(|w| w.session == session) {
                         self.warms.push_back(WarmJob {
@@ -650,11 +634,7 @@ impl Loop {
                     // Never admitted: its tokens never joined the conversation.
                     self.waiting.remove(i);
                 }
-                if let Some(slot) = self.slots.iter_mut().find(|s| s.request == request) {
-                    slot.finished.get_or_insert(FinishReason::Cancelled);
-                    slot.parked.clear();
-                    self.retire();
-                }
+                self.stop_now(request);
                 if let Some(st) = self.sessions.get_mut(&session) {
                     withdraw_turn(st, request);
                 }
@@ -703,11 +683,7 @@ impl Loop {
                 continue;
             };
             // A lookahead prefilled past the conversation: keep what this turn starts with.
-            let base = st.tokens.len();
-            let shared = common_prefix(&st.lookahead, &p.tokens);
-            if st.kv.len() > base + shared {
-                st.kv.truncate(base + shared);
-            }
+            st.keep_lookahead_shared_with(&p.tokens);
             st.lookahead.clear();
             st.tokens.extend_from_slice(&p.tokens);
             let limit = self.model.max_positions();
@@ -986,6 +962,16 @@ impl Loop {
         self.prune_warms();
     }
 
+    /// Stops reply `request` if it is running and hands its cache back to its session now,
+    /// undelivered events dropped (before a truncation or withdrawal of that turn).
+    fn stop_now(&mut self, request: u64) {
+        if let Some(slot) = self.slots.iter_mut().find(|s| s.request == request) {
+            slot.finished.get_or_insert(FinishReason::Cancelled);
+            slot.parked.clear();
+            self.retire();
+        }
+    }
+
     /// Hand finished slots' caches back to their sessions and report the end. A finished reply
     /// whose consumer is behind stays (not stepped) until its last events are delivered.
     fn retire(&mut self) {
@@ -1098,13 +1084,25 @@ impl SessionState {
             None => &self.tokens[start..start + len],
         }
     }
+
+    /// Cuts the cache back to the conversation plus the part of the lookahead that `next`
+    /// (what comes after the conversation now) starts with.
+    fn keep_lookahead_shared_with(&mut self, next: &[u32]) {
+        let shared = common_prefix(&self.lookahead, next);
+        self.kv.truncate(self.tokens.len() + shared);
+    }
+
+    /// Forgets the lookahead and whatever of it the cache held.
+    fn drop_lookahead(&mut self) {
+        self.lookahead.clear();
+        self.kv.truncate(self.tokens.len());
+    }
 }
 
 /// Forget turn `request` (the last one) entirely: the conversation and its cache go back to
 /// where they were before its user tokens, so the next turn reuses the cached prefix.
 fn withdraw_turn(st: &mut SessionState, request: u64) {
-    st.lookahead.clear();
-    st.kv.truncate(st.tokens.len());
+    st.drop_lookahead();
     let Some(last) = &st.last_reply else { return };
     if last.request != request || st.busy {
         return;
@@ -1116,8 +1114,7 @@ fn withdraw_turn(st: &mut SessionState, request: u64) {
 
 /// Keep only the reply tokens of `request` whose text lies within `spoken_bytes`, then close it.
 fn truncate_session(st: &mut SessionState, format: &ChatFormat, request: u64, spoken_bytes: usize) {
-    st.lookahead.clear();
-    st.kv.truncate(st.tokens.len());
+    st.drop_lookahead();
     let Some(last) = &st.last_reply else { return };
     if last.request != request || st.busy {
         return;

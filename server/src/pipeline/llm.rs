@@ -89,11 +89,7 @@ pub fn plan(
     };
     let reset = || {
         // The new turn is the trailing run of user (and tool) messages; the rest is history.
-        let split = rest
-            .iter()
-            .rposition(|m| matches!(m.role, ChatRole::Assistant | ChatRole::System))
-            .map_or(0, |i| i + 1);
-        let (head, tail) = rest.split_at(split);
+        let (head, tail) = rest.split_at(turn_start(rest));
         let system = if head.is_empty() {
             system.map(str::to_string)
         } else {
@@ -138,6 +134,14 @@ pub fn plan(
         keep_reply_bytes,
         user: join(new),
     }
+}
+
+/// Where the new turn of `messages` starts: its trailing run of user (and tool) messages.
+fn turn_start(messages: &[ChatMessage]) -> usize {
+    messages
+        .iter()
+        .rposition(|m| matches!(m.role, ChatRole::Assistant | ChatRole::System))
+        .map_or(0, |i| i + 1)
 }
 
 fn split_system(messages: &[ChatMessage]) -> (Option<&str>, &[ChatMessage]) {
@@ -296,11 +300,7 @@ impl LlmAdapter {
             .as_mut()
             .ok_or_else(|| "no LLM session".to_string())?;
         let stream = session.turn(&user, &params).map_err(|e| e.to_string())?;
-        let users = rest
-            .iter()
-            .rev()
-            .take_while(|m| matches!(m.role, ChatRole::User | ChatRole::Tool))
-            .count();
+        let users = rest.len() - turn_start(rest);
         self.turn = Some((epoch, stream.request_id(), users));
         self.reply = Some((epoch, stream));
         Ok(())

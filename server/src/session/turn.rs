@@ -782,19 +782,15 @@ impl TurnManager {
     /// The caller paused and `text` is what the final transcript will be if the pause is the
     /// end of the turn: start the reply now, holding everything it produces.
     fn speech_paused(&mut self, now: Instant, text: String) {
-        let Some(td) = self.config.turn_detection.as_ref() else {
-            return;
-        };
         let audio = self.config.output_modalities.contains(&Modality::Audio);
-        let worth_it = td.create_response
-            && self.response.is_none()
-            && self.speech_item.is_some()
-            && !text.trim().is_empty()
-            && self.engines.llm
+        let worth_it = self.may_read_ahead(&text)
+            && self
+                .config
+                .turn_detection
+                .as_ref()
+                .is_some_and(|td| td.create_response)
             && (self.engines.tts || !audio)
-            && self.speculations_this_turn < self.settings.max_speculations
-            // With several voices the final's speaker label is part of the prompt: unknown yet.
-            && !self.conversation.several_speakers();
+            && self.speculations_this_turn < self.settings.max_speculations;
         if !worth_it {
             return;
         }
@@ -828,19 +824,24 @@ impl TurnManager {
     /// The caller's words so far, while they speak: the LLM may prefill them, so that the
     /// reply (speculative or not) starts with only the last words left to read.
     fn look_ahead(&mut self, text: &str) {
-        let speaking = self.speech_item.is_some() && self.config.turn_detection.is_some();
-        if speaking
-            && self.settings.lookahead
-            && self.response.is_none()
-            && self.speculation.is_none()
-            && self.engines.llm
-            && !text.trim().is_empty()
-            && !self.conversation.several_speakers()
-        {
+        if self.settings.lookahead && self.speculation.is_none() && self.may_read_ahead(text) {
             self.command(EngineCommand::LlmLookahead {
                 text: text.to_string(),
             });
         }
+    }
+
+    /// The LLM may work on `text`, the caller's words in the turn being spoken, before the turn
+    /// ends: turns are detected, the caller is speaking, no reply holds the LLM, and the words
+    /// need no speaker label (with several voices the final's label is part of the prompt,
+    /// unknown until the endpoint).
+    fn may_read_ahead(&self, text: &str) -> bool {
+        self.config.turn_detection.is_some()
+            && self.speech_item.is_some()
+            && self.response.is_none()
+            && self.engines.llm
+            && !text.trim().is_empty()
+            && !self.conversation.several_speakers()
     }
 
     /// An engine event of the speculative reply: feed the TTS as a real reply would, hold the

@@ -75,6 +75,18 @@ impl H {
     }
 }
 
+/// What a client sees when server VAD ends a turn that creates an audio reply: the input is
+/// committed and the response opened (its LLM waits for the transcript).
+const ENDPOINT_EVENTS: [&str; 7] = [
+    "input_audio_buffer.speech_stopped",
+    "input_audio_buffer.committed",
+    "conversation.item.added",
+    "response.created",
+    "response.output_item.added",
+    "conversation.item.added",
+    "response.content_part.added",
+];
+
 /// GA wire names of the events, commands as short tags: a compact, readable trace.
 fn trace(out: &[Output]) -> Vec<String> {
     out.iter()
@@ -360,15 +372,7 @@ fn server_vad_voice_turn_end_to_end_with_latency_trace() {
     let out = h.engine(1000, EngineEvent::SpeechStopped { audio_ms: 1000 });
     assert_eq!(
         trace(&out),
-        [
-            "input_audio_buffer.speech_stopped",
-            "input_audio_buffer.committed",
-            "conversation.item.added",
-            "response.created",
-            "response.output_item.added",
-            "conversation.item.added",
-            "response.content_part.added",
-        ],
+        ENDPOINT_EVENTS,
         "the LLM waits for the transcript"
     );
     let rid = response_id(&out);
@@ -1174,18 +1178,7 @@ fn a_speculative_reply_is_held_until_the_endpoint_then_adopted() {
 
     // The endpoint (stamped with the last voiced frame's arrival, as the pipeline does).
     let out = h.engine(500, EngineEvent::SpeechStopped { audio_ms: 1000 });
-    assert_eq!(
-        trace(&out),
-        [
-            "input_audio_buffer.speech_stopped",
-            "input_audio_buffer.committed",
-            "conversation.item.added",
-            "response.created",
-            "response.output_item.added",
-            "conversation.item.added",
-            "response.content_part.added",
-        ]
-    );
+    assert_eq!(trace(&out), ENDPOINT_EVENTS);
     let rid = response_id(&out);
     // The final says what the pause said: the held reply goes out, with no second LLM turn.
     let out = h.engine(1010, final_text("what time is it"));
