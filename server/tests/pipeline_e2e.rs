@@ -16,7 +16,7 @@ mod common;
 use common::realtime::{
     KEY, Ws, connect_when_free, decode_pcm16, pcm16, recv_until, request, send,
 };
-use common::{CI_LLM, ServerOptions, TestServer};
+use common::{CI_LLM, ServerOptions, TestServer, metric};
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -31,7 +31,6 @@ use base64::Engine as _;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::Message;
@@ -526,18 +525,9 @@ async fn manual_turn_over_g711_mulaw_both_ways() {
     assert!(reply_wer <= 0.4, "reply round-trip WER {reply_wer}");
 }
 
-/// `GET /metrics` over a bare HTTP/1.0 connection.
+/// `GET /metrics` (the whole response).
 async fn metrics(port: u16) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut sock = TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("connect for /metrics");
-    sock.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-        .await
-        .expect("send /metrics request");
-    let mut body = String::new();
-    sock.read_to_string(&mut body).await.expect("read /metrics");
-    body
+    common::http_get(port, "/metrics").await
 }
 
 /// Streams the 3 s clip into a fresh session and returns once the first reply audio arrives,
@@ -621,13 +611,6 @@ async fn client_vanishing_mid_reply_frees_its_engine_slots() {
     mic.abort();
 }
 
-/// The value of one labelled counter line in a `/metrics` body (0 when absent).
-fn counter(body: &str, name_and_labels: &str) -> u64 {
-    body.lines()
-        .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// Issue 16: a caller pauses mid-turn long enough for a speculative reply to start, then goes
 /// on. Nothing of that reply may reach the client (no response event, no audio before the
 /// caller's true end of speech), the turn stays one user item with the whole transcript, and
@@ -706,11 +689,11 @@ async fn a_speculative_reply_overtaken_by_the_caller_never_reaches_the_client() 
     assert!(heard_wer <= 0.2, "{:?} vs {whole:?}", transcripts[0]);
 
     let body = metrics(server.port).await;
-    let started = counter(
+    let started = metric(
         &body,
         "antiphon_speculative_replies_total{transport=\"websocket\",outcome=\"started\"}",
     );
-    let withdrawn = counter(
+    let withdrawn = metric(
         &body,
         "antiphon_speculative_replies_total{transport=\"websocket\",outcome=\"withdrawn\"}",
     );

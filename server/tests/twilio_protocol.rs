@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{NO_ENGINES, ServerOptions, TestServer, http_get};
+use common::{NO_ENGINES, ServerOptions, TestServer, http_get, metric};
 
 use std::time::Duration;
 
@@ -25,16 +25,6 @@ const KEY: &str = "antiphon-demo-key";
 const SID: &str = "MZ0123456789abcdef0123456789abcdef";
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// The value of the series whose line starts with `prefix` (0 when absent).
-fn metric(metrics: &str, prefix: &str) -> i64 {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
 
 fn error_count(metrics: &str, code: &str) -> i64 {
     metric(

@@ -203,6 +203,16 @@ pub async fn http_get(port: u16, path: &str) -> String {
     out
 }
 
+/// The value of the `/metrics` series whose line starts with `prefix` (0 when absent).
+pub fn metric(metrics: &str, prefix: &str) -> i64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 /// The line without ANSI colour sequences (`ESC [ … letter`).
 pub fn strip_ansi(line: &str) -> String {
     let mut out = String::with_capacity(line.len());
