@@ -7,5 +7,6 @@ pub mod device;
 pub mod fbank;
 pub mod llm_ref;
 pub mod pcm;
+pub mod whisper_mel;
 
 pub use device::DeviceChoice;

@@ -183,6 +183,12 @@ pub static SILERO_VAD: Package = wheel(
     "7b7f5436cfcb02fae583a05b512ea96467fd449fe54cb49a5e4f06c51a1e43b8",
     11_317_527,
 );
+pub static PIPECAT_AI: Package = wheel(
+    "pipecat-ai",
+    "1.14.0",
+    "0352f504b44e78bdf524e45af4bc759601c835b9b7dc195efe5e03384b974a44",
+    12_109_725,
+);
 pub static MOONSHINE_CPP: Package = wheel(
     "moonshine-cpp",
     "0.1.4",
@@ -321,6 +327,16 @@ static SILERO_VAD_FILES: [ModelFile; 1] = [ModelFile {
     parts: &one(&SILERO_VAD, "silero_vad/data/silero_vad.onnx"),
     size: 2_327_524,
     sha256: "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3",
+}];
+
+static SMART_TURN_FILES: [ModelFile; 1] = [ModelFile {
+    name: "smart-turn-v3.2-cpu.onnx",
+    parts: &one(
+        &PIPECAT_AI,
+        "pipecat/audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx",
+    ),
+    size: 8_679_182,
+    sha256: "2bb026316b14a660486a75b1733cd3fbab8c2fd0314dc9af7be49f8cca967e4f",
 }];
 
 static MOONSHINE_BASE_EN_FILES: [ModelFile; 3] = [
@@ -834,6 +850,13 @@ pub static MODELS: &[Model] = &[
         files: &SILERO_VAD_FILES,
     },
     Model {
+        id: "smart-turn-v3",
+        set: FetchSet::Ci,
+        license: "BSD-2-Clause",
+        description: "Smart Turn v3.2 acoustic end-of-turn model (ONNX, Whisper-tiny encoder, 8 s window)",
+        files: &SMART_TURN_FILES,
+    },
+    Model {
         id: "moonshine-base-en",
         set: FetchSet::Ci,
         license: "MIT",
@@ -981,6 +1004,7 @@ mod tests {
         let expected: &[(&str, &[&str])] = &[
             ("onnxruntime", &["libonnxruntime.so.1.32.0"]),
             ("silero-vad", &["silero_vad.onnx"]),
+            ("smart-turn-v3", &["smart-turn-v3.2-cpu.onnx"]),
             (
                 "moonshine-base-en",
                 &[

@@ -2,6 +2,7 @@
 
 pub mod endpoint;
 pub mod silero;
+pub mod smart_turn;
 
 pub use endpoint::{EndpointConfig, EndpointEvent, Endpointer};
 pub use silero::{SileroState, SileroVad, VadError};
