@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use antiphon_models::asr::wer::WerTally;
 use antiphon_models::asr::{AsrEngine, AsrEngineConfig, AsrEngineError, AsrEvent, StreamingAsr};
 use antiphon_models::store::ModelStore;
+use antiphon_models::vad::{Eagerness, EndpointConfig, TurnEnd};
 use asr_support::{Clip, final_text, librivox_clips, telephone_round_trip, transcribe_stream};
 
 fn engine(slots: usize) -> AsrEngine {
@@ -120,6 +121,102 @@ fn partials_come_while_speaking_and_the_final_reuses_them() {
     );
     let wer = antiphon_models::asr::wer::wer(&clip.reference, text);
     assert!(wer <= 0.15, "WER {:.1}%: {text}", wer * 100.0);
+}
+
+/// Pushes `audio` at real-time pace in 20 ms frames, then finishes; every event with the
+/// session clock (ms of audio pushed) when it arrived.
+fn stream_in_real_time(session: &mut impl StreamingAsr, audio: &[f32]) -> Vec<(u64, AsrEvent)> {
+    let started = Instant::now();
+    let mut events = Vec::new();
+    for (i, frame) in audio.chunks(320).enumerate() {
+        session.push_audio(frame).expect("push accepted");
+        while let Some(e) = session.try_event() {
+            events.push((20 * i as u64, e));
+        }
+        let due = Duration::from_millis(20 * (i as u64 + 1));
+        if let Some(wait) = due.checked_sub(started.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
+    session.finish().expect("finish accepted");
+    let end = audio.len() as u64 / 16;
+    events.extend(
+        asr_support::collect_until_end(session)
+            .into_iter()
+            .map(|e| (end, e)),
+    );
+    events
+}
+
+/// Each `SpeechStopped` as (audio_end_ms, speech_end_ms).
+fn stops(events: &[(u64, AsrEvent)]) -> Vec<(u64, u64)> {
+    events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            AsrEvent::SpeechStopped {
+                audio_end_ms,
+                speech_end_ms,
+            } => Some((*audio_end_ms, *speech_end_ms)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn semantic_turn_detection_ends_a_finished_sentence_before_the_timer_would() {
+    let engine = engine(2);
+    let clips = librivox_clips();
+    // "had he married a more amiable woman he might have been made still more respectable
+    // than he was": Smart Turn hears the whole clip as finished (P 0.98, upstream figure).
+    let clip = clips
+        .iter()
+        .find(|c| c.name.ends_with("0920"))
+        .expect("clip 0920");
+    let mut audio = clip.audio.clone();
+    audio.extend(std::iter::repeat_n(0.0, 16 * 1500));
+    let semantic = EndpointConfig {
+        turn_end: TurnEnd::Semantic(Eagerness::Auto),
+        ..EndpointConfig::default()
+    };
+    let mut session = engine.open_with(semantic).expect("free slot");
+    let events = stream_in_real_time(&mut session, &audio);
+    let judged: Vec<_> = events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            AsrEvent::TurnJudged {
+                speech_end_ms,
+                probability,
+                complete,
+                ..
+            } => Some((*speech_end_ms, *probability, *complete)),
+            _ => None,
+        })
+        .collect();
+    eprintln!("judgements (speech end ms, P, complete): {judged:?}");
+    let ends = stops(&events);
+    assert_eq!(ends.len(), 1, "{events:#?}");
+    let (audio_end, speech_end) = ends[0];
+    // Judged at 200 ms of silence, after the pause's transcript: well before the 500 ms timer.
+    let waited = audio_end - speech_end;
+    assert!(
+        waited < 400,
+        "turn ended {waited} ms after the speech: {judged:?}"
+    );
+    assert_eq!(judged.last().map(|j| (j.0, j.2)), Some((speech_end, true)));
+    let text = final_text(&events.into_iter().map(|(_, e)| e).collect::<Vec<_>>());
+    let wer = antiphon_models::asr::wer::wer(&clip.reference, &text);
+    assert!(wer <= 0.15, "WER {:.1}%: {text}", wer * 100.0);
+
+    // The same audio under the 500 ms timer: no judgements, and the timer's wait.
+    let mut session = engine.open().expect("free slot");
+    let events = stream_in_real_time(&mut session, &audio);
+    assert!(
+        !events
+            .iter()
+            .any(|(_, e)| matches!(e, AsrEvent::TurnJudged { .. }))
+    );
+    let (audio_end, speech_end) = stops(&events)[0];
+    assert!(audio_end - speech_end >= 500);
 }
 
 #[test]

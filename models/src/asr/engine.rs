@@ -37,6 +37,8 @@ use crate::vad::endpoint::{
     EndpointConfig, EndpointConfigError, Endpointer, ms_to_samples, samples_to_ms,
 };
 use crate::vad::silero::{SileroState, SileroVad, VadError};
+use crate::vad::smart_turn::{SmartTurn, SmartTurnError};
+use crate::vad::turn_end::{TurnEnd, judge};
 
 /// Engine settings.
 #[derive(Debug, Clone)]
@@ -57,7 +59,9 @@ pub struct AsrEngineConfig {
     pub events_capacity: usize,
     /// Longest segment before it is finalised without an endpoint.
     pub max_segment_ms: u32,
-    /// Audio kept after the last voiced frame of a segment.
+    /// Audio kept after the last voiced frame of a segment. At most
+    /// [`crate::vad::turn_end::PROBE_AFTER_MS`], so a pause's transcript is made before the
+    /// pause is judged (the judgement weighs it, and a speculative reply starts on it).
     pub tail_ms: u32,
     /// Segments are batched together only if the longest is at most this much longer than
     /// the shortest (the rest is padding).
@@ -75,7 +79,7 @@ impl Default for AsrEngineConfig {
             inbox_ms: 10_000,
             events_capacity: 256,
             max_segment_ms: 20_000,
-            tail_ms: 250,
+            tail_ms: 200,
             max_padding_ms: 500,
         }
     }
@@ -89,6 +93,8 @@ pub enum AsrEngineError {
     Asr(#[from] AsrError),
     #[error(transparent)]
     Endpoint(#[from] EndpointConfigError),
+    #[error(transparent)]
+    TurnModel(#[from] SmartTurnError),
     #[error("cannot start the ASR engine thread: {0}")]
     Thread(#[from] std::io::Error),
     #[error("all {0} ASR slots are in use")]
@@ -158,6 +164,7 @@ impl AsrEngine {
         config.endpoint.validate()?;
         let vad = SileroVad::load(store, 1)?;
         let asr = Moonshine::load(store, config.threads)?;
+        let turn = SmartTurn::load(store, 1)?;
         let capacity = ms_to_samples(u64::from(config.inbox_ms)) as usize;
         let shared = Arc::new(Shared {
             inboxes: (0..config.slots)
@@ -182,7 +189,7 @@ impl AsrEngine {
             decoded_rows: AtomicU64::new(0),
             dropped_events: AtomicU64::new(0),
         });
-        let worker = Worker::new(shared.clone(), &config, vad, asr);
+        let worker = Worker::new(shared.clone(), &config, vad, asr, turn);
         let thread = spawn_engine_thread("asr-engine", move || worker.run())?;
         Ok(Self {
             shared,
@@ -346,6 +353,9 @@ struct Active {
     generation: u64,
     events: EventTx,
     stream: SlotStream,
+    /// The last pause's transcript and the speech end it was made for (semantic turn
+    /// detection weighs it with the acoustic judgement).
+    pause_text: Option<(u64, String)>,
 }
 
 /// One row of a decode batch.
@@ -360,6 +370,7 @@ struct Worker {
     shared: Arc<Shared>,
     vad: SileroVad,
     asr: Moonshine,
+    turn: SmartTurn,
     slots: Vec<Option<Active>>,
     timing: StreamTiming,
     max_batch: usize,
@@ -369,12 +380,19 @@ struct Worker {
 }
 
 impl Worker {
-    fn new(shared: Arc<Shared>, config: &AsrEngineConfig, vad: SileroVad, asr: Moonshine) -> Self {
+    fn new(
+        shared: Arc<Shared>,
+        config: &AsrEngineConfig,
+        vad: SileroVad,
+        asr: Moonshine,
+        turn: SmartTurn,
+    ) -> Self {
         let ms = |v: u32| ms_to_samples(u64::from(v)) as usize;
         Self {
             shared,
             vad,
             asr,
+            turn,
             slots: (0..config.slots).map(|_| None).collect(),
             timing: StreamTiming {
                 partial_interval: ms(config.partial_interval_ms),
@@ -424,6 +442,51 @@ impl Worker {
         self.run_vad()?;
         self.run_finals()?;
         self.run_partials()?;
+        self.run_judgements()?;
+        Ok(())
+    }
+
+    /// Judges every pause due a semantic judgement, all sessions in one batch.
+    fn run_judgements(&mut self) -> Result<(), AsrEngineError> {
+        let mut due = Vec::new();
+        let mut audio: Vec<&[f32]> = Vec::new();
+        for (slot, active) in self.slots.iter().enumerate() {
+            if let Some((speech_end, turn)) = active.as_ref().and_then(|a| a.stream.judgement_due())
+            {
+                due.push((slot, speech_end));
+                audio.push(turn);
+            }
+        }
+        if due.is_empty() {
+            return Ok(());
+        }
+        let probabilities = self.turn.predict(&audio)?;
+        let now = Instant::now();
+        for ((slot, speech_end), probability) in due.into_iter().zip(probabilities) {
+            let mut events = Vec::new();
+            if let Some(active) = &mut self.slots[slot]
+                && let TurnEnd::Semantic(eagerness) = active.stream.turn_end()
+            {
+                let text = active
+                    .pause_text
+                    .as_ref()
+                    .filter(|(end, _)| *end == speech_end)
+                    .map(|(_, text)| text.as_str());
+                let verdict = judge(eagerness, probability, text);
+                events.push(AsrEvent::TurnJudged {
+                    speech_end_ms: samples_to_ms(speech_end),
+                    probability,
+                    vetoed: verdict.vetoed,
+                    complete: verdict.complete,
+                });
+                active
+                    .stream
+                    .judged(speech_end, verdict.complete, now, &mut events);
+            }
+            for e in events {
+                self.send(slot, e);
+            }
+        }
         Ok(())
     }
 
@@ -449,6 +512,7 @@ impl Worker {
                         generation: inbox.generation,
                         events,
                         stream: SlotStream::new(endpointer, self.timing),
+                        pause_text: None,
                     });
                 }
             }
@@ -727,6 +791,9 @@ impl Worker {
                     .stream
                     .partial_done(job.segment, audio.len(), &tokens)
                 {
+                    if let Some(speech_end) = paused {
+                        active.pause_text = Some((speech_end, text.clone()));
+                    }
                     self.send(
                         job.slot,
                         AsrEvent::Partial {

@@ -40,6 +40,15 @@ pub enum AsrEvent {
     },
     /// Speech went on in the segment after a `Paused`: the speculative transcript is stale.
     Resumed { segment: u64 },
+    /// Semantic turn detection judged the pause after `speech_end_ms`: `probability` is the
+    /// acoustic model's P(turn complete), `vetoed` says the pause's transcript overruled a
+    /// "done", `complete` that the turn ends here (a `SpeechStopped` follows at once).
+    TurnJudged {
+        speech_end_ms: u64,
+        probability: f32,
+        vetoed: bool,
+        complete: bool,
+    },
     /// The segment's transcript. `start_ms..end_ms` is the audio it covers.
     Final {
         segment: u64,

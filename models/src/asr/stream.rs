@@ -12,8 +12,9 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use super::AsrEvent;
-use crate::vad::endpoint::{EndpointEvent, Endpointer, samples_to_ms};
+use crate::vad::endpoint::{EndpointEvent, Endpointer, ms_to_samples, samples_to_ms};
 use crate::vad::silero::{FRAME_SAMPLES, SileroState};
+use crate::vad::turn_end::{PROBE_AFTER_MS, TurnEnd};
 
 /// Timing knobs of a stream, in samples at 16 kHz.
 #[derive(Debug, Clone, Copy)]
@@ -87,6 +88,9 @@ pub(crate) struct SlotStream {
     /// A `Paused` went out for the open segment with this speech end: speech after it is a
     /// `Resumed`.
     paused_at: Option<u64>,
+    /// The speech end whose pause was last judged (semantic turn detection): one judgement
+    /// per pause.
+    judged_at: Option<u64>,
     frame: Vec<f32>,
 }
 
@@ -106,6 +110,7 @@ impl SlotStream {
             finishing: false,
             end_of_stream_owed: false,
             paused_at: None,
+            judged_at: None,
             frame: vec![0.0; FRAME_SAMPLES],
         }
     }
@@ -300,6 +305,57 @@ impl SlotStream {
         (speech_end, len)
     }
 
+    /// The open turn's audio so far, when its current pause is due a semantic judgement: the
+    /// turn detection is semantic, the silence has lasted [`PROBE_AFTER_MS`], no decode is
+    /// pending for the segment (the pause's transcript is made first, so the judgement can use
+    /// it and a speculative reply is already under way), and this pause was not judged yet.
+    /// Returns the speech end the judgement is for, with the audio.
+    pub fn judgement_due(&self) -> Option<(u64, &[f32])> {
+        let TurnEnd::Semantic(_) = self.endpointer.config().turn_end else {
+            return None;
+        };
+        let seg = self.open.as_ref()?;
+        let speech_end = self.endpointer.last_speech_end();
+        let probe_after = ms_to_samples(u64::from(PROBE_AFTER_MS));
+        let due = self.endpointer.in_speech()
+            && self.clock >= speech_end + probe_after
+            && self.judged_at != Some(speech_end)
+            && self.partial_due().is_none();
+        due.then_some((speech_end, seg.audio.as_slice()))
+    }
+
+    /// Applies the judgement of the pause after `speech_end`: if it is the end and the speaker
+    /// has not spoken since, the turn ends now.
+    pub fn judged(
+        &mut self,
+        speech_end: u64,
+        complete: bool,
+        now: Instant,
+        events: &mut Vec<AsrEvent>,
+    ) {
+        self.judged_at = Some(speech_end);
+        if !complete || self.endpointer.last_speech_end() != speech_end {
+            return;
+        }
+        if let Some(EndpointEvent::SpeechStopped {
+            audio_end,
+            speech_end,
+        }) = self.endpointer.end_now(self.clock)
+        {
+            events.push(AsrEvent::SpeechStopped {
+                audio_end_ms: samples_to_ms(audio_end),
+                speech_end_ms: samples_to_ms(speech_end),
+            });
+            self.paused_at = None;
+            self.close(speech_end, now);
+        }
+    }
+
+    /// The turn detection this stream runs.
+    pub fn turn_end(&self) -> TurnEnd {
+        self.endpointer.config().turn_end
+    }
+
     /// Records a partial hypothesis made from the first `decoded_len` samples of segment `id`.
     /// Returns `None` when that segment is no longer open (it ended meanwhile); otherwise
     /// whether this decode covers exactly what a final would if the speaker's current pause
@@ -336,6 +392,7 @@ impl SlotStream {
         self.pending.len() >= FRAME_SAMPLES
             || !self.closed.is_empty()
             || self.partial_due().is_some()
+            || self.judgement_due().is_some()
             || self.finishing
     }
 }
@@ -484,6 +541,86 @@ mod tests {
         // A decode that finishes after speech went on is not a pause transcript.
         feed(&mut s, 1, 0.9, 0.5);
         assert_eq!(s.partial_done(id, len, &[4, 5, 6]), Some(None));
+    }
+
+    fn semantic_stream() -> SlotStream {
+        let config = EndpointConfig {
+            turn_end: TurnEnd::Semantic(crate::vad::turn_end::Eagerness::Auto),
+            ..EndpointConfig::default()
+        };
+        SlotStream::new(
+            Endpointer::new(config).expect("valid config"),
+            StreamTiming {
+                partial_interval: 6400,
+                max_segment: 16000 * 20,
+                tail: 3200,
+            },
+        )
+    }
+
+    #[test]
+    fn a_timer_stream_is_never_judged() {
+        let mut s = stream();
+        feed(&mut s, 30, 0.9, 0.5);
+        feed(&mut s, 10, 0.1, 0.0);
+        assert!(s.judgement_due().is_none());
+    }
+
+    #[test]
+    fn a_semantic_pause_is_judged_once_after_its_transcript_and_a_done_ends_the_turn() {
+        let mut s = semantic_stream();
+        feed(&mut s, 30, 0.9, 0.5);
+        let speech_end = 30 * FRAME_SAMPLES as u64;
+        // 200 ms = 6.25 frames of silence; the 200 ms tail's decode comes first.
+        feed(&mut s, 7, 0.1, 0.0);
+        assert!(s.judgement_due().is_none(), "the pause's decode goes first");
+        let job = s.partial_due().expect("pause decode");
+        let (id, len) = (job.segment.id, job.len);
+        assert_eq!(s.partial_done(id, len, &[4, 5]), Some(Some(speech_end)));
+        let (end, audio) = s.judgement_due().expect("judgement due");
+        assert_eq!(end, speech_end);
+        // From the first sample (no room for prefix padding before it) to now.
+        assert_eq!(audio.len(), 37 * FRAME_SAMPLES);
+        // "Not done": no event, and no second judgement of the same pause.
+        let mut events = Vec::new();
+        s.judged(end, false, Instant::now(), &mut events);
+        assert!(events.is_empty());
+        assert!(s.judgement_due().is_none());
+        // Not the 500 ms timer: 1.2 s of silence in all before the fallback ends it.
+        assert!(feed(&mut s, 20, 0.1, 0.0).is_empty());
+        // The speaker goes on; the next pause is judged "done" and ends the turn at once.
+        feed(&mut s, 10, 0.9, 0.5);
+        feed(&mut s, 7, 0.1, 0.0);
+        let job = s.partial_due().expect("second pause decode");
+        let (id, len) = (job.segment.id, job.len);
+        s.partial_done(id, len, &[4, 5, 6]);
+        let (end, _) = s.judgement_due().expect("second judgement");
+        assert_eq!(end, 67 * FRAME_SAMPLES as u64);
+        s.judged(end, true, Instant::now(), &mut events);
+        assert_eq!(
+            events,
+            [AsrEvent::SpeechStopped {
+                audio_end_ms: samples_to_ms(74 * FRAME_SAMPLES as u64),
+                speech_end_ms: samples_to_ms(end),
+            }]
+        );
+        let seg = s.take_final().expect("the turn ended");
+        assert_eq!(seg.decoded_already(), Some(&[4u32, 5, 6][..]));
+    }
+
+    #[test]
+    fn a_done_that_arrives_after_the_speaker_went_on_is_ignored() {
+        let mut s = semantic_stream();
+        feed(&mut s, 5, 0.9, 0.5);
+        feed(&mut s, 7, 0.1, 0.0);
+        let (end, _) = s
+            .judgement_due()
+            .expect("short turn: no pause decode, judged anyway");
+        feed(&mut s, 3, 0.9, 0.5);
+        let mut events = Vec::new();
+        s.judged(end, true, Instant::now(), &mut events);
+        assert!(events.is_empty());
+        assert!(s.take_final().is_none());
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! the session's audio clock (in samples at 16 kHz); nothing here reads a clock. The parameters
 //! are those of OpenAI's `server_vad` turn detection.
 
+pub use super::turn_end::TurnEnd;
+
 /// Sample rate of the audio clock the endpointer counts in.
 pub const CLOCK_RATE: u32 = 16_000;
 
@@ -24,8 +26,10 @@ pub struct EndpointConfig {
     pub threshold: f32,
     /// Audio kept before the first speech frame, in milliseconds.
     pub prefix_padding_ms: u32,
-    /// Silence needed after speech before the turn ends, in milliseconds.
+    /// Silence needed after speech before the turn ends, in milliseconds (the timer's).
     pub silence_duration_ms: u32,
+    /// What ends a turn: the timer above, or a semantic judgement of each pause.
+    pub turn_end: TurnEnd,
 }
 
 impl Default for EndpointConfig {
@@ -34,6 +38,7 @@ impl Default for EndpointConfig {
             threshold: 0.5,
             prefix_padding_ms: 300,
             silence_duration_ms: 500,
+            turn_end: TurnEnd::Timer,
         }
     }
 }
@@ -66,6 +71,14 @@ impl EndpointConfig {
     /// current state, so a probability wobbling around `threshold` does not flap.
     fn silence_threshold(&self) -> f32 {
         (self.threshold - 0.15).max(0.01)
+    }
+
+    /// Silence that ends a turn with no judgement: the timer, or the semantic fallback.
+    pub fn max_silence_ms(&self) -> u32 {
+        match self.turn_end {
+            TurnEnd::Timer => self.silence_duration_ms,
+            TurnEnd::Semantic(eagerness) => eagerness.max_silence_ms(),
+        }
     }
 }
 
@@ -134,7 +147,7 @@ impl Endpointer {
             // Unsure frames neither end the turn nor extend the speech.
             return None;
         }
-        let silence = ms_to_samples(u64::from(self.config.silence_duration_ms));
+        let silence = ms_to_samples(u64::from(self.config.max_silence_ms()));
         if end >= self.last_speech_end + silence {
             self.in_speech = false;
             return Some(EndpointEvent::SpeechStopped {
@@ -143,6 +156,12 @@ impl Endpointer {
             });
         }
         None
+    }
+
+    /// Ends an open turn at `now` because its last pause was judged the end (semantic turn
+    /// detection). Nothing happens when speech is not open.
+    pub fn end_now(&mut self, now: u64) -> Option<EndpointEvent> {
+        self.finish(now)
     }
 
     /// Ends an open turn at `now` (end of input): the caller closes the stream.
@@ -269,6 +288,31 @@ mod tests {
             })
         );
         assert_eq!(ep.finish(3000), None);
+    }
+
+    #[test]
+    fn semantic_turns_wait_for_the_fallback_silence_unless_ended_now() {
+        let config = EndpointConfig {
+            turn_end: TurnEnd::Semantic(super::super::turn_end::Eagerness::High),
+            ..EndpointConfig::default()
+        };
+        let mut probs = vec![0.9; 10];
+        probs.extend([0.1; 40]);
+        let events = run(config, &probs);
+        // 800 ms = 12800 samples = 25 frames: the 25th silent frame ends it, not the 16th.
+        assert_eq!(events[1].0, 10 + 24, "{events:?}");
+        let mut ep = Endpointer::new(config).expect("valid config");
+        ep.push(0.9, 0, FRAME);
+        ep.push(0.1, FRAME, FRAME);
+        assert_eq!(
+            ep.end_now(2 * FRAME),
+            Some(EndpointEvent::SpeechStopped {
+                audio_end: 2 * FRAME,
+                speech_end: FRAME
+            })
+        );
+        assert!(!ep.in_speech());
+        assert_eq!(ep.end_now(3 * FRAME), None);
     }
 
     #[test]

@@ -3,6 +3,8 @@
 pub mod endpoint;
 pub mod silero;
 pub mod smart_turn;
+pub mod turn_end;
 
 pub use endpoint::{EndpointConfig, EndpointEvent, Endpointer};
 pub use silero::{SileroState, SileroVad, VadError};
+pub use turn_end::{Eagerness, TurnEnd};
