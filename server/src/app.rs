@@ -164,7 +164,8 @@ impl AppState {
             output_format: AudioFormat::Pcm16,
             turn_detection: match d.turn_detection {
                 TurnMode::Manual => None,
-                TurnMode::ServerVad => Some(TurnDetection {
+                TurnMode::SemanticVad | TurnMode::ServerVad => Some(TurnDetection {
+                    semantic: (d.turn_detection == TurnMode::SemanticVad).then_some(d.eagerness),
                     threshold: d.vad_threshold,
                     prefix_padding_ms: d.prefix_padding_ms,
                     silence_duration_ms: d.silence_duration_ms,

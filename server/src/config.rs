@@ -4,7 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use antiphon_models::vad::Eagerness;
+use serde::{Deserialize, Deserializer};
 
 /// Used when `server.api_keys` is empty, so a fresh checkout works out of the box; the server
 /// logs a loud warning at startup whenever it is accepted.
@@ -101,9 +102,16 @@ impl Default for ServerConfig {
     }
 }
 
+/// Reads an eagerness name (`low`, `medium`, `high`, `auto`).
+fn eagerness<'de, D: Deserializer<'de>>(d: D) -> Result<Eagerness, D::Error> {
+    let name = String::deserialize(d)?;
+    name.parse().map_err(serde::de::Error::custom)
+}
+
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum TurnMode {
+    SemanticVad,
     ServerVad,
     Manual,
 }
@@ -115,8 +123,12 @@ pub struct SessionDefaults {
     pub model: String,
     pub instructions: String,
     pub voice: String,
-    /// `server_vad` or `manual` (`turn_detection: null`).
+    /// `semantic_vad` (each pause judged: an acoustic end-of-turn model and the transcript so
+    /// far), `server_vad` (a fixed silence timer) or `manual` (`turn_detection: null`).
     pub turn_detection: TurnMode,
+    /// `semantic_vad`'s eagerness: `low`, `medium`, `high` or `auto` (= medium).
+    #[serde(deserialize_with = "eagerness")]
+    pub eagerness: Eagerness,
     pub vad_threshold: f32,
     pub prefix_padding_ms: u32,
     pub silence_duration_ms: u32,
@@ -142,7 +154,8 @@ impl Default for SessionDefaults {
             model: "antiphon".into(),
             instructions: "You are a helpful voice assistant. Answer briefly.".into(),
             voice: "default".into(),
-            turn_detection: TurnMode::ServerVad,
+            turn_detection: TurnMode::SemanticVad,
+            eagerness: Eagerness::Auto,
             vad_threshold: 0.5,
             prefix_padding_ms: 300,
             silence_duration_ms: 500,

@@ -71,6 +71,8 @@ families!(Counter, "counter", {
         "Engine outputs dropped because their epoch was stale.";
     Speculations => "antiphon_speculative_replies_total",
         "Replies begun on a caller's pause before the turn was certain, by outcome (started, adopted at the endpoint, withdrawn unheard).";
+    TurnJudgements => "antiphon_turn_judgements_total",
+        "Caller pauses judged by semantic turn detection, by verdict (done: the turn ended; not_done: the caller was given more time; vetoed: it sounded done but the transcript stops mid-sentence).";
     TwilioProtocolErrors => "antiphon_twilio_protocol_errors_total",
         "Twilio Media Streams input rejected (malformed, out of order, wrong format), by code.";
     Dtmf => "antiphon_dtmf_total", "DTMF key presses received from callers.";

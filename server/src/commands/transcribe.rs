@@ -136,6 +136,7 @@ impl<W: Write> Printer<W> {
                 // Turn-taking hints: a transcript reader has no use for them.
                 AsrEvent::Paused { .. }
                 | AsrEvent::Resumed { .. }
+                | AsrEvent::TurnJudged { .. }
                 | AsrEvent::EndOfStream
                 | AsrEvent::Failed { .. } => return Ok(()),
             };
@@ -164,6 +165,7 @@ impl<W: Write> Printer<W> {
                 ),
                 AsrEvent::Paused { .. }
                 | AsrEvent::Resumed { .. }
+                | AsrEvent::TurnJudged { .. }
                 | AsrEvent::EndOfStream
                 | AsrEvent::Failed { .. } => Ok(()),
             }

@@ -222,6 +222,19 @@ impl AsrAdapter {
                 }
                 AsrEvent::Paused { text, .. } => self.send(now, EngineEvent::SpeechPaused { text }),
                 AsrEvent::Resumed { .. } => self.send(now, EngineEvent::SpeechResumed),
+                AsrEvent::TurnJudged {
+                    probability,
+                    vetoed,
+                    complete,
+                    ..
+                } => self.send(
+                    now,
+                    EngineEvent::TurnJudged {
+                        probability,
+                        vetoed,
+                        complete,
+                    },
+                ),
                 AsrEvent::Final {
                     text,
                     start_ms,

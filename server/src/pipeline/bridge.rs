@@ -28,7 +28,6 @@ use super::asr::AsrAdapter;
 use super::llm::LlmAdapter;
 use super::tts::TtsAdapter;
 use crate::session::engine::{Engine, EngineCommand, EngineEvent, Epoch};
-use antiphon_models::vad::endpoint::EndpointConfig;
 
 /// Commands waiting for the bridge (about 5 s of 20 ms audio frames).
 pub const COMMAND_QUEUE: usize = 256;
@@ -114,17 +113,9 @@ impl Bridge {
                 Some(a) => a.reset().map_err(|m| (Engine::Asr, None, m)),
                 None => Ok(()),
             },
-            EngineCommand::AsrConfigure {
-                threshold,
-                prefix_padding_ms,
-                silence_duration_ms,
-            } => match self.asr.as_mut() {
+            EngineCommand::AsrConfigure(endpoint) => match self.asr.as_mut() {
                 Some(a) => a
-                    .configure(EndpointConfig {
-                        threshold,
-                        prefix_padding_ms,
-                        silence_duration_ms,
-                    })
+                    .configure(endpoint)
                     .map_err(|m| (Engine::Asr, None, m)),
                 None => Ok(()),
             },

@@ -24,11 +24,11 @@ use antiphon_models::store::ModelStore;
 use antiphon_models::tts::TtsEngine;
 use antiphon_models::tts::lexicon::Lexicon;
 use antiphon_models::tts::load::{engine_config_for_voice, spawn_engine_with_config};
-use antiphon_models::vad::endpoint::EndpointConfig;
+use antiphon_models::vad::endpoint::{EndpointConfig, TurnEnd};
 use anyhow::{Context as _, bail};
 use tokio::sync::{Notify, mpsc};
 
-use crate::config::Config;
+use crate::config::{Config, TurnMode};
 use crate::device::Placement;
 use crate::session::engine::Engines;
 use crate::session::{EngineConnector, EngineLink};
@@ -108,6 +108,10 @@ impl Pipeline {
             threshold: s.vad_threshold,
             prefix_padding_ms: s.prefix_padding_ms,
             silence_duration_ms: s.silence_duration_ms,
+            turn_end: match s.turn_detection {
+                TurnMode::SemanticVad => TurnEnd::Semantic(s.eagerness),
+                TurnMode::ServerVad | TurnMode::Manual => TurnEnd::Timer,
+            },
         };
         let asr = if config.asr.enabled {
             if config.asr.model != ASR_MODEL {

@@ -229,15 +229,32 @@ fn turn_detection(v: Value) -> Result<Option<TurnDetectionPatch>, DecodeError> {
     }
     let w: wire::TurnDetection = serde_json::from_value(v)
         .map_err(|e| ("invalid_value", format!("invalid turn_detection: {e}")))?;
-    match w.kind.as_deref() {
-        None | Some("server_vad") => {}
+    let eagerness = w
+        .eagerness
+        .as_deref()
+        .map(str::parse::<Eagerness>)
+        .transpose()
+        .map_err(|e| ("invalid_value", format!("turn_detection.eagerness: {e}")))?;
+    let semantic = match w.kind.as_deref() {
+        None if eagerness.is_some() => Some(Some(eagerness.unwrap_or_default())),
+        None => None,
+        Some("server_vad") if eagerness.is_some() => {
+            return Err((
+                "invalid_value",
+                "turn_detection.eagerness is only for type semantic_vad".to_owned(),
+            ));
+        }
+        Some("server_vad") => Some(None),
+        Some("semantic_vad") => Some(Some(eagerness.unwrap_or_default())),
         Some(other) => {
             return Err((
                 "invalid_value",
-                format!("unsupported turn_detection type '{other}' (server_vad or null)"),
+                format!(
+                    "unsupported turn_detection type '{other}' (server_vad, semantic_vad or null)"
+                ),
             ));
         }
-    }
+    };
     if let Some(t) = w.threshold
         && !(0.0..=1.0).contains(&t)
     {
@@ -257,6 +274,7 @@ fn turn_detection(v: Value) -> Result<Option<TurnDetectionPatch>, DecodeError> {
         ));
     }
     Ok(Some(TurnDetectionPatch {
+        semantic,
         threshold: w.threshold,
         prefix_padding_ms: w.prefix_padding_ms,
         silence_duration_ms: w.silence_duration_ms,
@@ -522,6 +540,7 @@ mod wire {
     pub struct TurnDetection {
         #[serde(rename = "type")]
         pub kind: Option<String>,
+        pub eagerness: Option<String>,
         pub threshold: Option<f32>,
         pub prefix_padding_ms: Option<u32>,
         pub silence_duration_ms: Option<u32>,
@@ -681,6 +700,17 @@ fn format_value(f: AudioFormat, dialect: Dialect) -> Value {
 fn turn_detection_value(td: &Option<TurnDetection>) -> Value {
     match td {
         None => Value::Null,
+        Some(TurnDetection {
+            semantic: Some(eagerness),
+            create_response,
+            interrupt_response,
+            ..
+        }) => json!({
+            "type": "semantic_vad",
+            "eagerness": eagerness.as_str(),
+            "create_response": create_response,
+            "interrupt_response": interrupt_response,
+        }),
         Some(td) => json!({
             "type": "server_vad",
             "threshold": td.threshold,
@@ -987,6 +1017,7 @@ fn encode_body(event: &ServerEvent, dialect: Dialect) -> Value {
             "first_audio_sent_ms": ms(t.first_audio_sent_ms),
             "speculative": t.speculation_started_ms.is_some(),
             "speculation_started_ms": ms(t.speculation_started_ms),
+            "end_of_turn_probability": t.end_of_turn_probability,
         }),
     }
 }

@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use super::conversation::ChatMessage;
+use antiphon_models::vad::endpoint::EndpointConfig;
 
 /// The epoch of an agent reply. Outputs made for another epoch are stale.
 pub type Epoch = u64;
@@ -51,6 +52,13 @@ pub enum EngineEvent {
     },
     /// Speech went on after a `SpeechPaused`: a speculative reply on it is stale.
     SpeechResumed,
+    /// Semantic turn detection judged a pause: the acoustic P(turn complete), whether the
+    /// transcript vetoed a "done", and whether the turn ends here (`SpeechStopped` follows).
+    TurnJudged {
+        probability: f32,
+        vetoed: bool,
+        complete: bool,
+    },
     TranscriptFinal {
         text: String,
     },
@@ -102,13 +110,9 @@ pub enum EngineCommand {
     AsrCommit,
     /// The input buffer was cleared: drop buffered audio and VAD state.
     AsrReset,
-    /// `session.update` changed the server-VAD parameters: the endpointer must use these from
-    /// now on (audio the recogniser still buffers may be discarded).
-    AsrConfigure {
-        threshold: f32,
-        prefix_padding_ms: u32,
-        silence_duration_ms: u32,
-    },
+    /// `session.update` changed the turn detection: the endpointer must use this from now on
+    /// (audio the recogniser still buffers may be discarded).
+    AsrConfigure(EndpointConfig),
     LlmStart {
         epoch: Epoch,
         messages: Vec<ChatMessage>,

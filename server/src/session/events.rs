@@ -34,9 +34,14 @@ impl AudioFormat {
     }
 }
 
-/// `server_vad` turn detection. `None` in [`SessionConfig::turn_detection`] means manual turns.
+pub use antiphon_models::vad::Eagerness;
+
+/// Voice turn detection. `None` in [`SessionConfig::turn_detection`] means manual turns.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TurnDetection {
+    /// `semantic_vad` with this eagerness: each pause is judged (acoustic end-of-turn model and
+    /// transcript); `None` is `server_vad`, the fixed silence timer.
+    pub semantic: Option<Eagerness>,
     pub threshold: f32,
     pub prefix_padding_ms: u32,
     pub silence_duration_ms: u32,
@@ -48,6 +53,7 @@ impl Default for TurnDetection {
     fn default() -> Self {
         // OpenAI's documented server_vad defaults.
         TurnDetection {
+            semantic: None,
             threshold: 0.5,
             prefix_padding_ms: 300,
             silence_duration_ms: 500,
@@ -60,6 +66,8 @@ impl Default for TurnDetection {
 /// Partial update of [`TurnDetection`]: fields a client left out keep their value.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TurnDetectionPatch {
+    /// `Some(None)`: the client asked for `server_vad`; `Some(Some(e))`: `semantic_vad`.
+    pub semantic: Option<Option<Eagerness>>,
     pub threshold: Option<f32>,
     pub prefix_padding_ms: Option<u32>,
     pub silence_duration_ms: Option<u32>,
@@ -138,6 +146,9 @@ impl SessionConfig {
         if let Some(td) = patch.turn_detection {
             self.turn_detection = td.map(|p| {
                 let mut cur = self.turn_detection.clone().unwrap_or_default();
+                if let Some(v) = p.semantic {
+                    cur.semantic = v;
+                }
                 if let Some(v) = p.threshold {
                     cur.threshold = v;
                 }
@@ -408,6 +419,8 @@ pub struct TurnLatency {
     /// When the reply was begun speculatively on the caller's pause (it was, and the endpoint
     /// adopted it); `None` for a reply started at the endpoint.
     pub speculation_started_ms: Option<f64>,
+    /// `semantic_vad`: the acoustic P(turn complete) of the pause that ended the user's turn.
+    pub end_of_turn_probability: Option<f32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

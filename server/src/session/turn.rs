@@ -18,6 +18,7 @@ use super::engine::{Engine, EngineCommand, EngineEvent, Engines, Epoch};
 use super::events::Limits;
 use super::events::*;
 use antiphon_audio::frame::AudioFrame;
+use antiphon_models::vad::endpoint::{EndpointConfig, TurnEnd};
 
 /// What the session must do next.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,6 +69,8 @@ struct Trace {
     first_audio_sent: Option<Instant>,
     /// The reply was begun speculatively at this instant and adopted at the endpoint.
     speculation_started: Option<Instant>,
+    /// Semantic turn detection's P(turn complete) for the pause that ended the turn.
+    end_of_turn_probability: Option<f32>,
     reported: bool,
 }
 
@@ -92,6 +95,7 @@ impl Trace {
             tts_first_audio_ms: rel(self.tts_first_audio),
             first_audio_sent_ms: rel(self.first_audio_sent),
             speculation_started_ms: rel(self.speculation_started),
+            end_of_turn_probability: self.end_of_turn_probability,
         })
     }
 }
@@ -159,6 +163,12 @@ pub struct TurnCounters {
     pub speculations_adopted: u64,
     /// Speculative replies withdrawn (the caller went on, or the turn came out different).
     pub speculations_withdrawn: u64,
+    /// Pauses judged the end of the turn (semantic turn detection).
+    pub turns_judged_done: u64,
+    /// Pauses judged mid-turn: the caller was given more time.
+    pub turns_judged_not_done: u64,
+    /// Pauses that sounded done but whose transcript stops mid-sentence.
+    pub turns_judged_vetoed: u64,
 }
 
 /// The turn/response state machine of one session.
@@ -190,10 +200,12 @@ pub struct TurnManager {
     warned_no_asr: bool,
     /// VAD parameters the ASR engine was last told (threshold, prefix, silence); starts as the
     /// session's initial config, which the pipeline opened the ASR slot with.
-    asr_vad: Option<(f32, u32, u32)>,
+    asr_vad: Option<EndpointConfig>,
     speculation: Option<Speculation>,
     /// Speculations begun since the last endpoint.
     speculations_this_turn: u32,
+    /// The last pause judgement of the caller's current turn (for the latency trace).
+    end_of_turn_probability: Option<f32>,
     /// Held events of an adopted speculation are being handled: their engine commands
     /// (text to the TTS) were already sent.
     replaying: bool,
@@ -202,8 +214,13 @@ pub struct TurnManager {
 }
 
 /// The parts of turn detection the ASR endpointer uses.
-fn vad_params(td: &TurnDetection) -> (f32, u32, u32) {
-    (td.threshold, td.prefix_padding_ms, td.silence_duration_ms)
+fn vad_params(td: &TurnDetection) -> EndpointConfig {
+    EndpointConfig {
+        threshold: td.threshold,
+        prefix_padding_ms: td.prefix_padding_ms,
+        silence_duration_ms: td.silence_duration_ms,
+        turn_end: td.semantic.map_or(TurnEnd::Timer, TurnEnd::Semantic),
+    }
 }
 
 impl TurnManager {
@@ -232,6 +249,7 @@ impl TurnManager {
             asr_vad,
             speculation: None,
             speculations_this_turn: 0,
+            end_of_turn_probability: None,
             replaying: false,
             counters: TurnCounters::default(),
             out: VecDeque::new(),
@@ -397,11 +415,7 @@ impl TurnManager {
             && self.engines.asr
         {
             self.asr_vad = Some(p);
-            self.command(EngineCommand::AsrConfigure {
-                threshold: p.0,
-                prefix_padding_ms: p.1,
-                silence_duration_ms: p.2,
-            });
+            self.command(EngineCommand::AsrConfigure(p));
         }
         self.emit(ServerEvent::SessionUpdated(self.config.clone()));
     }
@@ -688,6 +702,7 @@ impl TurnManager {
         };
         if origin.1 == LatencyOrigin::SpeechEnd {
             trace.asr_final = self.last_asr_final;
+            trace.end_of_turn_probability = self.end_of_turn_probability.take();
         }
         let span = tracing::info_span!("turn", response_id = %id, epoch = self.epoch);
         span.in_scope(|| tracing::info!(origin = origin.1.as_str(), audio, "response started"));
@@ -1107,6 +1122,19 @@ impl TurnManager {
             EngineEvent::TranscriptFinal { text } => self.transcript_final(now, text),
             EngineEvent::SpeechPaused { text } => self.speech_paused(now, text),
             EngineEvent::SpeechResumed => self.withdraw_speculation(),
+            EngineEvent::TurnJudged {
+                probability,
+                vetoed,
+                complete,
+            } => {
+                self.end_of_turn_probability = Some(probability);
+                let c = &mut self.counters;
+                match (complete, vetoed) {
+                    (true, _) => c.turns_judged_done += 1,
+                    (false, true) => c.turns_judged_vetoed += 1,
+                    (false, false) => c.turns_judged_not_done += 1,
+                }
+            }
             EngineEvent::SpeakerLabel { label } => self.next_speaker = Some(label),
             EngineEvent::LlmToken { epoch, text } => {
                 if self.is_current(epoch) {
@@ -1175,6 +1203,7 @@ impl TurnManager {
             return;
         };
         self.withdraw_speculation();
+        self.end_of_turn_probability = None;
         if let Some(r) = self.response.as_mut()
             && td.interrupt_response
         {

@@ -112,6 +112,7 @@ fn session_update_ga_nested_shape() {
     assert_eq!(
         p.turn_detection,
         Some(Some(TurnDetectionPatch {
+            semantic: Some(None),
             threshold: Some(0.7),
             prefix_padding_ms: Some(200),
             silence_duration_ms: Some(400),
@@ -119,6 +120,47 @@ fn session_update_ga_nested_shape() {
             interrupt_response: Some(false),
         }))
     );
+}
+
+#[test]
+fn semantic_vad_is_decoded_applied_and_reported_in_openai_shape() {
+    let mut config = SessionConfig {
+        turn_detection: Some(TurnDetection::default()),
+        ..session()
+    };
+    let ClientEvent::SessionUpdate(p) = event(json!({"type": "session.update", "session": {
+        "type": "realtime",
+        "audio": {"input": {"turn_detection": {"type": "semantic_vad", "eagerness": "high",
+                                               "create_response": true}}}
+    }})) else {
+        panic!("session.update")
+    };
+    config.apply(p);
+    let td = config.turn_detection.clone().expect("voice turns");
+    assert_eq!(td.semantic, Some(Eagerness::High));
+    let v = turn_detection_value(&config.turn_detection);
+    assert_eq!(
+        v,
+        json!({"type": "semantic_vad", "eagerness": "high", "create_response": true,
+               "interrupt_response": true})
+    );
+    // No eagerness: auto. Back to server_vad: the timer, with its settings kept.
+    let ClientEvent::SessionUpdate(p) = event(json!({"type": "session.update", "session": {
+        "turn_detection": {"type": "semantic_vad"}}})) else {
+        panic!("session.update")
+    };
+    config.apply(p);
+    assert_eq!(
+        config.turn_detection.as_ref().and_then(|t| t.semantic),
+        Some(Eagerness::Auto)
+    );
+    let ClientEvent::SessionUpdate(p) = event(json!({"type": "session.update", "session": {
+        "turn_detection": {"type": "server_vad"}}})) else {
+        panic!("session.update")
+    };
+    config.apply(p);
+    assert_eq!(config.turn_detection, Some(TurnDetection::default()));
+    assert_eq!(turn_detection_value(&config.turn_detection)["type"], "server_vad");
 }
 
 #[test]
@@ -181,8 +223,16 @@ fn session_update_rejects_unsupported_settings() {
             "rate 16000",
         ),
         (
-            json!({"turn_detection": {"type": "semantic_vad"}}),
-            "semantic_vad",
+            json!({"turn_detection": {"type": "turn_vad"}}),
+            "turn_vad",
+        ),
+        (
+            json!({"turn_detection": {"type": "semantic_vad", "eagerness": "eager"}}),
+            "eagerness",
+        ),
+        (
+            json!({"turn_detection": {"type": "server_vad", "eagerness": "low"}}),
+            "eagerness",
         ),
         (
             json!({"turn_detection": {"type": "server_vad", "threshold": 3.0}}),
@@ -872,6 +922,7 @@ fn latency_extension_event() {
         tts_first_audio_ms: Some(410.0),
         first_audio_sent_ms: None,
         speculation_started_ms: None,
+        end_of_turn_probability: Some(0.75),
     };
     for d in [Dialect::Ga, Dialect::Beta] {
         let v = encode(&ServerEvent::TurnLatency(t.clone()), d);
@@ -882,5 +933,6 @@ fn latency_extension_event() {
         assert_eq!(v["first_audio_sent_ms"], Value::Null);
         assert_eq!(v["speculative"], false);
         assert_eq!(v["speculation_started_ms"], Value::Null);
+        assert_eq!(v["end_of_turn_probability"], 0.75);
     }
 }

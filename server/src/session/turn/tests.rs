@@ -10,6 +10,7 @@ use crate::session::conversation::ChatMessage;
 use crate::session::conversation::ChatRole;
 use crate::session::engine::{Engine, EngineCommand, EngineEvent, Engines, Epoch};
 use antiphon_audio::frame::AudioFrame;
+use antiphon_models::vad::endpoint::{EndpointConfig, TurnEnd};
 
 const ALL: Engines = Engines {
     asr: true,
@@ -97,7 +98,7 @@ fn trace(out: &[Output]) -> Vec<String> {
                     EngineCommand::AsrAudio { .. } => "cmd:asr_audio",
                     EngineCommand::AsrCommit => "cmd:asr_commit",
                     EngineCommand::AsrReset => "cmd:asr_reset",
-                    EngineCommand::AsrConfigure { .. } => "cmd:asr_configure",
+                    EngineCommand::AsrConfigure(_) => "cmd:asr_configure",
                     EngineCommand::LlmStart { .. } => "cmd:llm_start",
                     EngineCommand::LlmCancel { .. } => "cmd:llm_cancel",
                     EngineCommand::LlmWithdraw { .. } => "cmd:llm_withdraw",
@@ -940,11 +941,12 @@ fn session_update_changing_vad_parameters_reconfigures_the_asr_endpointer() {
     let d = TurnDetection::default();
     assert_eq!(
         cmds,
-        vec![EngineCommand::AsrConfigure {
+        vec![EngineCommand::AsrConfigure(EndpointConfig {
             threshold: d.threshold,
             prefix_padding_ms: d.prefix_padding_ms,
             silence_duration_ms: 900,
-        }]
+            turn_end: TurnEnd::Timer,
+        })]
     );
     assert!(trace(&out).contains(&"session.updated".to_string()));
 
