@@ -30,6 +30,34 @@ pub struct Endpoint {
     pub instructions: Option<String>,
     /// `audio.input.transcription.model`; `None` leaves transcription off (no ASR latency).
     pub transcription_model: Option<String>,
+    /// `audio.input.turn_detection` to ask for (`{"type": "server_vad"}`, `{"type":
+    /// "semantic_vad", "eagerness": "high"}`, …); `None` keeps the server's default.
+    pub turn_detection: Option<Value>,
+}
+
+/// Reads `--turn-detection`: `default` (the server's), `server_vad`, `server_vad:<ms>`
+/// (silence duration), `semantic_vad` or `semantic_vad:<eagerness>`.
+pub fn parse_turn_detection(s: &str) -> Result<Option<Value>, String> {
+    let (kind, arg) = s.split_once(':').map_or((s, None), |(k, a)| (k, Some(a)));
+    match (kind, arg) {
+        ("default", None) => Ok(None),
+        ("server_vad", None) => Ok(Some(json!({"type": "server_vad"}))),
+        ("server_vad", Some(ms)) => {
+            let ms: u32 = ms
+                .parse()
+                .map_err(|_| format!("server_vad:{ms}: silence must be whole milliseconds"))?;
+            Ok(Some(
+                json!({"type": "server_vad", "silence_duration_ms": ms}),
+            ))
+        }
+        ("semantic_vad", None) => Ok(Some(json!({"type": "semantic_vad"}))),
+        ("semantic_vad", Some(e)) if ["low", "medium", "high", "auto"].contains(&e) => {
+            Ok(Some(json!({"type": "semantic_vad", "eagerness": e})))
+        }
+        _ => Err(format!(
+            "unknown turn detection {s:?}: default, server_vad[:ms], semantic_vad[:low|medium|high|auto]"
+        )),
+    }
 }
 
 /// Everything one session produced.
@@ -57,8 +85,10 @@ fn pcm16_base64(samples: &[f32]) -> String {
 fn session_update(endpoint: &Endpoint) -> Value {
     let mut input = json!({
         "format": {"type": "audio/pcm", "rate": 24000},
-        "turn_detection": {"type": "server_vad"},
     });
+    if let Some(td) = &endpoint.turn_detection {
+        input["turn_detection"] = td.clone();
+    }
     if let Some(model) = &endpoint.transcription_model {
         input["transcription"] = json!({ "model": model });
     }
@@ -230,6 +260,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn turn_detection_choices() {
+        assert_eq!(parse_turn_detection("default"), Ok(None));
+        assert_eq!(
+            parse_turn_detection("server_vad:300"),
+            Ok(Some(
+                json!({"type": "server_vad", "silence_duration_ms": 300})
+            ))
+        );
+        assert_eq!(
+            parse_turn_detection("semantic_vad:high"),
+            Ok(Some(json!({"type": "semantic_vad", "eagerness": "high"})))
+        );
+        assert!(parse_turn_detection("semantic_vad:eager").is_err());
+        assert!(parse_turn_detection("server_vad:soon").is_err());
+        assert!(parse_turn_detection("vad").is_err());
+    }
+
+    #[test]
     fn session_update_is_ga_pcm_24k_with_server_vad() {
         let v = session_update(&Endpoint {
             url: String::new(),
@@ -237,6 +285,7 @@ mod tests {
             max_output_tokens: Some(60),
             instructions: None,
             transcription_model: Some("m".into()),
+            turn_detection: Some(json!({"type": "server_vad"})),
         });
         assert_eq!(v["type"], "session.update");
         let input = &v["session"]["audio"]["input"];

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use antiphon_audio::wav::read_mono;
 use antiphon_loadtest::clips::{load_clips, with_pause};
-use antiphon_loadtest::driver::Endpoint;
+use antiphon_loadtest::driver::{Endpoint, parse_turn_detection};
 use antiphon_loadtest::report::Report;
 use antiphon_loadtest::run::{RampConfig, StepConfig, StepReport, run_ramp, run_step};
 use antiphon_loadtest::speech_end::{DEFAULT_FLOOR_DB, speech_extent};
@@ -83,6 +83,10 @@ struct RunArgs {
     /// Input transcription model, for the ASR-final latency (`none` turns transcription off).
     #[arg(long, default_value = "moonshine-base-en")]
     transcription_model: String,
+    /// Turn detection each session asks for: `default` (the server's), `server_vad`,
+    /// `server_vad:<silence ms>`, `semantic_vad` or `semantic_vad:<low|medium|high|auto>`.
+    #[arg(long, default_value = "default", value_parser = parse_turn_detection)]
+    turn_detection: Option<serde_json::Value>,
     /// PID of the server process on this machine: report its CPU seconds per session-minute.
     #[arg(long)]
     server_pid: Option<u32>,
@@ -200,6 +204,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             max_output_tokens: Some(args.max_output_tokens).filter(|&n| n > 0),
             instructions: args.instructions,
             transcription_model: Some(args.transcription_model).filter(|m| m != "none"),
+            turn_detection: args.turn_detection,
         },
         clips: clips.into_iter().map(Arc::new).collect(),
         sessions: args.sessions,

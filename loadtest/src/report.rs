@@ -31,6 +31,8 @@ pub struct RunSettings {
     pub max_duration_s: f64,
     pub max_output_tokens: Option<u32>,
     pub transcription_model: Option<String>,
+    /// What the sessions asked for (`None`: the server's default).
+    pub turn_detection: Option<serde_json::Value>,
     pub clips: Vec<ClipInfo>,
 }
 
@@ -46,6 +48,7 @@ impl RunSettings {
             max_duration_s: c.max_duration.as_secs_f64(),
             max_output_tokens: c.endpoint.max_output_tokens,
             transcription_model: c.endpoint.transcription_model.clone(),
+            turn_detection: c.endpoint.turn_detection.clone(),
             clips: c
                 .clips
                 .iter()

@@ -46,6 +46,8 @@ async fn two_sessions_two_turns_against_a_real_server() {
             max_output_tokens: Some(16),
             instructions: None,
             transcription_model: Some("moonshine-base-en".into()),
+            // The server's default (semantic_vad).
+            turn_detection: None,
         },
         clips: clips.into_iter().map(Arc::new).collect(),
         sessions: 2,

@@ -114,9 +114,7 @@ impl Bridge {
                 None => Ok(()),
             },
             EngineCommand::AsrConfigure(endpoint) => match self.asr.as_mut() {
-                Some(a) => a
-                    .configure(endpoint)
-                    .map_err(|m| (Engine::Asr, None, m)),
+                Some(a) => a.configure(endpoint).map_err(|m| (Engine::Asr, None, m)),
                 None => Ok(()),
             },
             EngineCommand::LlmPrepare { messages } => {

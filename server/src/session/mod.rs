@@ -322,11 +322,19 @@ fn account(metrics: &Metrics, transport: &'static str, last: &mut TurnCounters, 
     }
     for (verdict, n) in [
         ("done", now.turns_judged_done - last.turns_judged_done),
-        ("not_done", now.turns_judged_not_done - last.turns_judged_not_done),
+        (
+            "not_done",
+            now.turns_judged_not_done - last.turns_judged_not_done,
+        ),
         ("vetoed", now.turns_judged_vetoed - last.turns_judged_vetoed),
     ] {
         if n > 0 {
-            metrics.add(Counter::TurnJudgements, transport, &[("verdict", verdict)], n);
+            metrics.add(
+                Counter::TurnJudgements,
+                transport,
+                &[("verdict", verdict)],
+                n,
+            );
         }
     }
     let rejected = now.audio_bytes_rejected - last.audio_bytes_rejected;

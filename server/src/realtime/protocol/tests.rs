@@ -146,7 +146,8 @@ fn semantic_vad_is_decoded_applied_and_reported_in_openai_shape() {
     );
     // No eagerness: auto. Back to server_vad: the timer, with its settings kept.
     let ClientEvent::SessionUpdate(p) = event(json!({"type": "session.update", "session": {
-        "turn_detection": {"type": "semantic_vad"}}})) else {
+        "turn_detection": {"type": "semantic_vad"}}}))
+    else {
         panic!("session.update")
     };
     config.apply(p);
@@ -155,12 +156,16 @@ fn semantic_vad_is_decoded_applied_and_reported_in_openai_shape() {
         Some(Eagerness::Auto)
     );
     let ClientEvent::SessionUpdate(p) = event(json!({"type": "session.update", "session": {
-        "turn_detection": {"type": "server_vad"}}})) else {
+        "turn_detection": {"type": "server_vad"}}}))
+    else {
         panic!("session.update")
     };
     config.apply(p);
     assert_eq!(config.turn_detection, Some(TurnDetection::default()));
-    assert_eq!(turn_detection_value(&config.turn_detection)["type"], "server_vad");
+    assert_eq!(
+        turn_detection_value(&config.turn_detection)["type"],
+        "server_vad"
+    );
 }
 
 #[test]
@@ -222,10 +227,7 @@ fn session_update_rejects_unsupported_settings() {
             json!({"audio": {"input": {"format": {"type": "audio/pcm", "rate": 16000}}}}),
             "rate 16000",
         ),
-        (
-            json!({"turn_detection": {"type": "turn_vad"}}),
-            "turn_vad",
-        ),
+        (json!({"turn_detection": {"type": "turn_vad"}}), "turn_vad"),
         (
             json!({"turn_detection": {"type": "semantic_vad", "eagerness": "eager"}}),
             "eagerness",
