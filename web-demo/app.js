@@ -275,7 +275,7 @@
           input: {
             format: { type: "audio/pcm", rate: WIRE_RATE },
             transcription: {},
-            turn_detection: demo.mode === "handsfree" ? { type: "server_vad", silence_duration_ms: 500 } : null,
+            turn_detection: demo.mode === "handsfree" ? { type: "semantic_vad", eagerness: "auto" } : null,
           },
           output: {
             format: { type: "audio/pcm", rate: WIRE_RATE },
@@ -820,9 +820,14 @@
     ttfb.className = "ttfb";
     if (turn.page.micEndToHeardMs != null) {
       const td = demo.session && demo.session.audio && demo.session.audio.input.turn_detection;
-      ttfb.textContent = `You went quiet → reply heard: ${Math.round(turn.page.micEndToHeardMs)} ms at this page${
-        td ? ` (includes the ${td.silence_duration_ms} ms of silence that ends a turn)` : ""
-      }`;
+      let wait = "";
+      if (td && td.type === "semantic_vad") {
+        const p = lat.end_of_turn_probability;
+        wait = ` (includes the pause judged the end of your turn${p == null ? "" : `, P(done) ${p.toFixed(2)}`})`;
+      } else if (td) {
+        wait = ` (includes the ${td.silence_duration_ms} ms of silence that ends a turn)`;
+      }
+      ttfb.textContent = `You went quiet → reply heard: ${Math.round(turn.page.micEndToHeardMs)} ms at this page${wait}`;
       ttfb.title = "From the last microphone frame above the speech level to the first audible reply sample at this page";
     }
 

@@ -85,8 +85,8 @@ struct RunArgs {
     transcription_model: String,
     /// Turn detection each session asks for: `default` (the server's), `server_vad`,
     /// `server_vad:<silence ms>`, `semantic_vad` or `semantic_vad:<low|medium|high|auto>`.
-    #[arg(long, default_value = "default", value_parser = parse_turn_detection)]
-    turn_detection: Option<serde_json::Value>,
+    #[arg(long, default_value = "default")]
+    turn_detection: String,
     /// PID of the server process on this machine: report its CPU seconds per session-minute.
     #[arg(long)]
     server_pid: Option<u32>,
@@ -186,6 +186,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let explicit = args.url.is_some();
     let url = args.url.unwrap_or_else(|| DEFAULT_URL.to_owned());
     check_target(&url, explicit)?;
+    let turn_detection = parse_turn_detection(&args.turn_detection).map_err(anyhow::Error::msg)?;
     let mut clips = load_clips(&args.wavs).context("loading the clips")?;
     if args.pause_ms > 0 {
         clips = clips
@@ -204,7 +205,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             max_output_tokens: Some(args.max_output_tokens).filter(|&n| n > 0),
             instructions: args.instructions,
             transcription_model: Some(args.transcription_model).filter(|m| m != "none"),
-            turn_detection: args.turn_detection,
+            turn_detection,
         },
         clips: clips.into_iter().map(Arc::new).collect(),
         sessions: args.sessions,

@@ -618,6 +618,38 @@ async fn client_vanishing_mid_reply_frees_its_engine_slots() {
 /// withdrawn, so the test exercises it rather than passing for want of one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_speculative_reply_overtaken_by_the_caller_never_reaches_the_client() {
+    // A 1.5 s timer: the 900 ms pause is inside the turn, long enough to speculate on.
+    overtaken_speculation(json!({"type": "server_vad", "silence_duration_ms": 1500})).await;
+}
+
+/// The same under the default `semantic_vad`: the 900 ms pause (the 500 ms timer would end the
+/// turn in it) is judged unfinished, so the caller keeps the floor; `/metrics` shows the
+/// judgement that gave them more time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn semantic_vad_waits_through_a_mid_turn_pause_and_never_leaks_the_speculation() {
+    let server = overtaken_speculation(json!({"type": "semantic_vad", "eagerness": "auto"})).await;
+    let body = metrics(server.port).await;
+    let judged = |verdict: &str| {
+        metric(
+            &body,
+            &format!(
+                "antiphon_turn_judgements_total{{transport=\"websocket\",verdict=\"{verdict}\"}}"
+            ),
+        )
+    };
+    let (done, not_done, vetoed) = (judged("done"), judged("not_done"), judged("vetoed"));
+    eprintln!("pauses judged: {done} done, {not_done} not done, {vetoed} vetoed");
+    assert!(
+        not_done + vetoed >= 1,
+        "no pause was judged unfinished: {body}"
+    );
+    assert!(done >= 1, "the turn's end was not judged done: {body}");
+}
+
+/// Speaks "he was not an ill disposed young man" … 900 ms … "unless to be rather cold hearted
+/// …" under `turn_detection` and checks that the speculation on the pause never reaches the
+/// client. Returns the server (still serving, for its `/metrics`).
+async fn overtaken_speculation(turn_detection: Value) -> TestServer {
     let _serial = SERIAL.lock().await;
     let first = load_named_clip(CLIP);
     let second = load_named_clip("sense_and_sensibility_01_austen_64kb-0890");
@@ -630,7 +662,6 @@ async fn a_speculative_reply_overtaken_by_the_caller_never_reaches_the_client() 
     let speech_end = resume_at + second.speech_end;
 
     let server = start_server().await;
-    // A 1.5 s endpoint: the 900 ms pause is inside the turn, long enough to speculate on.
     let (tx, mut rx) = open_session_with(
         server.port,
         json!({
@@ -638,7 +669,7 @@ async fn a_speculative_reply_overtaken_by_the_caller_never_reaches_the_client() 
             "max_output_tokens": 30,
             "audio": {"input": {
                 "transcription": {"model": "moonshine-base-en"},
-                "turn_detection": {"type": "server_vad", "silence_duration_ms": 1500}
+                "turn_detection": turn_detection
             }}
         }),
     )
@@ -702,4 +733,5 @@ async fn a_speculative_reply_overtaken_by_the_caller_never_reaches_the_client() 
         withdrawn >= 1,
         "no speculation was made in the pause and withdrawn: {body}"
     );
+    server
 }

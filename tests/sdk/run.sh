@@ -2,7 +2,8 @@
 # Third-party client test: the official OpenAI Python SDK's Realtime client (GA and beta
 # dialects) against a real `antiphon serve` with the CI models (SmolLM2 LLM), one spoken turn
 # each. Creates/reuses a venv at target/sdk-venv, builds the debug binary if needed, starts the
-# server on a free port, runs tests/sdk/test_realtime_sdk.py per dialect and ends with the line
+# server on a free port, runs tests/sdk/test_realtime_sdk.py per dialect, once with server_vad
+# and once with semantic_vad, and ends with the line
 # `sdk: N passed, M failed`. Exits non-zero when anything failed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -11,6 +12,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 venv=target/sdk-venv
 req=tests/sdk/requirements.txt
 dialects=(ga beta)
+turn_detections=(server_vad semantic_vad)
 passed=0
 failed=0
 
@@ -21,7 +23,7 @@ finish() {
 
 fail_all() {
   echo "sdk: $1" >&2
-  failed=${#dialects[@]}
+  failed=$(( ${#dialects[@]} * ${#turn_detections[@]} ))
   finish
 }
 
@@ -74,12 +76,14 @@ fi
 echo "sdk: antiphon serve on 127.0.0.1:$port"
 
 for dialect in "${dialects[@]}"; do
-  if timeout 120 "$venv/bin/python" tests/sdk/test_realtime_sdk.py --port "$port" \
-     --dialect "$dialect" --timeout 60; then
-    passed=$((passed + 1))
-  else
-    failed=$((failed + 1))
-    tail -n 20 "$work/stderr" >&2
-  fi
+  for td in "${turn_detections[@]}"; do
+    if timeout 120 "$venv/bin/python" tests/sdk/test_realtime_sdk.py --port "$port" \
+       --dialect "$dialect" --turn-detection "$td" --timeout 60; then
+      passed=$((passed + 1))
+    else
+      failed=$((failed + 1))
+      tail -n 20 "$work/stderr" >&2
+    fi
+  done
 done
 finish

@@ -140,10 +140,13 @@ def word_recall(reference: str, heard: str) -> float:
 
 # ---------------------------------------------------------------- session
 
-def session_config(dialect: str) -> dict:
+def session_config(dialect: str, vad_type: str) -> dict:
     instructions = "You are a friendly voice assistant. Answer in one short sentence."
     transcription = {"model": "moonshine-base-en"}
-    vad = {"type": "server_vad", "silence_duration_ms": 500}
+    if vad_type == "semantic_vad":
+        vad = {"type": "semantic_vad", "eagerness": "auto"}
+    else:
+        vad = {"type": "server_vad", "silence_duration_ms": 500}
     if dialect == "ga":
         return {
             "type": "realtime",
@@ -247,7 +250,7 @@ async def microphone(conn, clip: list[int], state: dict) -> None:
         await asyncio.sleep(max(0.0, next_at - now))
 
 
-async def run_turn(port: int, dialect: str, clip_name: str, timeout: float) -> dict:
+async def run_turn(port: int, dialect: str, vad_type: str, clip_name: str, timeout: float) -> dict:
     names = NAMES[dialect]
     wav_path = clip_dir() / f"{clip_name}.wav"
     reference = (clip_dir() / f"{clip_name}.txt").read_text().strip()
@@ -268,7 +271,7 @@ async def run_turn(port: int, dialect: str, clip_name: str, timeout: float) -> d
         kind, _ = await events.next(deadline)
         check(kind == "session.created", f"first event is {kind!r}, expected session.created")
 
-        await conn.session.update(session=session_config(dialect))
+        await conn.session.update(session=session_config(dialect, vad_type))
         while True:
             kind, updated = await events.next(deadline)
             if kind == "session.updated":
@@ -277,15 +280,15 @@ async def run_turn(port: int, dialect: str, clip_name: str, timeout: float) -> d
         if dialect == "ga":
             voice = s.audio.output.voice
             check(s.audio.input.turn_detection is not None
-                  and s.audio.input.turn_detection.type == "server_vad",
-                  f"turn detection not server_vad: {s.audio.input.turn_detection}")
+                  and s.audio.input.turn_detection.type == vad_type,
+                  f"turn detection not {vad_type}: {s.audio.input.turn_detection}")
             check(s.audio.input.transcription is not None, "input transcription is off")
             check(s.audio.input.format.rate == RATE and s.audio.output.format.rate == RATE,
                   "audio formats are not 24 kHz pcm")
         else:
             voice = s.voice
-            check(s.turn_detection is not None and s.turn_detection.type == "server_vad",
-                  f"turn detection not server_vad: {s.turn_detection}")
+            check(s.turn_detection is not None and s.turn_detection.type == vad_type,
+                  f"turn detection not {vad_type}: {s.turn_detection}")
             check(s.input_audio_transcription is not None, "input transcription is off")
             check(s.input_audio_format == "pcm16" and s.output_audio_format == "pcm16",
                   f"formats {s.input_audio_format}/{s.output_audio_format}, expected pcm16")
@@ -371,12 +374,15 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--dialect", choices=["ga", "beta"], required=True)
+    p.add_argument("--turn-detection", choices=["server_vad", "semantic_vad"],
+                   default="server_vad")
     p.add_argument("--clip", default=DEFAULT_CLIP, help="LibriVox clip name (wav + txt)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds for the whole turn")
     args = p.parse_args()
-    label = f"sdk {args.dialect}"
+    label = f"sdk {args.dialect} {args.turn_detection}"
     try:
-        r = asyncio.run(run_turn(args.port, args.dialect, args.clip, args.timeout))
+        r = asyncio.run(run_turn(args.port, args.dialect, args.turn_detection, args.clip,
+                                 args.timeout))
     except TurnFailed as e:
         print(f"{label}: FAIL: {e}", flush=True)
         return 1

@@ -60,7 +60,7 @@ pub struct AsrEngineConfig {
     /// Longest segment before it is finalised without an endpoint.
     pub max_segment_ms: u32,
     /// Audio kept after the last voiced frame of a segment. At most
-    /// [`crate::vad::turn_end::PROBE_AFTER_MS`], so a pause's transcript is made before the
+    /// [`crate::vad::turn_end::PROBE_AFTER_MS`] (the first judgement), so a pause's transcript is made before the
     /// pause is judged (the judgement weighs it, and a speculative reply starts on it).
     pub tail_ms: u32,
     /// Segments are batched together only if the longest is at most this much longer than
@@ -461,8 +461,11 @@ impl Worker {
             return Ok(());
         }
         let probabilities = self.turn.predict(&audio)?;
+        let lengths: Vec<usize> = audio.iter().map(|a| a.len()).collect();
         let now = Instant::now();
-        for ((slot, speech_end), probability) in due.into_iter().zip(probabilities) {
+        for (((slot, speech_end), probability), turn_len) in
+            due.into_iter().zip(probabilities).zip(lengths)
+        {
             let mut events = Vec::new();
             if let Some(active) = &mut self.slots[slot]
                 && let TurnEnd::Semantic(eagerness) = active.stream.turn_end()
@@ -473,6 +476,16 @@ impl Worker {
                     .filter(|(end, _)| *end == speech_end)
                     .map(|(_, text)| text.as_str());
                 let verdict = judge(eagerness, probability, text);
+                tracing::debug!(
+                    slot,
+                    speech_end_ms = samples_to_ms(speech_end),
+                    turn_ms = samples_to_ms(turn_len as u64),
+                    probability,
+                    vetoed = verdict.vetoed,
+                    complete = verdict.complete,
+                    text = text.unwrap_or(""),
+                    "pause judged"
+                );
                 events.push(AsrEvent::TurnJudged {
                     speech_end_ms: samples_to_ms(speech_end),
                     probability,

@@ -14,7 +14,7 @@ use std::time::Instant;
 use super::AsrEvent;
 use crate::vad::endpoint::{EndpointEvent, Endpointer, ms_to_samples, samples_to_ms};
 use crate::vad::silero::{FRAME_SAMPLES, SileroState};
-use crate::vad::turn_end::{PROBE_AFTER_MS, TurnEnd};
+use crate::vad::turn_end::{JUDGE_AT_MS, TurnEnd};
 
 /// Timing knobs of a stream, in samples at 16 kHz.
 #[derive(Debug, Clone, Copy)]
@@ -88,9 +88,9 @@ pub(crate) struct SlotStream {
     /// A `Paused` went out for the open segment with this speech end: speech after it is a
     /// `Resumed`.
     paused_at: Option<u64>,
-    /// The speech end whose pause was last judged (semantic turn detection): one judgement
-    /// per pause.
-    judged_at: Option<u64>,
+    /// The speech end whose pause was last judged, and how many times (semantic turn
+    /// detection: one judgement per entry of [`JUDGE_AT_MS`]).
+    judged: Option<(u64, usize)>,
     frame: Vec<f32>,
 }
 
@@ -110,7 +110,7 @@ impl SlotStream {
             finishing: false,
             end_of_stream_owed: false,
             paused_at: None,
-            judged_at: None,
+            judged: None,
             frame: vec![0.0; FRAME_SAMPLES],
         }
     }
@@ -306,9 +306,9 @@ impl SlotStream {
     }
 
     /// The open turn's audio so far, when its current pause is due a semantic judgement: the
-    /// turn detection is semantic, the silence has lasted [`PROBE_AFTER_MS`], no decode is
-    /// pending for the segment (the pause's transcript is made first, so the judgement can use
-    /// it and a speculative reply is already under way), and this pause was not judged yet.
+    /// turn detection is semantic, the silence has reached the next of [`JUDGE_AT_MS`], and no
+    /// decode is pending for the segment (the pause's transcript is made first, so the
+    /// judgement can use it and a speculative reply is already under way).
     /// Returns the speech end the judgement is for, with the audio.
     pub fn judgement_due(&self) -> Option<(u64, &[f32])> {
         let TurnEnd::Semantic(_) = self.endpointer.config().turn_end else {
@@ -316,10 +316,13 @@ impl SlotStream {
         };
         let seg = self.open.as_ref()?;
         let speech_end = self.endpointer.last_speech_end();
-        let probe_after = ms_to_samples(u64::from(PROBE_AFTER_MS));
+        let done = match self.judged {
+            Some((end, n)) if end == speech_end => n,
+            _ => 0,
+        };
+        let next = JUDGE_AT_MS.get(done)?;
         let due = self.endpointer.in_speech()
-            && self.clock >= speech_end + probe_after
-            && self.judged_at != Some(speech_end)
+            && self.clock >= speech_end + ms_to_samples(u64::from(*next))
             && self.partial_due().is_none();
         due.then_some((speech_end, seg.audio.as_slice()))
     }
@@ -333,7 +336,10 @@ impl SlotStream {
         now: Instant,
         events: &mut Vec<AsrEvent>,
     ) {
-        self.judged_at = Some(speech_end);
+        self.judged = match self.judged {
+            Some((end, n)) if end == speech_end => Some((end, n + 1)),
+            _ => Some((speech_end, 1)),
+        };
         if !complete || self.endpointer.last_speech_end() != speech_end {
             return;
         }
@@ -567,7 +573,8 @@ mod tests {
     }
 
     #[test]
-    fn a_semantic_pause_is_judged_once_after_its_transcript_and_a_done_ends_the_turn() {
+    fn a_semantic_pause_is_judged_at_200_and_600_ms_after_its_transcript_and_a_done_ends_the_turn()
+    {
         let mut s = semantic_stream();
         feed(&mut s, 30, 0.9, 0.5);
         let speech_end = 30 * FRAME_SAMPLES as u64;
@@ -581,13 +588,21 @@ mod tests {
         assert_eq!(end, speech_end);
         // From the first sample (no room for prefix padding before it) to now.
         assert_eq!(audio.len(), 37 * FRAME_SAMPLES);
-        // "Not done": no event, and no second judgement of the same pause.
+        // "Not done": no event, and no second judgement of the same pause until 600 ms.
         let mut events = Vec::new();
         s.judged(end, false, Instant::now(), &mut events);
         assert!(events.is_empty());
         assert!(s.judgement_due().is_none());
+        feed(&mut s, 11, 0.1, 0.0);
+        assert!(s.judgement_due().is_none(), "576 ms of silence");
+        feed(&mut s, 1, 0.1, 0.0);
+        let (again, _) = s.judgement_due().expect("judged again at 600 ms");
+        assert_eq!(again, end);
+        s.judged(end, false, Instant::now(), &mut events);
+        assert!(s.judgement_due().is_none(), "two judgements per pause");
         // Not the 500 ms timer: 1.2 s of silence in all before the fallback ends it.
-        assert!(feed(&mut s, 20, 0.1, 0.0).is_empty());
+        assert!(feed(&mut s, 8, 0.1, 0.0).is_empty());
+        assert!(s.judgement_due().is_none());
         // The speaker goes on; the next pause is judged "done" and ends the turn at once.
         feed(&mut s, 10, 0.9, 0.5);
         feed(&mut s, 7, 0.1, 0.0);

@@ -77,14 +77,20 @@ pub enum TurnEnd {
     /// A fixed silence (`EndpointConfig::silence_duration_ms`).
     #[default]
     Timer,
-    /// A judgement after [`PROBE_AFTER_MS`] of silence, with the eagerness's longer silence as
-    /// the fallback.
+    /// Judgements after [`JUDGE_AT_MS`] of silence, with the eagerness's longer silence as the
+    /// fallback.
     Semantic(Eagerness),
 }
 
 /// Silence before the speaker's audio is judged. Long enough that the gaps inside words and
 /// between most words have passed.
 pub const PROBE_AFTER_MS: u32 = 200;
+
+/// The silences at which one pause is judged: first early, for an answer as soon as the turn
+/// sounds finished, then once more, because a speaker whose voice did not fall at the end
+/// (read speech does this) sounds finished once a longer silence follows, while a
+/// mid-sentence pause mostly still sounds unfinished.
+pub const JUDGE_AT_MS: [u32; 2] = [PROBE_AFTER_MS, 600];
 
 /// Words a finished sentence almost never ends on: a transcript that stops on one is a speaker
 /// in mid-sentence, whatever their voice sounds like. (Smart Turn was trained on conversational
@@ -94,14 +100,13 @@ const DANGLING: &[&str] = &[
     "into", "at", "my", "your", "its", "our", "their", "um", "uh", "er", "erm",
 ];
 
-/// Whether a transcript stops where a sentence cannot end: on a trailing comma or dash, or on
-/// an article, a conjunction, one of the prepositions that need an object, a possessive or a
-/// filler. (Words a sentence can end on — "than he was", "who is it for" — are not listed.)
+/// Whether a transcript stops where a sentence cannot end: on an article, a conjunction, one of
+/// the prepositions that need an object, a possessive or a filler. (Words a sentence can end
+/// on — "than he was", "who is it for" — are not listed. Punctuation is not evidence either
+/// way: the recogniser puts a comma wherever the voice carries on, which is what the acoustic
+/// model already hears, and a full stop after any audio it is given, finished or not.)
 pub fn sounds_unfinished(text: &str) -> bool {
     let text = text.trim_end();
-    if text.ends_with(',') || text.ends_with('-') || text.ends_with('…') {
-        return true;
-    }
     let last = text
         .rsplit(|c: char| c.is_whitespace())
         .next()
@@ -141,9 +146,10 @@ mod tests {
     fn dangling_words_and_commas_sound_unfinished() {
         for text in [
             "please enter your password and",
-            "I would like to,",
+            "I would like to",
             "He was going to the",
             "so I was, um",
+            "then I put it into",
             "It's in my",
             "a cup of",
         ] {
@@ -157,6 +163,8 @@ mod tests {
             "I'm done",
             "than he was.",
             "who is it for",
+            // Moonshine's comma after a finished clause is not a veto.
+            "rather selfish is to be ill-disposed,",
         ] {
             assert!(!sounds_unfinished(text), "{text}");
         }
