@@ -124,6 +124,7 @@ async fn two_sessions_two_turns_against_a_real_server() {
             "sessions",
             "stagger_ms",
             "transcription_model",
+            "turn_detection",
             "turn_timeout_ms",
             "turns"
         ]

@@ -619,15 +619,55 @@ async fn client_vanishing_mid_reply_frees_its_engine_slots() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_speculative_reply_overtaken_by_the_caller_never_reaches_the_client() {
     // A 1.5 s timer: the 900 ms pause is inside the turn, long enough to speculate on.
-    overtaken_speculation(json!({"type": "server_vad", "silence_duration_ms": 1500})).await;
+    // "he was not an ill disposed young man" … 900 ms … "unless to be rather cold hearted …".
+    let first = load_named_clip(CLIP);
+    let second = load_named_clip("sense_and_sensibility_01_austen_64kb-0890");
+    let mut audio = first.samples[..first.speech_end].to_vec();
+    audio.extend(vec![0.0f32; 900 * RATE as usize / 1000]);
+    let resume_at = audio.len();
+    audio.extend(&second.samples);
+    let speech = Utterance {
+        speech_end: resume_at + second.speech_end,
+        audio,
+        text: format!("{} {}", first.text.trim(), second.text.trim()),
+    };
+    overtaken_speculation(
+        json!({"type": "server_vad", "silence_duration_ms": 1500}),
+        speech,
+    )
+    .await;
 }
 
-/// The same under the default `semantic_vad`: the 900 ms pause (the 500 ms timer would end the
-/// turn in it) is judged unfinished, so the caller keeps the floor; `/metrics` shows the
-/// judgement that gave them more time.
+/// Audio to speak, where its speech ends, and what it says.
+struct Utterance {
+    audio: Vec<f32>,
+    speech_end: usize,
+    text: String,
+}
+
+/// The same under the default `semantic_vad`, with a pause where a sentence cannot end: "had he
+/// married a more amiable woman he might have been made" … 900 ms (the 500 ms timer would end
+/// the turn in it; `antiphon-loadtest --pause-ms` widens the clip's longest mid-utterance gap)
+/// … "still more respectable than he was". The pause is judged unfinished, so the caller keeps
+/// the floor; `/metrics` shows the judgement that gave them more time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn semantic_vad_waits_through_a_mid_turn_pause_and_never_leaks_the_speculation() {
-    let server = overtaken_speculation(json!({"type": "semantic_vad", "eagerness": "auto"})).await;
+async fn semantic_vad_waits_through_a_mid_sentence_pause_and_never_leaks_the_speculation() {
+    let name = "sense_and_sensibility_01_austen_64kb-0920";
+    let path = ModelStore::from_env()
+        .expect("model store")
+        .root()
+        .join("librivox-clips")
+        .join(format!("{name}.wav"));
+    let clip = antiphon_loadtest::clips::load_clip(&path).expect("clip loads");
+    assert_eq!(antiphon_loadtest::clips::WIRE_RATE, RATE);
+    let paused = antiphon_loadtest::clips::with_pause(&clip, 900).expect("a gap to widen");
+    let speech = Utterance {
+        speech_end: paused.speech_end_sample,
+        audio: paused.samples,
+        text: load_named_clip(name).text,
+    };
+    let server =
+        overtaken_speculation(json!({"type": "semantic_vad", "eagerness": "auto"}), speech).await;
     let body = metrics(server.port).await;
     let judged = |verdict: &str| {
         metric(
@@ -646,20 +686,16 @@ async fn semantic_vad_waits_through_a_mid_turn_pause_and_never_leaks_the_specula
     assert!(done >= 1, "the turn's end was not judged done: {body}");
 }
 
-/// Speaks "he was not an ill disposed young man" … 900 ms … "unless to be rather cold hearted
-/// …" under `turn_detection` and checks that the speculation on the pause never reaches the
-/// client. Returns the server (still serving, for its `/metrics`).
-async fn overtaken_speculation(turn_detection: Value) -> TestServer {
+/// Speaks `speech` (a pause in the middle) under `turn_detection` and checks that the
+/// speculation on the pause never reaches the client. Returns the server (still serving, for
+/// its `/metrics`).
+async fn overtaken_speculation(turn_detection: Value, speech: Utterance) -> TestServer {
     let _serial = SERIAL.lock().await;
-    let first = load_named_clip(CLIP);
-    let second = load_named_clip("sense_and_sensibility_01_austen_64kb-0890");
-    // "he was not an ill disposed young man" … 900 ms … "unless to be rather cold hearted …".
-    const PAUSE_MS: usize = 900;
-    let mut audio = first.samples[..first.speech_end].to_vec();
-    audio.extend(vec![0.0f32; PAUSE_MS * RATE as usize / 1000]);
-    let resume_at = audio.len();
-    audio.extend(&second.samples);
-    let speech_end = resume_at + second.speech_end;
+    let Utterance {
+        audio,
+        speech_end,
+        text: whole,
+    } = speech;
 
     let server = start_server().await;
     let (tx, mut rx) = open_session_with(
@@ -710,7 +746,6 @@ async fn overtaken_speculation(turn_detection: Value) -> TestServer {
         }
     }
     assert_eq!(transcripts.len(), 1, "{transcripts:?}");
-    let whole = format!("{} {}", first.text.trim(), second.text.trim());
     let heard_wer = wer(&whole, &transcripts[0]);
     eprintln!(
         "one user item: {:?} (WER {:.1} %)",
