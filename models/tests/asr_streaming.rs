@@ -73,27 +73,10 @@ fn partials_come_while_speaking_and_the_final_reuses_them() {
         .max_by_key(|c| c.audio.len())
         .expect("at least one clip");
     let mut session = engine.open().expect("free slot");
-    // Real-time pacing: 20 ms frames on a 20 ms clock, then 1 s of silence.
+    // Real-time pacing, then 1 s of silence.
     let mut audio = clip.audio.clone();
     audio.extend(std::iter::repeat_n(0.0, 16_000));
-    let started = Instant::now();
-    let mut events = Vec::new();
-    for (i, frame) in audio.chunks(320).enumerate() {
-        session.push_audio(frame).expect("push accepted");
-        while let Some(e) = session.try_event() {
-            events.push((started.elapsed(), e));
-        }
-        let due = Duration::from_millis(20 * (i as u64 + 1));
-        if let Some(wait) = due.checked_sub(started.elapsed()) {
-            std::thread::sleep(wait);
-        }
-    }
-    session.finish().expect("finish accepted");
-    events.extend(
-        asr_support::collect_until_end(&mut session)
-            .into_iter()
-            .map(|e| (started.elapsed(), e)),
-    );
+    let events = stream_in_real_time(&mut session, &audio);
     let partials = events
         .iter()
         .filter(|(_, e)| matches!(e, AsrEvent::Partial { .. }))
