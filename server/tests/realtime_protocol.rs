@@ -92,7 +92,9 @@ async fn session_created_and_updated_in_both_dialects() {
     let mut beta = connect(server.port, true).await;
     let created = recv_type(&mut beta, "session.created").await;
     assert_eq!(created["session"]["input_audio_format"], "pcm16");
-    assert_eq!(created["session"]["turn_detection"]["type"], "server_vad");
+    // The server's default turn detection is semantic_vad (config `[session] turn_detection`).
+    assert_eq!(created["session"]["turn_detection"]["type"], "semantic_vad");
+    assert_eq!(created["session"]["turn_detection"]["eagerness"], "auto");
     send(&mut beta, json!({"type": "session.update", "event_id": "u1", "session": {
         "input_audio_format": "g711_ulaw", "turn_detection": {"type": "server_vad", "silence_duration_ms": 800}
     }}))
