@@ -89,7 +89,10 @@ async fn two_sessions_two_turns_against_a_real_server() {
         assert!(!t.transcript.as_deref().unwrap_or("").trim().is_empty());
         let server = t.server_latency.as_ref().expect("antiphon.turn.latency");
         assert_eq!(server.origin.as_deref(), Some("speech_end"));
-        assert!(server.first_audio_sent_ms.is_some_and(|v| v > 0.0));
+        assert!(
+            server.first_audio_sent_ms.is_some_and(|v| v > 0.0),
+            "{server:?}"
+        );
     }
     assert_eq!(step.summary.turns_with_audio, 4);
     assert_eq!(step.summary.ttfb_ms.count, 4);

@@ -2,9 +2,10 @@
 //!
 //! The first chunk is cut early (at the first clause boundary, or after a few words if none
 //! comes, though not right after a function word such as "the" or "to") so speech can start
-//! while the sentence is still being written. The word cap then doubles with each chunk (3, 6,
-//! 12, 24, … words by default) so the audio already queued always covers the time the next,
-//! longer chunk takes to write and speak; chunks are cut at sentence ends, at clause boundaries
+//! while the sentence is still being written. The word cap then doubles with each chunk (2, 4,
+//! 8, 16, … words by default; 3, 6, 12, … for a reply that starts while others are being
+//! written) so the audio already queued always covers the time the next, longer chunk takes to
+//! write and speak; chunks are cut at sentence ends, at clause boundaries
 //! once they are long enough, or at their cap.
 //! A boundary only counts once the next whitespace has arrived, so "3.14", "1,000" and
 //! "Dr. Smith" are never split.
@@ -13,6 +14,10 @@
 pub struct ChunkerConfig {
     /// First chunk: cut after this many words even without punctuation.
     pub first_max_words: usize,
+    /// The same while other replies are being written at once (see
+    /// [`TextChunker::set_contended`]): the CPU is shared, so the next chunk takes longer to
+    /// write and speak, and a longer first chunk keeps the audio from running dry meanwhile.
+    pub first_max_words_contended: usize,
     /// First chunk: a clause boundary needs at least this many words before it.
     pub first_min_words: usize,
     /// Later chunks: a clause boundary (not a sentence end) needs this many words (or half
@@ -27,8 +32,10 @@ impl Default for ChunkerConfig {
     fn default() -> Self {
         Self {
             // Each word of the first chunk is a token or two of LLM time the caller waits
-            // through before any audio (~40 ms each on 2 cores): 3 words, then clauses.
-            first_max_words: 3,
+            // through before any audio (~40 ms each on 2 cores): 2 words alone, 3 when other
+            // replies share the CPU (2 underran the 4-session loadtest: docs/BENCHMARKS.md).
+            first_max_words: 2,
+            first_max_words_contended: 3,
             first_min_words: 1,
             clause_min_words: 8,
             max_words: 40,
@@ -42,6 +49,7 @@ pub struct TextChunker {
     buffer: String,
     emitted: usize,
     ready: std::collections::VecDeque<String>,
+    contended: bool,
 }
 
 /// Abbreviations whose period does not end a sentence.
@@ -57,7 +65,14 @@ impl TextChunker {
             buffer: String::new(),
             emitted: 0,
             ready: Default::default(),
+            contended: false,
         }
+    }
+
+    /// Whether other replies are being written at the same time as this one; decides the
+    /// first chunk's word cap (and so the caps doubled from it) until the next `reset`.
+    pub fn set_contended(&mut self, contended: bool) {
+        self.contended = contended;
     }
 
     /// Appends text as it arrives (any split, even mid-word).
@@ -100,8 +115,14 @@ impl TextChunker {
     /// Word cap of the next chunk: the first chunk's, doubled per chunk emitted.
     fn word_cap(&self) -> usize {
         let doublings = self.emitted.min(usize::BITS as usize - 1) as u32;
-        self.config
-            .first_max_words
+        let first = if self.contended {
+            self.config
+                .first_max_words_contended
+                .max(self.config.first_max_words)
+        } else {
+            self.config.first_max_words
+        };
+        first
             .max(1)
             .saturating_mul(1usize.checked_shl(doublings).unwrap_or(usize::MAX))
             .min(self.config.max_words)
@@ -241,7 +262,8 @@ mod tests {
             [
                 "Sure,",
                 "I can help with that.",
-                "The store opens at nine, and it closes at five."
+                "The store opens at nine,",
+                "and it closes at five."
             ]
         );
         let toks = by_words("Well then, I can help with that today. Bye.");
@@ -259,11 +281,30 @@ mod tests {
         assert_eq!(
             chunks_of(&refs),
             [
-                "the quick brown",
-                "fox jumps over the lazy dog",
-                "again and again"
+                "the quick",
+                "brown fox jumps over",
+                "the lazy dog again and again"
             ]
         );
+    }
+
+    #[test]
+    fn a_contended_reply_starts_with_a_longer_chunk_until_reset() {
+        let text = "the quick brown fox jumps over the lazy dog again and again";
+        let first_chunk = |c: &mut TextChunker| {
+            for t in by_words(text) {
+                c.push(&t);
+            }
+            let first = c.poll();
+            c.reset();
+            first
+        };
+        let mut c = TextChunker::new(ChunkerConfig::default());
+        assert_eq!(first_chunk(&mut c).as_deref(), Some("the quick"));
+        c.set_contended(true);
+        assert_eq!(first_chunk(&mut c).as_deref(), Some("the quick brown"));
+        c.set_contended(false);
+        assert_eq!(first_chunk(&mut c).as_deref(), Some("the quick"));
     }
 
     #[test]
@@ -309,7 +350,7 @@ mod tests {
             .iter()
             .map(|c| c.split_whitespace().count())
             .collect();
-        assert_eq!(sizes, [3, 6, 12, 24, 40, 40, 40, 35]);
+        assert_eq!(sizes, [2, 4, 8, 16, 32, 40, 40, 40, 18]);
     }
 
     #[test]
@@ -319,7 +360,7 @@ mod tests {
             " left", ".",
         ]);
         // The first chunk is cut by the word cap; "Dr." and "$1,000.50" stay whole.
-        assert_eq!(out, ["Dr. Smith paid", "$1,000.50 today.", "Then left."]);
+        assert_eq!(out, ["Dr. Smith", "paid $1,000.50 today.", "Then left."]);
     }
 
     #[test]

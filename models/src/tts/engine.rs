@@ -11,7 +11,7 @@
 
 use crate::engine::wake::{Wake, WakingSender};
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -118,6 +118,9 @@ pub struct TtsEngine {
     voices: Vec<String>,
     config: EngineConfig,
     next_stream: AtomicU64,
+    /// Streams whose reply text is still arriving (between its first text and `finish` or
+    /// `cancel`): a reply that starts while others are written gets a longer first chunk.
+    replies_writing: Arc<AtomicUsize>,
     dropped: Arc<AtomicU64>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -155,6 +158,7 @@ impl TtsEngine {
             voices,
             config,
             next_stream: AtomicU64::new(1),
+            replies_writing: Arc::new(AtomicUsize::new(0)),
             dropped,
             thread: Mutex::new(Some(thread)),
         })
@@ -211,6 +215,8 @@ impl TtsEngine {
             events,
             epoch: Arc::new(AtomicU64::new(0)),
             chunker: TextChunker::new(self.config.chunker.clone()),
+            replies_writing: self.replies_writing.clone(),
+            writing: false,
             pending: VecDeque::new(),
             seq: 0,
             reply_sent: 0,
@@ -241,6 +247,9 @@ pub struct TtsStream {
     events: Receiver<TtsEvent>,
     epoch: Arc<AtomicU64>,
     chunker: TextChunker,
+    /// The engine's count of streams writing a reply; `writing`: this one is counted in it.
+    replies_writing: Arc<AtomicUsize>,
+    writing: bool,
     /// Chunks cut but not yet accepted by a full engine queue.
     pending: VecDeque<(String, bool)>,
     seq: u64,
@@ -267,6 +276,11 @@ impl TtsStream {
         if self.finished {
             self.start_next_reply();
         }
+        if !self.writing {
+            self.writing = true;
+            let others = self.replies_writing.fetch_add(1, Ordering::AcqRel);
+            self.chunker.set_contended(others > 0);
+        }
         self.chunker.push(text);
         self.queue_ready(false);
         self.flush()
@@ -274,6 +288,7 @@ impl TtsStream {
 
     /// Ends the reply: the rest of the text is spoken and the final chunk is marked `last`.
     pub fn finish(&mut self) -> Result<(), TtsError> {
+        self.stop_writing();
         self.chunker.finish();
         self.queue_ready(true);
         self.finished = true;
@@ -287,6 +302,7 @@ impl TtsStream {
     /// Stops this reply: nothing more of it is synthesized after the chunk in progress,
     /// and nothing of it is delivered. Returns the new epoch.
     pub fn cancel(&mut self) -> u64 {
+        self.stop_writing();
         self.chunker.reset();
         self.pending.clear();
         self.seq = 0;
@@ -330,6 +346,14 @@ impl TtsStream {
         self.finished = false;
         self.reply_sent = 0;
         self.chunker.reset();
+    }
+
+    /// This stream's reply text has all arrived (or was cancelled): it no longer counts as
+    /// a reply being written.
+    fn stop_writing(&mut self) {
+        if std::mem::take(&mut self.writing) {
+            self.replies_writing.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 
     fn queue_ready(&mut self, finishing: bool) {
@@ -378,6 +402,7 @@ impl TtsStream {
 
 impl Drop for TtsStream {
     fn drop(&mut self) {
+        self.stop_writing();
         self.epoch.fetch_add(1, Ordering::AcqRel);
         // Best effort: if the queue is full the engine forgets the stream when its replies fail.
         let _ = self.requests.try_send(Request::Close { stream: self.id });

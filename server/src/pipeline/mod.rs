@@ -178,6 +178,8 @@ impl Pipeline {
                 let started = std::time::Instant::now();
                 let mut engine_config = engine_config_for_voice(model_voice);
                 engine_config.chunker.first_max_words = config.tts.first_chunk_words.max(1);
+                engine_config.chunker.first_max_words_contended =
+                    config.tts.first_chunk_words_contended.max(1);
                 let engine = spawn_engine_with_config(
                     &store,
                     lexicon.clone(),
