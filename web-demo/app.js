@@ -165,6 +165,16 @@
     ui.alert.replaceChildren();
   }
 
+  // A server with its own API keys refuses the public demo key: open Settings at the key field
+  // so the user can type the server's key, instead of leaving them at a bare error.
+  function askForKey() {
+    const details = ui.apiKey.closest("details");
+    if (details) details.open = true;
+    if (ui.apiKey.value.trim() === DEFAULT_KEY) ui.apiKey.value = "";
+    ui.apiKey.placeholder = "this server needs its API key";
+    ui.apiKey.focus();
+  }
+
   function recordError(source, err) {
     const e = {
       at: new Date().toISOString(),
@@ -1319,6 +1329,7 @@
         recordError("auth", { code: "invalid_api_key", message: e.message });
         fail("Authentication refused.", ` The server did not accept the API key (${e.message}). Check Settings › API key.`, "mic");
         setState("error", "API key refused", "error");
+        askForKey();
       } else if (kind === "busy") {
         recordError("capacity", { code: "unavailable", message: e.message });
         fail("Server busy.", " " + e.message, "mic");
@@ -1557,6 +1568,7 @@
         recordError("auth", { code: "invalid_api_key", message: msg || "API key refused" });
         setState("error", "API key refused", "error");
         showAlert("Authentication refused.", ` The server did not accept the API key${msg ? ` (${msg})` : ""}. Check Settings › API key.`);
+        askForKey();
       } else if (r.status === 503) {
         recordError("capacity", { code: (body && body.error && body.error.code) || "unavailable", message: msg });
         showAlert("Server busy.", ` ${msg || "The server refused the session."}`);

@@ -141,6 +141,7 @@ impl AppState {
                 },
                 echo_guard: Duration::from_millis(self.config.session.echo_guard_ms),
                 max_items: s.max_conversation_items,
+                max_conversation_bytes: s.max_conversation_bytes,
                 // `session::channel` turns this on for the transports that encode themselves.
                 frames_out: false,
                 max_speculations: self.config.session.max_speculations,

@@ -75,8 +75,11 @@ pub struct ServerConfig {
     pub max_message_bytes: usize,
     /// Largest uncommitted input audio buffer per session.
     pub max_audio_buffer_bytes: usize,
-    /// Items kept per conversation.
+    /// Items kept per conversation; at the limit the oldest go (the client is told).
     pub max_conversation_items: usize,
+    /// Text (bytes) the items of a conversation may hold together; beyond it the oldest go,
+    /// so what the LLM is given stays inside its context and is bounded before tokenizing.
+    pub max_conversation_bytes: usize,
     /// How long one write to the client may take before the session is closed.
     pub send_timeout_ms: u64,
     /// Directory holding `index.html` for `/` (skipped when absent).
@@ -88,13 +91,15 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
-            host: "0.0.0.0".into(),
+            // Loopback until keys are set: a fresh install is not open to the network.
+            host: "127.0.0.1".into(),
             port: 8080,
             api_keys: Vec::new(),
             max_sessions: 64,
             max_message_bytes: 1 << 20,
             max_audio_buffer_bytes: 15 << 20,
             max_conversation_items: 1000,
+            max_conversation_bytes: 24 << 10,
             send_timeout_ms: 5000,
             web_demo_dir: PathBuf::from("web-demo"),
             device: "auto".into(),
@@ -152,7 +157,9 @@ impl Default for SessionDefaults {
     fn default() -> Self {
         SessionDefaults {
             model: "antiphon".into(),
-            instructions: "You are a helpful voice assistant. Answer briefly.".into(),
+            // Spoken replies: every sentence costs the caller listening time and the server
+            // TTS and LLM time (a 256-token default once made an 18 s monologue per turn).
+            instructions: "You are a helpful voice assistant on a call. Answer in one or two short sentences unless the caller asks for more.".into(),
             voice: "default".into(),
             turn_detection: TurnMode::SemanticVad,
             eagerness: Eagerness::Auto,
@@ -207,7 +214,7 @@ impl Default for LlmConfig {
         LlmConfig {
             enabled: true,
             model: "qwen2.5-coder-0.5b".into(),
-            max_tokens: 256,
+            max_tokens: 128,
             threads: 1,
             slots: 16,
         }
@@ -228,6 +235,9 @@ pub struct TtsConfig {
     /// A reply's first chunk is cut after this many words when no clause ends sooner: the
     /// caller waits through them before any audio. The cap doubles with each later chunk.
     pub first_chunk_words: usize,
+    /// The same for a reply that starts while other replies are being written: the shared
+    /// CPU makes the next chunk slower, and a longer first chunk covers it.
+    pub first_chunk_words_contended: usize,
 }
 
 impl Default for TtsConfig {
@@ -238,7 +248,8 @@ impl Default for TtsConfig {
             extra_models: Vec::new(),
             threads: 1,
             slots: 16,
-            first_chunk_words: 3,
+            first_chunk_words: 2,
+            first_chunk_words_contended: 3,
         }
     }
 }
@@ -323,9 +334,10 @@ impl Config {
         if s.max_audio_buffer_bytes < 1024 {
             return bad("server.max_audio_buffer_bytes must be at least 1024".into());
         }
-        if s.max_conversation_items == 0 || s.send_timeout_ms == 0 {
+        if s.max_conversation_items == 0 || s.max_conversation_bytes == 0 || s.send_timeout_ms == 0
+        {
             return bad(
-                "server.max_conversation_items and send_timeout_ms must be positive".into(),
+                "server.max_conversation_items, max_conversation_bytes and send_timeout_ms must be positive".into(),
             );
         }
         if let Err(e) = s.device.parse::<antiphon_kernels::DeviceChoice>() {
@@ -360,6 +372,7 @@ impl Config {
                 "webrtc.port_range [{lo}, {hi}] must be two ports, low to high"
             ));
         }
+        self.check_exposure()?;
         let d = &self.session;
         if !(0.0..=1.0).contains(&d.vad_threshold) {
             return bad(format!(
@@ -367,8 +380,20 @@ impl Config {
                 d.vad_threshold
             ));
         }
-        if d.silence_duration_ms == 0 {
-            return bad("session.silence_duration_ms must be positive".into());
+        use antiphon_models::vad::endpoint::{
+            MAX_PREFIX_PADDING_MS, MAX_SILENCE_DURATION_MS, MIN_SILENCE_DURATION_MS,
+        };
+        if !(MIN_SILENCE_DURATION_MS..=MAX_SILENCE_DURATION_MS).contains(&d.silence_duration_ms) {
+            return bad(format!(
+                "session.silence_duration_ms {} must be within {MIN_SILENCE_DURATION_MS}..={MAX_SILENCE_DURATION_MS}",
+                d.silence_duration_ms
+            ));
+        }
+        if d.prefix_padding_ms > MAX_PREFIX_PADDING_MS {
+            return bad(format!(
+                "session.prefix_padding_ms {} must be at most {MAX_PREFIX_PADDING_MS}",
+                d.prefix_padding_ms
+            ));
         }
         for (name, enabled, model, threads, slots) in [
             (
@@ -428,6 +453,43 @@ impl Config {
     }
 
     /// The keys the auth layer accepts, and whether that is the demo key.
+    /// Without `server.api_keys` only the public demo key works, so nothing may listen beyond
+    /// this machine: the HTTP listener, SIP and WebRTC's media sockets must be on loopback.
+    fn check_exposure(&self) -> Result<(), ConfigError> {
+        if !self.server.api_keys.is_empty() {
+            return Ok(());
+        }
+        let exposed = |what: &str, addr: &str| {
+            Err(ConfigError::Invalid(format!(
+                "{what} = \"{addr}\" is reachable from other machines, but no server.api_keys \
+                 are set, so anyone there could use the public demo key: set server.api_keys \
+                 (e.g. api_keys = [\"<a long random string>\"]) or listen on 127.0.0.1"
+            )))
+        };
+        if !is_loopback_host(&self.server.host) {
+            return exposed("server.host", &self.server.host);
+        }
+        if !self.sip.listen.is_empty() {
+            let host = self
+                .sip
+                .listen
+                .rsplit_once(':')
+                .map_or(self.sip.listen.as_str(), |(h, _)| h);
+            if !is_loopback_host(host) {
+                return exposed("sip.listen", &self.sip.listen);
+            }
+        }
+        if let Some(ip) = self
+            .webrtc
+            .candidate_ips
+            .iter()
+            .find(|ip| !ip.is_loopback())
+        {
+            return exposed("webrtc.candidate_ips", &ip.to_string());
+        }
+        Ok(())
+    }
+
     pub fn accepted_keys(&self) -> (Vec<String>, bool) {
         if self.server.api_keys.is_empty() {
             (vec![DEMO_API_KEY.to_string()], true)
@@ -437,9 +499,47 @@ impl Config {
     }
 }
 
+/// "127.0.0.1", "::1", "[::1]", "localhost" and the rest of 127/8.
+pub fn is_loopback_host(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 17: a fresh install with no keys is reachable from this machine only.
+    #[test]
+    fn without_keys_nothing_listens_beyond_loopback() {
+        let c = Config::parse("").unwrap();
+        assert!(is_loopback_host(&c.server.host), "{}", c.server.host);
+        for exposed in [
+            "[server]\nhost = \"0.0.0.0\"",
+            "[server]\nhost = \"192.168.1.20\"",
+            "[sip]\nlisten = \"0.0.0.0:5060\"",
+            "[webrtc]\ncandidate_ips = [\"10.1.2.3\"]",
+        ] {
+            match Config::parse(exposed) {
+                Err(ConfigError::Invalid(why)) => {
+                    assert!(why.contains("server.api_keys"), "{exposed}: {why}")
+                }
+                other => panic!("{exposed}: accepted without keys: {other:?}"),
+            }
+            let with_keys = format!("{exposed}\n").replace("[server]\n", "");
+            let with_keys = format!("[server]\napi_keys = [\"k\"]\n{with_keys}");
+            assert!(Config::parse(&with_keys).is_ok(), "{with_keys}");
+        }
+        for local in ["127.0.0.1", "localhost", "::1", "[::1]", "127.0.0.2"] {
+            assert!(
+                Config::parse(&format!("[server]\nhost = \"{local}\"")).is_ok(),
+                "{local}"
+            );
+        }
+    }
 
     #[test]
     fn empty_file_gives_defaults_with_demo_key() {
@@ -493,7 +593,10 @@ mod tests {
             Err(ConfigError::Invalid(_))
         ));
         assert!(
-            Config::parse("[sip]\nlisten = \"0.0.0.0:5060\"\npublic_ip = \"203.0.113.7\"").is_ok()
+            Config::parse(
+                "[server]\napi_keys = [\"k\"]\n[sip]\nlisten = \"0.0.0.0:5060\"\npublic_ip = \"203.0.113.7\""
+            )
+            .is_ok()
         );
         assert!(matches!(
             Config::parse("[twilio]\npublic_url = \"https://voice.example.com/v1/twilio\""),

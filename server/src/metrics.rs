@@ -65,6 +65,8 @@ families!(Counter, "counter", {
     ResponsesCancelled => "antiphon_responses_cancelled_total",
         "Responses cancelled (barge-in or client).";
     Errors => "antiphon_errors_total", "Error events sent to clients, by code.";
+    AudioDroppedSeconds => "antiphon_audio_dropped_seconds_total",
+        "Caller audio an engine dropped because it fell behind real time (words lost; the caller gets an error event), by engine.";
     DroppedFrames => "antiphon_dropped_frames_total",
         "Audio dropped: rejected appends and full engine queues.";
     StaleOutputsDropped => "antiphon_stale_outputs_dropped_total",
@@ -188,7 +190,18 @@ impl Metrics {
             for &c in Counter::ALL {
                 header(&mut out, c.name(), Counter::TYPE, c.help());
                 for ((_, l), v) in r.counters.iter().filter(|((k, _), _)| *k == c) {
-                    let _ = writeln!(out, "{}{} {v}", c.name(), fmt_labels(l, None));
+                    let _ = if c == Counter::AudioDroppedSeconds {
+                        // Counted in whole milliseconds, exported in seconds.
+                        writeln!(
+                            out,
+                            "{}{} {}",
+                            c.name(),
+                            fmt_labels(l, None),
+                            *v as f64 / 1e3
+                        )
+                    } else {
+                        writeln!(out, "{}{} {v}", c.name(), fmt_labels(l, None))
+                    };
                 }
             }
             for &g in Gauge::ALL {
@@ -307,11 +320,13 @@ mod tests {
         let mut names = std::collections::BTreeSet::new();
         let series = |name: &str| format!("{name}{{transport=\"probe\"}} 1\n");
         for &c in Counter::ALL {
-            assert!(
-                text.contains(&series(c.name())),
-                "{} missing:\n{text}",
-                c.name()
-            );
+            // Counted in ms, exported in seconds.
+            let one = if c == Counter::AudioDroppedSeconds {
+                format!("{}{{transport=\"probe\"}} 0.001\n", c.name())
+            } else {
+                series(c.name())
+            };
+            assert!(text.contains(&one), "{} missing:\n{text}", c.name());
             assert!(text.contains(&format!("# TYPE {} counter\n", c.name())));
             assert!(c.name().ends_with("_total"), "{}", c.name());
             names.insert(c.name());

@@ -2,9 +2,10 @@
 //! state; sessions lease slots and talk to it through bounded queues.
 //!
 //! Queues and their policies:
-//! - audio in: one inbox per slot, bounded to `inbox_ms` of audio. When the engine falls behind,
-//!   the OLDEST queued audio is dropped and counted (`AsrSession::dropped_samples`): a live call
-//!   cares about now, not about a backlog.
+//! - audio in: one inbox per slot, bounded to `inbox_ms` of audio. File input waits for room
+//!   (`StreamingAsr::push_audio_waiting`) and loses nothing. A live call cannot wait: when the
+//!   engine falls behind by more than the inbox, the OLDEST queued audio is dropped and counted
+//!   (`AsrSession::dropped_samples`), and the server tells that caller and counts it.
 //! - events out: one bounded channel per session (`events_capacity`). A session that stops
 //!   reading loses events beyond that, counted in [`EngineStats::dropped_events`]; the engine
 //!   never waits on a session.
@@ -60,8 +61,11 @@ pub struct AsrEngineConfig {
     /// Longest segment before it is finalised without an endpoint.
     pub max_segment_ms: u32,
     /// Audio kept after the last voiced frame of a segment. At most
-    /// [`crate::vad::turn_end::PROBE_AFTER_MS`] (the first judgement), so a pause's transcript is made before the
-    /// pause is judged (the judgement weighs it, and a speculative reply starts on it).
+    /// [`crate::vad::turn_end::PROBE_AFTER_MS`] (the first judgement), so a pause's transcript
+    /// is made before the pause is judged (the judgement weighs it, and a speculative reply
+    /// starts on it). 100 ms: Silero's last voiced frame already trails the words, and each
+    /// millisecond here is one more before the speculative reply can start (200 → 100 moved
+    /// the 1-session TTFB p50 by ~100 ms with the same transcripts; docs/BENCHMARKS.md).
     pub tail_ms: u32,
     /// Segments are batched together only if the longest is at most this much longer than
     /// the shortest (the rest is padding).
@@ -79,7 +83,7 @@ impl Default for AsrEngineConfig {
             inbox_ms: 10_000,
             events_capacity: 256,
             max_segment_ms: 20_000,
-            tail_ms: 200,
+            tail_ms: 100,
             max_padding_ms: 500,
         }
     }
@@ -330,6 +334,11 @@ impl StreamingAsr for AsrSession {
 
     fn dropped_samples(&self) -> u64 {
         lock(&self.shared.inboxes[self.slot.index]).dropped
+    }
+
+    fn inbox_room(&self) -> Result<usize, StreamError> {
+        let inbox = self.inbox()?;
+        Ok(inbox.capacity.saturating_sub(inbox.audio.len()))
     }
 }
 

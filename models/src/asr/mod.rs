@@ -85,8 +85,10 @@ pub enum StreamError {
 }
 
 /// A streaming recogniser as the pipeline sees it: push 16 kHz mono audio, read events.
-/// Pushing never blocks; when the recogniser falls behind, the oldest unprocessed audio is
-/// dropped and counted (see [`StreamingAsr::dropped_samples`]).
+/// `push_audio` never blocks; when the recogniser falls behind by more than its inbox holds,
+/// the oldest unprocessed audio is dropped and counted (see [`StreamingAsr::dropped_samples`]):
+/// a live caller must report that. Input that is not real time (a file) uses
+/// [`StreamingAsr::push_audio_waiting`], which waits for room and never drops.
 pub trait StreamingAsr {
     /// Appends audio (16 kHz mono, f32 in -1..1).
     fn push_audio(&mut self, samples: &[f32]) -> Result<(), StreamError>;
@@ -98,4 +100,29 @@ pub trait StreamingAsr {
     fn next_event(&mut self, timeout: Duration) -> Option<AsrEvent>;
     /// Audio dropped so far because the recogniser fell behind, in samples.
     fn dropped_samples(&self) -> u64;
+    /// Samples `push_audio` can take now without dropping any.
+    fn inbox_room(&self) -> Result<usize, StreamError>;
+
+    /// Pushes `samples` without losing any: waits for room in the inbox (backpressure), and
+    /// collects the events that arrive meanwhile into `events`.
+    fn push_audio_waiting(
+        &mut self,
+        mut samples: &[f32],
+        events: &mut Vec<AsrEvent>,
+    ) -> Result<(), StreamError> {
+        while !samples.is_empty() {
+            let room = self.inbox_room()?;
+            if room == 0 {
+                // The engine delivers events as it works through the backlog: wait on those.
+                if let Some(event) = self.next_event(Duration::from_millis(10)) {
+                    events.push(event);
+                }
+                continue;
+            }
+            let (now, later) = samples.split_at(room.min(samples.len()));
+            self.push_audio(now)?;
+            samples = later;
+        }
+        Ok(())
+    }
 }

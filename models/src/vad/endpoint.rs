@@ -45,13 +45,21 @@ impl Default for EndpointConfig {
 
 /// Smallest silence duration accepted: below this, ordinary pauses between words end turns.
 pub const MIN_SILENCE_DURATION_MS: u32 = 100;
+/// Largest silence duration accepted: a turn that never ends holds its audio without bound.
+pub const MAX_SILENCE_DURATION_MS: u32 = 10_000;
+/// Largest prefix padding accepted: the recogniser keeps this much audio before every turn.
+pub const MAX_PREFIX_PADDING_MS: u32 = 2_000;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum EndpointConfigError {
     #[error("threshold must be within 0.0..=1.0, got {0}")]
     Threshold(f32),
-    #[error("silence_duration_ms must be at least {MIN_SILENCE_DURATION_MS}, got {0}")]
+    #[error(
+        "silence_duration_ms must be within {MIN_SILENCE_DURATION_MS}..={MAX_SILENCE_DURATION_MS}, got {0}"
+    )]
     SilenceDuration(u32),
+    #[error("prefix_padding_ms must be at most {MAX_PREFIX_PADDING_MS}, got {0}")]
+    PrefixPadding(u32),
 }
 
 impl EndpointConfig {
@@ -59,10 +67,14 @@ impl EndpointConfig {
         if !(0.0..=1.0).contains(&self.threshold) {
             return Err(EndpointConfigError::Threshold(self.threshold));
         }
-        if self.silence_duration_ms < MIN_SILENCE_DURATION_MS {
+        if !(MIN_SILENCE_DURATION_MS..=MAX_SILENCE_DURATION_MS).contains(&self.silence_duration_ms)
+        {
             return Err(EndpointConfigError::SilenceDuration(
                 self.silence_duration_ms,
             ));
+        }
+        if self.prefix_padding_ms > MAX_PREFIX_PADDING_MS {
+            return Err(EndpointConfigError::PrefixPadding(self.prefix_padding_ms));
         }
         Ok(())
     }

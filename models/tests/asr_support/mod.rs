@@ -78,14 +78,18 @@ pub fn telephone_round_trip(audio: &[f32]) -> Vec<f32> {
     resample_clip(&decoded, TELEPHONE_RATE, RATE).expect("8 -> 16 kHz")
 }
 
-/// Pushes `audio` in 20 ms frames (as fast as possible), finishes, and collects every event
-/// up to `EndOfStream`.
+/// Pushes `audio` in 20 ms frames (as fast as the recogniser takes them, never dropping),
+/// finishes, and collects every event up to `EndOfStream`.
 pub fn transcribe_stream(session: &mut impl StreamingAsr, audio: &[f32]) -> Vec<AsrEvent> {
+    let mut events = Vec::new();
     for frame in audio.chunks(320) {
-        session.push_audio(frame).expect("push accepted");
+        session
+            .push_audio_waiting(frame, &mut events)
+            .expect("push accepted");
     }
     session.finish().expect("finish accepted");
-    collect_until_end(session)
+    events.extend(collect_until_end(session));
+    events
 }
 
 pub fn collect_until_end(session: &mut impl StreamingAsr) -> Vec<AsrEvent> {

@@ -63,9 +63,13 @@ pub fn run(args: TranscribeArgs) -> anyhow::Result<ExitCode> {
     };
 
     let started = Instant::now();
+    let mut arrived = Vec::new();
     for (i, frame) in audio.chunks(FRAME).enumerate() {
-        session.push_audio(frame)?;
-        while let Some(event) = session.try_event() {
+        // A file is read faster than the recogniser works: wait for room rather than let the
+        // inbox drop audio (a live call cannot wait; a file can).
+        session.push_audio_waiting(frame, &mut arrived)?;
+        arrived.extend(std::iter::from_fn(|| session.try_event()));
+        for event in arrived.drain(..) {
             printer.event(&event)?;
         }
         if args.realtime {

@@ -76,7 +76,14 @@ pub struct AsrAdapter {
     outbox: VecDeque<Outgoing>,
     /// Called by the engine when it delivers to our slot (kept for the slots `reset` takes).
     wake: Option<Wake>,
+    /// Dropped audio already reported to the session (samples of the current slot), and when.
+    dropped_reported: u64,
+    dropped_reported_at: Option<Instant>,
 }
+
+/// At most one report of dropped audio per this much time: an engine that stays behind
+/// would otherwise send the caller an error per frame.
+const DROP_REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 enum Outgoing {
     Event(Instant, EngineEvent),
@@ -107,6 +114,8 @@ impl AsrAdapter {
             since_commit: VecDeque::new(),
             diar: None,
             outbox: VecDeque::new(),
+            dropped_reported: 0,
+            dropped_reported_at: None,
         }
     }
 
@@ -130,7 +139,25 @@ impl AsrAdapter {
         if let Some(d) = self.diar.as_mut() {
             d.push(samples);
         }
+        self.report_dropped(arrival);
         Ok(())
+    }
+
+    /// Tells the session about caller audio the engine dropped since the last report.
+    fn report_dropped(&mut self, now: Instant) {
+        let Some(session) = self.session.as_ref() else {
+            return;
+        };
+        let dropped = session.dropped_samples();
+        let due = self
+            .dropped_reported_at
+            .is_none_or(|at| now.saturating_duration_since(at) >= DROP_REPORT_EVERY);
+        if dropped > self.dropped_reported && due {
+            let ms = (dropped - self.dropped_reported) * 1000 / u64::from(ASR_RATE);
+            self.dropped_reported = dropped;
+            self.dropped_reported_at = Some(now);
+            self.send(now, EngineEvent::InputAudioDropped { ms: ms.max(1) });
+        }
     }
 
     /// Manual turn: end the open utterance; the turn's transcript follows `EndOfStream`.
@@ -142,6 +169,11 @@ impl AsrAdapter {
     /// Drops buffered audio and VAD state by taking a fresh slot (the old one is freed first,
     /// so a full engine still has one for us).
     pub fn reset(&mut self) -> Result<(), String> {
+        // What the old slot dropped and has not reported yet goes out before it is freed.
+        self.dropped_reported_at = None;
+        self.report_dropped(Instant::now());
+        self.dropped_reported = 0;
+        self.dropped_reported_at = None;
         self.session = None;
         self.clock = ArrivalClock::default();
         self.committing = false;
@@ -350,6 +382,40 @@ mod tests {
         assert_eq!(c.arrival_of_ms(100), Some(t0 + Duration::from_millis(100)));
         // Not pushed yet: the newest push.
         assert_eq!(c.arrival_of(10_000), Some(t0 + Duration::from_millis(180)));
+    }
+
+    /// Issue 17: audio the engine drops reaches the session as one `InputAudioDropped` with
+    /// its length (not silently, and not once per frame).
+    #[test]
+    fn dropped_caller_audio_is_reported_once_with_its_length() {
+        use antiphon_models::asr::AsrEngineConfig;
+        let store = antiphon_models::store::ModelStore::from_env().expect("model store");
+        let config = AsrEngineConfig {
+            slots: 1,
+            threads: 1,
+            inbox_ms: 200,
+            ..AsrEngineConfig::default()
+        };
+        let engine = Arc::new(AsrEngine::start(&store, config).expect("ASR engine"));
+        let endpoint = EndpointConfig::default();
+        let session = engine.open_with(endpoint).expect("slot");
+        let mut adapter = AsrAdapter::new(engine, endpoint, session, None);
+        // Ten seconds in one push, as a stalled transport would deliver them: only the
+        // newest 200 ms fit.
+        let t0 = Instant::now();
+        adapter.push(&vec![0.0; 160_000], t0).expect("push");
+        adapter.push(&[0.0; 320], t0).expect("push");
+        let mut out = Vec::new();
+        adapter.poll(&mut out);
+        let dropped: Vec<u64> = out
+            .iter()
+            .filter_map(|(_, e)| match e {
+                EngineEvent::InputAudioDropped { ms } => Some(*ms),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(dropped.len(), 1, "{out:?}");
+        assert!((9_700..=9_800).contains(&dropped[0]), "{dropped:?}");
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! nested `audio.input.format` objects and the beta flat `input_audio_format` strings are
 //! accepted in either dialect, and unknown fields are ignored (as OpenAI adds fields often).
 
-use antiphon_models::vad::endpoint::MIN_SILENCE_DURATION_MS;
+use antiphon_models::vad::endpoint::{
+    MAX_PREFIX_PADDING_MS, MAX_SILENCE_DURATION_MS, MIN_SILENCE_DURATION_MS,
+};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::Deserialize;
@@ -264,12 +266,24 @@ fn turn_detection(v: Value) -> Result<Option<TurnDetectionPatch>, DecodeError> {
         ));
     }
     if let Some(ms) = w.silence_duration_ms
-        && ms < MIN_SILENCE_DURATION_MS
+        && !(MIN_SILENCE_DURATION_MS..=MAX_SILENCE_DURATION_MS).contains(&ms)
     {
         return Err((
             "invalid_value",
             format!(
-                "turn_detection.silence_duration_ms {ms} is below {MIN_SILENCE_DURATION_MS} ms"
+                "turn_detection.silence_duration_ms {ms} is not within \
+                 {MIN_SILENCE_DURATION_MS}..={MAX_SILENCE_DURATION_MS} ms"
+            ),
+        ));
+    }
+    if let Some(ms) = w.prefix_padding_ms
+        && ms > MAX_PREFIX_PADDING_MS
+    {
+        return Err((
+            "invalid_value",
+            format!(
+                "turn_detection.prefix_padding_ms {ms} is above the limit of \
+                 {MAX_PREFIX_PADDING_MS} ms"
             ),
         ));
     }

@@ -19,6 +19,30 @@ pub enum ConversationError {
     },
     #[error("conversation is full ({0} items)")]
     Full(usize),
+    #[error(
+        "item of {bytes} bytes of text is larger than a whole conversation may hold ({limit} bytes)"
+    )]
+    ItemTooLarge { bytes: usize, limit: usize },
+}
+
+/// Bytes of text an item puts in the LLM's prompt (its contents, transcripts, call arguments).
+pub fn item_text_bytes(item: &Item) -> usize {
+    match &item.kind {
+        ItemKind::Message { content, .. } => content
+            .iter()
+            .map(|c| match c {
+                Content::InputText { text } | Content::OutputText { text } => text.len(),
+                Content::InputAudio { transcript, .. } => {
+                    transcript.as_ref().map_or(0, String::len)
+                }
+                Content::OutputAudio { transcript } => transcript.len(),
+            })
+            .sum(),
+        ItemKind::FunctionCall {
+            name, arguments, ..
+        } => name.len() + arguments.len(),
+        ItemKind::FunctionCallOutput { output, .. } => output.len(),
+    }
 }
 
 /// One stretch of assistant audio and the text it speaks, in ms from the item's audio start.
@@ -59,14 +83,22 @@ pub enum ChatRole {
 pub struct Conversation {
     entries: Vec<Entry>,
     max_items: usize,
+    /// Most text the items may hold together (see [`item_text_bytes`]): what the LLM is
+    /// given each turn stays inside its context, and is bounded before it is tokenized.
+    max_text_bytes: usize,
 }
 
 impl Conversation {
-    pub fn new(max_items: usize) -> Self {
+    pub fn new(max_items: usize, max_text_bytes: usize) -> Self {
         Conversation {
             entries: Vec::new(),
             max_items,
+            max_text_bytes,
         }
+    }
+
+    fn text_bytes(&self) -> usize {
+        self.entries.iter().map(|e| item_text_bytes(&e.item)).sum()
     }
 
     #[cfg(test)]
@@ -108,6 +140,13 @@ impl Conversation {
         if self.entries.len() >= self.max_items {
             return Err(ConversationError::Full(self.max_items));
         }
+        let bytes = item_text_bytes(&item);
+        if bytes > self.max_text_bytes {
+            return Err(ConversationError::ItemTooLarge {
+                bytes,
+                limit: self.max_text_bytes,
+            });
+        }
         let at = match previous_item_id {
             None => self.entries.len(),
             Some("root") => 0,
@@ -127,6 +166,29 @@ impl Conversation {
             },
         );
         Ok(before)
+    }
+
+    /// Whether `incoming` would not fit: the item limit, or the text budget.
+    pub fn is_full_for(&self, incoming: &Item) -> bool {
+        self.entries.len() >= self.max_items
+            || self.text_bytes() + item_text_bytes(incoming) > self.max_text_bytes
+    }
+
+    /// Whether, with `incoming` added, the items or their text are above three quarters of
+    /// their limits (where eviction stops).
+    pub fn above_low_water(&self, incoming: &Item) -> bool {
+        (self.entries.len() + 1) * 4 > self.max_items * 3
+            || (self.text_bytes() + item_text_bytes(incoming)) * 4 > self.max_text_bytes * 3
+    }
+
+    /// Removes and returns the oldest item other than `keep` (an item a caller is about to
+    /// insert after).
+    pub fn evict_oldest(&mut self, keep: Option<&str>) -> Option<Item> {
+        let at = self
+            .entries
+            .iter()
+            .position(|e| Some(e.item.id.as_str()) != keep)?;
+        Some(self.entries.remove(at).item)
     }
 
     pub fn delete(&mut self, id: &str) -> Result<Item, ConversationError> {
@@ -426,7 +488,7 @@ mod tests {
 
     #[test]
     fn insert_keeps_order_and_reports_previous() {
-        let mut c = Conversation::new(10);
+        let mut c = Conversation::new(10, 1 << 20);
         assert_eq!(
             c.insert(text_item("a", Role::User, "one"), None).unwrap(),
             None
@@ -462,7 +524,7 @@ mod tests {
 
     #[test]
     fn bounded_item_count() {
-        let mut c = Conversation::new(2);
+        let mut c = Conversation::new(2, 1 << 20);
         c.insert(text_item("a", Role::User, "1"), None).unwrap();
         c.insert(text_item("b", Role::User, "2"), None).unwrap();
         assert_eq!(
@@ -473,7 +535,7 @@ mod tests {
 
     #[test]
     fn truncate_keeps_only_what_was_played() {
-        let mut c = Conversation::new(10);
+        let mut c = Conversation::new(10, 1 << 20);
         c.insert(audio_reply("r"), None).unwrap();
         c.append_assistant_audio("r", "Hello there,", 1000.0)
             .unwrap();
@@ -511,7 +573,7 @@ mod tests {
 
     #[test]
     fn truncate_errors() {
-        let mut c = Conversation::new(10);
+        let mut c = Conversation::new(10, 1 << 20);
         c.insert(audio_reply("r"), None).unwrap();
         c.insert(text_item("u", Role::User, "hi"), None).unwrap();
         c.append_assistant_audio("r", "Hi.", 500.0).unwrap();
@@ -535,7 +597,7 @@ mod tests {
 
     #[test]
     fn renders_chat_messages() {
-        let mut c = Conversation::new(10);
+        let mut c = Conversation::new(10, 1 << 20);
         c.insert(text_item("u1", Role::User, "What's the weather?"), None)
             .unwrap();
         let audio_user = Item {
@@ -599,7 +661,7 @@ mod tests {
 
     #[test]
     fn user_turns_name_their_speaker_once_a_second_one_is_heard() {
-        let mut c = Conversation::new(10);
+        let mut c = Conversation::new(10, 1 << 20);
         let audio = |id: &str| Item {
             id: id.into(),
             status: ItemStatus::Completed,

@@ -89,6 +89,11 @@ pub enum EngineEvent {
     TtsClause {
         epoch: Epoch,
     },
+    /// The recogniser fell behind by more than its inbox holds and dropped `ms` of this
+    /// caller's audio (the oldest it held): words in it are lost, and the caller is told.
+    InputAudioDropped {
+        ms: u64,
+    },
     /// An engine failed; `epoch` when it concerns one reply.
     Failed {
         engine: Engine,

@@ -337,6 +337,15 @@ fn account(metrics: &Metrics, transport: &'static str, last: &mut TurnCounters, 
             );
         }
     }
+    let dropped_ms = now.input_audio_dropped_ms - last.input_audio_dropped_ms;
+    if dropped_ms > 0 {
+        metrics.add(
+            Counter::AudioDroppedSeconds,
+            transport,
+            &[("engine", "asr")],
+            dropped_ms,
+        );
+    }
     let rejected = now.audio_bytes_rejected - last.audio_bytes_rejected;
     if rejected > 0 {
         metrics.add(

@@ -13,7 +13,9 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::audio_format::{FrameInput, InputDecoder, OutputEncoder};
-use super::conversation::{ChatMessage, ChatRole, Conversation, ConversationError};
+use super::conversation::{
+    ChatMessage, ChatRole, Conversation, ConversationError, item_text_bytes,
+};
 use super::engine::{Engine, EngineCommand, EngineEvent, Engines, Epoch};
 use super::events::Limits;
 use super::events::*;
@@ -35,6 +37,8 @@ pub struct TurnSettings {
     /// possible echo: they interrupt only if the speech is still going when the window ends.
     pub echo_guard: Duration,
     pub max_items: usize,
+    /// Most text the conversation's items may hold together: the oldest go to make room.
+    pub max_conversation_bytes: usize,
     /// Reply audio leaves as f32 frames ([`ServerEvent::AudioOut`]) for a transport that
     /// encodes it itself, instead of `AudioDelta` bytes in the session's output format.
     pub frames_out: bool,
@@ -51,11 +55,21 @@ impl Default for TurnSettings {
             limits: Limits::default(),
             echo_guard: Duration::from_millis(300),
             max_items: 1000,
+            max_conversation_bytes: 24 << 10,
             frames_out: false,
             max_speculations: 3,
             lookahead: true,
         }
     }
+}
+
+/// A finished reply whose audio the client has not been sent yet (see `finished_unsent`).
+struct FinishedUnsent {
+    response_id: String,
+    /// The assistant item, when a barge-in may truncate it once it plays.
+    played_item: Option<String>,
+    trace: Trace,
+    span: tracing::Span,
 }
 
 /// Stage instants of one turn.
@@ -151,6 +165,10 @@ struct Speculation {
     held: Vec<(Instant, EngineEvent)>,
 }
 
+/// With turn detection on, the most audio heard while nobody speaks that the input buffer
+/// counts: more than any prefix padding plus the recogniser's lag behind the caller.
+const IDLE_INPUT_MS: u64 = 10_000;
+
 /// Counters the session exports as metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TurnCounters {
@@ -169,6 +187,8 @@ pub struct TurnCounters {
     pub turns_judged_not_done: u64,
     /// Pauses that sounded done but whose transcript stops mid-sentence.
     pub turns_judged_vetoed: u64,
+    /// Caller audio the recogniser dropped because it fell behind, in ms.
+    pub input_audio_dropped_ms: u64,
 }
 
 /// The turn/response state machine of one session.
@@ -197,6 +217,9 @@ pub struct TurnManager {
     /// The last finished audio reply (item id, first audio sent): its audio may still be
     /// playing at the client, so a barge-in truncates it to what was heard.
     last_played: Option<(String, Instant)>,
+    /// A reply that finished before any of its audio was written to the client (a speculative
+    /// reply adopted whole): its latency trace, and its played position, wait for that write.
+    finished_unsent: Option<FinishedUnsent>,
     warned_no_asr: bool,
     /// VAD parameters the ASR engine was last told (threshold, prefix, silence); starts as the
     /// session's initial config, which the pipeline opened the ASR slot with.
@@ -231,7 +254,7 @@ impl TurnManager {
             decoder: InputDecoder::new(config.input_format),
             frames: FrameInput::default(),
             encoder: OutputEncoder::new(config.output_format),
-            conversation: Conversation::new(settings.max_items),
+            conversation: Conversation::new(settings.max_items, settings.max_conversation_bytes),
             config,
             engines,
             settings,
@@ -245,6 +268,7 @@ impl TurnManager {
             last_asr_final: None,
             response: None,
             last_played: None,
+            finished_unsent: None,
             warned_no_asr: false,
             asr_vad,
             speculation: None,
@@ -477,6 +501,13 @@ impl TurnManager {
             return false;
         }
         self.input_bytes += bytes;
+        if self.config.turn_detection.is_some() && self.speech_item.is_none() {
+            // Nobody is speaking: the recogniser keeps only the prefix padding of this audio,
+            // so the buffer must not fill with it (a long silence would make the session deaf).
+            let cap = IDLE_INPUT_MS * u64::from(self.config.input_format.sample_rate()) / 1000
+                * self.config.input_format.bytes_per_sample() as u64;
+            self.input_bytes = self.input_bytes.min(cap as usize);
+        }
         true
     }
 
@@ -577,6 +608,7 @@ impl TurnManager {
                 }],
             },
         };
+        self.make_room(&item, None);
         let previous_item_id = self.conversation.last_id().map(str::to_string);
         match self.conversation.insert(item.clone(), None) {
             Ok(_) => {
@@ -592,6 +624,31 @@ impl TurnManager {
                 self.last_turn_end = Some(now);
             }
             Err(e) => self.error(conversation_error(e, None)),
+        }
+    }
+
+    /// A conversation at its item limit forgets its oldest items, and the client is told
+    /// (`conversation.item.deleted`): a long call, or a thousand key presses, keeps going on
+    /// its recent context instead of failing every later turn.
+    fn make_room(&mut self, incoming: &Item, keep: Option<&str>) {
+        if item_text_bytes(incoming) > self.settings.max_conversation_bytes {
+            // Refused by the insert with a clear error; nothing else need go for it.
+            return;
+        }
+        if !self.conversation.is_full_for(incoming) {
+            return;
+        }
+        // Down to three quarters, not just enough to fit: the prompt's start changes with each
+        // eviction and costs the LLM a new prefill, so it happens once in a while, not per turn.
+        while self.conversation.above_low_water(incoming) {
+            let Some(old) = self.conversation.evict_oldest(keep) else {
+                break;
+            };
+            tracing::debug!(
+                item_id = old.id,
+                "oldest item dropped at the conversation limit"
+            );
+            self.emit(ServerEvent::ItemDeleted { item_id: old.id });
         }
     }
 
@@ -626,6 +683,7 @@ impl TurnManager {
         if item.id.is_empty() {
             item.id = self.new_id("item");
         }
+        self.make_room(&item, previous.as_deref());
         match self.conversation.insert(item.clone(), previous.as_deref()) {
             Ok(previous_item_id) => {
                 self.emit(ServerEvent::ItemAdded {
@@ -734,6 +792,7 @@ impl TurnManager {
             item: item.clone(),
         });
         if !resp.out_of_band {
+            self.make_room(&item, None);
             match self.conversation.insert(item.clone(), None) {
                 Ok(previous_item_id) => self.emit(ServerEvent::ItemAdded {
                     previous_item_id,
@@ -1036,7 +1095,16 @@ impl TurnManager {
                 item: r.item.clone(),
             });
         }
-        if !r.trace.reported
+        if !r.trace.reported && r.trace.tts_first_audio.is_some() {
+            // Audio made and queued, not yet written: the trace completes at the write.
+            self.finished_unsent = Some(FinishedUnsent {
+                response_id: r.id.clone(),
+                played_item: (r.audio && !r.out_of_band && status == ResponseStatus::Completed)
+                    .then(|| r.item.id.clone()),
+                trace: r.trace.clone(),
+                span: r.span.clone(),
+            });
+        } else if !r.trace.reported
             && let Some(report) = r.trace.report(&r.id)
         {
             self.emit(ServerEvent::TurnLatency(report));
@@ -1134,6 +1202,17 @@ impl TurnManager {
                     (false, true) => c.turns_judged_vetoed += 1,
                     (false, false) => c.turns_judged_not_done += 1,
                 }
+            }
+            EngineEvent::InputAudioDropped { ms } => {
+                tracing::warn!(ms, "the recogniser fell behind and dropped caller audio");
+                self.counters.input_audio_dropped_ms += ms;
+                self.error(ErrorInfo::server(
+                    "input_audio_dropped",
+                    format!(
+                        "the server fell behind and dropped {ms} ms of your audio: words in it \
+                         were not heard"
+                    ),
+                ));
             }
             EngineEvent::SpeakerLabel { label } => self.next_speaker = Some(label),
             EngineEvent::LlmToken { epoch, text } => {
@@ -1380,6 +1459,27 @@ impl TurnManager {
     /// per response completes the latency trace and opens the echo guard.
     pub fn audio_sent(&mut self, now: Instant, response_id: &str) {
         let guard = self.settings.echo_guard;
+        if self
+            .finished_unsent
+            .as_ref()
+            .is_some_and(|f| f.response_id == response_id)
+            && let Some(mut f) = self.finished_unsent.take()
+        {
+            f.trace.first_audio_sent = Some(now);
+            if let Some(item) = f.played_item {
+                self.last_played = Some((item, now));
+            }
+            if let Some(report) = f.trace.report(&f.response_id) {
+                f.span.in_scope(|| {
+                    tracing::info!(
+                        first_audio_sent_ms = report.first_audio_sent_ms,
+                        "first reply audio sent (after the reply was done)"
+                    )
+                });
+                self.emit(ServerEvent::TurnLatency(report));
+            }
+            return;
+        }
         let Some(r) = self.response.as_mut() else {
             return;
         };
@@ -1467,6 +1567,7 @@ fn conversation_error(e: ConversationError, eid: Option<String>) -> ErrorInfo {
         ConversationError::NotAudio { .. } => "invalid_value",
         ConversationError::PastEnd { .. } => "invalid_value",
         ConversationError::Full(_) => "conversation_full",
+        ConversationError::ItemTooLarge { .. } => "invalid_value",
     };
     ErrorInfo::invalid_request(code, e.to_string()).with_event_id(eid)
 }

@@ -122,17 +122,20 @@ pub async fn offer(
     let offer = match SdpOffer::from_sdp_string(text) {
         Ok(o) => o,
         Err(e) => {
+            // The parser's message names positions by memory address: kept out of the reply.
+            tracing::debug!(error = %e, "webrtc: SDP offer does not parse");
             return error(
                 StatusCode::BAD_REQUEST,
                 "invalid_offer",
-                &format!("SDP offer does not parse: {e}"),
+                "SDP offer does not parse (RFC 8866 text with an audio m= line expected)",
             );
         }
     };
 
     let cfg = &state.config.webrtc;
     let mut sockets = Vec::new();
-    for ip in net::candidate_ips(cfg) {
+    let networked = !state.config.server.api_keys.is_empty();
+    for ip in net::candidate_ips(cfg, networked) {
         match net::bind(ip, cfg.port_range).await {
             Ok(s) => sockets.push(s),
             // A configured or detected address that cannot be bound: offer the others.
@@ -183,9 +186,22 @@ pub async fn offer(
         max_message_bytes: s.max_message_bytes,
         max_audio_buffer_bytes: s.max_audio_buffer_bytes,
     };
+    // The resource URL is the caller's capability to hang up: random, not the sequential
+    // session id, so no other key holder can guess it.
+    let resource = match resource_token() {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!("webrtc: no randomness for a resource id: {e}");
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "no_randomness",
+                "the server could not make a session resource id",
+            );
+        }
+    };
     let session = channel::spawn(params);
     let (hangup_tx, hangup) = oneshot::channel();
-    peers.insert(id.clone(), hangup_tx);
+    peers.insert(resource.clone(), hangup_tx);
     let peer_params = peer::PeerParams {
         id: id.clone(),
         rtc,
@@ -195,24 +211,32 @@ pub async fn offer(
         hangup,
     };
     let task_peers = peers.clone();
-    let task_id = id.clone();
+    let task_resource = resource.clone();
     tokio::spawn(async move {
         peer::run(peer_params).await;
-        task_peers.remove(&task_id);
+        task_peers.remove(&task_resource);
     });
 
     (
         StatusCode::CREATED,
         [
             (header::CONTENT_TYPE, "application/sdp".to_owned()),
-            (header::LOCATION, format!("/v1/webrtc/{id}")),
+            (header::LOCATION, format!("/v1/webrtc/{resource}")),
         ],
         answer.to_sdp_string(),
     )
         .into_response()
 }
 
-/// `DELETE /v1/webrtc/{id}`: hangs up.
+/// 128 random bits from the OS, as 32 hex digits.
+fn resource_token() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// `DELETE /v1/webrtc/{resource}`: hangs up the peer whose offer was answered with that
+/// `Location` (only its owner knows it).
 pub async fn hang_up(
     axum::Extension(peers): axum::Extension<Arc<Peers>>,
     Path(id): Path<String>,

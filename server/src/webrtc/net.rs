@@ -8,14 +8,15 @@ use tokio::net::UdpSocket;
 
 use crate::config::WebRtcConfig;
 
-/// The addresses to offer: configured ones, or the default route's interface address plus
-/// loopback (so a browser on the same machine connects even without a network).
-pub fn candidate_ips(config: &WebRtcConfig) -> Vec<IpAddr> {
+/// The addresses to offer: configured ones, or loopback plus, when the server may be reached
+/// from other machines (`networked`: it has API keys), the default route's interface address.
+/// Without keys nothing listens beyond this machine (config validation holds the rest).
+pub fn candidate_ips(config: &WebRtcConfig, networked: bool) -> Vec<IpAddr> {
     if !config.candidate_ips.is_empty() {
         return config.candidate_ips.clone();
     }
     let mut ips = Vec::new();
-    if let Some(ip) = default_route_ip() {
+    if networked && let Some(ip) = default_route_ip() {
         ips.push(ip);
     }
     let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -76,8 +77,11 @@ mod tests {
             candidate_ips: vec!["10.1.2.3".parse().unwrap()],
             ..WebRtcConfig::default()
         };
-        assert_eq!(candidate_ips(&configured), configured.candidate_ips);
-        let ips = candidate_ips(&WebRtcConfig::default());
+        assert_eq!(candidate_ips(&configured, true), configured.candidate_ips);
+        let ips = candidate_ips(&WebRtcConfig::default(), true);
         assert!(ips.contains(&IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        // Issue 17: a server without keys binds media on loopback only.
+        let ips = candidate_ips(&WebRtcConfig::default(), false);
+        assert!(ips.iter().all(IpAddr::is_loopback), "{ips:?}");
     }
 }

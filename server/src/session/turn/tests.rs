@@ -782,6 +782,42 @@ fn audio_buffer_limit_and_item_errors() {
     assert_eq!(errors(&out), ["unsupported_event"]);
 }
 
+/// Issue 17: with server VAD, minutes of silence never fill the input buffer (the session used
+/// to go deaf after ~5.5 min); without VAD the buffer is the client's and still has a limit.
+#[test]
+fn silence_under_vad_never_fills_the_input_buffer() {
+    use base64::Engine as _;
+    let settings = TurnSettings {
+        limits: Limits {
+            max_message_bytes: 1 << 20,
+            // 20 s of 24 kHz pcm16.
+            max_audio_buffer_bytes: 960_000,
+        },
+        ..TurnSettings::default()
+    };
+    let second = base64::engine::general_purpose::STANDARD.encode(vec![0u8; 48_000]);
+    let append = json!({"type": "input_audio_buffer.append", "audio": second});
+    let mut h = H::with(config(), ALL, settings);
+    for s in 0..600 {
+        let out = h.client(s * 1000, append.clone());
+        assert_eq!(errors(&out), Vec::<&str>::new(), "after {s} s of silence");
+    }
+    // The caller speaks after ten minutes: the turn is heard.
+    h.engine(600_100, EngineEvent::SpeechStarted { audio_ms: 600_000 });
+    let out = h.client(600_200, append.clone());
+    assert_eq!(errors(&out), Vec::<&str>::new());
+
+    let manual = SessionConfig {
+        turn_detection: None,
+        ..config()
+    };
+    let mut h = H::with(manual, ALL, settings);
+    let full = (0..30)
+        .map(|s| errors(&h.client(s * 1000, append.clone())))
+        .position(|e| e == ["input_audio_buffer_full"]);
+    assert_eq!(full, Some(20), "a manual buffer fills at its limit");
+}
+
 #[test]
 fn session_update_changes_formats_for_later_audio() {
     let mut h = H::new(ALL);
@@ -1130,6 +1166,82 @@ fn a_dtmf_key_becomes_a_user_text_item() {
     );
     let chat = h.tm.conversation().to_chat("");
     assert_eq!(chat.last().unwrap().content, "DTMF #");
+}
+
+/// Issue 17: at the item limit (a long call, or many key presses) the oldest items go, the
+/// client is told, and the next turn still gets its whole reply (it used to never finish).
+#[test]
+fn a_full_conversation_forgets_its_oldest_items_and_keeps_answering() {
+    let settings = TurnSettings {
+        max_items: 4,
+        ..TurnSettings::default()
+    };
+    let mut h = H::with(config(), ALL, settings);
+    for key in ['1', '2', '3', '4', '5'] {
+        h.tm.handle_dtmf(key);
+    }
+    let out = h.drain();
+    assert_eq!(
+        trace(&out)
+            .iter()
+            .filter(|e| *e == "conversation.item.deleted")
+            .count(),
+        2,
+        "down to three quarters of the limit, then the new item"
+    );
+    let (epoch, _) = voice_turn_until_audio(&mut h);
+    let out = h.engine(1500, EngineEvent::LlmDone { epoch });
+    assert_eq!(errors(&out), Vec::<&str>::new());
+    let out = h.engine(1600, EngineEvent::TtsDone { epoch });
+    assert_eq!(
+        done_status(&out).map(|(s, _)| s),
+        Some(ResponseStatus::Completed)
+    );
+    let chat = h.tm.conversation().to_chat("");
+    assert!(h.tm.conversation().items().count() <= 4);
+    assert!(chat.iter().any(|m| m.content == "DTMF 5"), "{chat:?}");
+    assert!(!chat.iter().any(|m| m.content == "DTMF 1"), "{chat:?}");
+}
+
+/// Issue 17: the conversation's text is bounded before anything is tokenized: the oldest items
+/// make room, and one item larger than the whole budget is refused with a clear error.
+#[test]
+fn conversation_text_is_bounded_before_the_llm_sees_it() {
+    let settings = TurnSettings {
+        max_conversation_bytes: 4000,
+        ..TurnSettings::default()
+    };
+    let mut h = H::with(config(), ALL, settings);
+    let text = "x".repeat(900);
+    let mut deleted = 0;
+    for _ in 0..20 {
+        let out = h.client(0, json!({"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}}));
+        assert_eq!(errors(&out), Vec::<&str>::new());
+        deleted += trace(&out)
+            .iter()
+            .filter(|e| *e == "conversation.item.deleted")
+            .count();
+    }
+    let total: usize = h.tm.conversation().items().map(item_text_bytes).sum();
+    assert!(total <= 4000, "{total} bytes kept");
+    assert!(deleted >= 16, "{deleted} items deleted");
+    let huge = "y".repeat(5000);
+    let out = h.client(1, json!({"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": huge}]}}));
+    assert_eq!(errors(&out), ["invalid_value"]);
+    // A reply still runs on what is left.
+    let out = h.client(2, json!({"type": "response.create"}));
+    let (_, messages) = llm_start(&out);
+    assert!(messages.iter().map(|m| m.content.len()).sum::<usize>() < 4000 + 1000);
+}
+
+/// Issue 17: caller audio the recogniser dropped is the caller's business: an error event
+/// says how much, and the session counts it for `/metrics`.
+#[test]
+fn dropped_caller_audio_is_reported_to_the_client() {
+    let mut h = H::new(ALL);
+    let out = h.engine(0, EngineEvent::InputAudioDropped { ms: 1200 });
+    assert_eq!(errors(&out), ["input_audio_dropped"]);
+    assert_eq!(h.tm.counters().input_audio_dropped_ms, 1200);
 }
 
 // ---------------------------------------------------------------------------------------------
