@@ -171,8 +171,9 @@ fn first_chunk_arrives_before_the_sentence_is_finished() {
         .enumerate()
     {
         stream.push_text(token).expect("queued");
-        // The comma becomes a boundary once the following space arrives (token 3).
-        let cut = u64::from(i >= 3);
+        // The comma becomes a boundary once the following space arrives (token 3); the second
+        // chunk's cap (4 words: twice the first chunk's 2) is reached once " with" arrives.
+        let cut = u64::from(i >= 3) + u64::from(i >= 7);
         assert_eq!(stream.reply_chunks_sent(), cut, "after token {i}");
     }
     // The rest of the sentence has not been written yet.
@@ -186,7 +187,7 @@ fn first_chunk_arrives_before_the_sentence_is_finished() {
     assert!(!first.last);
     stream.push_text(" that today.").expect("queued");
     stream.finish().expect("queued");
-    assert_eq!(stream.reply_chunks_sent(), 2);
+    assert_eq!(stream.reply_chunks_sent(), 3);
     let rest = stream.collect_reply(WAIT).expect("audio");
     assert_eq!(rest.last().map(|c| c.last), Some(true));
     assert_eq!(rest[0].start_sample, first.samples.len() as u64);

@@ -146,6 +146,7 @@ impl AppState {
                 frames_out: false,
                 max_speculations: self.config.session.max_speculations,
                 lookahead: self.config.session.lookahead,
+                idle_timeout: (s.idle_timeout_s > 0).then(|| Duration::from_secs(s.idle_timeout_s)),
             },
             send_timeout: Duration::from_millis(s.send_timeout_ms),
             metrics: self.metrics.clone(),

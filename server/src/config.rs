@@ -82,6 +82,9 @@ pub struct ServerConfig {
     pub max_conversation_bytes: usize,
     /// How long one write to the client may take before the session is closed.
     pub send_timeout_ms: u64,
+    /// A session with no message from its client and no engine work for this long is closed
+    /// (its slot freed); 0: never.
+    pub idle_timeout_s: u64,
     /// Directory holding `index.html` for `/` (skipped when absent).
     pub web_demo_dir: PathBuf,
     /// Where the LLM runs: "auto", "cpu" or "cuda:N" (`--device` overrides).
@@ -101,6 +104,7 @@ impl Default for ServerConfig {
             max_conversation_items: 1000,
             max_conversation_bytes: 24 << 10,
             send_timeout_ms: 5000,
+            idle_timeout_s: 120,
             web_demo_dir: PathBuf::from("web-demo"),
             device: "auto".into(),
         }

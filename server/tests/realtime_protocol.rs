@@ -24,6 +24,33 @@ fn sessions_gauge(metrics: &str) -> i64 {
         .unwrap_or(0)
 }
 
+/// Issue 17: a connection that sends nothing does not hold a session slot forever.
+#[tokio::test]
+async fn a_silent_client_is_closed_after_the_idle_timeout() {
+    let config = format!("{}[server]\nidle_timeout_s = 1\n", common::NO_ENGINES);
+    let server = TestServer::start(common::ServerOptions {
+        config: &config,
+        ..common::ServerOptions::default()
+    })
+    .await;
+    let mut ws = connect(server.port, false).await;
+    recv_type(&mut ws, "session.created").await;
+    let error = tokio::time::timeout(Duration::from_secs(10), recv_type(&mut ws, "error"))
+        .await
+        .expect("closed within the timeout");
+    assert_eq!(error["error"]["code"], "session_idle_timeout");
+    // The slot is back: the sessions gauge returns to zero.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let metrics = http_get(server.port, "/metrics").await;
+        if sessions_gauge(&metrics) == 0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{metrics}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test]
 async fn auth_is_required_and_checked() {
     let server = TestServer::without_engines().await;

@@ -98,6 +98,9 @@ pub enum End {
     ClientGone,
     /// The caller stopped reading: a send waited longer than `send_timeout`.
     SendTimeout,
+    /// Nothing came from the caller and no engine worked for the session for
+    /// `server.idle_timeout_s`: its slot goes back to callers who use it.
+    IdleTimeout,
 }
 
 /// What a transport leg delivers from the caller.
@@ -217,6 +220,8 @@ async fn drive<Io: SessionIo>(io: Io, params: SessionParams) -> End {
         Some(l) => (Some(l.commands), Some(l.events)),
         None => (None, None),
     };
+    let idle_after = settings.idle_timeout;
+    let mut last_activity = TokioInstant::now();
     let mut turn = TurnManager::new(initial, engines, settings);
     let mut counters = TurnCounters::default();
     let mut queue_depth: i64 = 0;
@@ -238,37 +243,54 @@ async fn drive<Io: SessionIo>(io: Io, params: SessionParams) -> End {
         }
 
         let deadline = turn.poll_timeout().map(TokioInstant::from_std);
+        let idle_deadline = idle_after.map(|d| last_activity + d);
         tokio::select! {
-            inbound = writer.io.recv() => match inbound {
-                LegIn::Closed => break End::ClientGone,
-                LegIn::Client(m) => {
-                    let span = tracing::debug_span!("client_event", event_id = ?m.event_id);
-                    let _g = span.enter();
-                    turn.handle_client(std::time::Instant::now(), m);
-                }
-                LegIn::Audio(frame) => turn.handle_audio(frame),
-                LegIn::Played { item_id, audio_end_ms } => turn.handle_played(&item_id, audio_end_ms),
-                LegIn::Dtmf(key) => turn.handle_dtmf(key),
-                LegIn::Invalid(e) => {
-                    tracing::debug!(code = e.code, message = %e.message, "rejected client input");
-                    if let Err(end) = writer.send(&ServerEvent::Error(e)).await {
-                        break end;
+            inbound = writer.io.recv() => {
+                last_activity = TokioInstant::now();
+                match inbound {
+                    LegIn::Closed => break End::ClientGone,
+                    LegIn::Client(m) => {
+                        let span = tracing::debug_span!("client_event", event_id = ?m.event_id);
+                        let _g = span.enter();
+                        turn.handle_client(std::time::Instant::now(), m);
+                    }
+                    LegIn::Audio(frame) => turn.handle_audio(frame),
+                    LegIn::Played { item_id, audio_end_ms } => turn.handle_played(&item_id, audio_end_ms),
+                    LegIn::Dtmf(key) => turn.handle_dtmf(key),
+                    LegIn::Invalid(e) => {
+                        tracing::debug!(code = e.code, message = %e.message, "rejected client input");
+                        if let Err(end) = writer.send(&ServerEvent::Error(e)).await {
+                            break end;
+                        }
                     }
                 }
-            },
-            ev = recv_engine(&mut engine_events) => match ev {
-                Some((at, e)) => turn.handle_engine(at, e),
-                None => {
-                    // The engines dropped our link: tell the client once, keep serving text.
-                    engine_events = None;
-                    let e = ErrorInfo::server("engine_failed", "the engines closed this session's link");
-                    if let Err(end) = writer.send(&ServerEvent::Error(e)).await {
-                        break end;
+            }
+            ev = recv_engine(&mut engine_events) => {
+                last_activity = TokioInstant::now();
+                match ev {
+                    Some((at, e)) => turn.handle_engine(at, e),
+                    None => {
+                        // The engines dropped our link: tell the client once, keep serving text.
+                        engine_events = None;
+                        let e = ErrorInfo::server("engine_failed", "the engines closed this session's link");
+                        if let Err(end) = writer.send(&ServerEvent::Error(e)).await {
+                            break end;
+                        }
                     }
                 }
-            },
+            }
             () = sleep_until(deadline), if deadline.is_some() => {
                 turn.handle_timeout(std::time::Instant::now());
+            }
+            () = sleep_until(idle_deadline), if idle_deadline.is_some() => {
+                let secs = idle_after.map_or(0, |d| d.as_secs());
+                let e = ErrorInfo::invalid_request(
+                    "session_idle_timeout",
+                    format!("nothing from the client for {secs} s: the session is closed"),
+                );
+                // Best effort: the client may be long gone.
+                let _ = writer.send(&ServerEvent::Error(e)).await;
+                break End::IdleTimeout;
             }
         }
     };

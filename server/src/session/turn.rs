@@ -47,6 +47,9 @@ pub struct TurnSettings {
     pub max_speculations: u32,
     /// Send the caller's words so far to the LLM to prefill while they speak.
     pub lookahead: bool,
+    /// Close the session when nothing came from the client and no engine event arrived for
+    /// this long (`None`: never).
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for TurnSettings {
@@ -59,6 +62,7 @@ impl Default for TurnSettings {
             frames_out: false,
             max_speculations: 3,
             lookahead: true,
+            idle_timeout: Some(Duration::from_secs(120)),
         }
     }
 }
