@@ -89,6 +89,14 @@ families!(Counter, "counter", {
         "Times a SIP reply ran dry mid-reply (silence filled the gap).";
     RtpMalformed => "antiphon_rtp_malformed_total",
         "RTP, RTCP or telephone-event packets dropped as malformed, by kind.";
+    RtpPackets => "antiphon_rtp_packets_total",
+        "RTP packets of SIP calls, by direction (in, out); added when each call ends.";
+    RtcpPackets => "antiphon_rtcp_packets_total",
+        "Valid RTCP packets received on SIP calls; added when each call ends.";
+    JitterPackets => "antiphon_sip_jitter_packets_total",
+        "SIP caller audio the jitter buffer did not play in order, by outcome (lost: concealed, late: arrived after its turn, duplicate, overflow: the buffer was full); added when each call ends.";
+    SipPlayoutOverflowBytes => "antiphon_sip_playout_overflow_bytes_total",
+        "Reply audio bytes a SIP call's playout queue could not hold (dropped); added when each call ends.";
     RtpDropped => "antiphon_rtp_dropped_total",
         "Well-formed RTP dropped, by reason (payload_type, source).";
 });

@@ -457,6 +457,9 @@ async fn sipp_calls_and_hears_a_continuous_spoken_reply() {
     for series in [
         "antiphon_sip_barge_in_total{transport=\"sip\"} 1\n",
         "antiphon_sip_playout_underruns_total{transport=\"sip\"} ",
+        // Issue 17: the per-call RTP counters used to reach the log only.
+        "antiphon_rtp_packets_total{transport=\"sip\",direction=\"in\"} ",
+        "antiphon_rtp_packets_total{transport=\"sip\",direction=\"out\"} ",
         "antiphon_sessions{transport=\"sip\"} ",
         "antiphon_turns_total{transport=\"sip\"} ",
     ] {

@@ -358,6 +358,56 @@ pub async fn run(setup: CallSetup) {
         &[],
         playout.underruns,
     );
+    export_call_counters(&metrics, &counters, &j, playout.overflow_bytes);
+}
+
+/// Extra labels of one metric series.
+type Labels = &'static [(&'static str, &'static str)];
+
+/// The call's own counters, added to `/metrics` as it ends (the live ones are counted as they
+/// happen, above).
+fn export_call_counters(
+    metrics: &Metrics,
+    counters: &Counters,
+    jitter: &antiphon_audio::jitter::JitterStats,
+    playout_overflow_bytes: u64,
+) {
+    let series: [(Counter, Labels, u64); 9] = [
+        (Counter::RtpPackets, &[("direction", "in")], counters.rtp_in),
+        (
+            Counter::RtpPackets,
+            &[("direction", "out")],
+            counters.rtp_out,
+        ),
+        (Counter::RtcpPackets, &[], counters.rtcp_in),
+        (Counter::JitterPackets, &[("outcome", "lost")], jitter.lost),
+        (Counter::JitterPackets, &[("outcome", "late")], jitter.late),
+        (
+            Counter::JitterPackets,
+            &[("outcome", "duplicate")],
+            jitter.duplicates,
+        ),
+        (
+            Counter::JitterPackets,
+            &[("outcome", "overflow")],
+            jitter.overflow_dropped,
+        ),
+        (
+            Counter::RtpDropped,
+            &[("reason", "session_queue")],
+            counters.dropped_to_session,
+        ),
+        (
+            Counter::SipPlayoutOverflowBytes,
+            &[],
+            playout_overflow_bytes,
+        ),
+    ];
+    for (name, labels, n) in series {
+        if n > 0 {
+            metrics.add(name, TRANSPORT, labels, n);
+        }
+    }
 }
 
 /// Packet deadlines on the media clock, with bounded catch-up after a stall.
