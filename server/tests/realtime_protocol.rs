@@ -135,6 +135,33 @@ async fn session_created_and_updated_in_both_dialects() {
     assert_eq!(updated["session"]["turn_detection"]["threshold"], 0.5);
 }
 
+/// Issue 17: a frame over the hard size limit used to drop the TCP connection without a word;
+/// now the client gets a Close frame with 1009 (message too big).
+#[tokio::test]
+async fn an_oversized_frame_gets_a_close_frame_saying_why() {
+    use futures_util::StreamExt;
+    let server = TestServer::without_engines().await;
+    let mut ws = connect(server.port, false).await;
+    recv_type(&mut ws, "session.created").await;
+    let huge = "A".repeat(17 << 20);
+    // The server may close while the frame is still going out: a send error is fine.
+    let _ = ws.send(Message::Text(huge.into())).await;
+    let close = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(m) = ws.next().await {
+            match m {
+                Ok(Message::Close(frame)) => return frame,
+                Ok(_) => continue,
+                Err(e) => panic!("connection dropped without a Close frame: {e}"),
+            }
+        }
+        None
+    })
+    .await
+    .expect("a Close frame in time")
+    .expect("a Close frame with a code");
+    assert_eq!(u16::from(close.code), 1009, "{close:?}");
+}
+
 #[tokio::test]
 async fn bad_input_gets_errors_and_the_session_continues() {
     let server = TestServer::without_engines().await;

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use axum::extract::ws::{Message, WebSocket};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 
@@ -40,12 +40,42 @@ impl WebSocketIo {
     }
 }
 
+impl WebSocketIo {
+    /// The client broke the WebSocket protocol (a frame over the size limit, a bad frame):
+    /// say why in a Close frame before the connection goes, rather than only dropping it.
+    async fn close_after_read_error(&mut self, error: &axum::Error) {
+        let text = error.to_string();
+        tracing::debug!(%text, "websocket read failed");
+        // tungstenite names a size limit "Space limit exceeded: Message too long: …".
+        let too_big = text.contains("too long") || text.contains("Space limit");
+        let (code, reason) = if too_big {
+            (close_code::SIZE, "message larger than the server accepts")
+        } else {
+            (close_code::PROTOCOL, "WebSocket protocol error")
+        };
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        // Best effort, bounded: the peer may be gone or not reading.
+        let _ = tokio::time::timeout(
+            self.send_timeout,
+            self.sink.send(Message::Close(Some(frame))),
+        )
+        .await;
+    }
+}
+
 impl SessionIo for WebSocketIo {
     async fn recv(&mut self) -> LegIn {
         // Cancel-safe: each `next()` is, and nothing is held between iterations.
         loop {
             return match self.stream.next().await {
-                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => LegIn::Closed,
+                None | Some(Ok(Message::Close(_))) => LegIn::Closed,
+                Some(Err(e)) => {
+                    self.close_after_read_error(&e).await;
+                    LegIn::Closed
+                }
                 Some(Ok(Message::Text(text))) => {
                     match protocol::decode_client(text.as_str(), &self.limits) {
                         Ok(m) => LegIn::Client(m),
