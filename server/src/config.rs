@@ -456,7 +456,6 @@ impl Config {
         Ok(())
     }
 
-    /// The keys the auth layer accepts, and whether that is the demo key.
     /// Without `server.api_keys` only the public demo key works, so nothing may listen beyond
     /// this machine: the HTTP listener, SIP and WebRTC's media sockets must be on loopback.
     fn check_exposure(&self) -> Result<(), ConfigError> {
@@ -494,6 +493,7 @@ impl Config {
         Ok(())
     }
 
+    /// The keys the auth layer accepts, and whether that is the demo key.
     pub fn accepted_keys(&self) -> (Vec<String>, bool) {
         if self.server.api_keys.is_empty() {
             (vec![DEMO_API_KEY.to_string()], true)

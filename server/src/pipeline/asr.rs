@@ -169,7 +169,8 @@ impl AsrAdapter {
     /// Drops buffered audio and VAD state by taking a fresh slot (the old one is freed first,
     /// so a full engine still has one for us).
     pub fn reset(&mut self) -> Result<(), String> {
-        // What the old slot dropped and has not reported yet goes out before it is freed.
+        // What the old slot dropped and has not reported yet goes out now (clearing the
+        // last report's time makes it due); the new slot counts from zero, unthrottled.
         self.dropped_reported_at = None;
         self.report_dropped(Instant::now());
         self.dropped_reported = 0;

@@ -168,27 +168,37 @@ impl Conversation {
         Ok(before)
     }
 
-    /// Whether `incoming` would not fit: the item limit, or the text budget.
-    pub fn is_full_for(&self, incoming: &Item) -> bool {
-        self.entries.len() >= self.max_items
-            || self.text_bytes() + item_text_bytes(incoming) > self.max_text_bytes
-    }
-
-    /// Whether, with `incoming` added, the items or their text are above three quarters of
-    /// their limits (where eviction stops).
-    pub fn above_low_water(&self, incoming: &Item) -> bool {
-        (self.entries.len() + 1) * 4 > self.max_items * 3
-            || (self.text_bytes() + item_text_bytes(incoming)) * 4 > self.max_text_bytes * 3
-    }
-
-    /// Removes and returns the oldest item other than `keep` (an item a caller is about to
-    /// insert after).
-    pub fn evict_oldest(&mut self, keep: Option<&str>) -> Option<Item> {
-        let at = self
-            .entries
-            .iter()
-            .position(|e| Some(e.item.id.as_str()) != keep)?;
-        Some(self.entries.remove(at).item)
+    /// Makes room for `incoming` if it would not fit (the item limit, or the text budget):
+    /// removes the oldest items other than `keep` (an item the caller is about to insert
+    /// after) until, with `incoming`, both are at most three quarters of their limits, and
+    /// returns them oldest first. Three quarters, not just enough to fit: the prompt's start
+    /// changes with each eviction and costs the LLM a new prefill, so it happens once in a
+    /// while, not every turn. An item larger than the whole budget evicts nothing (`insert`
+    /// refuses it).
+    pub fn make_room(&mut self, incoming: &Item, keep: Option<&str>) -> Vec<Item> {
+        let incoming_bytes = item_text_bytes(incoming);
+        let mut bytes = self.text_bytes();
+        let full =
+            self.entries.len() >= self.max_items || bytes + incoming_bytes > self.max_text_bytes;
+        let mut evicted = Vec::new();
+        if !full || incoming_bytes > self.max_text_bytes {
+            return evicted;
+        }
+        while (self.entries.len() + 1) * 4 > self.max_items * 3
+            || (bytes + incoming_bytes) * 4 > self.max_text_bytes * 3
+        {
+            let Some(at) = self
+                .entries
+                .iter()
+                .position(|e| Some(e.item.id.as_str()) != keep)
+            else {
+                break;
+            };
+            let item = self.entries.remove(at).item;
+            bytes -= item_text_bytes(&item);
+            evicted.push(item);
+        }
+        evicted
     }
 
     pub fn delete(&mut self, id: &str) -> Result<Item, ConversationError> {

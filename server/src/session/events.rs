@@ -27,6 +27,11 @@ impl AudioFormat {
         }
     }
 
+    /// Bytes that `ms` milliseconds of audio take in this format.
+    pub fn ms_to_bytes(self, ms: u64) -> usize {
+        (ms * u64::from(self.sample_rate()) / 1000) as usize * self.bytes_per_sample()
+    }
+
     /// Milliseconds of audio held in `bytes` of this format.
     pub fn bytes_to_ms(self, bytes: usize) -> u64 {
         let samples = (bytes / self.bytes_per_sample()) as u64;

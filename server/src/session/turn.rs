@@ -13,9 +13,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::audio_format::{FrameInput, InputDecoder, OutputEncoder};
-use super::conversation::{
-    ChatMessage, ChatRole, Conversation, ConversationError, item_text_bytes,
-};
+use super::conversation::{ChatMessage, ChatRole, Conversation, ConversationError};
 use super::engine::{Engine, EngineCommand, EngineEvent, Engines, Epoch};
 use super::events::Limits;
 use super::events::*;
@@ -508,9 +506,8 @@ impl TurnManager {
         if self.config.turn_detection.is_some() && self.speech_item.is_none() {
             // Nobody is speaking: the recogniser keeps only the prefix padding of this audio,
             // so the buffer must not fill with it (a long silence would make the session deaf).
-            let cap = IDLE_INPUT_MS * u64::from(self.config.input_format.sample_rate()) / 1000
-                * self.config.input_format.bytes_per_sample() as u64;
-            self.input_bytes = self.input_bytes.min(cap as usize);
+            let cap = self.config.input_format.ms_to_bytes(IDLE_INPUT_MS);
+            self.input_bytes = self.input_bytes.min(cap);
         }
         true
     }
@@ -635,19 +632,7 @@ impl TurnManager {
     /// (`conversation.item.deleted`): a long call, or a thousand key presses, keeps going on
     /// its recent context instead of failing every later turn.
     fn make_room(&mut self, incoming: &Item, keep: Option<&str>) {
-        if item_text_bytes(incoming) > self.settings.max_conversation_bytes {
-            // Refused by the insert with a clear error; nothing else need go for it.
-            return;
-        }
-        if !self.conversation.is_full_for(incoming) {
-            return;
-        }
-        // Down to three quarters, not just enough to fit: the prompt's start changes with each
-        // eviction and costs the LLM a new prefill, so it happens once in a while, not per turn.
-        while self.conversation.above_low_water(incoming) {
-            let Some(old) = self.conversation.evict_oldest(keep) else {
-                break;
-            };
+        for old in self.conversation.make_room(incoming, keep) {
             tracing::debug!(
                 item_id = old.id,
                 "oldest item dropped at the conversation limit"

@@ -8,6 +8,7 @@ use super::*;
 use crate::realtime::protocol::{Dialect, decode_client, server_event_name};
 use crate::session::conversation::ChatMessage;
 use crate::session::conversation::ChatRole;
+use crate::session::conversation::item_text_bytes;
 use crate::session::engine::{Engine, EngineCommand, EngineEvent, Engines, Epoch};
 use antiphon_audio::frame::AudioFrame;
 use antiphon_models::vad::endpoint::{EndpointConfig, TurnEnd};
