@@ -147,6 +147,12 @@ impl AppState {
                 max_speculations: self.config.session.max_speculations,
                 lookahead: self.config.session.lookahead,
                 idle_timeout: (s.idle_timeout_s > 0).then(|| Duration::from_secs(s.idle_timeout_s)),
+                voices: self
+                    .connector
+                    .as_ref()
+                    .map(|c| c.voices())
+                    .unwrap_or_default()
+                    .into(),
             },
             send_timeout: Duration::from_millis(s.send_timeout_ms),
             metrics: self.metrics.clone(),

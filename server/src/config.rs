@@ -49,6 +49,13 @@ pub struct SipConfig {
     pub rtp_port_max: u16,
     /// The IP written into SDP and Contact; empty: the local address that routes to the caller.
     pub public_ip: String,
+    /// New INVITEs per second one source IP may send (sustained); more are dropped unanswered.
+    pub invites_per_second_per_source: f64,
+    /// New INVITEs one source IP may send at once after being quiet.
+    pub invite_burst_per_source: u32,
+    /// Calls from one source IP answered but not yet acknowledged (ACK); further INVITEs from
+    /// it are dropped unanswered until one is acknowledged or times out.
+    pub max_unconfirmed_per_source: usize,
 }
 
 impl Default for SipConfig {
@@ -58,6 +65,9 @@ impl Default for SipConfig {
             rtp_port_min: 20000,
             rtp_port_max: 20999,
             public_ip: String::new(),
+            invites_per_second_per_source: 5.0,
+            invite_burst_per_source: 10,
+            max_unconfirmed_per_source: 4,
         }
     }
 }
@@ -85,6 +95,12 @@ pub struct ServerConfig {
     /// A session with no message from its client and no engine work for this long is closed
     /// (its slot freed); 0: never.
     pub idle_timeout_s: u64,
+    /// TCP connections the HTTP listener keeps open at once (WebSockets included); more are
+    /// answered 503 and closed. Keep it under the process's file-descriptor limit.
+    pub max_connections: usize,
+    /// A connection that has not sent a whole request head within this long (new, or idle
+    /// between keep-alive requests) is closed.
+    pub header_read_timeout_ms: u64,
     /// Directory holding `index.html` for `/` (skipped when absent).
     pub web_demo_dir: PathBuf,
     /// Where the LLM runs: "auto", "cpu" or "cuda:N" (`--device` overrides).
@@ -105,6 +121,8 @@ impl Default for ServerConfig {
             max_conversation_bytes: 24 << 10,
             send_timeout_ms: 5000,
             idle_timeout_s: 120,
+            max_connections: 512,
+            header_read_timeout_ms: 10_000,
             web_demo_dir: PathBuf::from("web-demo"),
             device: "auto".into(),
         }
@@ -344,6 +362,13 @@ impl Config {
                 "server.max_conversation_items, max_conversation_bytes and send_timeout_ms must be positive".into(),
             );
         }
+        if s.max_connections == 0 || !(100..=600_000).contains(&s.header_read_timeout_ms) {
+            return bad(format!(
+                "server.max_connections ({}) must be positive and header_read_timeout_ms ({}) \
+                 within 100..=600000",
+                s.max_connections, s.header_read_timeout_ms
+            ));
+        }
         if let Err(e) = s.device.parse::<antiphon_kernels::DeviceChoice>() {
             return bad(format!("server.device: {e}"));
         }
@@ -446,6 +471,17 @@ impl Config {
                 "sip.rtp_port_min..=rtp_port_max ({}..={}) must be a range above 1023",
                 sip.rtp_port_min, sip.rtp_port_max
             ));
+        }
+        if !sip.invites_per_second_per_source.is_finite()
+            || sip.invites_per_second_per_source <= 0.0
+            || sip.invite_burst_per_source == 0
+            || sip.max_unconfirmed_per_source == 0
+        {
+            return bad(
+                "sip.invites_per_second_per_source, invite_burst_per_source and \
+                 max_unconfirmed_per_source must be positive"
+                    .into(),
+            );
         }
         if !sip.public_ip.is_empty() && sip.public_ip.parse::<std::net::IpAddr>().is_err() {
             return bad(format!(

@@ -25,12 +25,22 @@ impl Report {
 
     /// A new session would be admitted now.
     pub fn ready(&self) -> bool {
-        !self.failed()
-            && self.sessions_open < self.sessions_max
-            && self
-                .engines
-                .iter()
-                .all(|(_, h)| h.capacity.is_none_or(|c| h.in_use < c))
+        self.free_sessions() > 0
+    }
+
+    /// How many more sessions would be admitted now: the fewest free among the admission
+    /// permits and every engine's leases (0 once an engine has failed).
+    pub fn free_sessions(&self) -> usize {
+        if self.failed() {
+            return 0;
+        }
+        self.engines
+            .iter()
+            .filter_map(|(_, h)| h.capacity.map(|c| c.saturating_sub(h.in_use)))
+            .fold(
+                self.sessions_max.saturating_sub(self.sessions_open),
+                usize::min,
+            )
     }
 
     pub fn to_json(&self) -> Value {
@@ -133,5 +143,7 @@ mod tests {
         assert_eq!(fine.readiness(), StatusCode::OK);
         assert_eq!(fine.to_json()["ready"], true);
         assert_eq!(fine.to_json()["sessions"]["free"], 3);
+        // One more session fits: the LLM's one free lease bounds the three free permits.
+        assert_eq!(fine.free_sessions(), 1);
     }
 }

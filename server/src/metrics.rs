@@ -77,11 +77,13 @@ families!(Counter, "counter", {
         "Caller pauses judged by semantic turn detection, by verdict (done: the turn ended; not_done: the caller was given more time; vetoed: it sounded done but the transcript stops mid-sentence).";
     TwilioProtocolErrors => "antiphon_twilio_protocol_errors_total",
         "Twilio Media Streams input rejected (malformed, out of order, wrong format), by code.";
-    Dtmf => "antiphon_dtmf_total", "DTMF key presses received from callers.";
+    Dtmf => "antiphon_dtmf_total", "DTMF key presses that reached a session (every transport).";
     PlayoutClears => "antiphon_playout_clears_total",
         "Barge-ins that cleared reply audio queued at the far end.";
     SipMalformed => "antiphon_sip_malformed_total",
         "SIP datagrams dropped as malformed.";
+    SipInvitesDropped => "antiphon_sip_invites_dropped_total",
+        "New INVITEs dropped unanswered: over their source's rate or unacknowledged-call cap.";
     SipDtmf => "antiphon_sip_dtmf_total", "DTMF key presses received on SIP calls (RFC 4733).";
     SipBargeIn => "antiphon_sip_barge_in_total",
         "SIP replies cut short because the caller spoke over them.";
@@ -99,12 +101,16 @@ families!(Counter, "counter", {
         "Reply audio bytes a SIP call's playout queue could not hold (dropped); added when each call ends.";
     RtpDropped => "antiphon_rtp_dropped_total",
         "Well-formed RTP dropped, by reason (payload_type, source).";
+    HttpConnectionsRefused => "antiphon_http_connections_refused_total",
+        "TCP connections answered 503 and closed because server.max_connections were open.";
 });
 
 families!(Gauge, "gauge", {
     Sessions => "antiphon_sessions", "Sessions currently open.";
     QueueDepth => "antiphon_queue_depth",
         "Messages waiting in session queues, summed over sessions.";
+    HttpConnections => "antiphon_http_connections",
+        "TCP connections open on the HTTP listener (WebSockets included).";
 });
 
 families!(Histogram, "histogram", {

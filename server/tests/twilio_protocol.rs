@@ -335,6 +335,58 @@ async fn bad_input_is_rejected_counted_and_the_call_goes_on() {
     assert_eq!(error_count(&m, "disconnect_without_stop"), 1, "{m}");
 }
 
+/// Issue 17: a burst of DTMF (more than the session's 256-input queue) used to drop keys;
+/// now every one reaches the session, in order, and the call goes on.
+#[tokio::test]
+async fn a_dtmf_burst_loses_no_key() {
+    const KEYS: i64 = 2000;
+    let server = TestServer::without_engines().await;
+    let port = server.port;
+    let mut ws = open(port, "").await;
+    send(&mut ws, connected()).await;
+    send(
+        &mut ws,
+        start_msg("audio/x-mulaw", 8000, json!({"api_key": KEY})),
+    )
+    .await;
+    wait_sessions(port, 1).await;
+    for n in 0..KEYS {
+        let digit = char::from(b'0' + (n % 10) as u8).to_string();
+        let msg = json!({"event": "dtmf", "streamSid": SID, "dtmf": {"digit": digit}});
+        ws.feed(Message::Text(msg.to_string().into()))
+            .await
+            .expect("queue a DTMF message");
+    }
+    ws.flush().await.expect("send the burst");
+    send(&mut ws, media(2, 20)).await;
+    let mut reached = 0;
+    for _ in 0..200 {
+        reached = metric(
+            &http_get(port, "/metrics").await,
+            "antiphon_dtmf_total{transport=\"twilio\"}",
+        );
+        if reached == KEYS {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(reached, KEYS, "keys that reached the session");
+    assert_eq!(twilio_sessions(port).await, 1, "the call goes on");
+}
+
+/// A frame over the socket's hard limit (1 MiB) ends the call with a Close frame that says
+/// why (1009), not a dropped connection.
+#[tokio::test]
+async fn an_oversized_frame_gets_a_close_frame() {
+    let server = TestServer::without_engines().await;
+    let mut ws = open(server.port, "").await;
+    send(&mut ws, connected()).await;
+    ws.send(Message::Text("x".repeat(2 << 20).into()))
+        .await
+        .expect("send");
+    assert_eq!(closed_with(&mut ws).await, Some(CloseCode::Size));
+}
+
 #[tokio::test]
 async fn a_stream_in_another_format_is_closed_as_unsupported() {
     let server = TestServer::without_engines().await;

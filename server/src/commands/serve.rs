@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
@@ -125,17 +126,21 @@ async fn serve(config: Config, pipeline: Pipeline) -> anyhow::Result<()> {
     if let Some(socket) = sip_socket {
         // Second machine-readable line: the SIP address (its port too may be the OS's choice).
         println!("antiphon sip listening on udp {}", socket.local_addr()?);
+        let state = state.clone();
         tokio::spawn(async move {
             if let Err(e) = crate::sip::run(state, socket, sip_config).await {
                 tracing::error!("SIP server stopped: {e:#}");
             }
         });
     }
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-            tracing::info!("shutting down");
-        })
-        .await
-        .context("server failed")
+    let limits = http::listen::ListenLimits {
+        max_connections: state.config.server.max_connections,
+        header_read_timeout: Duration::from_millis(state.config.server.header_read_timeout_ms),
+    };
+    http::listen::serve(listener, app, limits, state.metrics.clone(), async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down");
+    })
+    .await;
+    Ok(())
 }

@@ -3,6 +3,8 @@
 //! (see [`crate::health`]), `/metrics`,
 //! `/` (the web demo page when present) and `/web-demo/FILE` (its scripts and styles).
 
+pub mod listen;
+
 use std::sync::Arc;
 
 use axum::Router;

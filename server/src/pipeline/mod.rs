@@ -249,6 +249,14 @@ impl EngineConnector for Pipeline {
         }
     }
 
+    fn voices(&self) -> Vec<String> {
+        self.tts
+            .iter()
+            .flat_map(|(engines, _)| engines.iter())
+            .flat_map(|e| e.voices().iter().cloned())
+            .collect()
+    }
+
     fn connect(&self, session_id: &str) -> Result<EngineLink, String> {
         // The bridge is a task on the caller's runtime (admission runs on it).
         let runtime = tokio::runtime::Handle::try_current()

@@ -44,26 +44,42 @@ impl WebSocketIo {
     /// The client broke the WebSocket protocol (a frame over the size limit, a bad frame):
     /// say why in a Close frame before the connection goes, rather than only dropping it.
     async fn close_after_read_error(&mut self, error: &axum::Error) {
-        let text = error.to_string();
-        tracing::debug!(%text, "websocket read failed");
-        // tungstenite names a size limit "Space limit exceeded: Message too long: …".
-        let too_big = text.contains("too long") || text.contains("Space limit");
-        let (code, reason) = if too_big {
-            (close_code::SIZE, "message larger than the server accepts")
-        } else {
-            (close_code::PROTOCOL, "WebSocket protocol error")
+        tracing::debug!(%error, "websocket read failed");
+        let Some(frame) = close_for_read_error(error) else {
+            return; // the peer is gone: nobody to tell
         };
-        let frame = CloseFrame {
-            code,
-            reason: reason.into(),
-        };
-        // Best effort, bounded: the peer may be gone or not reading.
+        // Best effort, bounded: the peer may not be reading.
         let _ = tokio::time::timeout(
             self.send_timeout,
             self.sink.send(Message::Close(Some(frame))),
         )
         .await;
     }
+}
+
+/// The Close frame that answers a failed WebSocket read: 1009 for a message over the size
+/// limit, 1002 for another protocol violation, `None` when the connection itself is gone
+/// (reset, or closed without the closing handshake). Shared with the Twilio leg.
+pub(crate) fn close_for_read_error(error: &axum::Error) -> Option<CloseFrame> {
+    let text = error.to_string();
+    // tungstenite's wording: "Space limit exceeded: Message too long: …" for a size limit,
+    // "… Connection reset without closing handshake" or an IO error for a vanished peer.
+    let gone = text.contains("without closing handshake")
+        || text.contains("IO error")
+        || text.contains("closed connection");
+    if gone {
+        return None;
+    }
+    let too_big = text.contains("too long") || text.contains("Space limit");
+    let (code, reason) = if too_big {
+        (close_code::SIZE, "message larger than the server accepts")
+    } else {
+        (close_code::PROTOCOL, "WebSocket protocol error")
+    };
+    Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    })
 }
 
 impl SessionIo for WebSocketIo {

@@ -53,6 +53,10 @@ pub trait EngineConnector: Send + Sync {
     fn engines(&self) -> Engines;
     /// Leases what one session needs. Dropping the returned link must free the leases.
     fn connect(&self, session_id: &str) -> Result<EngineLink, String>;
+    /// The voices the loaded TTS engines speak (empty: no TTS, any name is accepted).
+    fn voices(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// Each engine's failure state and lease use, by name (`asr`, `llm`, …), for `/healthz`
     /// and `/readyz`.
     fn health(&self) -> Vec<(&'static str, antiphon_models::engine::EngineHealth)> {
@@ -256,7 +260,10 @@ async fn drive<Io: SessionIo>(io: Io, params: SessionParams) -> End {
                     }
                     LegIn::Audio(frame) => turn.handle_audio(frame),
                     LegIn::Played { item_id, audio_end_ms } => turn.handle_played(&item_id, audio_end_ms),
-                    LegIn::Dtmf(key) => turn.handle_dtmf(key),
+                    LegIn::Dtmf(key) => {
+                        metrics.add(Counter::Dtmf, transport, &[], 1);
+                        turn.handle_dtmf(key);
+                    }
                     LegIn::Invalid(e) => {
                         tracing::debug!(code = e.code, message = %e.message, "rejected client input");
                         if let Err(end) = writer.send(&ServerEvent::Error(e)).await {

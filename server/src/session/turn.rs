@@ -10,6 +10,7 @@
 //! epoch, and any LLM/TTS output tagged with another epoch is dropped (and counted).
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::audio_format::{FrameInput, InputDecoder, OutputEncoder};
@@ -28,7 +29,7 @@ pub enum Output {
 }
 
 /// Per-session knobs from the server config.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TurnSettings {
     pub limits: Limits,
     /// After the first reply audio is sent, speech starts within this window are taken as
@@ -48,6 +49,8 @@ pub struct TurnSettings {
     /// Close the session when nothing came from the client and no engine event arrived for
     /// this long (`None`: never).
     pub idle_timeout: Option<Duration>,
+    /// The voices `session.update` may choose besides OpenAI's names (empty: any).
+    pub voices: Arc<[String]>,
 }
 
 impl Default for TurnSettings {
@@ -61,8 +64,21 @@ impl Default for TurnSettings {
             max_speculations: 3,
             lookahead: true,
             idle_timeout: Some(Duration::from_secs(120)),
+            voices: Arc::from(Vec::new()),
         }
     }
+}
+
+/// OpenAI's Realtime voice names: clients send them as a matter of course, so they are
+/// accepted and speak with the server's default voice.
+const OPENAI_VOICES: &[&str] = &[
+    "alloy", "ash", "ballad", "cedar", "coral", "echo", "fable", "marin", "nova", "onyx", "sage",
+    "shimmer", "verse",
+];
+
+/// Whether a session may choose `voice`: one the server speaks, or an OpenAI name.
+fn voice_accepted(voices: &[String], voice: &str) -> bool {
+    voices.is_empty() || voices.iter().any(|v| v == voice) || OPENAI_VOICES.contains(&voice)
 }
 
 /// A finished reply whose audio the client has not been sent yet (see `finished_unsent`).
@@ -360,7 +376,7 @@ impl TurnManager {
             self.withdraw_speculation();
         }
         match msg.event {
-            ClientEvent::SessionUpdate(patch) => self.session_update(patch),
+            ClientEvent::SessionUpdate(patch) => self.session_update(patch, eid),
             ClientEvent::AudioAppend { audio } => self.append(now, audio, eid),
             ClientEvent::AudioCommit => self.commit(now, eid),
             ClientEvent::AudioClear => {
@@ -419,7 +435,20 @@ impl TurnManager {
         }
     }
 
-    fn session_update(&mut self, patch: SessionPatch) {
+    fn session_update(&mut self, patch: SessionPatch, eid: Option<String>) {
+        if let Some(voice) = &patch.voice
+            && !voice_accepted(&self.settings.voices, voice)
+        {
+            let msg = format!(
+                "unknown voice '{voice}': this server speaks {} (OpenAI's voice names are accepted \
+                 and use the server's default voice); the session is unchanged",
+                self.settings.voices.join(", ")
+            );
+            let mut error = ErrorInfo::invalid_request("invalid_value", msg).with_event_id(eid);
+            error.param = Some("session.voice".into());
+            self.error(error);
+            return;
+        }
         let old_in = self.config.input_format;
         let old_out = self.config.output_format;
         let old_instructions = self.config.instructions.clone();

@@ -6,6 +6,7 @@
 //! first [`LOGGED_REJECTIONS`] per call) and counted in `antiphon_twilio_protocol_errors_total`
 //! by code; it never ends the call except where noted (unsupported media format).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,7 @@ use antiphon_audio::g711::Law;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tracing::Instrument;
 
@@ -63,7 +65,14 @@ struct Bridge {
     media_samples: u64,
     /// Reply audio -> 8 kHz mu-law.
     encoder: OutputEncoder,
+    /// Caller input the session's queue had no room for, in order. While it holds
+    /// [`BACKLOG_PAUSE`] items the socket is not read (TCP pushes back on Twilio), so a burst
+    /// (of DTMF, say) waits instead of being dropped.
+    backlog: VecDeque<LegIn>,
 }
+
+/// Stop reading the socket while this much caller input waits for the session.
+const BACKLOG_PAUSE: usize = 64;
 
 /// Why the call's loop ended.
 enum Finish {
@@ -92,15 +101,37 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, auth: Auth) {
             rejections: 0,
             media_samples: 0,
             encoder: OutputEncoder::new(AudioFormat::G711Ulaw),
+            backlog: VecDeque::new(),
         };
         let start_deadline = tokio::time::Instant::now() + START_TIMEOUT;
         let finish = loop {
             let before_start = b.session.is_none();
+            // A sender only while input waits, so the branch below sleeps otherwise.
+            let room = match (&b.session, b.backlog.is_empty()) {
+                (Some(s), false) => Some(s.to_session.clone()),
+                _ => None,
+            };
             tokio::select! {
-                msg = stream.next() => {
+                permit = reserve(room.clone()), if room.is_some() => match permit {
+                    Some(permit) => {
+                        if let Some(input) = b.backlog.pop_front() {
+                            permit.send(input);
+                        }
+                    }
+                    // The session is gone: its closed event channel ends the loop.
+                    None => b.backlog.clear(),
+                },
+                msg = stream.next(), if b.backlog.len() < BACKLOG_PAUSE => {
                     let arrival = Instant::now();
                     let text = match msg {
-                        None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break Finish::Disconnected,
+                        None | Some(Ok(Message::Close(_))) => break Finish::Disconnected,
+                        Some(Err(e)) => {
+                            tracing::debug!(error = %e, "Twilio WebSocket read failed");
+                            match crate::realtime::websocket::close_for_read_error(&e) {
+                                Some(frame) => break Finish::Close(frame.code, frame.reason.to_string()),
+                                None => break Finish::Disconnected,
+                            }
+                        }
                         Some(Ok(Message::Text(t))) => t,
                         Some(Ok(Message::Binary(_))) => {
                             b.reject(&CallError { code: "binary_frame", message: "binary WebSocket message; Media Streams messages are JSON text".into() });
@@ -150,6 +181,11 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, auth: Auth) {
     .await
 }
 
+/// Room for one input in the session's queue (`None` once the session is gone).
+async fn reserve(room: Option<mpsc::Sender<LegIn>>) -> Option<mpsc::OwnedPermit<LegIn>> {
+    room?.reserve_owned().await.ok()
+}
+
 async fn recv_session(session: &mut Option<SessionChannels>) -> Option<ServerEvent> {
     match session {
         Some(s) => s.from_session.recv().await,
@@ -189,10 +225,8 @@ impl Bridge {
                 }
                 Step::Dtmf(digit) => {
                     tracing::info!(%digit, "DTMF");
+                    // Counted by the session when it gets the key.
                     self.send_to_session(LegIn::Dtmf(digit));
-                    self.state
-                        .metrics
-                        .add(Counter::Dtmf, TRANSPORT_LABEL, &[], 1);
                 }
                 Step::BargeIn {
                     item_id,
@@ -265,18 +299,19 @@ impl Bridge {
         Ok(())
     }
 
-    /// Never waits: a full session queue drops the input (counted) instead of stalling the
-    /// loop that also drains the session's events.
+    /// Never waits (the loop also drains the session's events) and never drops: what the
+    /// session's queue has no room for waits in the backlog, in order.
     fn send_to_session(&mut self, inbound: LegIn) {
         let Some(s) = &self.session else {
             return;
         };
+        if !self.backlog.is_empty() {
+            self.backlog.push_back(inbound);
+            return;
+        }
         match s.to_session.try_send(inbound) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => self.reject(&CallError {
-                code: "session_queue_full",
-                message: "the session is not keeping up; input dropped".into(),
-            }),
+            Err(TrySendError::Full(inbound)) => self.backlog.push_back(inbound),
             // The session ended; its channel closing ends the loop.
             Err(TrySendError::Closed(_)) => {}
         }

@@ -15,6 +15,7 @@ pub mod peer;
 pub mod playout;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -22,7 +23,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use str0m::change::SdpOffer;
+use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::{Candidate, Rtc};
 use tokio::sync::oneshot;
 
@@ -85,6 +86,33 @@ pub async fn config(State(state): State<Arc<AppState>>) -> Response {
         body.to_string(),
     )
         .into_response()
+}
+
+/// The ICE-lite peer for a parsed offer, with a host candidate per address, and its answer
+/// (also what the `webrtc_offer` fuzz target drives).
+pub fn answer_offer(
+    offer: SdpOffer,
+    candidates: &[SocketAddr],
+    now: Instant,
+) -> Result<(Rtc, SdpAnswer), String> {
+    let mut rtc = Rtc::builder()
+        .set_ice_lite(true)
+        .clear_codecs()
+        .enable_opus(true, false)
+        .build(now);
+    for &addr in candidates {
+        match Candidate::host(addr, "udp") {
+            Ok(c) => {
+                rtc.add_local_candidate(c);
+            }
+            Err(e) => tracing::warn!("webrtc: no host candidate for {addr}: {e}"),
+        }
+    }
+    let answer = rtc
+        .sdp_api()
+        .accept_offer(offer)
+        .map_err(|e| e.to_string())?;
+    Ok((rtc, answer))
 }
 
 /// `POST /v1/webrtc`: SDP offer in, SDP answer out; starts the peer and its session.
@@ -150,27 +178,14 @@ pub async fn offer(
         );
     }
 
-    let mut rtc = Rtc::builder()
-        .set_ice_lite(true)
-        .clear_codecs()
-        .enable_opus(true, false)
-        .build(Instant::now());
-    for s in &sockets {
-        let Ok(addr) = s.local_addr() else { continue };
-        match Candidate::host(addr, "udp") {
-            Ok(c) => {
-                rtc.add_local_candidate(c);
-            }
-            Err(e) => tracing::warn!("webrtc: no host candidate for {addr}: {e}"),
-        }
-    }
-    let answer = match rtc.sdp_api().accept_offer(offer) {
+    let addrs: Vec<SocketAddr> = sockets.iter().filter_map(|s| s.local_addr().ok()).collect();
+    let (rtc, answer) = match answer_offer(offer, &addrs, Instant::now()) {
         Ok(a) => a,
-        Err(e) => {
+        Err(why) => {
             return error(
                 StatusCode::BAD_REQUEST,
                 "offer_rejected",
-                &format!("cannot answer this offer: {e}"),
+                &format!("cannot answer this offer: {why}"),
             );
         }
     };

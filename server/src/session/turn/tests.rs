@@ -798,7 +798,7 @@ fn silence_under_vad_never_fills_the_input_buffer() {
     };
     let second = base64::engine::general_purpose::STANDARD.encode(vec![0u8; 48_000]);
     let append = json!({"type": "input_audio_buffer.append", "audio": second});
-    let mut h = H::with(config(), ALL, settings);
+    let mut h = H::with(config(), ALL, settings.clone());
     for s in 0..600 {
         let out = h.client(s * 1000, append.clone());
         assert_eq!(errors(&out), Vec::<&str>::new(), "after {s} s of silence");
@@ -817,6 +817,35 @@ fn silence_under_vad_never_fills_the_input_buffer() {
         .map(|s| errors(&h.client(s * 1000, append.clone())))
         .position(|e| e == ["input_audio_buffer_full"]);
     assert_eq!(full, Some(20), "a manual buffer fills at its limit");
+}
+
+/// Issue 17: an unknown voice was accepted silently (and the default one spoken); now the
+/// update is refused whole, saying which voices exist. OpenAI's names still work.
+#[test]
+fn an_unknown_voice_is_refused_and_openai_names_are_accepted() {
+    let settings = TurnSettings {
+        voices: std::sync::Arc::from(vec!["en_US-joe-medium".to_string(), "af_heart".into()]),
+        ..TurnSettings::default()
+    };
+    let mut h = H::with(config(), ALL, settings);
+    let before = h.tm.config.clone();
+    let out = h.client(0, json!({"type": "session.update", "event_id": "u1", "session": {"voice": "nobody", "instructions": "new"}}));
+    let [Output::Event(ServerEvent::Error(e))] = out.as_slice() else {
+        panic!("{out:?}")
+    };
+    assert_eq!(
+        (e.code, e.param.as_deref(), e.event_id.as_deref()),
+        ("invalid_value", Some("session.voice"), Some("u1"))
+    );
+    assert!(e.message.contains("af_heart"), "{}", e.message);
+    assert_eq!(h.tm.config, before, "nothing of the refused update applied");
+    for voice in ["af_heart", "alloy", "marin"] {
+        let out = h.client(
+            1,
+            json!({"type": "session.update", "session": {"voice": voice}}),
+        );
+        assert_eq!(errors(&out), Vec::<&str>::new(), "{voice}");
+    }
 }
 
 #[test]
