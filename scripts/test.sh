@@ -31,3 +31,7 @@ cargo test --workspace --no-fail-fast
 # A real third-party client: the official OpenAI Python SDK's Realtime client, GA and beta,
 # against `antiphon serve` (its own venv in target/sdk-venv; prints `sdk: N passed, M failed`).
 tests/sdk/run.sh
+
+# Every parser fuzzed (issue 17): each cargo-fuzz target in fuzz/ runs 20 s from its checked-in
+# corpus; a crash fails here (fuzz/README.md). Needs the nightly toolchain; installs cargo-fuzz.
+scripts/fuzz-smoke.sh

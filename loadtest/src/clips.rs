@@ -50,6 +50,9 @@ pub struct Clip {
     pub speech_end_sample: usize,
     pub speech_end_ms: u64,
     pub duration_ms: u64,
+    /// What the clip says (the `.txt` beside the WAV, when there is one): the reference of the
+    /// user-transcript WER.
+    pub reference: Option<String>,
 }
 
 /// Reads, resamples and analyses one WAV file.
@@ -81,6 +84,10 @@ pub fn load_clip(path: &Path) -> Result<Clip, ClipError> {
         speech_end_sample,
         speech_end_ms: extent.end_ms,
         duration_ms: extent.duration_ms,
+        reference: std::fs::read_to_string(path.with_extension("txt"))
+            .ok()
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty()),
     })
 }
 
@@ -126,6 +133,7 @@ pub fn with_pause(clip: &Clip, pause_ms: u64) -> Option<Clip> {
         speech_end_sample: clip.speech_end_sample + inserted,
         speech_end_ms: clip.speech_end_ms + pause_ms,
         duration_ms: clip.duration_ms + pause_ms,
+        reference: clip.reference.clone(),
     })
 }
 
@@ -187,6 +195,7 @@ mod tests {
             speech_end_sample,
             speech_end_ms: 1820,
             duration_ms: 2320,
+            reference: None,
         };
         let paused = with_pause(&clip, 700).expect("a gap to widen");
         assert_eq!(paused.speech_end_ms, 2520);

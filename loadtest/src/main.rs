@@ -12,6 +12,7 @@ use antiphon_loadtest::clips::{load_clips, with_pause};
 use antiphon_loadtest::driver::{Endpoint, parse_turn_detection};
 use antiphon_loadtest::report::Report;
 use antiphon_loadtest::run::{RampConfig, StepConfig, StepReport, run_ramp, run_step};
+use antiphon_loadtest::soak::{SoakConfig, SoakSample, run_soak};
 use antiphon_loadtest::speech_end::{DEFAULT_FLOOR_DB, speech_extent};
 use antiphon_loadtest::target::{DEFAULT_URL, check_target};
 use anyhow::Context as _;
@@ -102,7 +103,8 @@ struct RunArgs {
     #[arg(long)]
     html: Option<PathBuf>,
     /// Raise concurrency step by step until p95 TTFB passes the threshold, a turn gets no
-    /// audio, an error or an underrun appears; report the last passing level as capacity.
+    /// audio, an error or an underrun appears, or the transcript WER rises more than
+    /// `--ramp-wer-points` over the first step's; report the last passing level as capacity.
     #[arg(long)]
     ramp: bool,
     /// Sessions added per ramp step.
@@ -117,6 +119,21 @@ struct RunArgs {
     /// Let ramp steps pass despite reply underruns (judge TTFB, errors, missing replies).
     #[arg(long)]
     ramp_allow_underruns: bool,
+    /// A ramp step fails when its user-transcript WER exceeds the first step's by more than
+    /// this many percentage points (the server is dropping or garbling speech under load).
+    #[arg(long, default_value_t = 1.0)]
+    ramp_wer_points: f64,
+    /// Soak for this many seconds: steps of `--sessions` back to back (sessions come and go),
+    /// sampling the server (`--server-pid`: RSS, threads, descriptors; `/healthz`: sessions and
+    /// engine leases) after each; fails on a failed turn, a leak, or RSS growth past
+    /// `--soak-max-rss-growth-pct` after the warm-up.
+    #[arg(long)]
+    soak_s: Option<u64>,
+    /// The soak's warm-up, seconds (growth is judged from its end).
+    #[arg(long, default_value_t = 60)]
+    soak_warm_up_s: u64,
+    #[arg(long, default_value_t = 5.0)]
+    soak_max_rss_growth_pct: f64,
 }
 
 fn speech_end(files: Vec<PathBuf>, floor_db: f32) -> ExitCode {
@@ -151,7 +168,7 @@ fn print_step(step: &StepReport) {
     let f = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.0}"));
     println!(
         "{:>3} sessions: {} turns, {} with audio, {} errors, {} underruns, {} cut-ins | TTFB ms \
-         p50 {} p90 {} p95 {} p99 {} max {} | ASR final p50 {} | reply audio p50 {} ms{}{}",
+         p50 {} p90 {} p95 {} p99 {} max {} | ASR final p50 {} | reply audio p50 {} ms | WER {}{}{}",
         step.concurrency,
         s.turns,
         s.turns_with_audio,
@@ -165,6 +182,8 @@ fn print_step(step: &StepReport) {
         f(s.ttfb_ms.max),
         f(s.asr_final_ms.p50),
         f(s.reply_audio_ms.p50),
+        s.transcript_wer
+            .map_or_else(|| "-".to_owned(), |w| format!("{:.1} %", w * 100.0)),
         step.cpu.as_ref().map_or_else(String::new, |c| format!(
             " | server {:.1} CPU-s per session-minute",
             c.cpu_s_per_session_minute
@@ -225,6 +244,42 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
+    if let Some(soak_s) = args.soak_s {
+        let server_pid = args
+            .server_pid
+            .context("--soak-s needs --server-pid (the process to sample)")?;
+        let soak = SoakConfig {
+            duration: Duration::from_secs(soak_s),
+            warm_up: Duration::from_secs(args.soak_warm_up_s),
+            server_pid,
+            health_addr: health_addr(&config.endpoint.url)?,
+            max_rss_growth: args.soak_max_rss_growth_pct / 100.0,
+        };
+        let outcome = runtime.block_on(run_soak(&config, &soak, print_soak_sample))?;
+        println!(
+            "soak: {} turns, {} failed, RSS growth after warm-up {}: {}",
+            outcome.turns,
+            outcome.failed_turns,
+            outcome
+                .rss_growth
+                .map_or_else(|| "-".to_owned(), |g| format!("{:.1} %", g * 100.0)),
+            if outcome.passed() {
+                "PASS".to_owned()
+            } else {
+                format!("FAIL ({})", outcome.problems.join("; "))
+            }
+        );
+        if let Some(path) = &args.json {
+            let text = serde_json::to_string_pretty(&outcome)?;
+            std::fs::write(path, text + "\n")
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        return Ok(if outcome.passed() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    }
     let (steps, ramp) = runtime.block_on(async {
         if args.ramp {
             let ramp = RampConfig {
@@ -233,6 +288,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 max: args.ramp_max,
                 p95_ttfb_threshold_ms: args.p95_threshold_ms,
                 allow_underruns: args.ramp_allow_underruns,
+                max_wer_increase: args.ramp_wer_points / 100.0,
             };
             run_ramp(&config, &ramp, print_step)
                 .await
@@ -269,6 +325,38 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+fn print_soak_sample(s: &SoakSample) {
+    let f = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.0}"));
+    println!(
+        "{:>6.0} s: RSS {:.0} MiB, {} threads, {} fds, {} sessions / {} leases left | {} turns, \
+         {} failed | TTFB p50 {} p95 {} ms",
+        s.at_s,
+        s.rss_mib,
+        s.threads,
+        s.fds,
+        s.sessions_open,
+        s.leases_in_use,
+        s.turns,
+        s.failed_turns,
+        f(s.ttfb_p50_ms),
+        f(s.ttfb_p95_ms),
+    );
+}
+
+/// `host:port` of a `ws://` / `wss://` URL (where `/healthz` is served).
+fn health_addr(url: &str) -> anyhow::Result<String> {
+    let rest = url
+        .strip_prefix("ws://")
+        .or_else(|| url.strip_prefix("wss://"))
+        .context("--soak-s needs a ws:// URL")?;
+    let authority = rest.split('/').next().unwrap_or(rest);
+    anyhow::ensure!(
+        authority.contains(':'),
+        "--soak-s needs the URL's port ({url})"
+    );
+    Ok(authority.to_owned())
 }
 
 fn main() -> ExitCode {

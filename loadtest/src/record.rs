@@ -63,6 +63,8 @@ pub struct TurnRecord {
     pub session: usize,
     pub turn: usize,
     pub clip: String,
+    /// What the clip says, when known (for the transcript WER).
+    pub reference: Option<String>,
     /// When the clip started, ms after the step started.
     pub started_ms: f64,
     /// Where speech ends inside the clip.

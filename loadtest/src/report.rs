@@ -115,17 +115,19 @@ impl Report {
         if let Some(r) = &self.ramp {
             let _ = write!(
                 h,
-                "<p><b>Capacity: {}</b> (p95 TTFB threshold {:.0} ms; stopped because {}).</p>",
+                "<p><b>Capacity: {}</b> (p95 TTFB threshold {:.0} ms, transcript WER at most \
+                 {:.1} points over the first step's; stopped because {}).</p>",
                 r.capacity
                     .map_or_else(|| "none".to_owned(), |c| format!("{c} sessions")),
                 r.config.p95_ttfb_threshold_ms,
+                r.config.max_wer_increase * 100.0,
                 escape(&r.stopped_because)
             );
         }
         h.push_str(
             "<table><tr><th>sessions</th><th>turns</th><th>with audio</th><th>errors</th>\
              <th>underruns</th><th>TTFB p50</th><th>p90</th><th>p95</th><th>p99</th><th>max</th>\
-             <th>ASR final p50</th><th>reply audio p50</th><th>CPU s / session-min</th>\
+             <th>ASR final p50</th><th>reply audio p50</th><th>transcript WER</th><th>CPU s / session-min</th>\
              <th>load avg</th></tr>",
         );
         let f = |v: Option<f64>| v.map_or_else(|| "–".to_owned(), |v| format!("{v:.0}"));
@@ -134,7 +136,7 @@ impl Report {
             let _ = write!(
                 h,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-                 <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                 <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 s.concurrency,
                 m.turns,
                 m.turns_with_audio,
@@ -147,6 +149,8 @@ impl Report {
                 f(m.ttfb_ms.max),
                 f(m.asr_final_ms.p50),
                 f(m.reply_audio_ms.p50),
+                m.transcript_wer
+                    .map_or_else(|| "–".to_owned(), |w| format!("{:.1} %", w * 100.0)),
                 s.cpu.as_ref().map_or_else(
                     || "–".to_owned(),
                     |c| format!("{:.1}", c.cpu_s_per_session_minute)

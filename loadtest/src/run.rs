@@ -192,6 +192,9 @@ pub struct RampConfig {
     /// Judge steps on TTFB, errors and missing replies only (for boxes where even one
     /// session's replies underrun, so the ramp still shows how TTFB grows).
     pub allow_underruns: bool,
+    /// A step fails when its transcript WER exceeds the first step's by more than this
+    /// (a fraction: 0.01 is one percentage point).
+    pub max_wer_increase: f64,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -204,10 +207,26 @@ pub struct RampOutcome {
     pub stopped_because: String,
 }
 
-/// Why a step fails the ramp's bar, or `None` when it passes.
-pub fn step_failure(step: &StepReport, ramp: &RampConfig) -> Option<String> {
+/// Why a step fails the ramp's bar, or `None` when it passes. `baseline_wer`: the first
+/// step's transcript WER.
+pub fn step_failure(
+    step: &StepReport,
+    ramp: &RampConfig,
+    baseline_wer: Option<f64>,
+) -> Option<String> {
     let threshold_ms = ramp.p95_ttfb_threshold_ms;
     let s = &step.summary;
+    if let (Some(base), Some(wer)) = (baseline_wer, s.transcript_wer)
+        && wer > base + ramp.max_wer_increase
+    {
+        return Some(format!(
+            "transcript WER {:.1} % > {:.1} % + {:.1} points at {} sessions",
+            wer * 100.0,
+            base * 100.0,
+            ramp.max_wer_increase * 100.0,
+            step.concurrency
+        ));
+    }
     if s.errors > 0 {
         return Some(format!(
             "{} errors at {} sessions",
@@ -253,7 +272,12 @@ pub async fn run_ramp(
         };
         let step = run_step(&config).await?;
         on_step(&step);
-        let failure = step_failure(&step, ramp);
+        let baseline_wer = steps
+            .first()
+            .map_or(step.summary.transcript_wer, |s: &StepReport| {
+                s.summary.transcript_wer
+            });
+        let failure = step_failure(&step, ramp, baseline_wer);
         steps.push(step);
         if let Some(why) = failure {
             break why;

@@ -145,6 +145,7 @@ impl SessionCore {
                 session: self.plan.index,
                 turn: index,
                 clip: clip.name.clone(),
+                reference: clip.reference.clone(),
                 started_ms: ms_between(self.plan.origin, now),
                 clip_speech_end_ms: clip.speech_end_ms,
                 ttfb_ms: None,
@@ -362,6 +363,7 @@ mod tests {
             speech_end_sample: 2400,
             speech_end_ms: 100,
             duration_ms: 200,
+            reference: None,
         })
     }
 

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use antiphon_models::asr::wer::WerTally;
 use serde::Serialize;
 
 use crate::record::{ErrorRecord, SERVER_STAGES, TurnRecord};
@@ -23,6 +24,10 @@ pub struct StepSummary {
     pub reply_audio_ms: Distribution,
     /// The server's `antiphon.turn.latency` stages, where it sent them (ours does).
     pub server_ms: BTreeMap<String, Distribution>,
+    /// Word error rate of the user transcripts against what the clips say, over every turn
+    /// with a reference (a turn without a transcript counts as all words missed); `None`
+    /// when no clip has a reference or the server sent no transcript at all.
+    pub transcript_wer: Option<f64>,
 }
 
 pub fn summarize(turns: &[TurnRecord], errors: &[ErrorRecord]) -> StepSummary {
@@ -49,5 +54,65 @@ pub fn summarize(turns: &[TurnRecord], errors: &[ErrorRecord]) -> StepSummary {
         asr_final_ms: dist(&|t| t.asr_final_ms),
         reply_audio_ms: dist(&|t| t.got_audio().then_some(t.reply_audio_ms)),
         server_ms,
+        transcript_wer: transcript_wer(turns),
+    }
+}
+
+fn transcript_wer(turns: &[TurnRecord]) -> Option<f64> {
+    if turns.iter().all(|t| t.transcript.is_none()) {
+        return None;
+    }
+    let mut tally = WerTally::default();
+    for t in turns {
+        if let Some(reference) = &t.reference {
+            tally.add(reference, t.transcript.as_deref().unwrap_or(""));
+        }
+    }
+    (tally.reference_words > 0).then(|| tally.wer())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn turn(reference: Option<&str>, transcript: Option<&str>) -> TurnRecord {
+        TurnRecord {
+            session: 0,
+            turn: 0,
+            clip: "c".into(),
+            reference: reference.map(str::to_owned),
+            started_ms: 0.0,
+            clip_speech_end_ms: 0,
+            ttfb_ms: None,
+            vad_stopped_ms: None,
+            asr_final_ms: None,
+            transcript: transcript.map(str::to_owned),
+            response_id: None,
+            reply_status: None,
+            reply_done_ms: None,
+            reply_audio_ms: 0.0,
+            underruns: 0,
+            underrun_ms: 0.0,
+            early_replies: 0,
+            cut_in: false,
+            server_latency: None,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn transcript_wer_counts_a_missing_transcript_as_every_word_missed() {
+        let turns = [
+            turn(Some("the cat sat down"), Some("The cat sat down.")),
+            turn(Some("on the mat"), Some("on a mat")),
+            // No transcript came for this turn: its four words are all missed.
+            turn(Some("and then it slept"), None),
+            // No reference: not counted.
+            turn(None, Some("whatever")),
+        ];
+        let wer = transcript_wer(&turns).expect("references and transcripts");
+        assert!((wer - 5.0 / 11.0).abs() < 1e-9, "{wer}");
+        // Transcription off: no figure rather than 100 %.
+        assert_eq!(transcript_wer(&[turn(Some("a b"), None)]), None);
     }
 }

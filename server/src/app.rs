@@ -69,6 +69,7 @@ impl AppState {
         crate::health::Report {
             sessions_open: max.saturating_sub(self.sessions.available_permits()),
             sessions_max: max,
+            max_backlog_ms: self.config.server.max_engine_backlog_ms,
             engines: self
                 .connector
                 .as_ref()
@@ -92,6 +93,21 @@ impl AppState {
         transport: &'static str,
         formats: (AudioFormat, AudioFormat),
     ) -> Result<SessionParams, Refusal> {
+        if let Some((engine, backlog_ms)) = self.health().behind() {
+            self.metrics.add(
+                Counter::SessionsRefused,
+                transport,
+                &[("reason", "engine_backlog")],
+                1,
+            );
+            return Err(Refusal {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                code: "engines_behind",
+                message: format!(
+                    "the {engine} engine is {backlog_ms} ms behind real time; try again later"
+                ),
+            });
+        }
         let Ok(permit) = self.sessions.clone().try_acquire_owned() else {
             self.metrics.add(
                 Counter::SessionsRefused,

@@ -98,6 +98,9 @@ pub struct ServerConfig {
     /// TCP connections the HTTP listener keeps open at once (WebSockets included); more are
     /// answered 503 and closed. Keep it under the process's file-descriptor limit.
     pub max_connections: usize,
+    /// An engine with more caller audio than this waiting (ms) is behind real time: new
+    /// sessions are refused (`engines_behind`) and `/readyz` says not ready until it catches up.
+    pub max_engine_backlog_ms: u64,
     /// A connection that has not sent a whole request head within this long (new, or idle
     /// between keep-alive requests) is closed.
     pub header_read_timeout_ms: u64,
@@ -122,6 +125,7 @@ impl Default for ServerConfig {
             send_timeout_ms: 5000,
             idle_timeout_s: 120,
             max_connections: 512,
+            max_engine_backlog_ms: 2000,
             header_read_timeout_ms: 10_000,
             web_demo_dir: PathBuf::from("web-demo"),
             device: "auto".into(),

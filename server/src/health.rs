@@ -16,6 +16,9 @@ pub struct Report {
     pub sessions_open: usize,
     pub sessions_max: usize,
     pub engines: Vec<(&'static str, EngineHealth)>,
+    /// An engine with more caller audio than this (ms) waiting is behind real time: no new
+    /// session is admitted until it catches up (`server.max_engine_backlog_ms`).
+    pub max_backlog_ms: u64,
 }
 
 impl Report {
@@ -28,10 +31,19 @@ impl Report {
         self.free_sessions() > 0
     }
 
+    /// The first engine behind real time, with its backlog in ms.
+    pub fn behind(&self) -> Option<(&'static str, u64)> {
+        self.engines.iter().find_map(|(name, h)| {
+            h.backlog_ms
+                .filter(|&ms| ms > self.max_backlog_ms)
+                .map(|ms| (*name, ms))
+        })
+    }
+
     /// How many more sessions would be admitted now: the fewest free among the admission
-    /// permits and every engine's leases (0 once an engine has failed).
+    /// permits and every engine's leases (0 once an engine has failed or is behind).
     pub fn free_sessions(&self) -> usize {
-        if self.failed() {
+        if self.failed() || self.behind().is_some() {
             return 0;
         }
         self.engines
@@ -56,6 +68,10 @@ impl Report {
                 if let Some(c) = h.capacity {
                     e["capacity"] = json!(c);
                     e["free"] = json!(c.saturating_sub(h.in_use));
+                }
+                if let Some(ms) = h.backlog_ms {
+                    e["backlog_ms"] = json!(ms);
+                    e["behind"] = json!(ms > self.max_backlog_ms);
                 }
                 if let Some(why) = &h.failure {
                     e["error"] = json!(why);
@@ -103,6 +119,7 @@ mod tests {
             failure: failure.map(str::to_string),
             capacity,
             in_use,
+            backlog_ms: None,
         }
     }
 
@@ -111,7 +128,27 @@ mod tests {
             sessions_open: open,
             sessions_max: 4,
             engines,
+            max_backlog_ms: 2000,
         }
+    }
+
+    #[test]
+    fn an_engine_behind_real_time_fails_readiness_until_it_catches_up() {
+        let asr = |backlog| EngineHealth {
+            backlog_ms: Some(backlog),
+            ..engine(None, Some(4), 1)
+        };
+        let behind = report(vec![("asr", asr(3500))], 1);
+        assert_eq!(behind.behind(), Some(("asr", 3500)));
+        assert_eq!(behind.free_sessions(), 0);
+        assert_eq!(behind.readiness(), StatusCode::SERVICE_UNAVAILABLE);
+        // Behind is not broken: liveness stays up.
+        assert_eq!(behind.liveness(), StatusCode::OK);
+        assert_eq!(behind.to_json()["engines"][0]["behind"], true);
+        let caught_up = report(vec![("asr", asr(400))], 1);
+        assert_eq!(caught_up.behind(), None);
+        assert_eq!(caught_up.free_sessions(), 3);
+        assert_eq!(caught_up.to_json()["engines"][0]["backlog_ms"], 400);
     }
 
     #[test]

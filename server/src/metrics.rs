@@ -60,7 +60,7 @@ macro_rules! families {
 
 families!(Counter, "counter", {
     SessionsRefused => "antiphon_sessions_refused_total",
-        "Sessions refused at admission, by reason (capacity, engines, rtp_ports).";
+        "Sessions refused at admission, by reason (capacity, engines, engine_backlog, rtp_ports).";
     Turns => "antiphon_turns_total", "Agent responses started.";
     ResponsesCancelled => "antiphon_responses_cancelled_total",
         "Responses cancelled (barge-in or client).";

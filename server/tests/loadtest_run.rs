@@ -95,6 +95,10 @@ async fn two_sessions_two_turns_against_a_real_server() {
         );
     }
     assert_eq!(step.summary.turns_with_audio, 4);
+    // The clips' own words (LibriVox `.txt`) against the server's transcripts.
+    assert!(step.turns.iter().all(|t| t.reference.is_some()));
+    let wer = step.summary.transcript_wer.expect("a transcript WER");
+    assert!(wer < 0.25, "transcript WER {wer}");
     assert_eq!(step.summary.ttfb_ms.count, 4);
     let cpu = step.cpu.as_ref().expect("server CPU time from /proc");
     assert!(
@@ -155,6 +159,7 @@ async fn two_sessions_two_turns_against_a_real_server() {
             "errors",
             "reply_audio_ms",
             "server_ms",
+            "transcript_wer",
             "ttfb_ms",
             "turns",
             "turns_with_audio",
@@ -196,6 +201,7 @@ async fn two_sessions_two_turns_against_a_real_server() {
             "cut_in",
             "early_replies",
             "error",
+            "reference",
             "reply_audio_ms",
             "reply_done_ms",
             "reply_status",

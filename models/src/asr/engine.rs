@@ -251,7 +251,21 @@ impl AsrEngine {
                 .or_else(|| crate::engine::thread_failure(self.thread.as_ref())),
             capacity: Some(self.config.slots),
             in_use: lock(&self.shared.table).in_use(),
+            backlog_ms: Some(self.backlog_ms()),
         }
+    }
+
+    /// The most caller audio (ms) waiting in one session's inbox: each engine loop empties
+    /// every inbox, so this is how far the engine has fallen behind real time.
+    pub fn backlog_ms(&self) -> u64 {
+        let queued = self
+            .shared
+            .inboxes
+            .iter()
+            .map(|inbox| lock(inbox).audio.len())
+            .max()
+            .unwrap_or(0);
+        samples_to_ms(queued as u64)
     }
 
     pub fn stats(&self) -> EngineStats {

@@ -158,6 +158,7 @@ impl DiarEngine {
                 .then(|| "the speaker-embedding engine has stopped".to_string()),
             capacity: Some(self.capacity),
             in_use: self.shared.slots().in_use(),
+            backlog_ms: None,
         }
     }
 

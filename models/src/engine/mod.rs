@@ -16,6 +16,9 @@ pub struct EngineHealth {
     pub capacity: Option<usize>,
     /// Sessions holding a lease now.
     pub in_use: usize,
+    /// How far behind real time the engine is: the most caller audio (ms) waiting in any
+    /// session's inbox for the engine to take it. `None` where not measured.
+    pub backlog_ms: Option<u64>,
 }
 
 /// `Some(reason)` when an engine thread that should run for the process's life has ended.

@@ -242,6 +242,7 @@ impl LlmEngine {
             },
             capacity: Some(s.config.max_sessions),
             in_use: s.sessions_open.load(Ordering::SeqCst),
+            backlog_ms: None,
         }
     }
 

@@ -188,6 +188,7 @@ impl TtsEngine {
             failure,
             capacity: None,
             in_use: 0,
+            backlog_ms: None,
         }
     }
 

@@ -157,6 +157,8 @@ pub async fn run(state: Arc<AppState>, socket: UdpSocket, config: SipConfig) -> 
                     if health.free_sessions() <= answered.len() {
                         let reason = if health.failed() {
                             "engines"
+                        } else if health.behind().is_some() {
+                            "engine_backlog"
                         } else {
                             "capacity"
                         };
