@@ -282,6 +282,15 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let (steps, ramp) = runtime.block_on(async {
         if args.ramp {
+            if !config.turns.is_multiple_of(config.clips.len()) {
+                eprintln!(
+                    "note: --turns {} is not a multiple of the {} clips, so steps speak different \
+                     clip mixes and their WERs compare unlike words; use --turns {} for the WER rule",
+                    config.turns,
+                    config.clips.len(),
+                    config.clips.len()
+                );
+            }
             let ramp = RampConfig {
                 start: config.sessions,
                 step: args.ramp_step,

@@ -144,6 +144,73 @@ fn turn_loop(store: &ModelStore, known: llm::KnownModel) {
     );
 }
 
+/// Issue 17's fairness case: three callers with long instructions (`FAIR_PROMPT_TOKENS`,
+/// default 2000) start their turns, then a fourth with a short one. Its first-token time and
+/// its reply rate, with the step budget alone and with the fair share
+/// (`decode_step_target`), in one run: `-- qwen fairness`.
+fn fairness(store: &ModelStore, known: llm::KnownModel) {
+    let m = Arc::new(llm::load_known(store, known, bench_options()).expect("load"));
+    let n: usize = std::env::var("FAIR_PROMPT_TOKENS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let long_system = filler(&m, n);
+    let params = SamplingParams {
+        max_tokens: 24,
+        temperature: 0.0,
+        ..Default::default()
+    };
+    for target in [None, EngineConfig::default().decode_step_target] {
+        let eng = LlmEngine::start(
+            m.clone(),
+            EngineConfig {
+                decode_step_target: target,
+                ..EngineConfig::default()
+            },
+        )
+        .expect("engine");
+        let t0 = Instant::now();
+        let mut long: Vec<_> = (0..3)
+            .map(|k| {
+                let mut s = eng.session(Some(&long_system)).expect("session");
+                let st = s
+                    .send(&format!("Summarize that, caller {k}."), &params)
+                    .expect("turn");
+                (s, st)
+            })
+            .collect();
+        let mut short = eng.session(Some("Be brief.")).expect("session");
+        let asked = Instant::now();
+        let mut st = short.send("What is two plus two?", &params).expect("turn");
+        let mut first = None;
+        let mut tokens = 0;
+        while let Some(ev) = st.next_event() {
+            match ev {
+                ReplyEvent::Text { .. } => {
+                    tokens += 1;
+                    first.get_or_insert_with(|| asked.elapsed().as_secs_f64());
+                }
+                _ => break,
+            }
+        }
+        let whole = asked.elapsed().as_secs_f64();
+        let first = first.unwrap_or(f64::NAN);
+        let rate = (tokens as f64 - 1.0).max(0.0) / (whole - first);
+        let long_done: Vec<f64> = long
+            .iter_mut()
+            .map(|(_, st)| {
+                st.collect_text();
+                t0.elapsed().as_secs_f64()
+            })
+            .collect();
+        println!(
+            "decode_step_target {target:?}: short caller first text {first:.2} s, {tokens} pieces \
+             at {rate:.1}/s, reply done {whole:.2} s; the {n}-token callers done at {:.1} s",
+            long_done.iter().copied().fold(0.0, f64::max)
+        );
+    }
+}
+
 /// Time this thread has spent on a CPU (Linux schedstat), in ms: unlike wall time it does not
 /// count time the scheduler gave to other processes on the shared box. NaN elsewhere.
 fn thread_cpu_ms() -> f64 {
@@ -169,6 +236,10 @@ fn main() {
     let store = ModelStore::from_env().expect("store");
     if std::env::args().nth(2).as_deref() == Some("loop-check") {
         loop_check(&store, known);
+        return;
+    }
+    if std::env::args().nth(2).as_deref() == Some("fairness") {
+        fairness(&store, known);
         return;
     }
     if std::env::args().nth(2).as_deref() == Some("turn-loop") {

@@ -211,7 +211,15 @@ fn eight_concurrent_batched_replies_equal_single_sequence_greedy() {
     let m = smollm();
     let f = format(&m);
     let max = 20;
-    let eng = engine(m.clone(), EngineConfig::default());
+    // Batching, not the fair share: with it, prompts left to prefill while others decode are
+    // spread over a few more steps by design (see the next test).
+    let eng = engine(
+        m.clone(),
+        EngineConfig {
+            decode_step_target: None,
+            ..EngineConfig::default()
+        },
+    );
     let mut sessions: Vec<_> = (0..PROMPTS.len())
         .map(|_| eng.session(None).expect("session"))
         .collect();
@@ -289,6 +297,60 @@ fn eight_concurrent_batched_replies_equal_single_sequence_greedy() {
         );
     }
     assert!(identical >= 6, "only {identical}/8 replies identical");
+}
+
+/// Issue 17: three callers with long instructions used to leave a fourth with no reply for
+/// ~100 s (prompts were fed in slot order, so a new short turn waited behind them all). Now
+/// the shortest prompt is fed first and the short reply is whole before any long prompt has
+/// produced its first token. Counted in engine steps, not seconds.
+#[test]
+fn a_short_turn_is_answered_before_long_prompts_finish_prefilling() {
+    let _g = serial();
+    let m = smollm();
+    let sentence = "The quick brown fox jumps over the lazy dog near the quiet river bank. ";
+    let mut long_system = String::new();
+    while m.tokenizer.encode(&long_system).expect("tokenize").len() < 1500 {
+        long_system.push_str(sentence);
+    }
+    // Small steps keep the test short: each long prompt needs at least 1500 / 32 steps.
+    let eng = engine(
+        m.clone(),
+        EngineConfig {
+            prefill_chunk: 32,
+            step_token_budget: 64,
+            ..EngineConfig::default()
+        },
+    );
+    let mut long: Vec<_> = (0..3)
+        .map(|_| eng.session(Some(&long_system)).expect("session"))
+        .collect();
+    let mut long_streams: Vec<_> = long
+        .iter_mut()
+        .map(|s| s.turn("Summarize that.", &greedy(4)).expect("turn"))
+        .collect();
+    let mut short = eng.session(Some("Be brief.")).expect("session");
+    let mut st = short
+        .turn("What is two plus two?", &greedy(24))
+        .expect("turn");
+    let (_, done) = st.collect_text();
+    let Some(ReplyEvent::Done {
+        last_step: short_done,
+        ..
+    }) = done
+    else {
+        panic!("the short reply did not finish: {done:?}")
+    };
+    for stream in &mut long_streams {
+        let first_text_step = match stream.next_event() {
+            Some(ReplyEvent::Text { step, .. }) => step,
+            Some(ReplyEvent::Done { last_step, .. }) => last_step,
+            other => panic!("long reply: {other:?}"),
+        };
+        assert!(
+            short_done < first_text_step,
+            "short reply done at step {short_done}, a long prompt answered at step {first_text_step}"
+        );
+    }
 }
 
 #[test]

@@ -44,6 +44,35 @@ use super::sampling::{Pick, Sampler, SamplingParams, StopFilter, StopOutcome};
 use super::step::StepModel;
 use super::tokenizer::StreamDecoder;
 
+/// A step with replies decoding aims at this: ~6 tokens a second for each, about twice
+/// speaking pace, with room for the TTS to keep up.
+pub const DEFAULT_DECODE_STEP_TARGET_MS: u64 = 150;
+
+/// Prefill tokens a step always may take, so a prompt progresses however slow a token is.
+const MIN_PREFILL_PER_STEP: usize = 8;
+
+/// Steps with at least this many tokens measure the cost per token.
+const MIN_TOKENS_FOR_COST: usize = 16;
+
+/// Tokens one step may run: the whole budget without decoders or without a cost estimate yet;
+/// with `decoders` replies decoding, those plus the prefill that fits in `target` at
+/// `secs_per_token` (at least [`MIN_PREFILL_PER_STEP`]).
+fn step_allowance(
+    budget: usize,
+    decoders: usize,
+    target: Option<Duration>,
+    secs_per_token: Option<f64>,
+) -> usize {
+    match (target, secs_per_token) {
+        (Some(target), Some(cost)) if decoders > 0 && cost > 0.0 => {
+            let fits = (target.as_secs_f64() / cost) as usize;
+            let prefill = fits.saturating_sub(decoders).max(MIN_PREFILL_PER_STEP);
+            budget.min(decoders + prefill)
+        }
+        _ => budget,
+    }
+}
+
 /// Limits and knobs of one engine.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -53,6 +82,11 @@ pub struct EngineConfig {
     pub prefill_chunk: usize,
     /// Total tokens in one step (decode tokens + prefill chunks).
     pub step_token_budget: usize,
+    /// Fair share: while any reply is decoding, a step's prefill is cut to what fits in this
+    /// much time at the measured cost per token, so callers with long prompts cannot slow
+    /// everyone else's replies below speaking pace (their prompts take longer instead).
+    /// `None`: only `step_token_budget` bounds a step.
+    pub decode_step_target: Option<Duration>,
     pub max_sessions: usize,
     /// KV tokens kept across idle sessions before LRU eviction.
     pub max_cached_tokens: usize,
@@ -69,6 +103,7 @@ impl Default for EngineConfig {
             max_batch: 8,
             prefill_chunk: 128,
             step_token_budget: 256,
+            decode_step_target: Some(Duration::from_millis(DEFAULT_DECODE_STEP_TARGET_MS)),
             max_sessions: 64,
             max_cached_tokens: 64 * 1024,
             max_waiting: 64,
@@ -186,6 +221,7 @@ impl LlmEngine {
             evictions: evictions.clone(),
             healthy: healthy.clone(),
             tick: 0,
+            secs_per_token: None,
         };
         let name = format!("llm-{}", short_name(&model.config().name));
         let thread = std::thread::Builder::new()
@@ -494,6 +530,8 @@ struct Loop {
     evictions: Arc<AtomicU64>,
     healthy: Arc<AtomicBool>,
     tick: u64,
+    /// Smoothed seconds per token of recent steps (the fair-share estimate).
+    secs_per_token: Option<f64>,
 }
 
 impl Loop {
@@ -767,22 +805,39 @@ impl Loop {
     fn step(&mut self) -> bool {
         let mut budget = self.config.step_token_budget.max(1);
         let mut chosen: Vec<(usize, usize, usize)> = Vec::new(); // (slot, start, len)
-        // Decoding slots first (one token each), then prefill chunks with what budget is left.
-        for pass in 0..2 {
-            for (i, slot) in self.slots.iter().enumerate() {
-                if slot.finished.is_some() || !slot.parked.is_empty() || budget == 0 {
-                    continue;
-                }
-                let start = slot.kv.len();
-                let left = slot.tokens.len() - start;
-                let decoding = left == 1;
-                if (pass == 0) != decoding {
-                    continue;
-                }
-                let len = left.min(self.config.prefill_chunk.max(1)).min(budget);
-                budget -= len;
-                chosen.push((i, start, len));
+        // Decoding slots first (one token each); then prefill chunks, shortest prompt left
+        // first, so a new turn's few tokens never wait behind someone's long prompt; with what
+        // budget is left (less while replies are decoding: the fair share).
+        let mut prefilling: Vec<(usize, usize, usize)> = Vec::new(); // (left, slot, start)
+        for (i, slot) in self.slots.iter().enumerate() {
+            if slot.finished.is_some() || !slot.parked.is_empty() {
+                continue;
             }
+            let start = slot.kv.len();
+            let left = slot.tokens.len() - start;
+            if left != 1 {
+                prefilling.push((left, i, start));
+            } else if budget > 0 {
+                budget -= 1;
+                chosen.push((i, start, 1));
+            }
+        }
+        let decoders = chosen.len();
+        let allowed = step_allowance(
+            self.config.step_token_budget.max(1),
+            decoders,
+            self.config.decode_step_target,
+            self.secs_per_token,
+        );
+        budget = budget.min(allowed.saturating_sub(decoders));
+        prefilling.sort_unstable();
+        for (left, i, start) in prefilling {
+            if budget == 0 {
+                break;
+            }
+            let len = left.min(self.config.prefill_chunk.max(1)).min(budget);
+            budget -= len;
+            chosen.push((i, start, len));
         }
         // Lowest priority: at most one warm-up chunk, with whatever budget is left.
         let warm = self.pick_warm(budget);
@@ -835,7 +890,19 @@ impl Loop {
                     kv,
                 });
             }
-            self.model.step(&mut seqs, &picks)
+            let tokens: usize = seqs.iter().map(|s| s.tokens.len()).sum();
+            let started = Instant::now();
+            let result = self.model.step(&mut seqs, &picks);
+            // Only steps with prefill in them: a step's fixed cost (weights read once for the
+            // batch) would make one-token decode steps look many times dearer per token.
+            if tokens >= MIN_TOKENS_FOR_COST {
+                let cost = started.elapsed().as_secs_f64() / tokens as f64;
+                self.secs_per_token = Some(match self.secs_per_token {
+                    Some(avg) => 0.8 * avg + 0.2 * cost,
+                    None => cost,
+                });
+            }
+            result
         };
         for (&(i, _, _), kv) in chosen.iter().zip(kvs) {
             self.slots[i].kv = kv;
@@ -1130,4 +1197,27 @@ fn truncate_session(st: &mut SessionState, format: &ChatFormat, request: u64, sp
     st.tokens.extend(format.closing());
     st.kv.truncate(len);
     st.last_reply = None;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn with_replies_decoding_a_step_takes_only_the_prefill_that_fits_the_target() {
+        let target = Some(Duration::from_millis(150));
+        // 5 ms a token: 30 tokens fit; two decoders leave 28 for prefill.
+        assert_eq!(step_allowance(256, 2, target, Some(0.005)), 30);
+        // Nobody decoding, no estimate yet, or no target: the whole budget.
+        assert_eq!(step_allowance(256, 0, target, Some(0.005)), 256);
+        assert_eq!(step_allowance(256, 2, target, None), 256);
+        assert_eq!(step_allowance(256, 2, None, Some(0.005)), 256);
+        // A slow machine still feeds prompts a little each step.
+        assert_eq!(
+            step_allowance(256, 3, target, Some(0.2)),
+            3 + MIN_PREFILL_PER_STEP
+        );
+        // A fast one is bounded by the token budget.
+        assert_eq!(step_allowance(256, 1, target, Some(0.0001)), 256);
+    }
 }
