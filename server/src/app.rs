@@ -40,6 +40,8 @@ pub struct AppState {
     /// `None` until engines are wired: sessions then run the protocol without them.
     pub connector: Option<Arc<dyn EngineConnector>>,
     next_session: AtomicU64,
+    /// The voices the loaded TTS engines speak, read once (they do not change while serving).
+    voices: Arc<[String]>,
     /// Distinguishes session ids across restarts.
     boot_tag: u64,
 }
@@ -57,6 +59,11 @@ impl AppState {
             sessions: Arc::new(Semaphore::new(config.server.max_sessions)),
             config,
             metrics,
+            voices: connector
+                .as_ref()
+                .map(|c| c.voices())
+                .unwrap_or_default()
+                .into(),
             connector,
             next_session: AtomicU64::new(0),
             boot_tag,
@@ -163,12 +170,7 @@ impl AppState {
                 max_speculations: self.config.session.max_speculations,
                 lookahead: self.config.session.lookahead,
                 idle_timeout: (s.idle_timeout_s > 0).then(|| Duration::from_secs(s.idle_timeout_s)),
-                voices: self
-                    .connector
-                    .as_ref()
-                    .map(|c| c.voices())
-                    .unwrap_or_default()
-                    .into(),
+                voices: self.voices.clone(),
             },
             send_timeout: Duration::from_millis(s.send_timeout_ms),
             metrics: self.metrics.clone(),
