@@ -11,7 +11,7 @@ use antiphon_audio::wav::read_mono;
 use antiphon_loadtest::clips::{load_clips, with_pause};
 use antiphon_loadtest::driver::{Endpoint, parse_turn_detection};
 use antiphon_loadtest::report::Report;
-use antiphon_loadtest::run::{RampConfig, StepConfig, StepReport, run_ramp, run_step};
+use antiphon_loadtest::run::{Churn, RampConfig, StepConfig, StepReport, run_ramp, run_step};
 use antiphon_loadtest::soak::{SoakConfig, SoakSample, run_soak};
 use antiphon_loadtest::speech_end::{DEFAULT_FLOOR_DB, speech_extent};
 use antiphon_loadtest::target::{DEFAULT_URL, check_target};
@@ -134,6 +134,13 @@ struct RunArgs {
     soak_warm_up_s: u64,
     #[arg(long, default_value_t = 5.0)]
     soak_max_rss_growth_pct: f64,
+    /// Percentage of turns where the caller speaks the next clip over the reply, 1.5 s into
+    /// its audio (churn; a soak wants some).
+    #[arg(long, default_value_t = 0)]
+    barge_in_pct: u32,
+    /// Percentage of turns where the caller hangs up 1.5 s into the reply.
+    #[arg(long, default_value_t = 0)]
+    hang_up_pct: u32,
 }
 
 fn speech_end(files: Vec<PathBuf>, floor_db: f32) -> ExitCode {
@@ -235,6 +242,11 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         turn_timeout: Duration::from_secs(args.turn_timeout_s),
         max_duration: Duration::from_secs(args.duration_s),
         server_pid: args.server_pid,
+        churn: Churn {
+            barge_in_pct: args.barge_in_pct,
+            hang_up_pct: args.hang_up_pct,
+            seed: 0,
+        },
     };
     config.validate()?;
     let started_unix_ms = SystemTime::now()
@@ -257,8 +269,10 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         };
         let outcome = runtime.block_on(run_soak(&config, &soak, print_soak_sample))?;
         println!(
-            "soak: {} turns, {} failed, RSS growth after warm-up {}: {}",
+            "soak: {} turns ({} barged in, {} hung up), {} failed, RSS growth after warm-up {}: {}",
             outcome.turns,
+            outcome.barged_in,
+            outcome.hung_up,
             outcome.failed_turns,
             outcome
                 .rss_growth
@@ -340,7 +354,7 @@ fn print_soak_sample(s: &SoakSample) {
     let f = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.0}"));
     println!(
         "{:>6.0} s: RSS {:.0} MiB, {} threads, {} fds, {} sessions / {} leases left | {} turns, \
-         {} failed | TTFB p50 {} p95 {} ms",
+         {} failed, {} barged in, {} hung up | TTFB p50 {} p95 {} ms",
         s.at_s,
         s.rss_mib,
         s.threads,
@@ -349,6 +363,8 @@ fn print_soak_sample(s: &SoakSample) {
         s.leases_in_use,
         s.turns,
         s.failed_turns,
+        s.barged_in,
+        s.hung_up,
         f(s.ttfb_p50_ms),
         f(s.ttfb_p95_ms),
     );

@@ -93,9 +93,26 @@ pub struct TurnRecord {
     /// `input_audio_buffer.committed` (the utterance split into two user items) arrived, or
     /// reply audio did (`early_replies`). With `--pause-ms` this is the cut-in the pause caused.
     pub cut_in: bool,
+    /// How the caller left the reply: listened to it all, spoke over it, or hung up on it
+    /// (soak churn, `--barge-in-pct` / `--hang-up-pct`).
+    pub ending: TurnEnding,
     pub server_latency: Option<ServerLatency>,
     /// Why the turn failed (timeout, connection lost); `None` when it completed.
     pub error: Option<String>,
+}
+
+/// How a caller leaves a reply. A churned turn still needs reply audio before the caller
+/// acts, so it is measured (TTFB) like any other.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TurnEnding {
+    /// Listens until the reply is done and has played.
+    #[default]
+    Listened,
+    /// Starts the next clip over the reply (a barge-in).
+    BargedIn,
+    /// Closes the connection in the middle of the reply.
+    HungUp,
 }
 
 impl TurnRecord {

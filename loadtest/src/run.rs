@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::clips::Clip;
 use crate::driver::{Endpoint, run_session};
-use crate::record::{ErrorRecord, TurnRecord};
+use crate::record::{ErrorRecord, TurnEnding, TurnRecord};
 use crate::session::SessionPlan;
 use crate::stats::Recorder;
 use crate::summary::{StepSummary, summarize};
@@ -33,6 +33,39 @@ pub struct StepConfig {
     pub max_duration: Duration,
     /// Server process to charge CPU time to (Linux `/proc/<pid>/stat`).
     pub server_pid: Option<u32>,
+    /// Turns that end early: the caller barges in or hangs up.
+    pub churn: Churn,
+}
+
+/// Which turns a caller cuts short, drawn per (seed, session, turn) so that a run can be
+/// repeated exactly. Percentages of turns; the rest listen to the whole reply.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Churn {
+    pub barge_in_pct: u32,
+    pub hang_up_pct: u32,
+    /// A soak gives each step its own seed, so its steps churn different turns.
+    pub seed: u64,
+}
+
+impl Churn {
+    pub fn ending(&self, session: usize, turn: usize) -> TurnEnding {
+        let draw = splitmix64(self.seed ^ ((session as u64) << 32) ^ turn as u64) % 100;
+        if draw < u64::from(self.barge_in_pct) {
+            TurnEnding::BargedIn
+        } else if draw < u64::from(self.barge_in_pct + self.hang_up_pct) {
+            TurnEnding::HungUp
+        } else {
+            TurnEnding::Listened
+        }
+    }
+}
+
+/// A well-mixed 64-bit hash (SplitMix64's finaliser): neighbouring inputs draw unrelated values.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +78,8 @@ pub enum RunError {
     NoClips,
     #[error("duration must be positive")]
     Duration,
+    #[error("barge-in and hang-up percentages must add up to at most 100")]
+    Churn,
 }
 
 impl StepConfig {
@@ -60,6 +95,9 @@ impl StepConfig {
         }
         if self.max_duration.is_zero() || self.turn_timeout.is_zero() {
             return Err(RunError::Duration);
+        }
+        if self.churn.barge_in_pct + self.churn.hang_up_pct > 100 {
+            return Err(RunError::Churn);
         }
         Ok(())
     }
@@ -128,6 +166,9 @@ pub async fn run_step(config: &StepConfig) -> Result<StepReport, RunError> {
         let plan = SessionPlan {
             index,
             turns,
+            endings: (0..config.turns)
+                .map(|k| config.churn.ending(index, k))
+                .collect(),
             lead_in: config.lead_in,
             gap: config.gap,
             turn_timeout: config.turn_timeout,
@@ -313,5 +354,24 @@ mod tests {
         std::hint::black_box(x);
         assert!(process_cpu_s(pid).unwrap() >= before);
         assert!(load_average().is_some());
+    }
+
+    #[test]
+    fn churn_draws_its_shares_and_repeats_for_a_seed() {
+        let churn = Churn {
+            barge_in_pct: 20,
+            hang_up_pct: 10,
+            seed: 7,
+        };
+        let draws: Vec<TurnEnding> = (0..100)
+            .flat_map(|s| (0..100).map(move |t| churn.ending(s, t)))
+            .collect();
+        let share = |e| draws.iter().filter(|&&d| d == e).count() as f64 / draws.len() as f64;
+        assert!((share(TurnEnding::BargedIn) - 0.2).abs() < 0.02);
+        assert!((share(TurnEnding::HungUp) - 0.1).abs() < 0.02);
+        assert_eq!(churn.ending(3, 4), churn.ending(3, 4));
+        let other = Churn { seed: 8, ..churn };
+        assert!((0..100).any(|t| churn.ending(0, t) != other.ending(0, t)));
+        assert_eq!(Churn::default().ending(1, 2), TurnEnding::Listened);
     }
 }

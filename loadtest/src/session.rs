@@ -4,7 +4,8 @@
 //!
 //! A session speaks `turns` clips. Each turn: the clip at real-time pace, then silence until
 //! the reply is done AND has finished playing (a caller waits for the agent to finish), then
-//! `gap` more silence before the next clip.
+//! `gap` more silence before the next clip. A churned turn ends early instead (soak churn): the
+//! caller speaks the next clip over the reply, or hangs up, [`CHURN_AFTER`] into its audio.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -14,7 +15,11 @@ use serde_json::Value;
 
 use crate::clips::{Clip, FRAME_SAMPLES, WIRE_RATE};
 use crate::playout::Playout;
-use crate::record::{ErrorKind, ErrorRecord, ServerLatency, TurnRecord};
+use crate::record::{ErrorKind, ErrorRecord, ServerLatency, TurnEnding, TurnRecord};
+
+/// How long after a reply's first audio a churned turn barges in or hangs up: well past the
+/// server's echo guard (300 ms), early enough that the reply is still being written.
+pub const CHURN_AFTER: Duration = Duration::from_millis(1500);
 
 /// What a session does, fixed before it starts.
 #[derive(Debug, Clone)]
@@ -22,6 +27,9 @@ pub struct SessionPlan {
     pub index: usize,
     /// Clip of each turn, in order.
     pub turns: Vec<Arc<Clip>>,
+    /// How each turn is to end (missing: [`TurnEnding::Listened`]). A barge-in needs a next
+    /// clip to speak; on the last turn it hangs up instead.
+    pub endings: Vec<TurnEnding>,
     /// Silence before the first clip.
     pub lead_in: Duration,
     /// Silence between the end of a reply's playout and the next clip.
@@ -62,6 +70,10 @@ struct Turn {
     /// Responses that produced audio before the speech end.
     early: HashSet<String>,
     done: bool,
+    /// How the caller means to leave the reply.
+    planned: TurnEnding,
+    /// When the reply's first audio arrived.
+    first_audio_at: Option<Instant>,
 }
 
 pub struct SessionCore {
@@ -73,6 +85,8 @@ pub struct SessionCore {
     last_reply: Option<(usize, String)>,
     turns: Vec<TurnRecord>,
     errors: Vec<ErrorRecord>,
+    /// Replies the caller barged in on: what still arrives of them belongs to no turn.
+    abandoned: HashSet<String>,
 }
 
 fn ms_between(from: Instant, to: Instant) -> f64 {
@@ -91,6 +105,7 @@ impl SessionCore {
             last_reply: None,
             turns: Vec::new(),
             errors: Vec::new(),
+            abandoned: HashSet::new(),
         }
     }
 
@@ -101,6 +116,7 @@ impl SessionCore {
     /// The frame to send at `now`, or `None` when the session is over (close the socket).
     pub fn next_frame(&mut self, now: Instant) -> Option<Frame<'_>> {
         self.check_timeout(now);
+        self.churn(now);
         if let Phase::Pause(until) = self.phase
             && now >= until
         {
@@ -140,6 +156,7 @@ impl SessionCore {
             return;
         }
         self.next_turn += 1;
+        let planned = self.plan.endings.get(index).copied().unwrap_or_default();
         self.current = Some(Turn {
             record: TurnRecord {
                 session: self.plan.index,
@@ -160,6 +177,7 @@ impl SessionCore {
                 underrun_ms: 0.0,
                 early_replies: 0,
                 cut_in: false,
+                ending: TurnEnding::Listened,
                 server_latency: None,
                 error: None,
             },
@@ -168,8 +186,46 @@ impl SessionCore {
             playout: Playout::default(),
             early: HashSet::new(),
             done: false,
+            planned,
+            first_audio_at: None,
         });
         self.phase = Phase::Speaking { pos: 0 };
+    }
+
+    /// A churned turn whose reply is still being written [`CHURN_AFTER`] into its audio: the
+    /// caller barges in with the next clip, or hangs up (the session ends and the driver
+    /// closes the socket). A reply already done is churned in `on_event`.
+    fn churn(&mut self, now: Instant) {
+        let Some(turn) = &self.current else { return };
+        let due = turn.planned != TurnEnding::Listened
+            && !turn.done
+            && turn
+                .first_audio_at
+                .is_some_and(|at| now.saturating_duration_since(at) >= CHURN_AFTER);
+        if !due {
+            return;
+        }
+        let ending = self.churn_ending(turn.planned);
+        if let Some(turn) = self.current.as_mut() {
+            turn.record.ending = ending;
+            if let Some(id) = &turn.record.response_id {
+                self.abandoned.insert(id.clone());
+            }
+        }
+        self.finish_turn();
+        if ending == TurnEnding::BargedIn {
+            self.start_turn(now);
+        } else {
+            self.phase = Phase::Finished;
+        }
+    }
+
+    /// What a planned churn becomes: a barge-in needs a next clip to speak.
+    fn churn_ending(&self, planned: TurnEnding) -> TurnEnding {
+        match planned {
+            TurnEnding::BargedIn if self.next_turn >= self.plan.turns.len() => TurnEnding::HungUp,
+            other => other,
+        }
     }
 
     fn check_timeout(&mut self, now: Instant) {
@@ -241,6 +297,14 @@ impl SessionCore {
             "antiphon.turn.latency" => self.on_latency(event),
             _ => {}
         }
+        let response = match kind {
+            "response.output_audio.delta" => event["response_id"].as_str(),
+            "response.done" => event["response"]["id"].as_str(),
+            _ => None,
+        };
+        if response.is_some_and(|id| self.abandoned.contains(id)) {
+            return;
+        }
         let Some(turn) = self.current.as_mut() else {
             return;
         };
@@ -279,6 +343,7 @@ impl SessionCore {
                     return;
                 }
                 turn.record.ttfb_ms.get_or_insert(since_end);
+                turn.first_audio_at.get_or_insert(now);
                 // pcm16: 2 bytes a sample; base64 carries 3 bytes per 4 characters.
                 let b64 = event["delta"].as_str().unwrap_or("");
                 let padding = b64.bytes().rev().take_while(|&b| b == b'=').count();
@@ -300,8 +365,28 @@ impl SessionCore {
                 turn.record.reply_done_ms = Some(since_end);
                 turn.done = true;
                 let played = turn.playout.ends_at().unwrap_or(now).max(now);
+                // A churned turn whose reply is done but still playing at the caller's end:
+                // the caller acts at the churn point all the same.
+                let churn_at = turn
+                    .first_audio_at
+                    .map(|at| at + CHURN_AFTER)
+                    .filter(|&at| turn.planned != TurnEnding::Listened && at < played);
+                let planned = turn.planned;
+                let Some(at) = churn_at else {
+                    self.finish_turn();
+                    self.phase = Phase::Pause(played + self.plan.gap);
+                    return;
+                };
+                let ending = self.churn_ending(planned);
+                if let Some(turn) = self.current.as_mut() {
+                    turn.record.ending = ending;
+                }
                 self.finish_turn();
-                self.phase = Phase::Pause(played + self.plan.gap);
+                if ending == TurnEnding::HungUp {
+                    // No turn follows a hang-up: the pause ends the session.
+                    self.next_turn = self.plan.turns.len();
+                }
+                self.phase = Phase::Pause(at.max(now));
             }
             _ => {}
         }
@@ -378,6 +463,7 @@ mod tests {
         SessionPlan {
             index: 3,
             turns: (0..turns).map(|_| clip()).collect(),
+            endings: Vec::new(),
             lead_in: MS(40),
             gap: MS(100),
             turn_timeout: MS(2000),
@@ -536,6 +622,111 @@ mod tests {
             kinds,
             [ErrorKind::Server, ErrorKind::Timeout, ErrorKind::Closed]
         );
+    }
+
+    #[test]
+    fn a_barge_in_speaks_the_next_clip_over_the_reply_and_ignores_the_rest_of_it() {
+        let t0 = Instant::now();
+        let mut p = plan(t0, 2);
+        p.endings = vec![TurnEnding::BargedIn];
+        let mut core = SessionCore::new(p, t0);
+        // The first clip's speech ends in the frame sent at 120 ms.
+        run_frames(&mut core, t0, t0 + MS(300));
+        core.on_event(t0 + MS(500), &delta("r1", 2000));
+        assert_eq!(core.next_frame(t0 + MS(1980)), Some(Frame::Silence));
+        // 1.5 s after the reply's first audio the caller speaks the next clip over it.
+        assert!(matches!(
+            core.next_frame(t0 + MS(2000)),
+            Some(Frame::Speech(_))
+        ));
+        // What is still in flight of the first reply is no part of the second turn.
+        core.on_event(t0 + MS(2010), &delta("r1", 100));
+        core.on_event(
+            t0 + MS(2020),
+            &json!({"type": "response.done", "response": {"id": "r1", "status": "cancelled"}}),
+        );
+        run_frames(&mut core, t0 + MS(2020), t0 + MS(2300));
+        core.on_event(t0 + MS(2600), &delta("r2", 100));
+        core.on_event(
+            t0 + MS(2700),
+            &json!({"type": "response.done", "response": {"id": "r2", "status": "completed"}}),
+        );
+        let (turns, errors) = core.into_records();
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(turns.len(), 2);
+        assert_eq!(turns[0].ending, TurnEnding::BargedIn);
+        assert_eq!(turns[0].ttfb_ms, Some(380.0));
+        assert!(turns[0].error.is_none());
+        // The second clip's speech ended in the frame sent at 2080 ms.
+        assert_eq!(turns[1].ending, TurnEnding::Listened);
+        assert_eq!(turns[1].response_id.as_deref(), Some("r2"));
+        assert_eq!(turns[1].ttfb_ms, Some(520.0));
+        assert!(!turns[1].cut_in);
+        assert_eq!(turns[1].early_replies, 0);
+    }
+
+    #[test]
+    fn a_hang_up_ends_the_session_in_the_middle_of_the_reply() {
+        // A barge-in planned on the last turn has no clip to speak: it hangs up instead.
+        for planned in [TurnEnding::HungUp, TurnEnding::BargedIn] {
+            let t0 = Instant::now();
+            let mut p = plan(t0, if planned == TurnEnding::HungUp { 2 } else { 1 });
+            p.endings = vec![planned];
+            let mut core = SessionCore::new(p, t0);
+            run_frames(&mut core, t0, t0 + MS(300));
+            core.on_event(t0 + MS(500), &delta("r1", 2000));
+            assert_eq!(core.next_frame(t0 + MS(1980)), Some(Frame::Silence));
+            assert_eq!(core.next_frame(t0 + MS(2000)), None, "{planned:?}");
+            assert!(core.is_finished());
+            let (turns, errors) = core.into_records();
+            assert!(errors.is_empty(), "{errors:?}");
+            assert_eq!(turns.len(), 1);
+            assert_eq!(turns[0].ending, TurnEnding::HungUp);
+            assert!(turns[0].got_audio() && turns[0].error.is_none());
+        }
+    }
+
+    #[test]
+    fn a_reply_done_but_still_playing_is_churned_at_the_churn_point() {
+        // 3 s of reply audio, all of it written by 600 ms: it plays until ~3.5 s.
+        for (planned, frame_at_2000) in
+            [(TurnEnding::HungUp, None), (TurnEnding::BargedIn, Some(()))]
+        {
+            let t0 = Instant::now();
+            let mut p = plan(t0, 2);
+            p.endings = vec![planned];
+            let mut core = SessionCore::new(p, t0);
+            run_frames(&mut core, t0, t0 + MS(300));
+            core.on_event(t0 + MS(500), &delta("r1", 3000));
+            core.on_event(
+                t0 + MS(600),
+                &json!({"type": "response.done", "response": {"id": "r1", "status": "completed"}}),
+            );
+            assert_eq!(core.next_frame(t0 + MS(1980)), Some(Frame::Silence));
+            let frame = core.next_frame(t0 + MS(2000));
+            assert_eq!(frame.is_some(), frame_at_2000.is_some(), "{planned:?}");
+            assert!(!matches!(frame, Some(Frame::Silence)), "{planned:?}");
+            let (turns, _) = core.into_records();
+            assert_eq!(turns[0].ending, planned);
+            assert_eq!(turns[0].reply_status.as_deref(), Some("completed"));
+        }
+        // A reply that has finished playing by then is simply listened to.
+        let t0 = Instant::now();
+        let mut p = plan(t0, 2);
+        p.endings = vec![TurnEnding::HungUp];
+        let mut core = SessionCore::new(p, t0);
+        run_frames(&mut core, t0, t0 + MS(300));
+        core.on_event(t0 + MS(500), &delta("r1", 100));
+        core.on_event(
+            t0 + MS(600),
+            &json!({"type": "response.done", "response": {"id": "r1", "status": "completed"}}),
+        );
+        assert!(matches!(
+            core.next_frame(t0 + MS(2000)),
+            Some(Frame::Speech(_))
+        ));
+        let (turns, _) = core.into_records();
+        assert_eq!(turns[0].ending, TurnEnding::Listened);
     }
 
     #[test]

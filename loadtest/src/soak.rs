@@ -46,6 +46,9 @@ pub struct SoakSample {
     /// The step that just ended.
     pub turns: usize,
     pub failed_turns: usize,
+    /// Turns of the step the callers cut short on purpose (churn).
+    pub barged_in: usize,
+    pub hung_up: usize,
     pub ttfb_p50_ms: Option<f64>,
     pub ttfb_p95_ms: Option<f64>,
 }
@@ -55,6 +58,8 @@ pub struct SoakOutcome {
     pub samples: Vec<SoakSample>,
     pub turns: usize,
     pub failed_turns: usize,
+    pub barged_in: usize,
+    pub hung_up: usize,
     /// Highest RSS after the warm-up over the RSS at its end (0.02: 2 % more).
     pub rss_growth: Option<f64>,
     /// What leaked or failed; empty when the soak passed.
@@ -139,8 +144,11 @@ pub async fn run_soak(
     let mut samples = Vec::new();
     let mut problems = Vec::new();
     let (mut turns, mut failed) = (0, 0);
+    let mut step_config = base.clone();
     while started.elapsed() < soak.duration {
-        let step = run_step(base).await?;
+        // Each step churns other turns.
+        step_config.churn.seed = samples.len() as u64;
+        let step = run_step(&step_config).await?;
         let occupancy = settled_occupancy(&soak.health_addr).await;
         let Some((rss_mib, threads, fds)) = process_sample(soak.server_pid) else {
             problems.push(format!(
@@ -161,6 +169,8 @@ pub async fn run_soak(
             leases_in_use,
             turns: step.turns.len(),
             failed_turns: failed_turns(&step),
+            barged_in: step.summary.barged_in,
+            hung_up: step.summary.hung_up,
             ttfb_p50_ms: ttfb.quantile_ms(0.5),
             ttfb_p95_ms: ttfb.quantile_ms(0.95),
         };
@@ -180,10 +190,14 @@ pub async fn run_soak(
         problems.push(format!("{failed} of {turns} turns failed"));
     }
     let rss_growth = judge_growth(&samples, soak, &mut problems);
+    let barged_in = samples.iter().map(|s| s.barged_in).sum();
+    let hung_up = samples.iter().map(|s| s.hung_up).sum();
     Ok(SoakOutcome {
         samples,
         turns,
         failed_turns: failed,
+        barged_in,
+        hung_up,
         rss_growth,
         problems,
     })
@@ -245,6 +259,8 @@ mod tests {
             leases_in_use: 0,
             turns: 4,
             failed_turns: 0,
+            barged_in: 0,
+            hung_up: 0,
             ttfb_p50_ms: Some(500.0),
             ttfb_p95_ms: Some(900.0),
         }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use antiphon_models::asr::wer::WerTally;
 use serde::Serialize;
 
-use crate::record::{ErrorRecord, SERVER_STAGES, TurnRecord};
+use crate::record::{ErrorRecord, SERVER_STAGES, TurnEnding, TurnRecord};
 use crate::stats::{Distribution, Recorder};
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -18,6 +18,9 @@ pub struct StepSummary {
     pub early_replies: u64,
     /// Turns the server answered before their speech ended (see `TurnRecord::cut_in`).
     pub cut_ins: usize,
+    /// Turns the caller cut short on purpose (churn): spoke over the reply, hung up on it.
+    pub barged_in: usize,
+    pub hung_up: usize,
     pub ttfb_ms: Distribution,
     pub vad_stopped_ms: Distribution,
     pub asr_final_ms: Distribution,
@@ -34,6 +37,7 @@ pub fn summarize(turns: &[TurnRecord], errors: &[ErrorRecord]) -> StepSummary {
     let dist = |f: &dyn Fn(&TurnRecord) -> Option<f64>| {
         Recorder::record_all(turns.iter().filter_map(f)).distribution()
     };
+    let ended = |e: TurnEnding| turns.iter().filter(|t| t.ending == e).count();
     let server_ms = SERVER_STAGES
         .iter()
         .map(|&stage| {
@@ -49,6 +53,8 @@ pub fn summarize(turns: &[TurnRecord], errors: &[ErrorRecord]) -> StepSummary {
         turns_with_underruns: turns.iter().filter(|t| t.underruns > 0).count(),
         early_replies: turns.iter().map(|t| u64::from(t.early_replies)).sum(),
         cut_ins: turns.iter().filter(|t| t.cut_in).count(),
+        barged_in: ended(TurnEnding::BargedIn),
+        hung_up: ended(TurnEnding::HungUp),
         ttfb_ms: dist(&|t| t.ttfb_ms),
         vad_stopped_ms: dist(&|t| t.vad_stopped_ms),
         asr_final_ms: dist(&|t| t.asr_final_ms),
@@ -95,6 +101,7 @@ mod tests {
             underrun_ms: 0.0,
             early_replies: 0,
             cut_in: false,
+            ending: Default::default(),
             server_latency: None,
             error: None,
         }

@@ -58,6 +58,7 @@ async fn two_sessions_two_turns_against_a_real_server() {
         turn_timeout: Duration::from_secs(30),
         max_duration: Duration::from_secs(90),
         server_pid: server.pid(),
+        churn: Default::default(),
     };
     let step = run_step(&config).await.expect("valid config");
     let report = Report::new(&config, 0, vec![step], None);
@@ -154,9 +155,11 @@ async fn two_sessions_two_turns_against_a_real_server() {
         keys(&s["summary"]),
         [
             "asr_final_ms",
+            "barged_in",
             "cut_ins",
             "early_replies",
             "errors",
+            "hung_up",
             "reply_audio_ms",
             "server_ms",
             "transcript_wer",
@@ -200,6 +203,7 @@ async fn two_sessions_two_turns_against_a_real_server() {
             "clip_speech_end_ms",
             "cut_in",
             "early_replies",
+            "ending",
             "error",
             "reference",
             "reply_audio_ms",

@@ -1,5 +1,6 @@
 //! The three-minute soak (issue 17) against a real `antiphon serve` with the CI models: steps
-//! of two sessions back to back (every step's callers connect, speak two turns and hang up),
+//! of two sessions back to back (every step's callers connect, speak two turns and hang up;
+//! a quarter of the turns barge in on the reply and a quarter hang up in the middle of it),
 //! the server sampled between steps. Passes when no turn fails, nothing is left open after a
 //! step (sessions, engine leases), descriptors and threads return to their post-warm-up level
 //! and RSS grows at most 5 % after the warm-up. The hour-long figures are in
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use antiphon_loadtest::clips::{default_clip_paths, load_clip};
 use antiphon_loadtest::driver::Endpoint;
-use antiphon_loadtest::run::StepConfig;
+use antiphon_loadtest::run::{Churn, StepConfig};
 use antiphon_loadtest::soak::{SoakConfig, run_soak};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -46,6 +47,11 @@ async fn three_minutes_of_churn_leak_nothing() {
         turn_timeout: Duration::from_secs(30),
         max_duration: Duration::from_secs(60),
         server_pid: server.pid(),
+        churn: Churn {
+            barge_in_pct: 25,
+            hang_up_pct: 25,
+            seed: 0,
+        },
     };
     // The allocator and the engines' caches fill for the first ~2 minutes (measured: 1063 MiB
     // at 25 s, 1141 at 100 s, then within 1 % to 200 s), so the short run judges growth over
@@ -61,10 +67,15 @@ async fn three_minutes_of_churn_leak_nothing() {
         .await
         .expect("valid config");
     eprintln!(
-        "soak: {} turns, {} failed, RSS growth {:?}",
-        outcome.turns, outcome.failed_turns, outcome.rss_growth
+        "soak: {} turns ({} barged in, {} hung up), {} failed, RSS growth {:?}",
+        outcome.turns, outcome.barged_in, outcome.hung_up, outcome.failed_turns, outcome.rss_growth
     );
     assert!(outcome.samples.len() >= 4, "{:?}", outcome.samples);
+    assert!(
+        outcome.barged_in > 0 && outcome.hung_up > 0,
+        "the churn never happened: {:?}",
+        outcome.samples
+    );
     assert!(outcome.passed(), "{:?}", outcome.problems);
     drop(server);
 }
