@@ -712,6 +712,61 @@ fn cancel_stops_within_one_step_and_no_text_follows() {
     assert!(matches!(done, Some(ReplyEvent::Done { .. })));
 }
 
+/// Issue 17: admission stops while the LLM is behind real time. A turn that cannot get a slot
+/// (one slot, busy with another reply) shows in the engine's `backlog_ms` for as long as it
+/// waits, and the figure returns to 0 once everything is answered.
+#[test]
+fn a_turn_kept_waiting_shows_as_lag_until_it_is_served() {
+    let _g = serial();
+    let m = smollm();
+    let eng = engine(
+        m,
+        EngineConfig {
+            max_batch: 1,
+            ..EngineConfig::default()
+        },
+    );
+    let lag = |eng: &LlmEngine| eng.health().backlog_ms.expect("the LLM reports its lag");
+    assert_eq!(lag(&eng), 0);
+    let mut first = eng.session(None).expect("session");
+    let mut second = eng.session(None).expect("session");
+    let mut first_stream = first.turn("Describe a forest.", &greedy(64)).expect("turn");
+    // Alone, a reply gets a token every step: no lag worth the name.
+    let Some(ReplyEvent::Text { .. }) = first_stream.next_event() else {
+        panic!("the first reply gave no text");
+    };
+    let alone = lag(&eng);
+    let queued = std::time::Instant::now();
+    let mut second_stream = second.turn("Describe a desert.", &greedy(8)).expect("turn");
+    let mut most = 0;
+    let waited = std::thread::scope(|scope| {
+        let reader = scope.spawn(move || {
+            first_stream.collect_text();
+            queued.elapsed()
+        });
+        while !reader.is_finished() {
+            most = most.max(lag(&eng));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        reader.join().expect("reader")
+    });
+    let (text, done) = second_stream.collect_text();
+    assert!(!text.is_empty() && matches!(done, Some(ReplyEvent::Done { .. })));
+    let waited_ms = waited.as_millis() as u64;
+    eprintln!("lag alone {alone} ms; the queued turn waited {waited_ms} ms, lag seen {most} ms");
+    assert!(alone < 1000, "a lone reply lags {alone} ms");
+    assert!(
+        waited_ms > 200 && most >= waited_ms / 2,
+        "the queued turn waited {waited_ms} ms but the lag read at most {most} ms"
+    );
+    // Idle again: the engine stores its lag before it waits for work.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while lag(&eng) != 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(lag(&eng), 0);
+}
+
 #[test]
 fn slow_consumer_pauses_only_its_own_reply() {
     let _g = serial();

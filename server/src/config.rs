@@ -98,8 +98,9 @@ pub struct ServerConfig {
     /// TCP connections the HTTP listener keeps open at once (WebSockets included); more are
     /// answered 503 and closed. Keep it under the process's file-descriptor limit.
     pub max_connections: usize,
-    /// An engine with more caller audio than this waiting (ms) is behind real time: new
-    /// sessions are refused (`engines_behind`) and `/readyz` says not ready until it catches up.
+    /// An engine further behind real time than this (ms; ASR: caller audio waiting, LLM: the
+    /// longest a reply has waited for its next token) refuses new sessions (`engines_behind`)
+    /// and `/readyz` says not ready until it catches up.
     pub max_engine_backlog_ms: u64,
     /// A connection that has not sent a whole request head within this long (new, or idle
     /// between keep-alive requests) is closed.

@@ -16,8 +16,9 @@ pub struct Report {
     pub sessions_open: usize,
     pub sessions_max: usize,
     pub engines: Vec<(&'static str, EngineHealth)>,
-    /// An engine with more caller audio than this (ms) waiting is behind real time: no new
-    /// session is admitted until it catches up (`server.max_engine_backlog_ms`).
+    /// An engine further behind real time than this (ms: caller audio waiting for the ASR, the
+    /// longest a reply has waited for the LLM) admits no new session until it catches up
+    /// (`server.max_engine_backlog_ms`).
     pub max_backlog_ms: u64,
 }
 

@@ -16,8 +16,10 @@ pub struct EngineHealth {
     pub capacity: Option<usize>,
     /// Sessions holding a lease now.
     pub in_use: usize,
-    /// How far behind real time the engine is: the most caller audio (ms) waiting in any
-    /// session's inbox for the engine to take it. `None` where not measured.
+    /// How far behind real time the engine is, ms. ASR: the most caller audio waiting in any
+    /// session's inbox for the engine to take it. LLM: the longest any reply (or a turn still
+    /// queued for a slot) has waited for its next token, less its own prompt's prefill time.
+    /// `None` where not measured (TTS, diarization).
     pub backlog_ms: Option<u64>,
 }
 

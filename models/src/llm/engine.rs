@@ -166,6 +166,8 @@ struct Shared {
     steps: Arc<AtomicU64>,
     evictions: Arc<AtomicU64>,
     healthy: Arc<AtomicBool>,
+    /// How far behind real time the engine is (see [`Loop::lag`]), ms, as of its last step.
+    lag_ms: Arc<AtomicU64>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -208,6 +210,7 @@ impl LlmEngine {
         let steps = Arc::new(AtomicU64::new(0));
         let evictions = Arc::new(AtomicU64::new(0));
         let healthy = Arc::new(AtomicBool::new(true));
+        let lag_ms = Arc::new(AtomicU64::new(0));
         let mut lp = Loop {
             model: model.clone(),
             format: format.clone(),
@@ -220,6 +223,7 @@ impl LlmEngine {
             steps: steps.clone(),
             evictions: evictions.clone(),
             healthy: healthy.clone(),
+            lag_ms: lag_ms.clone(),
             tick: 0,
             secs_per_token: None,
         };
@@ -239,6 +243,7 @@ impl LlmEngine {
                 steps,
                 evictions,
                 healthy,
+                lag_ms,
                 thread: Mutex::new(Some(thread)),
             }),
         })
@@ -278,7 +283,7 @@ impl LlmEngine {
             },
             capacity: Some(s.config.max_sessions),
             in_use: s.sessions_open.load(Ordering::SeqCst),
-            backlog_ms: None,
+            backlog_ms: Some(s.lag_ms.load(Ordering::Relaxed)),
         }
     }
 
@@ -435,6 +440,10 @@ impl Drop for EngineSession {
     }
 }
 
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 fn short_name(name: &str) -> String {
     name.chars()
         .filter(|c| c.is_ascii_alphanumeric())
@@ -485,6 +494,11 @@ struct Slot {
     tx: ReplyTx,
     parked: VecDeque<ReplyEvent>,
     paused_since: Option<Instant>,
+    /// When the reply last gave a token (its turn's arrival, before the first one).
+    last_output: Instant,
+    /// Prompt tokens the turn had to prefill when it was admitted: its own share of the wait
+    /// for the first token, not lag.
+    prefill_at_admission: usize,
     last_step: u64,
     finished: Option<FinishReason>,
     done_queued: bool,
@@ -509,6 +523,7 @@ struct Pending {
     tokens: Vec<u32>,
     params: SamplingParams,
     tx: ReplyTx,
+    queued_at: Instant,
 }
 
 /// A queued prefill-only job (see [`EngineSession::warm`] and [`EngineSession::lookahead`]).
@@ -529,6 +544,7 @@ struct Loop {
     steps: Arc<AtomicU64>,
     evictions: Arc<AtomicU64>,
     healthy: Arc<AtomicBool>,
+    lag_ms: Arc<AtomicU64>,
     tick: u64,
     /// Smoothed seconds per token of recent steps (the fair-share estimate).
     secs_per_token: Option<f64>,
@@ -540,6 +556,8 @@ impl Loop {
             // Control first: cancels must land before the next step.
             self.prune_warms();
             let idle = self.slots.is_empty() && self.waiting.is_empty() && self.warms.is_empty();
+            self.lag_ms
+                .store(duration_ms(self.lag(Instant::now())), Ordering::Relaxed);
             if idle {
                 match self.rx.recv() {
                     Ok(m) => {
@@ -616,6 +634,7 @@ impl Loop {
                         tokens,
                         params,
                         tx,
+                        queued_at: Instant::now(),
                     });
                 }
             }
@@ -751,6 +770,8 @@ impl Loop {
             self.slots.push(Slot {
                 session: p.session,
                 request: p.request,
+                last_output: p.queued_at,
+                prefill_at_admission: tokens.len() - kv.len(),
                 prefilled: tokens.len() - kv.len(),
                 prompt_len: tokens.len(),
                 turn_start: tokens.len() - p.tokens.len(),
@@ -944,6 +965,7 @@ impl Loop {
             };
             slot.generated += 1;
             slot.last_step = step;
+            slot.last_output = Instant::now();
             if self.format.is_stop(tok) {
                 slot.finished = Some(FinishReason::EndOfTurn);
                 continue;
@@ -976,6 +998,33 @@ impl Loop {
             }
         }
         true
+    }
+
+    /// How far behind real time the engine is at `now`: the longest any reply has waited for
+    /// its next token, beyond what its own prompt costs to prefill (a long prompt delays only
+    /// itself: prompts are fed shortest first). Turns not yet given a slot count from their
+    /// arrival. A reply paused on its consumer does not count (the engine is not the cause).
+    fn lag(&self, now: Instant) -> Duration {
+        let queued = self
+            .waiting
+            .iter()
+            .map(|p| now.saturating_duration_since(p.queued_at));
+        let replies = self
+            .slots
+            .iter()
+            .filter(|s| s.finished.is_none() && s.parked.is_empty())
+            .map(|s| {
+                let waited = now.saturating_duration_since(s.last_output);
+                let own_prefill = if s.generated == 0 {
+                    self.secs_per_token.map_or(Duration::ZERO, |spt| {
+                        Duration::from_secs_f64(spt * s.prefill_at_admission as f64)
+                    })
+                } else {
+                    Duration::ZERO
+                };
+                waited.saturating_sub(own_prefill)
+            });
+        queued.chain(replies).max().unwrap_or(Duration::ZERO)
     }
 
     /// Drop warm-ups that cannot or need not run; report the finished ones.
