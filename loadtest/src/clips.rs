@@ -91,15 +91,19 @@ pub fn load_clip(path: &Path) -> Result<Clip, ClipError> {
     })
 }
 
-/// Analysis frame of [`with_pause`], ms.
+/// Analysis frame of the gap search, ms.
 const GAP_FRAME_MS: usize = 10;
+/// Quiet frames a gap between words needs to be a place to pause (30 ms).
+const MIN_GAP_FRAMES: usize = 3;
+/// A frame this far below the loudest is quiet enough to be a gap between words (read speech
+/// rarely falls to the speech-end floor between words: the voice and the room carry over).
+const GAP_FLOOR_DB: f32 = 25.0;
 
-/// The clip with `pause_ms` of silence inserted mid-utterance, for turn-taking tests: in the
-/// quietest stretch between words in the middle half of its speech (the centre of the longest
-/// run of 10 ms frames below the speech floor there). A caller who pauses like this has not
-/// finished: any reply before the new speech end is a cut-in. `None` if the middle half has
-/// no frame below the floor (no gap between words to widen).
-pub fn with_pause(clip: &Clip, pause_ms: u64) -> Option<Clip> {
+/// The gaps between words in the middle of `clip`'s speech: runs of at least
+/// [`MIN_GAP_FRAMES`] 10 ms frames [`GAP_FLOOR_DB`] below the loudest, as `(centre sample,
+/// frames)`, in order. (The first and last 15 % are left out: a pause there is a late start or
+/// an early end, not a pause mid-sentence.)
+pub fn gaps_between_words(clip: &Clip) -> Vec<(usize, usize)> {
     let frame = WIRE_RATE as usize * GAP_FRAME_MS / 1000;
     let speech = &clip.samples[..clip.speech_end_sample];
     let energies: Vec<f32> = speech
@@ -107,34 +111,57 @@ pub fn with_pause(clip: &Clip, pause_ms: u64) -> Option<Clip> {
         .map(|c| c.iter().map(|s| s * s).sum::<f32>() / c.len() as f32)
         .collect();
     let loudest = energies.iter().copied().fold(0.0f32, f32::max);
-    let floor = loudest * 10f32.powf(-DEFAULT_FLOOR_DB / 10.0);
-    let first = energies.iter().position(|&e| e >= floor)?;
+    let floor = loudest * 10f32.powf(-GAP_FLOOR_DB / 10.0);
+    let Some(first) = energies.iter().position(|&e| e >= floor) else {
+        return Vec::new();
+    };
     let span = energies.len().saturating_sub(first);
-    let (lo, hi) = (first + span / 4, first + span * 3 / 4);
-    // Longest run of quiet frames inside [lo, hi): (start, length).
-    let mut best: Option<(usize, usize)> = None;
+    let (lo, hi) = (first + span * 15 / 100, first + span * 85 / 100);
+    let mut gaps = Vec::new();
     let mut at = lo;
     for run in energies[lo..hi.min(energies.len())].chunk_by(|a, b| (*a < floor) == (*b < floor)) {
-        if run[0] < floor && best.is_none_or(|(_, len)| run.len() > len) {
-            best = Some((at, run.len()));
+        if run[0] < floor && run.len() >= MIN_GAP_FRAMES {
+            gaps.push(((at + run.len() / 2) * frame, run.len()));
         }
         at += run.len();
     }
-    let (start, len) = best?;
-    let at = (start + len / 2) * frame;
+    gaps
+}
+
+/// The clip with `pause_ms` of silence inserted mid-utterance, for turn-taking tests: in the
+/// longest gap between words in the middle of its speech (see [`gaps_between_words`]). A
+/// caller who pauses like this has not finished: any reply before the new speech end is a
+/// cut-in. `None` if the middle half has no such gap.
+pub fn with_pause(clip: &Clip, pause_ms: u64) -> Option<Clip> {
+    let (at, _) = gaps_between_words(clip)
+        .into_iter()
+        .rev()
+        .max_by_key(|&(_, frames)| frames)?;
+    Some(with_pause_at(
+        clip,
+        at,
+        pause_ms,
+        &format!("pause{pause_ms}"),
+    ))
+}
+
+/// The clip with `pause_ms` of silence inserted at sample `at` (before the speech end), named
+/// `<clip>+<label>`.
+pub fn with_pause_at(clip: &Clip, at: usize, pause_ms: u64, label: &str) -> Clip {
+    let at = at.min(clip.speech_end_sample);
     let inserted = (pause_ms * u64::from(WIRE_RATE) / 1000) as usize;
     let mut samples = Vec::with_capacity(clip.samples.len() + inserted);
     samples.extend_from_slice(&clip.samples[..at]);
     samples.extend(std::iter::repeat_n(0.0, inserted));
     samples.extend_from_slice(&clip.samples[at..]);
-    Some(Clip {
-        name: format!("{}+pause{pause_ms}", clip.name),
+    Clip {
+        name: format!("{}+{label}", clip.name),
         samples,
         speech_end_sample: clip.speech_end_sample + inserted,
         speech_end_ms: clip.speech_end_ms + pause_ms,
         duration_ms: clip.duration_ms + pause_ms,
         reference: clip.reference.clone(),
-    })
+    }
 }
 
 /// The `.wav` files of the model store's LibriVox clip set, sorted by name.
@@ -197,6 +224,9 @@ mod tests {
             duration_ms: 2320,
             reference: None,
         };
+        // All three gaps lie between 15 % and 85 % of the speech: (centre sample, 10 ms frames).
+        let gaps = gaps_between_words(&clip);
+        assert_eq!(gaps, [(24 * 430, 6), (24 * 920, 12), (24 * 1400, 4)]);
         let paused = with_pause(&clip, 700).expect("a gap to widen");
         assert_eq!(paused.speech_end_ms, 2520);
         assert_eq!(paused.speech_end_sample, speech_end_sample + 24 * 700);

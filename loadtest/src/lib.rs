@@ -8,6 +8,7 @@
 
 pub mod clips;
 pub mod driver;
+pub mod paused_set;
 pub mod playout;
 pub mod record;
 pub mod report;

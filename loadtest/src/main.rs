@@ -8,13 +8,16 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use antiphon_audio::wav::read_mono;
-use antiphon_loadtest::clips::{load_clips, with_pause};
+use antiphon_loadtest::clips::{Clip, WIRE_RATE, load_clips, with_pause};
 use antiphon_loadtest::driver::{Endpoint, parse_turn_detection};
+use antiphon_loadtest::paused_set::{check_pauses, paused_utterances};
 use antiphon_loadtest::report::Report;
 use antiphon_loadtest::run::{Churn, RampConfig, StepConfig, StepReport, run_ramp, run_step};
 use antiphon_loadtest::soak::{SoakConfig, SoakSample, run_soak};
 use antiphon_loadtest::speech_end::{DEFAULT_FLOOR_DB, speech_extent};
 use antiphon_loadtest::target::{DEFAULT_URL, check_target};
+use antiphon_models::asr::Moonshine;
+use antiphon_models::store::ModelStore;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
@@ -93,9 +96,15 @@ struct RunArgs {
     server_pid: Option<u32>,
     /// Insert this much silence mid-utterance in every clip (in its longest gap between words
     /// in the middle half): a turn-taking test, where any reply audio before the clip's (new)
-    /// speech end counts as a cut-in (`cut_ins`). 0: the clips as they are.
-    #[arg(long, default_value_t = 0)]
-    pause_ms: u64,
+    /// speech end counts as a cut-in (`cut_ins`). 0: the clips as they are. A list
+    /// (`400,550,700,900`) with `--pause-every-gap`: the lengths cycle over the utterances.
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    pause_ms: Vec<u64>,
+    /// With `--pause-ms`: the turn-taking set instead: one utterance per gap between words in
+    /// the middle of each clip, kept where the recogniser (Moonshine, from the model store)
+    /// hears the clip's first words before the gap and more of the sentence after it.
+    #[arg(long)]
+    pause_every_gap: bool,
     /// Write the full report (every turn) as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -208,16 +217,52 @@ fn print_step(step: &StepReport) {
     }
 }
 
+/// The turn-taking set (see `paused_set`), with what the recogniser heard at each gap printed.
+fn paused_set(clips: &[Clip], pauses_ms: &[u64]) -> anyhow::Result<Vec<Clip>> {
+    let store = ModelStore::from_env()?;
+    let mut asr = Moonshine::load(&store, 1).context("loading Moonshine for the pause check")?;
+    let checks = check_pauses(clips, &mut asr)?;
+    for c in &checks {
+        println!(
+            "pause check: {} at {:.2} s: {:?} -> {}",
+            c.clip,
+            c.at_sample as f64 / f64::from(WIRE_RATE),
+            c.heard,
+            if c.mid_sentence() {
+                "mid-sentence, kept"
+            } else {
+                "not a mid-sentence prefix, left out"
+            }
+        );
+    }
+    let set = paused_utterances(clips, &checks, pauses_ms);
+    anyhow::ensure!(!set.is_empty(), "no gap passed the pause check");
+    println!(
+        "turn-taking set: {} paused utterances from {} gaps",
+        set.len(),
+        checks.len()
+    );
+    Ok(set)
+}
+
 fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let explicit = args.url.is_some();
     let url = args.url.unwrap_or_else(|| DEFAULT_URL.to_owned());
     check_target(&url, explicit)?;
     let turn_detection = parse_turn_detection(&args.turn_detection).map_err(anyhow::Error::msg)?;
     let mut clips = load_clips(&args.wavs).context("loading the clips")?;
-    if args.pause_ms > 0 {
+    let pauses: Vec<u64> = args.pause_ms.iter().copied().filter(|&ms| ms > 0).collect();
+    if args.pause_every_gap {
+        anyhow::ensure!(!pauses.is_empty(), "--pause-every-gap needs --pause-ms");
+        clips = paused_set(&clips, &pauses)?;
+    } else if let Some(&pause_ms) = pauses.first() {
+        anyhow::ensure!(
+            pauses.len() == 1,
+            "several --pause-ms lengths need --pause-every-gap"
+        );
         clips = clips
             .iter()
-            .filter_map(|c| with_pause(c, args.pause_ms))
+            .filter_map(|c| with_pause(c, pause_ms))
             .collect();
         anyhow::ensure!(
             !clips.is_empty(),
