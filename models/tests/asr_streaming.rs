@@ -202,6 +202,64 @@ fn semantic_turn_detection_ends_a_finished_sentence_before_the_timer_would() {
     assert!(audio_end - speech_end >= 500);
 }
 
+/// Issue 16's text veto: the same finished-sounding clip, with a text verdict for each pause.
+/// Words the LLM scores as mid-sentence (P(sentence end) 0.001) veto the acoustic "done", so
+/// the turn ends only at the fallback silence (1200 ms); a verdict that never comes delays
+/// the judgement by at most `TEXT_VERDICT_WAIT`.
+#[test]
+fn a_text_verdict_of_mid_sentence_vetoes_the_acoustic_end_of_turn() {
+    let engine = engine(2);
+    let clips = librivox_clips();
+    let clip = clips
+        .iter()
+        .find(|c| c.name.ends_with("0920"))
+        .expect("clip 0920");
+    let mut audio = clip.audio.clone();
+    audio.extend(std::iter::repeat_n(0.0, 16 * 2000));
+    let semantic = EndpointConfig {
+        turn_end: TurnEnd::Semantic(Eagerness::Auto),
+        ..EndpointConfig::default()
+    };
+    for verdict in [Some(0.001f32), None] {
+        let mut session = engine.open_with(semantic).expect("free slot");
+        session.expect_text_verdicts().expect("live slot");
+        let started = Instant::now();
+        let mut events = Vec::new();
+        for (i, frame) in audio.chunks(320).enumerate() {
+            session.push_audio(frame).expect("push accepted");
+            while let Some(e) = session.try_event() {
+                if let (AsrEvent::Paused { speech_end_ms, .. }, Some(p)) = (&e, verdict) {
+                    session
+                        .text_verdict(*speech_end_ms, Some(p))
+                        .expect("live slot");
+                }
+                events.push((20 * i as u64, e));
+            }
+            let due = Duration::from_millis(20 * (i as u64 + 1));
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+        session.finish().expect("finish accepted");
+        events.extend(
+            asr_support::collect_until_end(&mut session)
+                .into_iter()
+                .map(|e| (0, e)),
+        );
+        let ends = stops(&events);
+        assert_eq!(ends.len(), 1, "{verdict:?}: {events:#?}");
+        let waited = ends[0].0 - ends[0].1;
+        let vetoed = events
+            .iter()
+            .any(|(_, e)| matches!(e, AsrEvent::TurnJudged { vetoed: true, .. }));
+        eprintln!("verdict {verdict:?}: turn ended {waited} ms after the speech, vetoed {vetoed}");
+        match verdict {
+            Some(_) => assert!(vetoed && waited >= 1100, "{waited} ms, vetoed {vetoed}"),
+            None => assert!(!vetoed && waited < 600, "{waited} ms, vetoed {vetoed}"),
+        }
+    }
+}
+
 /// Two threads that keep both cores busy until dropped.
 struct BusyLoops {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,

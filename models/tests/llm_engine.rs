@@ -712,6 +712,41 @@ fn cancel_stops_within_one_step_and_no_text_follows() {
     assert!(matches!(done, Some(ReplyEvent::Done { .. })));
 }
 
+/// Issue 16's text signal on the engine: the probability of a sentence end after the caller's
+/// words, over the session's cached conversation; the words stay cached, so the turn that
+/// follows prefills only its last tokens.
+#[test]
+fn sentence_end_scores_the_callers_words_and_leaves_them_cached() {
+    let _g = serial();
+    let eng = engine(smollm(), EngineConfig::default());
+    let mut s = eng
+        .session(Some("You are a helpful voice assistant on a call."))
+        .expect("session");
+    let score = |words: &str| {
+        s.sentence_end(words)
+            .expect("queued")
+            .recv()
+            .expect("answered")
+            .expect("a probability")
+    };
+    let unfinished = score("And Mr. John Dashwood had then");
+    let finished = score("He might even have been made amiable himself.");
+    eprintln!("P(sentence end): unfinished {unfinished:.4}, finished {finished:.4}");
+    assert!(
+        unfinished < 0.05 && finished > 5.0 * unfinished,
+        "unfinished {unfinished}, finished {finished}"
+    );
+    let (_, done) = s
+        .turn("He might even have been made amiable himself.", &greedy(4))
+        .expect("turn")
+        .collect_text();
+    let Some(ReplyEvent::Done { prefilled, .. }) = done else {
+        panic!("no reply: {done:?}");
+    };
+    // The full stop, the end of the message and the assistant header.
+    assert!(prefilled <= 8, "prefilled {prefilled} tokens");
+}
+
 /// Issue 17: admission stops while the LLM is behind real time. A turn that cannot get a slot
 /// (one slot, busy with another reply) shows in the engine's `backlog_ms` for as long as it
 /// waits, and the figure returns to 0 once everything is answered.

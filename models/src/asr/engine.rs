@@ -126,6 +126,11 @@ struct Inbox {
     capacity: usize,
     dropped: u64,
     finish: bool,
+    /// The session weighs pauses with a text signal ([`AsrSession::expect_text_verdicts`]).
+    expects_text: bool,
+    /// The text signal for the pause after this speech end (ms): P(a sentence ends there),
+    /// `None` when the judge could not tell.
+    text_verdict: Option<(u64, Option<f32>)>,
 }
 
 struct Shared {
@@ -180,6 +185,8 @@ impl AsrEngine {
                         capacity,
                         dropped: 0,
                         finish: false,
+                        expects_text: false,
+                        text_verdict: None,
                     })
                 })
                 .collect(),
@@ -234,6 +241,8 @@ impl AsrEngine {
             inbox.audio.clear();
             inbox.dropped = 0;
             inbox.finish = false;
+            inbox.expects_text = false;
+            inbox.text_verdict = None;
         }
         self.shared.ring();
         Ok(AsrSession {
@@ -300,6 +309,26 @@ pub struct AsrSession {
 impl AsrSession {
     pub fn slot(&self) -> SlotId {
         self.slot
+    }
+
+    /// From now on a semantic judgement of a pause waits (up to [`TEXT_VERDICT_WAIT`] after
+    /// the pause's transcript) for [`Self::text_verdict`] on that transcript, and a "done"
+    /// whose words are unlikely to end a sentence is vetoed.
+    pub fn expect_text_verdicts(&mut self) -> Result<(), StreamError> {
+        self.inbox()?.expects_text = true;
+        Ok(())
+    }
+
+    /// The text signal for the pause after `speech_end_ms` (from [`AsrEvent::Paused`]):
+    /// the probability that a sentence ends with its transcript, or `None` when unknown.
+    pub fn text_verdict(
+        &mut self,
+        speech_end_ms: u64,
+        sentence_end: Option<f32>,
+    ) -> Result<(), StreamError> {
+        self.inbox()?.text_verdict = Some((speech_end_ms, sentence_end));
+        self.shared.ring();
+        Ok(())
     }
 
     fn inbox(&self) -> Result<MutexGuard<'_, Inbox>, StreamError> {
@@ -376,10 +405,55 @@ struct Active {
     generation: u64,
     events: EventTx,
     stream: SlotStream,
-    /// The last pause's transcript and the speech end it was made for (semantic turn
-    /// detection weighs it with the acoustic judgement).
-    pause_text: Option<(u64, String)>,
+    /// The last pause's transcript, the speech end it was made for and when it was made
+    /// (semantic turn detection weighs it with the acoustic judgement).
+    pause_text: Option<(u64, String, Instant)>,
+    expects_text: bool,
+    /// See [`Inbox::text_verdict`].
+    text_verdict: Option<(u64, Option<f32>)>,
 }
+
+impl Active {
+    /// The text signal for the pause after `speech_end` (samples): `Ready(p)` when known (or
+    /// not expected, or given up on), `Waiting` while it may still come.
+    fn text_signal(&self, speech_end: u64, now: Instant) -> TextSignal {
+        let end_ms = samples_to_ms(speech_end);
+        if let Some((ms, p)) = self.text_verdict
+            && ms == end_ms
+        {
+            return TextSignal::Ready(p);
+        }
+        let waiting = self.expects_text
+            && self.pause_text.as_ref().is_some_and(|(end, _, at)| {
+                *end == speech_end && now.saturating_duration_since(*at) < TEXT_VERDICT_WAIT
+            });
+        if waiting {
+            TextSignal::Waiting
+        } else {
+            TextSignal::Ready(None)
+        }
+    }
+}
+
+impl Active {
+    /// Work the engine can do now: a due judgement counts once its text signal is ready.
+    fn has_work(&self, now: Instant) -> bool {
+        self.stream.has_work_besides_judging()
+            || self
+                .stream
+                .judgement_due()
+                .is_some_and(|(end, _)| matches!(self.text_signal(end, now), TextSignal::Ready(_)))
+    }
+}
+
+enum TextSignal {
+    Ready(Option<f32>),
+    Waiting,
+}
+
+/// How long a pause's judgement waits for its text verdict after the pause's transcript is
+/// made (the LLM scores a few tokens over its cached prefix: tens of ms when it is free).
+pub const TEXT_VERDICT_WAIT: Duration = Duration::from_millis(150);
 
 /// One row of a decode batch.
 struct Job {
@@ -442,16 +516,23 @@ impl Worker {
                 }
                 return;
             }
-            let busy = self.slots.iter().flatten().any(|a| a.stream.has_work());
+            let now = Instant::now();
+            let busy = self.slots.iter().flatten().any(|a| a.has_work(now));
             if busy {
                 continue;
             }
+            // A judgement waiting for its text verdict must still be made when the wait ends.
+            let nap = if self.slots.iter().flatten().any(|a| a.stream.has_work()) {
+                Duration::from_millis(10)
+            } else {
+                Duration::from_millis(100)
+            };
             let bell = lock(&self.shared.doorbell);
             if *bell == seen {
                 let (bell, _) = self
                     .shared
                     .wake
-                    .wait_timeout(bell, Duration::from_millis(100))
+                    .wait_timeout(bell, nap)
                     .unwrap_or_else(|e| e.into_inner());
                 seen = *bell;
             } else {
@@ -473,10 +554,13 @@ impl Worker {
     fn run_judgements(&mut self) -> Result<(), AsrEngineError> {
         let mut due = Vec::new();
         let mut audio: Vec<&[f32]> = Vec::new();
+        let now = Instant::now();
         for (slot, active) in self.slots.iter().enumerate() {
-            if let Some((speech_end, turn)) = active.as_ref().and_then(|a| a.stream.judgement_due())
+            let Some(active) = active else { continue };
+            if let Some((speech_end, turn)) = active.stream.judgement_due()
+                && let TextSignal::Ready(sentence_end) = active.text_signal(speech_end, now)
             {
-                due.push((slot, speech_end));
+                due.push((slot, speech_end, sentence_end));
                 audio.push(turn);
             }
         }
@@ -486,7 +570,7 @@ impl Worker {
         let probabilities = self.turn.predict(&audio)?;
         let lengths: Vec<usize> = audio.iter().map(|a| a.len()).collect();
         let now = Instant::now();
-        for (((slot, speech_end), probability), turn_len) in
+        for (((slot, speech_end, sentence_end), probability), turn_len) in
             due.into_iter().zip(probabilities).zip(lengths)
         {
             let mut events = Vec::new();
@@ -496,14 +580,15 @@ impl Worker {
                 let text = active
                     .pause_text
                     .as_ref()
-                    .filter(|(end, _)| *end == speech_end)
-                    .map(|(_, text)| text.as_str());
-                let verdict = judge(eagerness, probability, text);
+                    .filter(|(end, _, _)| *end == speech_end)
+                    .map(|(_, text, _)| text.as_str());
+                let verdict = judge(eagerness, probability, text, sentence_end);
                 tracing::debug!(
                     slot,
                     speech_end_ms = samples_to_ms(speech_end),
                     turn_ms = samples_to_ms(turn_len as u64),
                     probability,
+                    sentence_end,
                     vetoed = verdict.vetoed,
                     complete = verdict.complete,
                     text = text.unwrap_or(""),
@@ -549,6 +634,8 @@ impl Worker {
                         events,
                         stream: SlotStream::new(endpointer, self.timing),
                         pause_text: None,
+                        expects_text: false,
+                        text_verdict: None,
                     });
                 }
             }
@@ -564,6 +651,10 @@ impl Worker {
                 continue;
             }
             if let Some(active) = &mut self.slots[index] {
+                active.expects_text = inbox.expects_text;
+                if let Some(verdict) = inbox.text_verdict.take() {
+                    active.text_verdict = Some(verdict);
+                }
                 active.stream.append(inbox.audio.drain(..));
                 if std::mem::take(&mut inbox.finish) {
                     active.stream.finishing = true;
@@ -828,7 +919,7 @@ impl Worker {
                     .partial_done(job.segment, audio.len(), &tokens)
                 {
                     if let Some(speech_end) = paused {
-                        active.pause_text = Some((speech_end, text.clone()));
+                        active.pause_text = Some((speech_end, text.clone(), Instant::now()));
                     }
                     self.send(
                         job.slot,

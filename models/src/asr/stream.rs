@@ -395,10 +395,14 @@ impl SlotStream {
     }
 
     pub fn has_work(&self) -> bool {
+        self.has_work_besides_judging() || self.judgement_due().is_some()
+    }
+
+    /// Work other than a due judgement (which may have to wait for its text verdict).
+    pub fn has_work_besides_judging(&self) -> bool {
         self.pending.len() >= FRAME_SAMPLES
             || !self.closed.is_empty()
             || self.partial_due().is_some()
-            || self.judgement_due().is_some()
             || self.finishing
     }
 }

@@ -42,7 +42,7 @@ use super::kv::SeqKv;
 use super::model::StepSeq;
 use super::sampling::{Pick, Sampler, SamplingParams, StopFilter, StopOutcome};
 use super::step::StepModel;
-use super::tokenizer::StreamDecoder;
+use super::tokenizer::{LmTokenizer, StreamDecoder};
 
 /// A step with replies decoding aims at this: ~6 tokens a second for each, about twice
 /// speaking pace, with room for the TTS to keep up.
@@ -150,6 +150,12 @@ enum Msg {
         session: u64,
         done: SyncSender<usize>,
     },
+    /// The probability of a sentence end right after `tokens` (the opening of a user turn).
+    SentenceEnd {
+        session: u64,
+        tokens: Vec<u32>,
+        tx: WakingSender<SyncSender<Option<f32>>>,
+    },
     Shutdown,
 }
 
@@ -224,6 +230,7 @@ impl LlmEngine {
             evictions: evictions.clone(),
             healthy: healthy.clone(),
             lag_ms: lag_ms.clone(),
+            sentence_enders: sentence_enders(model.tokenizer()),
             tick: 0,
             secs_per_token: None,
         };
@@ -408,6 +415,27 @@ impl EngineSession {
         })
     }
 
+    /// How likely a sentence ends right after `words`, the caller's words so far in the turn
+    /// being spoken (trailing punctuation is ignored: the recogniser adds a full stop to any
+    /// audio it is given): the probability the model gives to ".", "?" or "!" as the next
+    /// token, in this conversation. Mid-sentence words get almost none (a text signal for
+    /// turn-taking). One pass over what the cache lacks (the lookahead usually holds all but
+    /// the last words), run ahead of any step; the cache keeps the words as the lookahead.
+    /// The receiver gets `None` when the engine cannot tell: a reply is running, the context
+    /// is full, or the model does not expose its distribution.
+    pub fn sentence_end(&self, words: &str) -> Result<Receiver<Option<f32>>, LlmError> {
+        let s = &self.shared;
+        let words = words.trim_end_matches(|c: char| c.is_whitespace() || c.is_ascii_punctuation());
+        let tokens = s.format.user_prefix(s.model.tokenizer(), words)?;
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.control(Msg::SentenceEnd {
+            session: self.id,
+            tokens,
+            tx: WakingSender::new(tx, self.wake.clone()),
+        })?;
+        Ok(rx)
+    }
+
     /// Take turn `request` back: its user message and its reply leave the conversation (a
     /// running reply is cancelled first), as if it had never been sent. For speculative turns
     /// that the caller's next words overtook. A no-op unless `request` is the latest turn.
@@ -438,6 +466,17 @@ impl Drop for EngineSession {
         let _ = self.shared.ctl.send(Msg::End { session: self.id });
         self.shared.sessions_open.fetch_sub(1, Ordering::SeqCst);
     }
+}
+
+/// The tokens that are exactly ".", "?" or "!" in this vocabulary.
+fn sentence_enders(tok: &LmTokenizer) -> Vec<u32> {
+    [".", "?", "!"]
+        .iter()
+        .filter_map(|e| match tok.encode(e) {
+            Ok(ids) if ids.len() == 1 => Some(ids[0]),
+            _ => None,
+        })
+        .collect()
 }
 
 fn duration_ms(d: Duration) -> u64 {
@@ -545,6 +584,8 @@ struct Loop {
     evictions: Arc<AtomicU64>,
     healthy: Arc<AtomicBool>,
     lag_ms: Arc<AtomicU64>,
+    /// Tokens that end a sentence (".", "?", "!"), for [`Loop::sentence_end`].
+    sentence_enders: Vec<u32>,
     tick: u64,
     /// Smoothed seconds per token of recent steps (the fair-share estimate).
     secs_per_token: Option<f64>,
@@ -696,6 +737,14 @@ impl Loop {
                 if let Some(st) = self.sessions.get_mut(&session) {
                     withdraw_turn(st, request);
                 }
+            }
+            Msg::SentenceEnd {
+                session,
+                tokens,
+                tx,
+            } => {
+                let p = self.sentence_end(session, tokens);
+                let _ = tx.try_send(p);
             }
             Msg::Warm { session, done } => {
                 if self.sessions.contains_key(&session) {
@@ -998,6 +1047,39 @@ impl Loop {
             }
         }
         true
+    }
+
+    /// See [`EngineSession::sentence_end`]: feeds what the cache lacks of the conversation
+    /// plus `tokens` in one pass and reads the next-token distribution at its end.
+    fn sentence_end(&mut self, session: u64, tokens: Vec<u32>) -> Option<f32> {
+        let limit = self.model.max_positions();
+        let st = self.sessions.get_mut(&session)?;
+        if st.busy || st.tokens.len() + tokens.len() + MIN_REPLY_ROOM > limit {
+            return None;
+        }
+        st.keep_lookahead_shared_with(&tokens);
+        let all: Vec<u32> = st.tokens.iter().chain(&tokens).copied().collect();
+        // Fully cached already: run the last token again for its distribution.
+        let from = st.kv.len().min(all.len() - 1);
+        st.kv.truncate(from);
+        let mut seq = StepSeq {
+            tokens: &all[from..],
+            kv: &mut st.kv,
+        };
+        match self.model.next_token_mass(&mut seq, &self.sentence_enders) {
+            Ok(Some(p)) => {
+                st.lookahead = tokens;
+                self.tick += 1;
+                st.last_used = self.tick;
+                Some(p)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!("sentence-end scoring failed: {e}");
+                st.drop_lookahead();
+                None
+            }
+        }
     }
 
     /// How far behind real time the engine is at `now`: the longest any reply has waited for

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use antiphon_models::asr::{AsrEngine, AsrEvent, AsrSession, StreamingAsr};
 use antiphon_models::vad::endpoint::EndpointConfig;
+use antiphon_models::vad::turn_end::TurnEnd;
 
 use super::diar::{Lookup, SpeakerTagger};
 use crate::session::audio_format::ASR_RATE;
@@ -79,6 +80,10 @@ pub struct AsrAdapter {
     /// Dropped audio already reported to the session (samples of the current slot), and when.
     dropped_reported: u64,
     dropped_reported_at: Option<Instant>,
+    /// Semantic judgements weigh the LLM's sentence-end probability of each pause's words.
+    text_judged: bool,
+    /// Pauses whose words await that probability: (speech end ms, transcript).
+    pauses_to_judge: Vec<(u64, String)>,
 }
 
 /// At most one report of dropped audio per this much time: an engine that stays behind
@@ -116,6 +121,35 @@ impl AsrAdapter {
             outbox: VecDeque::new(),
             dropped_reported: 0,
             dropped_reported_at: None,
+            text_judged: false,
+            pauses_to_judge: Vec::new(),
+        }
+    }
+
+    /// Semantic pause judgements wait for a text verdict on each pause's words
+    /// ([`Self::take_pauses_to_judge`], answered by [`Self::text_verdict`]).
+    pub fn with_text_verdicts(mut self) -> Self {
+        self.text_judged = true;
+        if let Some(session) = self.session.as_mut()
+            && let Err(e) = session.expect_text_verdicts()
+        {
+            tracing::debug!("text verdicts not enabled: {e}");
+        }
+        self
+    }
+
+    /// Pauses (speech end ms, words) a text verdict is wanted for, in order.
+    pub fn take_pauses_to_judge(&mut self) -> Vec<(u64, String)> {
+        std::mem::take(&mut self.pauses_to_judge)
+    }
+
+    /// The LLM's probability that a sentence ends with the words of the pause after
+    /// `speech_end_ms` (`None`: unknown), for the recogniser's judgement of that pause.
+    pub fn text_verdict(&mut self, speech_end_ms: u64, sentence_end: Option<f32>) {
+        if let Some(session) = self.session.as_mut()
+            && let Err(e) = session.text_verdict(speech_end_ms, sentence_end)
+        {
+            tracing::debug!("text verdict not delivered: {e}");
         }
     }
 
@@ -183,10 +217,14 @@ impl AsrAdapter {
             d.reset();
         }
         // A final still held for its label now finds no segment and goes out at the next poll.
-        let session = self
+        let mut session = self
             .engine
             .open_waking(self.endpoint, self.wake.clone())
             .map_err(|e| e.to_string())?;
+        self.pauses_to_judge.clear();
+        if self.text_judged {
+            session.expect_text_verdicts().map_err(|e| e.to_string())?;
+        }
         self.session = Some(session);
         Ok(())
     }
@@ -253,7 +291,16 @@ impl AsrAdapter {
                 AsrEvent::Partial { text, .. } => {
                     self.send(now, EngineEvent::TranscriptPartial { text })
                 }
-                AsrEvent::Paused { text, .. } => self.send(now, EngineEvent::SpeechPaused { text }),
+                AsrEvent::Paused {
+                    text,
+                    speech_end_ms,
+                    ..
+                } => {
+                    if self.text_judged && matches!(self.endpoint.turn_end, TurnEnd::Semantic(_)) {
+                        self.pauses_to_judge.push((speech_end_ms, text.clone()));
+                    }
+                    self.send(now, EngineEvent::SpeechPaused { text })
+                }
                 AsrEvent::Resumed { .. } => self.send(now, EngineEvent::SpeechResumed),
                 AsrEvent::TurnJudged {
                     probability,

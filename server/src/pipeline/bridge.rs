@@ -67,6 +67,7 @@ impl Bridge {
             if let Some(l) = self.llm.as_mut() {
                 l.poll(&mut out);
             }
+            self.judge_pauses();
             if let Some(t) = self.tts.as_mut() {
                 t.poll(&mut out);
             }
@@ -83,6 +84,21 @@ impl Bridge {
                 () = wake.notified() => {}
                 () = tokio::time::sleep(RETRY), if retry => {}
             }
+        }
+    }
+
+    /// The recogniser's pauses go to the LLM for their sentence-end probability (asked
+    /// before the session hears of the pause, so the score runs ahead of a speculative reply
+    /// on the same words), and the answers go back to the recogniser's judgement.
+    fn judge_pauses(&mut self) {
+        let (Some(asr), Some(llm)) = (self.asr.as_mut(), self.llm.as_mut()) else {
+            return;
+        };
+        for (speech_end_ms, words) in asr.take_pauses_to_judge() {
+            llm.judge_pause(speech_end_ms, &words);
+        }
+        for (speech_end_ms, sentence_end) in llm.take_verdicts() {
+            asr.text_verdict(speech_end_ms, sentence_end);
         }
     }
 

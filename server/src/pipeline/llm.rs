@@ -11,6 +11,7 @@
 
 use antiphon_models::engine::wake::Wake;
 use std::sync::Arc;
+use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::{Duration, Instant};
 
 use antiphon_models::llm::{EngineSession, LlmEngine, ReplyEvent, ReplyStream, SamplingParams};
@@ -169,6 +170,10 @@ pub struct LlmAdapter {
     params: SamplingParams,
     /// Called by the engine when it delivers a reply event (set on every conversation).
     wake: Option<Wake>,
+    /// The sentence-end probability asked for the pause after this speech end (ms).
+    sentence_end: Option<(u64, Receiver<Option<f32>>)>,
+    /// Answers for the recogniser's pause judgements: (speech end ms, P(sentence end)).
+    verdicts: Vec<(u64, Option<f32>)>,
 }
 
 impl LlmAdapter {
@@ -194,7 +199,45 @@ impl LlmAdapter {
             reply: None,
             turn: None,
             params,
+            sentence_end: None,
+            verdicts: Vec::new(),
         }
+    }
+
+    /// The caller paused after `words` (the pause after `speech_end_ms`): ask the engine how
+    /// likely a sentence ends there; the answer comes out of [`Self::take_verdicts`]. No
+    /// answer (`None`) while a reply runs or without an engine conversation, so the
+    /// recogniser does not wait for one.
+    pub fn judge_pause(&mut self, speech_end_ms: u64, words: &str) {
+        let asked = match (&self.reply, self.session.as_ref()) {
+            (None, Some(session)) => session.sentence_end(words).map_err(|e| e.to_string()),
+            _ => Err("a reply is running".to_string()),
+        };
+        match asked {
+            Ok(rx) => self.sentence_end = Some((speech_end_ms, rx)),
+            Err(why) => {
+                tracing::debug!(%why, "no sentence-end score for this pause");
+                self.verdicts.push((speech_end_ms, None));
+            }
+        }
+    }
+
+    /// Sentence-end answers that arrived, in order.
+    pub fn take_verdicts(&mut self) -> Vec<(u64, Option<f32>)> {
+        if let Some((end, rx)) = &self.sentence_end {
+            match rx.try_recv() {
+                Ok(p) => {
+                    self.verdicts.push((*end, p));
+                    self.sentence_end = None;
+                }
+                Err(TryRecvError::Empty) => {}
+                Err(TryRecvError::Disconnected) => {
+                    self.verdicts.push((*end, None));
+                    self.sentence_end = None;
+                }
+            }
+        }
+        std::mem::take(&mut self.verdicts)
     }
 
     /// A new engine conversation that wakes us.

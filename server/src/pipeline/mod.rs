@@ -321,6 +321,11 @@ impl EngineConnector for Pipeline {
             }
             None => None,
         };
+        // With an LLM to ask, semantic pause judgements weigh its sentence-end probability.
+        let asr = match (asr, &llm) {
+            (Some(a), Some(_)) => Some(a.with_text_verdicts()),
+            (asr, _) => asr,
+        };
         let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
         let (event_tx, events) = mpsc::channel(EVENT_QUEUE);
         let bridge = Bridge {
