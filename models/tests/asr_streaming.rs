@@ -260,6 +260,60 @@ fn a_text_verdict_of_mid_sentence_vetoes_the_acoustic_end_of_turn() {
     }
 }
 
+/// Issue 17's soak froze a server: `/healthz` (the engine's `health`) held the slot table while
+/// it locked each inbox, and the engine thread held an inbox while it took the table. Health
+/// is read at every admission, so this races with live audio; it must never block for good.
+#[test]
+fn health_checks_while_audio_flows_never_deadlock() {
+    let engine = std::sync::Arc::new(engine(4));
+    let clip = librivox_clips().remove(0);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let checker = {
+        let (engine, stop) = (engine.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut checks = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::hint::black_box(engine.health());
+                checks += 1;
+            }
+            let _ = done_tx.send(checks);
+        })
+    };
+    let mut sessions: Vec<_> = (0..4).map(|_| engine.open().expect("free slot")).collect();
+    let (fed_tx, fed_rx) = std::sync::mpsc::channel();
+    // Fast pushes (no real-time pacing): the engine loop runs flat out, taking every inbox.
+    // In its own thread: a deadlocked engine would block a push for good, and the test must
+    // fail rather than hang.
+    std::thread::spawn(move || {
+        let started = Instant::now();
+        'feed: while started.elapsed() < Duration::from_secs(3) {
+            for frame in clip.audio.chunks(320) {
+                for s in &mut sessions {
+                    if s.push_audio(frame).is_err() {
+                        break 'feed;
+                    }
+                    while s.try_event().is_some() {}
+                }
+                if started.elapsed() >= Duration::from_secs(3) {
+                    break 'feed;
+                }
+            }
+        }
+        let _ = fed_tx.send(());
+    });
+    fed_rx
+        .recv_timeout(Duration::from_secs(15))
+        .expect("audio pushes blocked: the engine and /healthz deadlocked");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let checks = done_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a health check never returned: the engine and /healthz deadlocked");
+    checker.join().expect("checker");
+    eprintln!("{checks} health checks while 4 sessions streamed");
+    assert!(checks > 100);
+}
+
 /// Two threads that keep both cores busy until dropped.
 struct BusyLoops {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,

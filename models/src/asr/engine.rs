@@ -133,6 +133,8 @@ struct Inbox {
     text_verdict: Option<(u64, Option<f32>)>,
 }
 
+/// Lock order: an inbox before the slot table (the engine thread checks a slot's lease while
+/// it holds the slot's inbox). Nothing may hold the table while it takes an inbox.
 struct Shared {
     inboxes: Vec<Mutex<Inbox>>,
     table: Mutex<SlotTable>,
@@ -254,13 +256,18 @@ impl AsrEngine {
 
     /// Failure state and slot use, for health checks.
     pub fn health(&self) -> crate::engine::EngineHealth {
+        // One lock at a time, each in its own statement: a temporary guard lives to the end of
+        // its statement, and the engine thread takes the slot table while it holds an inbox,
+        // so holding the table while `backlog_ms` locks the inboxes deadlocked both (a soak
+        // froze the server this way: /healthz and the recogniser stuck for good).
+        let failure = lock(&self.shared.failed).clone();
+        let in_use = lock(&self.shared.table).in_use();
+        let backlog_ms = self.backlog_ms();
         crate::engine::EngineHealth {
-            failure: lock(&self.shared.failed)
-                .clone()
-                .or_else(|| crate::engine::thread_failure(self.thread.as_ref())),
+            failure: failure.or_else(|| crate::engine::thread_failure(self.thread.as_ref())),
             capacity: Some(self.config.slots),
-            in_use: lock(&self.shared.table).in_use(),
-            backlog_ms: Some(self.backlog_ms()),
+            in_use,
+            backlog_ms: Some(backlog_ms),
         }
     }
 
