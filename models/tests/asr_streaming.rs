@@ -109,11 +109,22 @@ fn partials_come_while_speaking_and_the_final_reuses_them() {
 /// Pushes `audio` at real-time pace in 20 ms frames, then finishes; every event with the
 /// session clock (ms of audio pushed) when it arrived.
 fn stream_in_real_time(session: &mut impl StreamingAsr, audio: &[f32]) -> Vec<(u64, AsrEvent)> {
+    stream_in_real_time_answering(session, audio, |_, _| {})
+}
+
+/// [`stream_in_real_time`], with `answer` called on each event as it arrives (before the next
+/// frame), as a session's owner would react.
+fn stream_in_real_time_answering<S: StreamingAsr>(
+    session: &mut S,
+    audio: &[f32],
+    mut answer: impl FnMut(&mut S, &AsrEvent),
+) -> Vec<(u64, AsrEvent)> {
     let started = Instant::now();
     let mut events = Vec::new();
     for (i, frame) in audio.chunks(320).enumerate() {
         session.push_audio(frame).expect("push accepted");
         while let Some(e) = session.try_event() {
+            answer(session, &e);
             events.push((20 * i as u64, e));
         }
         let due = Duration::from_millis(20 * (i as u64 + 1));
@@ -223,29 +234,13 @@ fn a_text_verdict_of_mid_sentence_vetoes_the_acoustic_end_of_turn() {
     for verdict in [Some(0.001f32), None] {
         let mut session = engine.open_with(semantic).expect("free slot");
         session.expect_text_verdicts().expect("live slot");
-        let started = Instant::now();
-        let mut events = Vec::new();
-        for (i, frame) in audio.chunks(320).enumerate() {
-            session.push_audio(frame).expect("push accepted");
-            while let Some(e) = session.try_event() {
-                if let (AsrEvent::Paused { speech_end_ms, .. }, Some(p)) = (&e, verdict) {
-                    session
-                        .text_verdict(*speech_end_ms, Some(p))
-                        .expect("live slot");
-                }
-                events.push((20 * i as u64, e));
+        let events = stream_in_real_time_answering(&mut session, &audio, |session, e| {
+            if let (AsrEvent::Paused { speech_end_ms, .. }, Some(p)) = (e, verdict) {
+                session
+                    .text_verdict(*speech_end_ms, Some(p))
+                    .expect("live slot");
             }
-            let due = Duration::from_millis(20 * (i as u64 + 1));
-            if let Some(wait) = due.checked_sub(started.elapsed()) {
-                std::thread::sleep(wait);
-            }
-        }
-        session.finish().expect("finish accepted");
-        events.extend(
-            asr_support::collect_until_end(&mut session)
-                .into_iter()
-                .map(|e| (0, e)),
-        );
+        });
         let ends = stops(&events);
         assert_eq!(ends.len(), 1, "{verdict:?}: {events:#?}");
         let waited = ends[0].0 - ends[0].1;

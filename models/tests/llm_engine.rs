@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use antiphon_models::llm::{
     self, ChatFormat, ChatSession, EngineConfig, EngineSession, FinishReason, LlmEngine,
-    LoadOptions, QuantLm, ReplyEvent, SamplingParams, StepSeq, sampling::argmax,
+    LoadOptions, QuantLm, ReplyEvent, SamplingParams, StepModel, StepSeq, sampling::argmax,
 };
 use antiphon_models::store::ModelStore;
 
@@ -919,24 +919,20 @@ fn sentence_end_probability_separates_finished_from_unfinished_words() {
         .iter()
         .flat_map(|e| m.tokenizer.encode(e).expect("tokenize"))
         .collect();
+    // The engine's own scoring path (`StepModel::next_token_mass`), on a fresh cache.
     let sentence_end = |words: &str| -> f32 {
         let mut prompt = system.clone();
         prompt.extend(f.user_prefix(&m.tokenizer, words).expect("prefix"));
         let mut kv = m.new_cache();
-        let logits = m
-            .forward(&mut [StepSeq {
+        m.next_token_mass(
+            &mut StepSeq {
                 tokens: &prompt,
                 kv: &mut kv,
-            }])
-            .expect("forward");
-        let row = logits.to_vec2::<f32>().expect("logits").remove(0);
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let total: f32 = row.iter().map(|v| (v - max).exp()).sum();
-        enders
-            .iter()
-            .map(|&t| (row[t as usize] - max).exp())
-            .sum::<f32>()
-            / total
+            },
+            &enders,
+        )
+        .expect("forward")
+        .expect("the CPU model exposes its distribution")
     };
     // The words Moonshine heard before each mid-sentence pause of the turn-taking set (its
     // trailing punctuation stripped), and phone-call openings.

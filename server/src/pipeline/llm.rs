@@ -211,7 +211,7 @@ impl LlmAdapter {
     pub fn judge_pause(&mut self, speech_end_ms: u64, words: &str) {
         let asked = match (&self.reply, self.session.as_ref()) {
             (None, Some(session)) => session.sentence_end(words).map_err(|e| e.to_string()),
-            _ => Err("a reply is running".to_string()),
+            _ => Err("a reply is running or no engine conversation is open".to_string()),
         };
         match asked {
             Ok(rx) => self.sentence_end = Some((speech_end_ms, rx)),
