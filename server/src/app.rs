@@ -3,7 +3,7 @@
 //! [`AppState::admit`] and hand the result to `session`; none of them imports `http`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::http::{StatusCode, header};
@@ -44,6 +44,11 @@ pub struct AppState {
     voices: Arc<[String]>,
     /// Distinguishes session ids across restarts.
     boot_tag: u64,
+    /// Graceful shutdown: admission stops, calls in progress finish (see [`crate::drain`]).
+    pub drain: crate::drain::Drain,
+    /// SIP calls answered 200 and waiting for their ACK: promised a session, not yet holding
+    /// one (a drain waits for them too).
+    pub sip_calls_answered: AtomicUsize,
 }
 
 impl AppState {
@@ -67,7 +72,16 @@ impl AppState {
             connector,
             next_session: AtomicU64::new(0),
             boot_tag,
+            drain: crate::drain::Drain::default(),
+            sip_calls_answered: AtomicUsize::new(0),
         }
+    }
+
+    /// Sessions open and SIP calls promised one: what a drain waits for.
+    pub fn open_calls(&self) -> usize {
+        let max = self.config.server.max_sessions;
+        max.saturating_sub(self.sessions.available_permits())
+            + self.sip_calls_answered.load(Ordering::SeqCst)
     }
 
     /// Capacity and engine state now, for `/healthz` and `/readyz`.
@@ -77,6 +91,7 @@ impl AppState {
             sessions_open: max.saturating_sub(self.sessions.available_permits()),
             sessions_max: max,
             max_backlog_ms: self.config.server.max_engine_backlog_ms,
+            draining: self.drain.is_draining(),
             engines: self
                 .connector
                 .as_ref()
@@ -96,6 +111,31 @@ impl AppState {
     /// or refuses at once (never queues). `formats` are the session's input and output audio
     /// formats (what the transport puts in `input_audio_buffer.append` and gets in deltas).
     pub fn admit(
+        &self,
+        transport: &'static str,
+        formats: (AudioFormat, AudioFormat),
+    ) -> Result<SessionParams, Refusal> {
+        if self.drain.is_draining() {
+            self.metrics.add(
+                Counter::SessionsRefused,
+                transport,
+                &[("reason", "draining")],
+                1,
+            );
+            return Err(Refusal {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                code: "server_draining",
+                message: "this server is shutting down and admits no new session; \
+                          connect again (a balancer sends you to another node)"
+                    .into(),
+            });
+        }
+        self.admit_promised(transport, formats)
+    }
+
+    /// [`AppState::admit`] for a call already promised a session before a drain began (a SIP
+    /// call answered 200 whose ACK arrives after): everything but the drain check.
+    pub fn admit_promised(
         &self,
         transport: &'static str,
         formats: (AudioFormat, AudioFormat),
@@ -176,6 +216,7 @@ impl AppState {
             metrics: self.metrics.clone(),
             link,
             permit,
+            shutdown: self.drain.watch(),
         })
     }
 

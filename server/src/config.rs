@@ -109,6 +109,19 @@ pub struct ServerConfig {
     pub web_demo_dir: PathBuf,
     /// Where the LLM runs: "auto", "cpu" or "cuda:N" (`--device` overrides).
     pub device: String,
+    /// This node's name in a fleet: the `node` label of every metric and the prefix of its
+    /// WebRTC resource ids (so a balancer routes `DELETE /v1/webrtc/{id}` to the owner).
+    /// Letters, digits, `-` and `_`; empty: a single server.
+    pub node_id: String,
+    /// Bearer keys accepted on `/admin/*` (`POST /admin/drain`). Empty: the admin endpoints
+    /// are off.
+    pub admin_keys: Vec<String>,
+    /// On SIGTERM or `POST /admin/drain`: how long calls in progress may go on before they are
+    /// ended (WebSocket clients get an `error` event `server_shutting_down` first).
+    pub drain_grace_s: u64,
+    /// TCP address answering HAProxy's `agent-check` (`up ready 37%`, `drain`, `down`);
+    /// empty: off.
+    pub agent_check_listen: String,
 }
 
 impl Default for ServerConfig {
@@ -130,6 +143,10 @@ impl Default for ServerConfig {
             header_read_timeout_ms: 10_000,
             web_demo_dir: PathBuf::from("web-demo"),
             device: "auto".into(),
+            node_id: String::new(),
+            admin_keys: Vec::new(),
+            drain_grace_s: 30,
+            agent_check_listen: String::new(),
         }
     }
 }
@@ -386,6 +403,41 @@ impl Config {
                 "server.api_keys entry {k:?} is empty or contains whitespace"
             ));
         }
+        if let Some(k) = s
+            .admin_keys
+            .iter()
+            .find(|k| k.trim().is_empty() || k.chars().any(char::is_whitespace))
+        {
+            return bad(format!(
+                "server.admin_keys entry {k:?} is empty or contains whitespace"
+            ));
+        }
+        let node_id_ok = s.node_id.len() <= 32
+            && s.node_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'));
+        if !node_id_ok {
+            return bad(format!(
+                "server.node_id {:?} must be at most 32 letters, digits, '-' or '_'",
+                s.node_id
+            ));
+        }
+        if s.drain_grace_s > 86_400 {
+            return bad(format!(
+                "server.drain_grace_s {} must be at most 86400 (a day)",
+                s.drain_grace_s
+            ));
+        }
+        if !s.agent_check_listen.is_empty()
+            && s.agent_check_listen
+                .parse::<std::net::SocketAddr>()
+                .is_err()
+        {
+            return bad(format!(
+                "server.agent_check_listen {:?} must be an IP:port address",
+                s.agent_check_listen
+            ));
+        }
         let t = &self.twilio;
         let websocket_url = ["wss://", "ws://"]
             .iter()
@@ -522,6 +574,11 @@ impl Config {
             if !is_loopback_host(host) {
                 return exposed("sip.listen", &self.sip.listen);
             }
+        }
+        if let Some((host, _)) = self.server.agent_check_listen.rsplit_once(':')
+            && !is_loopback_host(host)
+        {
+            return exposed("server.agent_check_listen", &self.server.agent_check_listen);
         }
         if let Some(ip) = self
             .webrtc

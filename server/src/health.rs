@@ -3,7 +3,8 @@
 //! `/healthz` (liveness): 200 while every engine can serve, 503 once one has failed (restart
 //! the process). `/readyz` (readiness): also 503 while a new session would be refused for
 //! capacity (no admission permit, or an engine with no free lease), so a balancer sends the
-//! next caller elsewhere. Both answer the same JSON report.
+//! next caller elsewhere, and while the server drains for shutdown (see [`crate::drain`]).
+//! Both answer the same JSON report.
 
 use antiphon_models::engine::EngineHealth;
 use axum::http::StatusCode;
@@ -20,6 +21,8 @@ pub struct Report {
     /// longest a reply has waited for the LLM) admits no new session until it catches up
     /// (`server.max_engine_backlog_ms`).
     pub max_backlog_ms: u64,
+    /// The server is draining for shutdown: it admits nobody, whatever it has free.
+    pub draining: bool,
 }
 
 impl Report {
@@ -41,10 +44,20 @@ impl Report {
         })
     }
 
+    /// The most sessions this server holds at once: the fewest among the admission permits
+    /// and every engine's leases.
+    pub fn session_capacity(&self) -> usize {
+        self.engines
+            .iter()
+            .filter_map(|(_, h)| h.capacity)
+            .fold(self.sessions_max, usize::min)
+    }
+
     /// How many more sessions would be admitted now: the fewest free among the admission
-    /// permits and every engine's leases (0 once an engine has failed or is behind).
+    /// permits and every engine's leases (0 once an engine has failed or is behind, or while
+    /// draining).
     pub fn free_sessions(&self) -> usize {
-        if self.failed() || self.behind().is_some() {
+        if self.draining || self.failed() || self.behind().is_some() {
             return 0;
         }
         self.engines
@@ -83,6 +96,7 @@ impl Report {
         json!({
             "status": if self.failed() { "failed" } else { "ok" },
             "ready": self.ready(),
+            "draining": self.draining,
             "sessions": {
                 "open": self.sessions_open,
                 "capacity": self.sessions_max,
@@ -130,7 +144,20 @@ mod tests {
             sessions_max: 4,
             engines,
             max_backlog_ms: 2000,
+            draining: false,
         }
+    }
+
+    #[test]
+    fn a_draining_server_is_alive_but_not_ready() {
+        let mut r = report(vec![("llm", engine(None, Some(4), 0))], 0);
+        assert_eq!(r.session_capacity(), 4);
+        r.draining = true;
+        assert_eq!(r.free_sessions(), 0);
+        assert_eq!(r.liveness(), StatusCode::OK);
+        assert_eq!(r.readiness(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.to_json()["draining"], true);
+        assert_eq!(r.to_json()["status"], "ok");
     }
 
     #[test]

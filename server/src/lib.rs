@@ -6,11 +6,13 @@
 //! sessions; [`http`] only merges the transports' routes; [`pipeline`] connects sessions to
 //! the engine threads.
 
+pub mod agent_check;
 pub mod app;
 pub mod auth;
 pub mod commands;
 pub mod config;
 pub mod device;
+pub mod drain;
 pub mod health;
 pub mod http;
 pub mod metrics;

@@ -121,6 +121,8 @@ families!(Histogram, "histogram", {
 #[derive(Debug, Default)]
 pub struct Metrics {
     registry: Mutex<Registry>,
+    /// `server.node_id`: a `node` label on every series when set (one fleet, one dashboard).
+    node: String,
 }
 
 fn labels(transport: &str, extra: &[(&'static str, &str)]) -> Labels {
@@ -132,6 +134,14 @@ fn labels(transport: &str, extra: &[(&'static str, &str)]) -> Labels {
 impl Metrics {
     pub fn new() -> Self {
         Metrics::default()
+    }
+
+    /// Metrics of the node named `node` (empty: no `node` label).
+    pub fn for_node(node: &str) -> Self {
+        Metrics {
+            node: node.to_string(),
+            ..Metrics::default()
+        }
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut Registry) -> R) -> R {
@@ -210,18 +220,18 @@ impl Metrics {
                             out,
                             "{}{} {}",
                             c.name(),
-                            fmt_labels(l, None),
+                            fmt_labels(&self.node, l, None),
                             *v as f64 / 1e3
                         )
                     } else {
-                        writeln!(out, "{}{} {v}", c.name(), fmt_labels(l, None))
+                        writeln!(out, "{}{} {v}", c.name(), fmt_labels(&self.node, l, None))
                     };
                 }
             }
             for &g in Gauge::ALL {
                 header(&mut out, g.name(), Gauge::TYPE, g.help());
                 for ((_, l), v) in r.gauges.iter().filter(|((k, _), _)| *k == g) {
-                    let _ = writeln!(out, "{}{} {v}", g.name(), fmt_labels(l, None));
+                    let _ = writeln!(out, "{}{} {v}", g.name(), fmt_labels(&self.node, l, None));
                 }
             }
             for &h in Histogram::ALL {
@@ -232,17 +242,27 @@ impl Metrics {
                         let _ = writeln!(
                             out,
                             "{name}_bucket{} {c}",
-                            fmt_labels(l, Some(&bound.to_string()))
+                            fmt_labels(&self.node, l, Some(&bound.to_string()))
                         );
                     }
                     let _ = writeln!(
                         out,
                         "{name}_bucket{} {}",
-                        fmt_labels(l, Some("+Inf")),
+                        fmt_labels(&self.node, l, Some("+Inf")),
                         b.count
                     );
-                    let _ = writeln!(out, "{name}_sum{} {}", fmt_labels(l, None), b.sum);
-                    let _ = writeln!(out, "{name}_count{} {}", fmt_labels(l, None), b.count);
+                    let _ = writeln!(
+                        out,
+                        "{name}_sum{} {}",
+                        fmt_labels(&self.node, l, None),
+                        b.sum
+                    );
+                    let _ = writeln!(
+                        out,
+                        "{name}_count{} {}",
+                        fmt_labels(&self.node, l, None),
+                        b.count
+                    );
                 }
             }
             out
@@ -260,9 +280,11 @@ fn escape(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-fn fmt_labels(l: &Labels, le: Option<&str>) -> String {
-    let mut parts: Vec<String> = l
+fn fmt_labels(node: &str, l: &Labels, le: Option<&str>) -> String {
+    let node = (!node.is_empty()).then(|| ("node", node.to_string()));
+    let mut parts: Vec<String> = node
         .iter()
+        .chain(l.iter())
         .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
         .collect();
     if let Some(le) = le {
@@ -274,6 +296,21 @@ fn fmt_labels(l: &Labels, le: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_named_node_labels_every_series() {
+        let m = Metrics::for_node("node-a");
+        m.add(Counter::Errors, "websocket", &[("code", "invalid_json")], 1);
+        m.observe(Histogram::TurnLatency, "sip", &[], Duration::from_millis(5));
+        let text = m.render();
+        assert!(text.contains(
+            "antiphon_errors_total{node=\"node-a\",transport=\"websocket\",code=\"invalid_json\"} 1\n"
+        ));
+        assert!(text.contains(
+            "antiphon_turn_latency_seconds_bucket{node=\"node-a\",transport=\"sip\",le=\"+Inf\"} 1\n"
+        ));
+        assert!(!Metrics::new().render().contains("node="));
+    }
 
     #[test]
     fn renders_counters_gauges_and_histograms() {

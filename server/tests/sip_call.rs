@@ -109,6 +109,15 @@ fn is_voiced(payload: &[u8]) -> bool {
     sum / payload.len().max(1) as f32 > 100.0
 }
 
+/// What the caller does besides playing the clip once.
+#[derive(Default)]
+struct CallerScript {
+    /// After 1 s of reply audio, play the clip again over the reply.
+    barge_in: bool,
+    /// Told when the first reply audio after the caller's speech arrives.
+    on_reply: Option<oneshot::Sender<()>>,
+}
+
 /// The caller's RTP side: waits for the server's first packet (symmetric RTP tells us where
 /// to send), plays the clip then silence every 20 ms, and records what arrives until `stop`.
 async fn caller_media(
@@ -116,6 +125,7 @@ async fn caller_media(
     clip: Vec<u8>,
     speech_end: usize,
     mut stop: oneshot::Receiver<()>,
+    mut script: CallerScript,
 ) -> (Vec<Received>, Option<Instant>, Option<Instant>) {
     let mut buf = [0u8; 2048];
     let mut received = Vec::new();
@@ -185,7 +195,10 @@ async fn caller_media(
                 record(&buf[..n], &mut received);
                 if speech_end_sent.is_some() && barge_in_sent.is_none() && received.last().is_some_and(|r| r.voiced) {
                     voiced_reply += 1;
-                    if voiced_reply == 50 {
+                    if let Some(tx) = script.on_reply.take() {
+                        let _ = tx.send(());
+                    }
+                    if voiced_reply == 50 && script.barge_in {
                         pos = 0;
                         barge_in_sent = Some(Instant::now());
                     }
@@ -195,6 +208,69 @@ async fn caller_media(
         }
     }
     (received, speech_end_sent, barge_in_sent)
+}
+
+/// The SIP address the server prints after the HTTP address line TestServer read.
+async fn sip_address(server: &mut TestServer) -> String {
+    let line = tokio::time::timeout(Duration::from_secs(10), server.stdout.next_line())
+        .await
+        .expect("server printed its SIP address in time")
+        .expect("read stdout")
+        .expect("a second line");
+    line.strip_prefix("antiphon sip listening on udp ")
+        .unwrap_or_else(|| panic!("not the SIP address line: {line:?}"))
+        .trim()
+        .to_string()
+}
+
+/// Sends one out-of-dialog `method` (OPTIONS, or INVITE with a PCMU offer) from a fresh
+/// socket and returns the status of the first final response.
+async fn final_status(sip_addr: &str, method: &str) -> u16 {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let local = socket.local_addr().expect("local address");
+    let body = if method == "INVITE" {
+        format!(
+            "v=0\r\no=probe 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio {} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n",
+            free_udp_port()
+        )
+    } else {
+        String::new()
+    };
+    let content_type = if body.is_empty() {
+        ""
+    } else {
+        "Content-Type: application/sdp\r\n"
+    };
+    let request = format!(
+        "{method} sip:agent@{sip_addr} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-probe-{}\r\n\
+         From: <sip:probe@{local}>;tag=probe\r\nTo: <sip:agent@{sip_addr}>\r\n\
+         Call-ID: probe-{}@127.0.0.1\r\nCSeq: 1 {method}\r\nContact: <sip:probe@{local}>\r\n\
+         Max-Forwards: 70\r\n{content_type}Content-Length: {}\r\n\r\n{body}",
+        local.port(),
+        local.port(),
+        body.len()
+    );
+    socket
+        .send_to(request.as_bytes(), sip_addr)
+        .await
+        .expect("send the request");
+    let mut buf = [0u8; 4096];
+    loop {
+        let (n, _) = tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("no final answer to {method} within 5 s"))
+            .expect("recv");
+        let text = String::from_utf8_lossy(&buf[..n]);
+        let status: u16 = text
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("not a SIP response: {text}"));
+        if status >= 200 {
+            return status;
+        }
+    }
 }
 
 fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
@@ -272,24 +348,18 @@ async fn sipp_calls_and_hears_a_continuous_spoken_reply() {
         capture_log: true,
     })
     .await;
-    // The SIP address follows the HTTP address line TestServer read.
-    let line = tokio::time::timeout(Duration::from_secs(10), server.stdout.next_line())
-        .await
-        .expect("server printed its SIP address in time")
-        .expect("read stdout")
-        .expect("a second line");
-    let sip_addr = line
-        .strip_prefix("antiphon sip listening on udp ")
-        .unwrap_or_else(|| panic!("not the SIP address line: {line:?}"))
-        .trim()
-        .to_string();
+    let sip_addr = sip_address(&mut server).await;
 
     let media = UdpSocket::bind("127.0.0.1:0")
         .await
         .expect("bind the caller's RTP socket");
     let rtp_port = media.local_addr().expect("rtp address").port();
     let (stop_tx, stop_rx) = oneshot::channel();
-    let media_task = tokio::spawn(caller_media(media, clip, speech_end, stop_rx));
+    let script = CallerScript {
+        barge_in: true,
+        on_reply: None,
+    };
+    let media_task = tokio::spawn(caller_media(media, clip, speech_end, stop_rx, script));
 
     sipp_call(&sip_addr, rtp_port, CALL_MS).await;
     let _ = stop_tx.send(());
@@ -549,16 +619,7 @@ async fn the_callers_echo_does_not_cut_the_reply() {
         capture_log: true,
     })
     .await;
-    let line = tokio::time::timeout(Duration::from_secs(10), server.stdout.next_line())
-        .await
-        .expect("server printed its SIP address in time")
-        .expect("read stdout")
-        .expect("a second line");
-    let sip_addr = line
-        .strip_prefix("antiphon sip listening on udp ")
-        .unwrap_or_else(|| panic!("not the SIP address line: {line:?}"))
-        .trim()
-        .to_string();
+    let sip_addr = sip_address(&mut server).await;
     let media = UdpSocket::bind("127.0.0.1:0")
         .await
         .expect("bind the caller's RTP socket");
@@ -595,4 +656,77 @@ async fn the_callers_echo_does_not_cut_the_reply() {
         "{metrics}"
     );
     assert!(!metrics.contains("antiphon_responses_cancelled_total{transport=\"sip\"}"));
+}
+
+/// Issue 19: SIGTERM in the middle of a phone call's reply. The node stops taking calls at
+/// once (OPTIONS and a new INVITE get 503, what a proxy's dispatcher reads), the reply that
+/// was playing plays to its end, sipp completes the call normally, and the process exits 0
+/// after the caller hangs up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_call_lets_its_reply_finish_then_exits_0() {
+    let (clip, _text, speech_end) = load_clip();
+    let mut server = TestServer::start(ServerOptions {
+        config: "[server]\ndrain_grace_s = 120\n[llm]\nmodel = \"smollm2-135m\"\nmax_tokens = 40\n[sip]\nrtp_port_min = 32000\nrtp_port_max = 32999\n",
+        args: &["--sip", "127.0.0.1:0"],
+        log_filter: "warn,antiphon_server::sip=info,antiphon_server::drain=info",
+        capture_log: true,
+    })
+    .await;
+    let sip_addr = sip_address(&mut server).await;
+    assert_eq!(final_status(&sip_addr, "OPTIONS").await, 200, "ready");
+
+    let media = UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind the caller's RTP socket");
+    let rtp_port = media.local_addr().expect("rtp address").port();
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let (reply_tx, reply_rx) = oneshot::channel();
+    let script = CallerScript {
+        barge_in: false,
+        on_reply: Some(reply_tx),
+    };
+    let media_task = tokio::spawn(caller_media(media, clip, speech_end, stop_rx, script));
+    let call = {
+        let sip_addr = sip_addr.clone();
+        // Long enough for the clip, the reply and some silence after it.
+        tokio::spawn(async move { sipp_call(&sip_addr, rtp_port, 30_000).await })
+    };
+    tokio::time::timeout(Duration::from_secs(60), reply_rx)
+        .await
+        .expect("reply audio within 60 s")
+        .expect("the caller's media task runs");
+    let sigterm_at = Instant::now();
+    server.terminate();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        final_status(&sip_addr, "OPTIONS").await,
+        503,
+        "a draining node tells the dispatcher it takes no calls"
+    );
+    assert_eq!(final_status(&sip_addr, "INVITE").await, 503, "no new call");
+
+    call.await.expect("sipp completed the call normally");
+    let _ = stop_tx.send(());
+    let (received, _, _) = media_task.await.expect("caller media task");
+    let voiced_after: Vec<&Received> = received
+        .iter()
+        .filter(|r| r.at > sigterm_at && r.voiced)
+        .collect();
+    let last_packet = received.last().expect("packets").at;
+    let last_voiced = voiced_after.last().expect("reply audio after SIGTERM").at;
+    println!(
+        "after SIGTERM: {} voiced reply packets; the reply ended {} ms before the caller hung up",
+        voiced_after.len(),
+        (last_packet - last_voiced).as_millis()
+    );
+    assert!(voiced_after.len() >= 25, "the reply went on after SIGTERM");
+    assert!(
+        last_packet - last_voiced >= Duration::from_secs(1),
+        "the reply ended on its own, well before the hang-up"
+    );
+    let status = server
+        .exit_status(Duration::from_secs(10))
+        .await
+        .expect("the server exits once the call is over");
+    assert!(status.success(), "exit status {status:?}");
 }

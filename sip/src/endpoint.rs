@@ -167,6 +167,9 @@ pub struct Endpoint {
     stats: EndpointStats,
     next_call: u64,
     rng: u64,
+    /// Whether this endpoint takes new calls: an out-of-dialog OPTIONS (a proxy's keepalive,
+    /// e.g. Kamailio's dispatcher) is answered 200 when it does, 503 when it does not.
+    accepting: bool,
 }
 
 const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS";
@@ -204,7 +207,14 @@ impl Endpoint {
             stats: EndpointStats::default(),
             next_call: 0,
             rng,
+            accepting: true,
         }
+    }
+
+    /// Whether new calls are welcome (the owner's capacity and drain state): what an
+    /// out-of-dialog OPTIONS is answered. INVITEs are still admitted or rejected by the owner.
+    pub fn set_accepting(&mut self, accepting: bool) {
+        self.accepting = accepting;
     }
 
     pub fn stats(&self) -> EndpointStats {
@@ -317,6 +327,9 @@ impl Endpoint {
             Method::Invite => self.handle_reinvite(now, key, req),
             Method::Bye => self.handle_bye(now, key, req),
             Method::Cancel => self.handle_cancel(now, key, req),
+            Method::Options if !self.accepting && req.headers.tag("To").is_none() => {
+                self.simple_response(now, &key, &req, 503);
+            }
             Method::Options => {
                 let mut resp = Response::to(&req, 200, "OK");
                 resp.headers.push("Allow", ALLOW);
@@ -1218,5 +1231,29 @@ mod tests {
         assert_eq!(statuses(&rs), [503]);
         assert_eq!(rs[0].headers.get("Retry-After"), Some("5"));
         assert_eq!(ep.call_count(), 0);
+    }
+
+    #[test]
+    fn options_says_503_while_no_new_call_is_welcome() {
+        let start = Instant::now();
+        let mut ep = Endpoint::new(EndpointConfig::default());
+        ep.set_accepting(false);
+        ep.handle_datagram(
+            start,
+            caller(),
+            &request("OPTIONS", "z9hG4bK-k1", 1, None, ""),
+        )
+        .unwrap();
+        let rs = responses(&mut ep);
+        assert_eq!(statuses(&rs), [503]);
+        assert_eq!(rs[0].headers.get("Retry-After"), Some("5"));
+        ep.set_accepting(true);
+        ep.handle_datagram(
+            start,
+            caller(),
+            &request("OPTIONS", "z9hG4bK-k2", 2, None, ""),
+        )
+        .unwrap();
+        assert_eq!(statuses(&responses(&mut ep)), [200]);
     }
 }

@@ -117,8 +117,17 @@ async fn serve(config: Config, pipeline: Pipeline) -> anyhow::Result<()> {
         "" => None,
         listen => Some(crate::sip::bind(listen).await?),
     };
+    let agent_listener = match config.server.agent_check_listen.as_str() {
+        "" => None,
+        listen => Some(
+            tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen for agent checks on tcp {listen}"))?,
+        ),
+    };
     let sip_config = config.sip.clone();
-    let state = Arc::new(AppState::new(config, Arc::new(Metrics::new()), connector));
+    let metrics = Arc::new(Metrics::for_node(&config.server.node_id));
+    let state = Arc::new(AppState::new(config, metrics, connector));
     let app = http::router(state.clone(), ApiKeys::new(keys));
     tracing::info!(%local, "listening");
     // Machine-readable line for scripts and tests (the port may have been chosen by the OS).
@@ -133,12 +142,28 @@ async fn serve(config: Config, pipeline: Pipeline) -> anyhow::Result<()> {
             }
         });
     }
+    if let Some(agent) = agent_listener {
+        println!(
+            "antiphon agent-check listening on tcp {}",
+            agent.local_addr()?
+        );
+        tokio::spawn(crate::agent_check::serve(agent, state.clone()));
+    }
     let limits = http::listen::ListenLimits {
         max_connections: state.config.server.max_connections,
         header_read_timeout: Duration::from_millis(state.config.server.header_read_timeout_ms),
     };
-    http::listen::serve(listener, app, limits, state.metrics.clone(), async {
-        let _ = tokio::signal::ctrl_c().await;
+    let drain_state = state.clone();
+    let grace = Duration::from_secs(state.config.server.drain_grace_s);
+    http::listen::serve(listener, app, limits, state.metrics.clone(), async move {
+        let s = &drain_state;
+        crate::drain::run(
+            &s.drain,
+            grace,
+            || s.open_calls(),
+            crate::drain::termination_signal,
+        )
+        .await;
         tracing::info!("shutting down");
     })
     .await;

@@ -11,13 +11,24 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 
 use crate::app::AppState;
 use crate::auth::{self, ApiKeys};
 
 pub fn router(state: Arc<AppState>, keys: ApiKeys) -> Router {
     let twilio = crate::twilio::routes(keys.clone());
+    let admin_keys = &state.config.server.admin_keys;
+    let admin = if admin_keys.is_empty() {
+        Router::new().route("/admin/drain", post(admin_off))
+    } else {
+        Router::new()
+            .route("/admin/drain", post(admin_drain))
+            .route_layer(axum::middleware::from_fn_with_state(
+                ApiKeys::new(admin_keys.clone()),
+                auth::require_key,
+            ))
+    };
     let protected = Router::new()
         .merge(crate::realtime::routes())
         .merge(crate::webrtc::routes())
@@ -32,6 +43,7 @@ pub fn router(state: Arc<AppState>, keys: ApiKeys) -> Router {
         .route("/", get(index))
         .route("/web-demo/{file}", get(web_demo_file))
         .merge(protected)
+        .merge(admin)
         .merge(twilio)
         .with_state(state)
 }
@@ -44,6 +56,32 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Response {
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let report = state.health();
     (report.readiness(), axum::Json(report.to_json())).into_response()
+}
+
+/// `POST /admin/drain`: starts a graceful drain (as SIGTERM does; see [`crate::drain`]).
+async fn admin_drain(State(state): State<Arc<AppState>>) -> Response {
+    let started = state.drain.start();
+    if started {
+        tracing::info!("drain requested via /admin/drain");
+    }
+    (
+        StatusCode::ACCEPTED,
+        axum::Json(serde_json::json!({
+            "draining": true,
+            "already_draining": !started,
+            "open_calls": state.open_calls(),
+            "grace_s": state.config.server.drain_grace_s,
+        })),
+    )
+        .into_response()
+}
+
+async fn admin_off() -> Response {
+    crate::app::refuse(
+        StatusCode::FORBIDDEN,
+        "admin_disabled",
+        "the admin endpoints are off: set server.admin_keys to use them",
+    )
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {

@@ -125,6 +125,26 @@ impl SessionIo for WebSocketIo {
             Err(_) => Err(End::SendTimeout),
         }
     }
+
+    async fn finish(&mut self, end: End) {
+        // The server ends these two; the `error` event already said why.
+        let frame = match end {
+            End::ServerShutdown => CloseFrame {
+                code: close_code::AWAY,
+                reason: "server shutting down".into(),
+            },
+            End::IdleTimeout => CloseFrame {
+                code: close_code::NORMAL,
+                reason: "session idle".into(),
+            },
+            End::ClientGone | End::SendTimeout => return,
+        };
+        let _ = tokio::time::timeout(
+            self.send_timeout,
+            self.sink.send(Message::Close(Some(frame))),
+        )
+        .await;
+    }
 }
 
 /// Runs a Realtime WebSocket session to its end. Spawned by the HTTP layer after the upgrade.

@@ -77,6 +77,8 @@ pub struct SessionParams {
     pub link: Option<EngineLink>,
     /// Held for the session's life: frees an admission slot on drop.
     pub permit: OwnedSemaphorePermit,
+    /// Turns true when a drain's grace runs out: the session tells its caller and ends.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Decrements the sessions gauge however the task ends (return, error or panic unwinding).
@@ -105,6 +107,8 @@ pub enum End {
     /// Nothing came from the caller and no engine worked for the session for
     /// `server.idle_timeout_s`: its slot goes back to callers who use it.
     IdleTimeout,
+    /// The server is shutting down and its drain grace ran out.
+    ServerShutdown,
 }
 
 /// What a transport leg delivers from the caller.
@@ -136,6 +140,11 @@ pub trait SessionIo: Send {
     /// Delivers one server event. `Ok(true)` when it reached the caller (for audio: was
     /// handed to the transport's playout), `Ok(false)` when this transport does not carry it.
     fn send(&mut self, event: &ServerEvent) -> impl Future<Output = Result<bool, End>> + Send;
+    /// Called once when the session ends, before the transport is dropped: a transport that
+    /// can say why it closes (a WebSocket Close frame) does so here.
+    fn finish(&mut self, _end: End) -> impl Future<Output = ()> + Send {
+        async {}
+    }
 }
 
 /// Sends one event and counts it.
@@ -211,6 +220,7 @@ async fn drive<Io: SessionIo>(io: Io, params: SessionParams) -> End {
         metrics,
         link,
         permit,
+        mut shutdown,
         ..
     } = params;
     let _permit = permit;
@@ -299,8 +309,18 @@ async fn drive<Io: SessionIo>(io: Io, params: SessionParams) -> End {
                 let _ = writer.send(&ServerEvent::Error(e)).await;
                 break End::IdleTimeout;
             }
+            () = crate::drain::grace_over(&mut shutdown) => {
+                let e = ErrorInfo::server(
+                    "server_shutting_down",
+                    "the server is shutting down and its drain grace period is over: \
+                     the session is closed; connect again to continue",
+                );
+                let _ = writer.send(&ServerEvent::Error(e)).await;
+                break End::ServerShutdown;
+            }
         }
     };
+    writer.io.finish(end).await;
     metrics.gauge_add(
         Gauge::QueueDepth,
         transport,

@@ -8,7 +8,9 @@
 //! `session::channel::spawn`, engine slots leased) only at the caller's ACK: a call that never
 //! completes the handshake holds RTP ports for at most 32 s and no engine slot. Each session
 //! is driven by its own media task ([`call`]) that owns the call's RTP/RTCP sockets.
-//! See docs/SIP.md.
+//! An out-of-dialog OPTIONS (a proxy's keepalive) is answered 200 while the server has room
+//! and 503 while it is full or draining, so a dispatcher sends calls to nodes that take them.
+//! See docs/SIP.md and docs/DEPLOY.md.
 
 pub mod call;
 pub mod guard;
@@ -111,6 +113,8 @@ pub async fn run(state: Arc<AppState>, socket: UdpSocket, config: SipConfig) -> 
                 match r {
                     Ok((n, source)) => match guard.check(now, source.ip(), &buf[..n]) {
                         Verdict::Pass => {
+                            // A proxy's OPTIONS keepalive learns whether this node takes calls.
+                            endpoint.set_accepting(state.health().free_sessions() > answered.len());
                             if let Err(e) = endpoint.handle_datagram(now, source, &buf[..n]) {
                                 metrics.add(Counter::SipMalformed, TRANSPORT, &[], 1);
                                 tracing::info!(%source, error = %e, bytes = n, "dropped a malformed SIP datagram");
@@ -155,7 +159,9 @@ pub async fn run(state: Arc<AppState>, socket: UdpSocket, config: SipConfig) -> 
                     // which become sessions at their ACK.
                     let health = state.health();
                     if health.free_sessions() <= answered.len() {
-                        let reason = if health.failed() {
+                        let reason = if health.draining {
+                            "draining"
+                        } else if health.failed() {
                             "engines"
                         } else if health.behind().is_some() {
                             "engine_backlog"
@@ -239,6 +245,9 @@ pub async fn run(state: Arc<AppState>, socket: UdpSocket, config: SipConfig) -> 
                 }
             }
         }
+        state
+            .sip_calls_answered
+            .store(answered.len(), std::sync::atomic::Ordering::SeqCst);
         while let Some(t) = endpoint.poll_transmit() {
             if let Err(e) = socket.send_to(&t.bytes, t.to).await {
                 tracing::debug!(to = %t.to, error = %e, "SIP send failed");
@@ -267,7 +276,8 @@ fn start_session(
         Codec::Pcmu => AudioFormat::G711Ulaw,
         Codec::Pcma => AudioFormat::G711Alaw,
     };
-    let mut params = match state.admit(TRANSPORT, (format, format)) {
+    // Promised at the INVITE: a drain that began since does not take it back.
+    let mut params = match state.admit_promised(TRANSPORT, (format, format)) {
         Ok(p) => p,
         Err(refusal) => {
             tracing::warn!(%from, code = refusal.code, "acknowledged call refused: {}", refusal.message);

@@ -204,7 +204,9 @@ pub async fn offer(
     // The resource URL is the caller's capability to hang up: random, not the sequential
     // session id, so no other key holder can guess it.
     let resource = match resource_token() {
-        Ok(t) => t,
+        // Prefixed with the node's name, so a balancer routes the hang-up to this node.
+        Ok(t) if state.config.server.node_id.is_empty() => t,
+        Ok(t) => format!("{}-{t}", state.config.server.node_id),
         Err(e) => {
             tracing::error!("webrtc: no randomness for a resource id: {e}");
             return error(

@@ -123,6 +123,24 @@ impl TestServer {
         self._child.id()
     }
 
+    /// Sends the server SIGTERM (a graceful drain).
+    pub fn terminate(&self) {
+        let pid = self.pid().expect("the server is running");
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM {pid}");
+    }
+
+    /// Waits up to `limit` for the server to exit; its exit status (`None`: still running).
+    pub async fn exit_status(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        tokio::time::timeout(limit, self._child.wait())
+            .await
+            .ok()
+            .map(|r| r.expect("wait for the server"))
+    }
+
     /// The server's log lines so far (only with `capture_log`).
     pub fn log_lines(&self) -> Vec<String> {
         self.log.lock().expect("log lock").clone()
@@ -201,6 +219,38 @@ pub async fn http_get(port: u16, path: &str) -> String {
     let mut out = String::new();
     s.read_to_string(&mut out).await.expect("read the response");
     out
+}
+
+/// One HTTP/1.0 POST with an empty body on loopback, with a bearer key if given; the whole
+/// response, headers included.
+pub async fn http_post(port: u16, path: &str, key: Option<&str>) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect to the server");
+    let auth = key.map_or(String::new(), |k| format!("Authorization: Bearer {k}\r\n"));
+    s.write_all(
+        format!("POST {path} HTTP/1.0\r\nHost: x\r\n{auth}Content-Length: 0\r\n\r\n").as_bytes(),
+    )
+    .await
+    .expect("send the request");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read the response");
+    out
+}
+
+/// The status code of a raw HTTP response.
+pub fn status_of(response: &str) -> u16 {
+    response
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {response}"))
+}
+
+/// The JSON body of a raw HTTP response.
+pub fn json_body(response: &str) -> serde_json::Value {
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
 
 /// The value of the `/metrics` series whose line starts with `prefix` (0 when absent).
