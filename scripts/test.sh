@@ -28,6 +28,12 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 export CANDLE_NUM_THREADS="${CANDLE_NUM_THREADS:-1}"
 cargo test --workspace --no-fail-fast
 
+# Issue 19: the deployment files checked offline (Kubernetes schemas, haproxy -c, kamailio -c),
+# then run for real: two nodes behind HAProxy and Kamailio on loopback, one drained mid-run.
+bash scripts/setup.sh haproxy kamailio
+scripts/check-deploy.sh
+scripts/cluster-test.sh
+
 # A real third-party client: the official OpenAI Python SDK's Realtime client, GA and beta,
 # against `antiphon serve` (its own venv in target/sdk-venv; prints `sdk: N passed, M failed`).
 tests/sdk/run.sh

@@ -189,6 +189,8 @@ impl AppState {
             },
             None => None,
         };
+        self.metrics
+            .add(Counter::SessionsAdmitted, transport, &[], 1);
         let s = &self.config.server;
         let mut initial = self.initial_session(session_id.clone());
         (initial.input_format, initial.output_format) = formats;

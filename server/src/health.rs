@@ -125,6 +125,63 @@ impl Report {
     }
 }
 
+/// The report as Prometheus gauges, read at scrape time: engine slots, backlog and the
+/// node's readiness (for a fleet dashboard next to the counters of [`crate::metrics`]).
+pub fn render_metrics(report: &Report, node: &str) -> String {
+    use std::fmt::Write as _;
+    let node_label = if node.is_empty() {
+        String::new()
+    } else {
+        format!("node=\"{node}\",")
+    };
+    let mut out = String::new();
+    let mut family = |name: &str, help: &str, rows: Vec<(String, f64)>| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (labels, v) in rows {
+            let labels = format!("{node_label}{labels}");
+            let labels = labels.trim_end_matches(',');
+            if labels.is_empty() {
+                let _ = writeln!(out, "{name} {v}");
+            } else {
+                let _ = writeln!(out, "{name}{{{labels}}} {v}");
+            }
+        }
+    };
+    let per_engine = |f: &dyn Fn(&EngineHealth) -> Option<f64>| -> Vec<(String, f64)> {
+        report
+            .engines
+            .iter()
+            .filter_map(|(name, h)| f(h).map(|v| (format!("engine=\"{name}\""), v)))
+            .collect()
+    };
+    family(
+        "antiphon_engine_slots_in_use",
+        "Engine slots leased to sessions, by engine.",
+        per_engine(&|h| Some(h.in_use as f64)),
+    );
+    family(
+        "antiphon_engine_slots",
+        "Engine slots, by engine (engines without a slot table have none).",
+        per_engine(&|h| h.capacity.map(|c| c as f64)),
+    );
+    family(
+        "antiphon_engine_backlog_seconds",
+        "How far an engine is behind real time (ASR: caller audio waiting; LLM: the longest a reply has waited for its next token).",
+        per_engine(&|h| h.backlog_ms.map(|ms| ms as f64 / 1e3)),
+    );
+    family(
+        "antiphon_ready",
+        "1 while a new session would be admitted (/readyz 200).",
+        vec![(String::new(), f64::from(u8::from(report.ready())))],
+    );
+    family(
+        "antiphon_draining",
+        "1 while the server drains for shutdown.",
+        vec![(String::new(), f64::from(u8::from(report.draining)))],
+    );
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,6 +203,29 @@ mod tests {
             max_backlog_ms: 2000,
             draining: false,
         }
+    }
+
+    #[test]
+    fn engine_state_renders_as_gauges() {
+        let mut asr = engine(None, Some(16), 2);
+        asr.backlog_ms = Some(250);
+        let r = report(vec![("asr", asr), ("tts", engine(None, None, 1))], 2);
+        let text = render_metrics(&r, "node-a");
+        for line in [
+            "antiphon_engine_slots_in_use{node=\"node-a\",engine=\"asr\"} 2\n",
+            "antiphon_engine_slots_in_use{node=\"node-a\",engine=\"tts\"} 1\n",
+            "antiphon_engine_slots{node=\"node-a\",engine=\"asr\"} 16\n",
+            "antiphon_engine_backlog_seconds{node=\"node-a\",engine=\"asr\"} 0.25\n",
+            "antiphon_ready{node=\"node-a\"} 1\n",
+            "antiphon_draining{node=\"node-a\"} 0\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        assert!(
+            !text.contains("engine=\"tts\"} 0.")
+                && !text.contains("slots{node=\"node-a\",engine=\"tts\"")
+        );
+        assert!(render_metrics(&r, "").contains("\nantiphon_ready 1\n"));
     }
 
     #[test]

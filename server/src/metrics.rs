@@ -59,8 +59,10 @@ macro_rules! families {
 }
 
 families!(Counter, "counter", {
+    SessionsAdmitted => "antiphon_sessions_admitted_total",
+        "Sessions admitted (every transport).";
     SessionsRefused => "antiphon_sessions_refused_total",
-        "Sessions refused at admission, by reason (capacity, engines, engine_backlog, rtp_ports).";
+        "Sessions refused at admission, by reason (capacity, engines, engine_backlog, rtp_ports, draining).";
     Turns => "antiphon_turns_total", "Agent responses started.";
     ResponsesCancelled => "antiphon_responses_cancelled_total",
         "Responses cancelled (barge-in or client).";

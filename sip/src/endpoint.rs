@@ -130,6 +130,9 @@ struct Call {
     peer: SocketAddr,
     /// The caller's Contact URI: the Request-URI of our in-dialog requests.
     remote_target: String,
+    /// The INVITE's Record-Route values in order: the Route headers of our in-dialog requests
+    /// (RFC 3261 12.1.1), so a proxy that asked to stay in the path (Kamailio) sees our BYE.
+    route_set: Vec<String>,
     /// The caller's From header (our To in requests we send).
     remote_party: String,
     /// The To header with our tag (our From in requests we send).
@@ -422,6 +425,11 @@ impl Endpoint {
                 remote_tag: from_tag,
                 peer: source,
                 remote_target,
+                route_set: req
+                    .headers
+                    .get_all("Record-Route")
+                    .map(str::to_string)
+                    .collect(),
                 remote_party: from.clone(),
                 local_party,
                 invite: req,
@@ -531,6 +539,9 @@ impl Endpoint {
             format!("SIP/2.0/UDP {via_host};branch={branch};rport"),
         );
         headers.push("Max-Forwards", "70");
+        for route in &c.route_set {
+            headers.push("Route", route.clone());
+        }
         headers.push("From", c.local_party.clone());
         headers.push("To", c.remote_party.clone());
         headers.push("Call-ID", c.sip_call_id.clone());
@@ -1231,6 +1242,55 @@ mod tests {
         assert_eq!(statuses(&rs), [503]);
         assert_eq!(rs[0].headers.get("Retry-After"), Some("5"));
         assert_eq!(ep.call_count(), 0);
+    }
+
+    #[test]
+    fn a_record_routing_proxy_stays_in_the_path() {
+        let start = Instant::now();
+        let mut ep = Endpoint::new(EndpointConfig::default());
+        let invite = String::from_utf8(request(
+            "INVITE",
+            "z9hG4bK-i1",
+            1,
+            None,
+            &sdp_offer("sendrecv"),
+        ))
+        .unwrap()
+        .replacen(
+            "Max-Forwards: 70\r\n",
+            "Max-Forwards: 69\r\nRecord-Route: <sip:10.0.0.1;lr>\r\nRecord-Route: <sip:10.0.0.2;lr>\r\n",
+            1,
+        );
+        ep.handle_datagram(start, caller(), invite.as_bytes())
+            .unwrap();
+        let EndpointEvent::IncomingCall { call, .. } = events(&mut ep).remove(0) else {
+            panic!("an incoming call")
+        };
+        ep.accept(start, call, "127.0.0.1:20000".parse().unwrap());
+        let rs = responses(&mut ep);
+        let ok = rs.iter().find(|r| r.status == 200).expect("a 200");
+        assert_eq!(
+            ok.headers.get_all("Record-Route").collect::<Vec<_>>(),
+            ["<sip:10.0.0.1;lr>", "<sip:10.0.0.2;lr>"]
+        );
+        let tag = ok.headers.tag("To").unwrap().to_string();
+        ep.handle_datagram(
+            start,
+            caller(),
+            &request("ACK", "z9hG4bK-a1", 1, Some(&tag), ""),
+        )
+        .unwrap();
+        ep.hangup(start, call);
+        let bye = ep.poll_transmit().expect("a BYE");
+        let Message::Request(bye) = Message::parse(&bye.bytes).unwrap() else {
+            panic!("a request")
+        };
+        assert_eq!(bye.method, Method::Bye);
+        assert_eq!(
+            bye.headers.get_all("Route").collect::<Vec<_>>(),
+            ["<sip:10.0.0.1;lr>", "<sip:10.0.0.2;lr>"],
+            "in the order of the INVITE's Record-Route"
+        );
     }
 
     #[test]

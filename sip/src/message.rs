@@ -431,6 +431,13 @@ impl Response {
                 headers.push(name, v);
             }
         }
+        // A response that creates a dialog carries the proxies' Record-Route back, so the
+        // caller routes its ACK and BYE through them too (RFC 3261 12.1.1).
+        if req.method == Method::Invite && (101..300).contains(&status) {
+            for rr in req.headers.get_all("Record-Route") {
+                headers.push("Record-Route", rr);
+            }
+        }
         Response {
             status,
             reason: reason.to_string(),

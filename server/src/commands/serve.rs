@@ -35,6 +35,9 @@ pub struct ServeArgs {
     /// Where the LLM runs: auto, cpu or cuda:N (overrides server.device).
     #[arg(long, value_name = "auto|cpu|cuda:N")]
     pub device: Option<String>,
+    /// This node's name in a fleet (overrides server.node_id), e.g. the pod name.
+    #[arg(long, value_name = "NAME")]
+    pub node_id: Option<String>,
     /// Validate the config and exit.
     #[arg(long)]
     pub check: bool,
@@ -56,6 +59,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(device) = args.device {
         config.server.device = device;
+    }
+    if let Some(node_id) = args.node_id {
+        config.server.node_id = node_id;
     }
     config.validate()?;
     if args.check {

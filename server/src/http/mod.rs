@@ -85,12 +85,17 @@ async fn admin_off() -> Response {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let mut text = state.metrics.render();
+    text.push_str(&crate::health::render_metrics(
+        &state.health(),
+        &state.config.server.node_id,
+    ));
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics.render(),
+        text,
     )
         .into_response()
 }
