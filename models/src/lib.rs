@@ -4,6 +4,7 @@ pub mod asr;
 pub mod diar;
 pub mod engine;
 pub mod llm;
+pub mod memory;
 pub mod onnx;
 pub mod store;
 pub mod tts;

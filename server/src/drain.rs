@@ -96,7 +96,8 @@ pub async fn run<S, F>(
     tracing::info!(
         open = open_calls(),
         grace_s = grace.as_secs(),
-        "draining: admitting no new sessions; waiting for the calls in progress"
+        "draining: admitting no new sessions; waiting for the calls in progress \
+         (a second SIGTERM or Ctrl-C ends them now)"
     );
     let deadline = Instant::now() + grace;
     let mut second_signal = std::pin::pin!(signal());

@@ -148,6 +148,7 @@ async fn serve(config: Config, pipeline: Pipeline) -> anyhow::Result<()> {
             }
         });
     }
+    tokio::spawn(release_free_memory_periodically());
     if let Some(agent) = agent_listener {
         println!(
             "antiphon agent-check listening on tcp {}",
@@ -174,4 +175,18 @@ async fn serve(config: Config, pipeline: Pipeline) -> anyhow::Result<()> {
     })
     .await;
     Ok(())
+}
+
+/// How often the allocator's free pages go back to the OS (see `antiphon_models::memory`):
+/// RSS then follows live memory instead of its highest peak, for memory limits and the soak.
+const RELEASE_MEMORY_EVERY: Duration = Duration::from_secs(30);
+
+async fn release_free_memory_periodically() {
+    let mut tick = tokio::time::interval(RELEASE_MEMORY_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        // It walks every arena under their locks: off the async workers.
+        let _ = tokio::task::spawn_blocking(antiphon_models::memory::release_free_memory).await;
+    }
 }
