@@ -2,7 +2,10 @@
 # Issue 16's turn-taking evaluation against a running server: for each turn detector setting,
 # TTFB on the complete LibriVox clips and the cut-in rate on the paused set (a pause of
 # 400-900 ms at every mid-sentence gap the recogniser confirms; see loadtest/src/paused_set.rs).
-# One caller at a time; short replies (the caller listens to each before speaking again).
+# One caller at a time; short replies (the caller listens to each before speaking again). Each
+# paused utterance is a caller of its own (--fresh-session-per-turn): the set repeats a few
+# sentences with the pause moved, and in one conversation the LLM's sentence-end signal would read
+# where the same sentence ended last time (the recogniser writes a full stop at every pause).
 #
 #   scripts/turn-taking-eval.sh ws://127.0.0.1:18097/v1/realtime SERVER_PID OUT_DIR
 #
@@ -20,7 +23,7 @@ for s in "${settings[@]}"; do
     "$loadtest" run --url "$url" -n 1 --turns 5 --max-output-tokens 12 --turn-detection "$s" \
         --server-pid "$pid" --json "$out/complete_$name.json" >"$out/complete_$name.log"
     "$loadtest" run --url "$url" -n 1 --turns 14 --max-output-tokens 12 --turn-detection "$s" \
-        --pause-ms 400,550,700,900 --pause-every-gap --server-pid "$pid" \
+        --pause-ms 400,550,700,900 --pause-every-gap --fresh-session-per-turn --server-pid "$pid" \
         --json "$out/paused_$name.json" >"$out/paused_$name.log"
 done
 python3 - "$out" "${settings[@]}" <<'PY'

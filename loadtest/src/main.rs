@@ -12,7 +12,9 @@ use antiphon_loadtest::clips::{Clip, WIRE_RATE, load_clips, with_pause};
 use antiphon_loadtest::driver::{Endpoint, parse_turn_detection};
 use antiphon_loadtest::paused_set::{check_pauses, paused_utterances};
 use antiphon_loadtest::report::Report;
-use antiphon_loadtest::run::{Churn, RampConfig, StepConfig, StepReport, run_ramp, run_step};
+use antiphon_loadtest::run::{
+    Churn, RampConfig, StepConfig, StepReport, run_fresh_sessions, run_ramp, run_step,
+};
 use antiphon_loadtest::soak::{SoakConfig, SoakSample, run_soak};
 use antiphon_loadtest::speech_end::{DEFAULT_FLOOR_DB, speech_extent};
 use antiphon_loadtest::target::{DEFAULT_URL, check_target};
@@ -105,6 +107,11 @@ struct RunArgs {
     /// hears the clip's first words before the gap and more of the sentence after it.
     #[arg(long)]
     pause_every_gap: bool,
+    /// Each turn in a session of its own, one after another (with -n 1): the turn-taking set's
+    /// utterances as independent callers. In one conversation the LLM would learn where the
+    /// repeated sentence ended before and judge the next pause by it.
+    #[arg(long)]
+    fresh_session_per_turn: bool,
     /// Write the full report (every turn) as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -361,6 +368,10 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             run_ramp(&config, &ramp, print_step)
                 .await
                 .map(|(steps, outcome)| (steps, Some(outcome)))
+        } else if args.fresh_session_per_turn {
+            let step = run_fresh_sessions(&config).await?;
+            print_step(&step);
+            Ok((vec![step], None))
         } else {
             let step = run_step(&config).await?;
             print_step(&step);

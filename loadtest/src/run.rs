@@ -222,6 +222,67 @@ pub async fn run_step(config: &StepConfig) -> Result<StepReport, RunError> {
     })
 }
 
+/// The step's turns as independent callers, one after another: turn `k` is the only turn of
+/// session `k` (clip `k`), each session connected afresh. For turn-taking sets whose
+/// utterances repeat one sentence: in one conversation the LLM would read where that sentence
+/// ended last time (the recogniser writes a full stop at every pause) and judge the next pause
+/// by it. `config.sessions` must be 1.
+pub async fn run_fresh_sessions(config: &StepConfig) -> Result<StepReport, RunError> {
+    config.validate()?;
+    if config.sessions != 1 {
+        return Err(RunError::Sessions(config.sessions));
+    }
+    let origin = Instant::now();
+    let mut merged: Option<StepReport> = None;
+    for k in 0..config.turns {
+        let one = StepConfig {
+            clips: vec![config.clips[k % config.clips.len()].clone()],
+            turns: 1,
+            churn: Churn {
+                seed: config.churn.seed ^ k as u64,
+                ..config.churn
+            },
+            ..config.clone()
+        };
+        let mut step = run_step(&one).await?;
+        for t in &mut step.turns {
+            t.session = k;
+        }
+        merged = Some(match merged {
+            None => step,
+            Some(mut m) => {
+                m.turns.append(&mut step.turns);
+                m.errors.append(&mut step.errors);
+                m.client_max_send_lag_ms =
+                    m.client_max_send_lag_ms.max(step.client_max_send_lag_ms);
+                m.load_average = step.load_average;
+                m.cpu = match (m.cpu, step.cpu) {
+                    (Some(a), Some(b)) => {
+                        let session_minutes = a.session_minutes + b.session_minutes;
+                        let server_cpu_s = a.server_cpu_s + b.server_cpu_s;
+                        Some(CpuUsage {
+                            server_pid: a.server_pid,
+                            server_cpu_s,
+                            session_minutes,
+                            cpu_s_per_session_minute: if session_minutes > 0.0 {
+                                server_cpu_s / session_minutes
+                            } else {
+                                0.0
+                            },
+                        })
+                    }
+                    (a, b) => a.or(b),
+                };
+                m
+            }
+        });
+    }
+    let mut report = merged.expect("validate() admits at least one turn");
+    report.wall_s = origin.elapsed().as_secs_f64();
+    report.summary = summarize(&report.turns, &report.errors);
+    Ok(report)
+}
+
 /// How a ramp raises concurrency and when it stops.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct RampConfig {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use antiphon_loadtest::clips::{default_clip_paths, load_clip};
 use antiphon_loadtest::driver::Endpoint;
 use antiphon_loadtest::report::{Report, SCHEMA};
-use antiphon_loadtest::run::{StepConfig, run_step};
+use antiphon_loadtest::run::{StepConfig, run_fresh_sessions, run_step};
 use serde_json::Value;
 
 fn keys(v: &Value) -> Vec<&str> {
@@ -236,5 +236,37 @@ async fn two_sessions_two_turns_against_a_real_server() {
     // A report always renders.
     let html = report.to_html();
     assert!(html.contains("<svg") && html.contains("TTFB CDF"));
+
+    // Turns as independent callers: each turn its own session, one after another.
+    let admitted = |metrics: &str| {
+        common::metric(
+            metrics,
+            "antiphon_sessions_admitted_total{transport=\"websocket\"}",
+        )
+    };
+    let before = admitted(&common::http_get(port, "/metrics").await);
+    let fresh = StepConfig {
+        sessions: 1,
+        ..config.clone()
+    };
+    let step = run_fresh_sessions(&fresh).await.expect("valid config");
+    assert!(step.errors.is_empty(), "errors: {:?}", step.errors);
+    assert_eq!(
+        step.turns
+            .iter()
+            .map(|t| (t.session, t.turn))
+            .collect::<Vec<_>>(),
+        [(0, 0), (1, 0)],
+        "turn k is the only turn of session k"
+    );
+    assert_ne!(step.turns[0].clip, step.turns[1].clip, "clip k for turn k");
+    assert!(step.turns.iter().all(|t| t.got_audio()));
+    assert_eq!(step.summary.turns_with_audio, 2);
+    let after = admitted(&common::http_get(port, "/metrics").await);
+    assert_eq!(
+        after - before,
+        2,
+        "two sessions, connected one after the other"
+    );
     drop(server);
 }
