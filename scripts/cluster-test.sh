@@ -21,8 +21,9 @@ cd "$(dirname "$0")/.."
 root="$(pwd)"
 work="${1:-$(mktemp -d /tmp/antiphon-cluster.XXXXXX)}"
 mkdir -p "$work"
-bin="${ANTIPHON_BIN:-$root/target/debug/antiphon}"
-loadtest="${ANTIPHON_LOADTEST_BIN:-$root/target/debug/antiphon-loadtest}"
+target_dir="${CARGO_TARGET_DIR:-$root/target}"
+bin="${ANTIPHON_BIN:-$target_dir/debug/antiphon}"
+loadtest="${ANTIPHON_LOADTEST_BIN:-$target_dir/debug/antiphon-loadtest}"
 if [ ! -x "$bin" ] || [ ! -x "$loadtest" ]; then
     cargo build --quiet --bin antiphon --bin antiphon-loadtest
 fi
