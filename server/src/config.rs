@@ -394,23 +394,15 @@ impl Config {
         if let Err(e) = s.device.parse::<antiphon_kernels::DeviceChoice>() {
             return bad(format!("server.device: {e}"));
         }
-        if let Some(k) = s
-            .api_keys
-            .iter()
-            .find(|k| k.trim().is_empty() || k.chars().any(char::is_whitespace))
-        {
-            return bad(format!(
-                "server.api_keys entry {k:?} is empty or contains whitespace"
-            ));
-        }
-        if let Some(k) = s
-            .admin_keys
-            .iter()
-            .find(|k| k.trim().is_empty() || k.chars().any(char::is_whitespace))
-        {
-            return bad(format!(
-                "server.admin_keys entry {k:?} is empty or contains whitespace"
-            ));
+        for (name, keys) in [("api_keys", &s.api_keys), ("admin_keys", &s.admin_keys)] {
+            if let Some(k) = keys
+                .iter()
+                .find(|k| k.trim().is_empty() || k.chars().any(char::is_whitespace))
+            {
+                return bad(format!(
+                    "server.{name} entry {k:?} is empty or contains whitespace"
+                ));
+            }
         }
         let node_id_ok = s.node_id.len() <= 32
             && s.node_id

@@ -41,6 +41,15 @@ async fn assert_draining_not_ready(port: u16) {
     assert_eq!(status_of(&healthz), 200, "draining is alive: {healthz}");
 }
 
+/// The server exits, with status 0, within 10 s (`when` says after what).
+async fn assert_exits_0(server: &mut TestServer, when: &str) {
+    let status = server
+        .exit_status(Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|| panic!("the server did not exit {when}"));
+    assert!(status.success(), "exit status {status:?}");
+}
+
 #[tokio::test]
 async fn sigterm_lets_the_reply_in_progress_finish_then_exits_0() {
     let config = format!("[server]\ndrain_grace_s = 120\n{CI_LLM}max_tokens = 48\n");
@@ -97,11 +106,7 @@ async fn sigterm_lets_the_reply_in_progress_finish_then_exits_0() {
         "the server waits while a call is open"
     );
     ws.close(None).await.expect("close");
-    let status = server
-        .exit_status(Duration::from_secs(10))
-        .await
-        .expect("the server exits once its last call ended");
-    assert!(status.success(), "exit status {status:?}");
+    assert_exits_0(&mut server, "once its last call ended").await;
 }
 
 #[tokio::test]
@@ -142,11 +147,7 @@ async fn when_the_grace_runs_out_the_client_is_told_and_the_server_exits_0() {
         }
         other => panic!("expected a Close frame, got {other:?}"),
     }
-    let status = server
-        .exit_status(Duration::from_secs(10))
-        .await
-        .expect("the server exits after the grace");
-    assert!(status.success(), "exit status {status:?}");
+    assert_exits_0(&mut server, "after the grace").await;
 }
 
 #[tokio::test]

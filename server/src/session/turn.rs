@@ -148,10 +148,6 @@ struct ActiveResponse {
     waiting_for_transcript: bool,
     text: String,
     trace: Trace,
-    /// End of the echo guard, set when the first audio is sent.
-    guard_until: Option<Instant>,
-    /// Speech began inside the guard; barge in if it is still going when the guard ends.
-    guarded_speech: bool,
     /// Log span of this turn (a child of the session's span when created inside it).
     span: tracing::Span,
 }
@@ -251,6 +247,12 @@ pub struct TurnManager {
     /// (text to the TTS) were already sent.
     replaying: bool,
     counters: TurnCounters,
+    /// End of the echo guard: `settings.echo_guard` after a reply's first audio was sent. It
+    /// outlives the response (a reply is done once synthesized, while its audio still plays).
+    guard_until: Option<Instant>,
+    /// Speech began inside the guard: ignored if it ends inside it (most likely our own echo);
+    /// a barge-in if it is still going when the guard ends.
+    guarded_speech: bool,
     out: VecDeque<Output>,
 }
 
@@ -294,6 +296,8 @@ impl TurnManager {
             end_of_turn_probability: None,
             replaying: false,
             counters: TurnCounters::default(),
+            guard_until: None,
+            guarded_speech: false,
             out: VecDeque::new(),
         };
         t.emit(ServerEvent::SessionCreated(t.config.clone()));
@@ -326,9 +330,8 @@ impl TurnManager {
 
     /// The next instant `handle_timeout` must be called at, if any.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let r = self.response.as_ref()?;
-        if r.guarded_speech {
-            r.guard_until
+        if self.guarded_speech {
+            self.guard_until
         } else {
             None
         }
@@ -795,8 +798,6 @@ impl TurnManager {
             waiting_for_transcript: self.awaiting_transcript.is_some(),
             text: String::new(),
             trace,
-            guard_until: None,
-            guarded_speech: false,
         };
         self.emit(ServerEvent::ResponseCreated(self.response_info(
             &resp,
@@ -1301,15 +1302,12 @@ impl TurnManager {
         };
         self.withdraw_speculation();
         self.end_of_turn_probability = None;
-        if let Some(r) = self.response.as_mut()
-            && td.interrupt_response
-        {
-            let in_guard = r.guard_until.is_some_and(|until| now < until);
-            if in_guard {
-                r.guarded_speech = true;
-            } else {
-                self.barge_in(now);
-            }
+        let in_guard = self.guard_until.is_some_and(|until| now < until);
+        if td.interrupt_response && in_guard {
+            // Judged when it ends (or when the guard does).
+            self.guarded_speech = true;
+        } else if self.response.is_some() && td.interrupt_response {
+            self.barge_in(now);
         } else if self.response.is_none() && td.interrupt_response {
             // A finished reply may still be playing at the caller's end.
             self.truncate_to_played(now);
@@ -1331,11 +1329,9 @@ impl TurnManager {
             return;
         };
         self.speculations_this_turn = 0;
-        if let Some(r) = self.response.as_mut()
-            && r.guarded_speech
-        {
+        if self.guarded_speech {
             // Speech that began and ended inside the echo guard: most likely our own echo.
-            r.guarded_speech = false;
+            self.guarded_speech = false;
             tracing::debug!(item_id, "speech inside echo guard ignored");
             return;
         }
@@ -1484,6 +1480,7 @@ impl TurnManager {
             && let Some(mut f) = self.finished_unsent.take()
         {
             f.trace.first_audio_sent = Some(now);
+            self.guard_until = Some(now + guard);
             if let Some(item) = f.played_item {
                 self.last_played = Some((item, now));
             }
@@ -1505,7 +1502,7 @@ impl TurnManager {
             return;
         }
         r.trace.first_audio_sent = Some(now);
-        r.guard_until = Some(now + guard);
+        self.guard_until = Some(now + guard);
         r.trace.reported = true;
         if let Some(report) = r.trace.report(&r.id) {
             r.span.in_scope(|| {
@@ -1557,13 +1554,17 @@ impl TurnManager {
 
     /// Call at (or after) the instant `poll_timeout` gave.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let expired = self
-            .response
-            .as_ref()
-            .is_some_and(|r| r.guarded_speech && r.guard_until.is_some_and(|u| now >= u));
+        let expired = self.guarded_speech && self.guard_until.is_some_and(|u| now >= u);
         if expired {
             // The speech outlasted the echo guard: a real interruption.
-            self.barge_in(now);
+            self.guarded_speech = false;
+            if self.response.is_some() {
+                self.barge_in(now);
+            } else {
+                // The reply is done but may still be playing at the caller's end.
+                self.truncate_to_played(now);
+                self.emit(ServerEvent::StopPlayout);
+            }
         }
     }
 

@@ -589,6 +589,35 @@ fn echo_guard_ignores_short_speech_but_not_long_speech() {
     assert!(h.engine(1800, tts(epoch, 100, "x")).is_empty());
 }
 
+/// A reply is done once synthesized while its audio still plays: the echo of its opening that
+/// ends after `response.done` but inside the guard is still our own echo (seen on the SIP
+/// path with a fast LLM: the echo became a user turn and a second reply).
+#[test]
+fn echo_guard_outlives_a_reply_that_is_done_but_playing() {
+    let settings = TurnSettings {
+        echo_guard: Duration::from_millis(2500),
+        ..TurnSettings::default()
+    };
+    let mut h = H::with(config(), ALL, settings);
+    let (epoch, _) = voice_turn_until_audio(&mut h);
+    // Guard: 1410 + 2500 ms.
+    h.engine(1500, EngineEvent::SpeechStarted { audio_ms: 1500 });
+    h.engine(1600, EngineEvent::LlmDone { epoch });
+    let out = h.engine(1700, EngineEvent::TtsDone { epoch });
+    assert!(done_status(&out).is_some(), "{:?}", trace(&out));
+    assert!(h.tm.active_response().is_none());
+    let out = h.engine(2200, EngineEvent::SpeechStopped { audio_ms: 2200 });
+    assert!(out.is_empty(), "no commit, no new reply: {:?}", trace(&out));
+    // Speech after a done reply that outlasts the guard stops its playout (a barge-in).
+    h.engine(3800, EngineEvent::SpeechStarted { audio_ms: 3800 });
+    let deadline = h.tm.poll_timeout().expect("guard deadline");
+    assert_eq!(deadline, h.at(3910));
+    h.tm.handle_timeout(deadline);
+    let out = h.drain();
+    assert!(out.contains(&Output::Event(ServerEvent::StopPlayout)));
+    assert_eq!(h.tm.poll_timeout(), None);
+}
+
 #[test]
 fn interrupt_response_false_lets_the_reply_finish() {
     let mut c = config();
