@@ -79,17 +79,22 @@ impl AppState {
 
     /// Sessions open and SIP calls promised one: what a drain waits for.
     pub fn open_calls(&self) -> usize {
-        let max = self.config.server.max_sessions;
-        max.saturating_sub(self.sessions.available_permits())
-            + self.sip_calls_answered.load(Ordering::SeqCst)
+        self.sessions_open() + self.sip_calls_answered.load(Ordering::SeqCst)
+    }
+
+    /// Sessions holding an admission permit.
+    fn sessions_open(&self) -> usize {
+        self.config
+            .server
+            .max_sessions
+            .saturating_sub(self.sessions.available_permits())
     }
 
     /// Capacity and engine state now, for `/healthz` and `/readyz`.
     pub fn health(&self) -> crate::health::Report {
-        let max = self.config.server.max_sessions;
         crate::health::Report {
-            sessions_open: max.saturating_sub(self.sessions.available_permits()),
-            sessions_max: max,
+            sessions_open: self.sessions_open(),
+            sessions_max: self.config.server.max_sessions,
             max_backlog_ms: self.config.server.max_engine_backlog_ms,
             draining: self.drain.is_draining(),
             engines: self
