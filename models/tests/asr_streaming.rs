@@ -190,13 +190,20 @@ fn semantic_turn_detection_ends_a_finished_sentence_before_the_timer_would() {
     let ends = stops(&events);
     assert_eq!(ends.len(), 1, "{events:#?}");
     let (audio_end, speech_end) = ends[0];
-    // Judged at 200 ms of silence, after the pause's transcript: well before the 500 ms timer.
+    // The first judgement of the pause (at 200 ms of silence, after the pause's transcript)
+    // ends the turn: no timer. How soon in audio time depends on how far behind real time a
+    // busy machine runs the engine, so the bound is loose; the eval scripts measure the wait.
     let waited = audio_end - speech_end;
+    let first = judged.iter().find(|j| j.0 == speech_end);
+    assert_eq!(
+        first.map(|j| j.2),
+        Some(true),
+        "the pause's first judgement: {judged:?}"
+    );
     assert!(
-        waited < 400,
+        waited < 1000,
         "turn ended {waited} ms after the speech: {judged:?}"
     );
-    assert_eq!(judged.last().map(|j| (j.0, j.2)), Some((speech_end, true)));
     let text = final_text(&events.into_iter().map(|(_, e)| e).collect::<Vec<_>>());
     let wer = antiphon_models::asr::wer::wer(&clip.reference, &text);
     assert!(wer <= 0.15, "WER {:.1}%: {text}", wer * 100.0);
@@ -243,14 +250,35 @@ fn a_text_verdict_of_mid_sentence_vetoes_the_acoustic_end_of_turn() {
         });
         let ends = stops(&events);
         assert_eq!(ends.len(), 1, "{verdict:?}: {events:#?}");
-        let waited = ends[0].0 - ends[0].1;
-        let vetoed = events
+        let (audio_end, speech_end) = ends[0];
+        let waited = audio_end - speech_end;
+        let judged: Vec<_> = events
             .iter()
-            .any(|(_, e)| matches!(e, AsrEvent::TurnJudged { vetoed: true, .. }));
-        eprintln!("verdict {verdict:?}: turn ended {waited} ms after the speech, vetoed {vetoed}");
+            .filter_map(|(_, e)| match e {
+                AsrEvent::TurnJudged {
+                    speech_end_ms,
+                    vetoed,
+                    complete,
+                    ..
+                } if *speech_end_ms == speech_end => Some((*vetoed, *complete)),
+                _ => None,
+            })
+            .collect();
+        eprintln!(
+            "verdict {verdict:?}: turn ended {waited} ms after the speech; judgements (vetoed, complete) {judged:?}"
+        );
         match verdict {
-            Some(_) => assert!(vetoed && waited >= 1100, "{waited} ms, vetoed {vetoed}"),
-            None => assert!(!vetoed && waited < 600, "{waited} ms, vetoed {vetoed}"),
+            // Every judgement vetoed: only the 1.2 s fallback silence ends the turn.
+            Some(_) => assert!(
+                !judged.is_empty() && judged.iter().all(|&j| j == (true, false)) && waited >= 1100,
+                "{waited} ms, {judged:?}"
+            ),
+            // No verdict: the first judgement is not held back for good and ends the turn
+            // (the fallback would have waited 1200 ms of audio).
+            None => assert!(
+                judged.first() == Some(&(false, true)) && waited < 1100,
+                "{waited} ms, {judged:?}"
+            ),
         }
     }
 }
