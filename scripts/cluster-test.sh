@@ -52,6 +52,7 @@ node_config() { # N LLM_SLOTS
     cat <<EOF
 [server]
 port = 1818$1
+max_sessions = 8
 node_id = "node$1"
 admin_keys = ["cluster-admin-key"]
 drain_grace_s = 120

@@ -385,6 +385,11 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 .map_or_else(|| "none".to_owned(), |c| format!("{c} sessions")),
             r.stopped_because
         );
+        if let Some(c) = r.capacity {
+            // What the server's admission limit should be on the machine that served the ramp
+            // (run the ramp against a server whose own limit is above every step).
+            println!("for the server's config: [server] max_sessions = {c}");
+        }
     }
     let report = Report::new(&config, started_unix_ms, steps, ramp);
     if let Some(path) = &args.json {

@@ -61,7 +61,7 @@ impl AppState {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() % 0x1_0000);
         AppState {
-            sessions: Arc::new(Semaphore::new(config.server.max_sessions)),
+            sessions: Arc::new(Semaphore::new(config.server.max_sessions.get())),
             config,
             metrics,
             voices: connector
@@ -87,6 +87,7 @@ impl AppState {
         self.config
             .server
             .max_sessions
+            .get()
             .saturating_sub(self.sessions.available_permits())
     }
 
@@ -94,7 +95,7 @@ impl AppState {
     pub fn health(&self) -> crate::health::Report {
         crate::health::Report {
             sessions_open: self.sessions_open(),
-            sessions_max: self.config.server.max_sessions,
+            sessions_max: self.config.server.max_sessions.get(),
             max_backlog_ms: self.config.server.max_engine_backlog_ms,
             draining: self.drain.is_draining(),
             engines: self

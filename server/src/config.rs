@@ -79,8 +79,10 @@ pub struct ServerConfig {
     pub port: u16,
     /// Accepted bearer keys. Empty: only [`DEMO_API_KEY`] is accepted.
     pub api_keys: Vec<String>,
-    /// Concurrent Realtime sessions; more are refused with HTTP 503.
-    pub max_sessions: usize,
+    /// Concurrent sessions on all transports; more are refused (HTTP 503, SIP 503). A
+    /// number, or "auto" (the default): the measured capacity per CPU times this machine's
+    /// CPUs (see [`SessionLimit`]).
+    pub max_sessions: SessionLimit,
     /// Largest client text message handled; larger ones get an `error` event.
     pub max_message_bytes: usize,
     /// Largest uncommitted input audio buffer per session.
@@ -131,7 +133,7 @@ impl Default for ServerConfig {
             host: "127.0.0.1".into(),
             port: 8080,
             api_keys: Vec::new(),
-            max_sessions: 64,
+            max_sessions: SessionLimit::auto(),
             max_message_bytes: 1 << 20,
             max_audio_buffer_bytes: 15 << 20,
             max_conversation_items: 1000,
@@ -152,6 +154,74 @@ impl Default for ServerConfig {
 }
 
 /// Reads an eagerness name (`low`, `medium`, `high`, `auto`).
+/// Sessions one CPU serves in real time with the default models, by the load test's capacity
+/// rule (`antiphon-loadtest run --ramp`: the largest step with p95 TTFB under the bar and the
+/// user-transcript WER no worse than one session's + 1 point). Measured on the reference box:
+/// 3 sessions on 2 vCPUs (docs/BENCHMARKS.md, "Capacity by the ramp with the transcript-WER
+/// rule"); the fourth session raised WER from 1.4 % to 3.5 %.
+pub const MEASURED_SESSIONS_PER_CPU: f64 = 1.5;
+
+/// `server.max_sessions`: how many sessions are admitted at once.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SessionLimit {
+    /// "auto": [`MEASURED_SESSIONS_PER_CPU`] times the CPUs this process may use (cgroup
+    /// quotas included), at least 1. The estimate, worked out when the config is read.
+    Auto { cpus: usize, sessions: usize },
+    /// A number from the config: e.g. the capacity `--ramp` measured on this machine.
+    Fixed(usize),
+}
+
+impl SessionLimit {
+    pub fn auto() -> SessionLimit {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        SessionLimit::for_cpus(cpus)
+    }
+
+    pub fn for_cpus(cpus: usize) -> SessionLimit {
+        let sessions = ((cpus as f64 * MEASURED_SESSIONS_PER_CPU).floor() as usize).max(1);
+        SessionLimit::Auto { cpus, sessions }
+    }
+
+    /// The number of sessions admitted at once.
+    pub fn get(self) -> usize {
+        match self {
+            SessionLimit::Auto { sessions, .. } | SessionLimit::Fixed(sessions) => sessions,
+        }
+    }
+
+    /// Where the figure comes from, for the start-up log.
+    pub fn describe(self) -> String {
+        match self {
+            SessionLimit::Auto { cpus, sessions } => format!(
+                "{sessions} (auto: {MEASURED_SESSIONS_PER_CPU} per CPU x {cpus} CPUs, the \
+                 reference box's measured capacity; measure this machine's with \
+                 `antiphon-loadtest run --ramp` and set server.max_sessions)"
+            ),
+            SessionLimit::Fixed(n) => format!("{n} (server.max_sessions)"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SessionLimit {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Number(n) => Ok(SessionLimit::Fixed(
+                usize::try_from(n).map_err(serde::de::Error::custom)?,
+            )),
+            Raw::Text(t) if t == "auto" => Ok(SessionLimit::auto()),
+            Raw::Text(t) => Err(serde::de::Error::custom(format!(
+                "max_sessions must be a number or \"auto\", not {t:?}"
+            ))),
+        }
+    }
+}
+
 fn eagerness<'de, D: Deserializer<'de>>(d: D) -> Result<Eagerness, D::Error> {
     let name = String::deserialize(d)?;
     name.parse().map_err(serde::de::Error::custom)
@@ -366,7 +436,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         let s = &self.server;
-        if s.max_sessions == 0 {
+        if s.max_sessions.get() == 0 {
             return bad("server.max_sessions must be at least 1".into());
         }
         if !(1024..=16 << 20).contains(&s.max_message_bytes) {
@@ -649,6 +719,28 @@ mod tests {
         assert_eq!(c.server.port, 8080);
         assert_eq!(c.server.max_message_bytes, 1 << 20);
         assert_eq!(c.session, SessionDefaults::default());
+    }
+
+    #[test]
+    fn max_sessions_is_a_number_or_auto_from_the_measured_capacity_per_cpu() {
+        // The reference box (2 vCPUs) measured 3; one CPU still admits one session.
+        assert_eq!(SessionLimit::for_cpus(2).get(), 3);
+        assert_eq!(SessionLimit::for_cpus(1).get(), 1);
+        assert_eq!(SessionLimit::for_cpus(16).get(), 24);
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        for text in ["", "[server]\nmax_sessions = \"auto\""] {
+            let limit = Config::parse(text).unwrap().server.max_sessions;
+            assert_eq!(limit, SessionLimit::for_cpus(cpus), "{text:?}");
+            assert!(limit.describe().contains("auto"));
+        }
+        let fixed = Config::parse("[server]\nmax_sessions = 8").unwrap();
+        assert_eq!(fixed.server.max_sessions, SessionLimit::Fixed(8));
+        for bad in ["\"lots\"", "-1", "0", "2.5"] {
+            assert!(
+                Config::parse(&format!("[server]\nmax_sessions = {bad}")).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -86,3 +86,36 @@ async fn a_server_without_engines_is_live_and_ready() {
         assert_eq!(report["sessions"]["open"], 0);
     }
 }
+
+/// Issue 17: with no `max_sessions` in the config the admission limit is the measured
+/// capacity per CPU (1.5, from the loadtest ramp) times this machine's CPUs; the session past
+/// it is refused with 503 `server_at_capacity`, and a freed permit admits the next.
+#[tokio::test]
+async fn the_default_admission_limit_is_the_measured_capacity_per_cpu() {
+    use tokio_tungstenite::connect_async;
+    use tokio_tungstenite::tungstenite;
+    let server = TestServer::without_engines().await;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let limit = ((cpus as f64 * 1.5).floor() as u64).max(1);
+    let (_, report) = probe(server.port, "/healthz").await;
+    assert_eq!(report["sessions"]["capacity"], limit, "{report}");
+    let mut open = Vec::new();
+    for _ in 0..limit {
+        let mut ws = connect(server.port, false).await;
+        recv_type(&mut ws, "session.created").await;
+        open.push(ws);
+    }
+    let request = common::realtime::request(server.port, Some("antiphon-demo-key"), false);
+    match connect_async(request).await {
+        Err(tungstenite::Error::Http(r)) => {
+            assert_eq!(r.status(), 503);
+            let body = String::from_utf8_lossy(r.body().as_deref().unwrap_or_default()).to_string();
+            assert!(body.contains("server_at_capacity"), "{body}");
+        }
+        Ok(_) => panic!("session {} admitted past the limit of {limit}", limit + 1),
+        Err(e) => panic!("expected a 503, got {e:?}"),
+    }
+    drop(open.pop());
+    let mut next = common::realtime::connect_when_free(server.port).await;
+    recv_type(&mut next, "session.created").await;
+}

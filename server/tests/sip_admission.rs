@@ -120,8 +120,8 @@ async fn listen(caller: &UdpSocket, window: Duration) -> Heard {
 async fn a_source_that_never_acks_gets_few_answers_and_no_engine_slots() {
     // No engines: capacity is the session permits alone, so only the guard limits answers.
     let (server, sip) = server_with_sip(
-        "[asr]\nenabled = false\n[llm]\nenabled = false\n[tts]\nenabled = false\n\
-         [sip]\nrtp_port_min = 32000\nrtp_port_max = 32999\nmax_unconfirmed_per_source = 4\n",
+        "[server]\nmax_sessions = 16\n[asr]\nenabled = false\n[llm]\nenabled = false\n\
+         [tts]\nenabled = false\n[sip]\nrtp_port_min = 32000\nrtp_port_max = 32999\nmax_unconfirmed_per_source = 4\n",
     )
     .await;
     let caller = UdpSocket::bind("127.0.0.1:0").await.expect("bind caller");

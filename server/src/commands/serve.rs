@@ -135,7 +135,11 @@ async fn serve(config: Config, pipeline: Pipeline) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::for_node(&config.server.node_id));
     let state = Arc::new(AppState::new(config, metrics, connector));
     let app = http::router(state.clone(), ApiKeys::new(keys));
-    tracing::info!(%local, "listening");
+    tracing::info!(
+        %local,
+        max_sessions = %state.config.server.max_sessions.describe(),
+        "listening"
+    );
     // Machine-readable line for scripts and tests (the port may have been chosen by the OS).
     println!("antiphon listening on {local}");
     if let Some(socket) = sip_socket {

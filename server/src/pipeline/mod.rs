@@ -155,7 +155,7 @@ impl Pipeline {
                 model,
                 LlmEngineConfig {
                     max_batch: config.llm.slots.max(1),
-                    max_sessions: config.server.max_sessions.max(1),
+                    max_sessions: config.server.max_sessions.get().max(1),
                     ..LlmEngineConfig::default()
                 },
             )
@@ -203,7 +203,7 @@ impl Pipeline {
         let diar = if s.speaker_labels && asr.is_some() {
             let started = std::time::Instant::now();
             let diar_config = DiarEngineConfig {
-                slots: config.server.max_sessions.max(1),
+                slots: config.server.max_sessions.get().max(1),
                 ..DiarEngineConfig::default()
             };
             let engine = match placement {

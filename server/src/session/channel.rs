@@ -89,7 +89,7 @@ mod tests {
 
     fn state(max_sessions: usize) -> AppState {
         let mut config = Config::default();
-        config.server.max_sessions = max_sessions;
+        config.server.max_sessions = crate::config::SessionLimit::Fixed(max_sessions);
         AppState::new(config, Arc::new(Metrics::new()), None)
     }
 
