@@ -77,6 +77,8 @@ families!(Counter, "counter", {
         "Replies begun on a caller's pause before the turn was certain, by outcome (started, adopted at the endpoint, withdrawn unheard).";
     TurnJudgements => "antiphon_turn_judgements_total",
         "Caller pauses judged by semantic turn detection, by verdict (done: the turn ended; not_done: the caller was given more time; vetoed: it sounded done but the transcript stops mid-sentence).";
+    TurnsMerged => "antiphon_turns_merged_total",
+        "Cut-ins caught: the caller spoke again within a second of the turn's commit, so the two halves became one user item and the reply to the first half was dropped.";
     TwilioProtocolErrors => "antiphon_twilio_protocol_errors_total",
         "Twilio Media Streams input rejected (malformed, out of order, wrong format), by code.";
     Dtmf => "antiphon_dtmf_total", "DTMF key presses that reached a session (every transport).";

@@ -236,6 +236,18 @@ impl Conversation {
         })
     }
 
+    /// The transcript of a user audio item, once the recogniser gave it.
+    pub fn user_transcript(&self, id: &str) -> Option<&str> {
+        let entry = &self.entries[self.position(id)?];
+        match &entry.item.kind {
+            ItemKind::Message { content, .. } => content.iter().find_map(|c| match c {
+                Content::InputAudio { transcript, .. } => transcript.as_deref(),
+                _ => None,
+            }),
+            _ => None,
+        }
+    }
+
     /// Records which speaker said a user item (diarization label `S1`, `S2`, …).
     pub fn set_user_speaker(&mut self, id: &str, label: &str) -> Result<(), ConversationError> {
         self.entry_mut(id)?.speaker = Some(label.to_string());
@@ -377,6 +389,11 @@ impl Conversation {
     /// Renders the conversation for the LLM: system instructions first, then one message per
     /// item that carries text (audio without a transcript is skipped).
     pub fn to_chat(&self, instructions: &str) -> Vec<ChatMessage> {
+        self.to_chat_before(instructions, None)
+    }
+
+    /// [`Self::to_chat`] of the items before `stop_at` (all of them when it is `None`).
+    pub fn to_chat_before(&self, instructions: &str, stop_at: Option<&str>) -> Vec<ChatMessage> {
         let mut out = Vec::with_capacity(self.entries.len() + 1);
         if !instructions.is_empty() {
             out.push(ChatMessage {
@@ -387,7 +404,11 @@ impl Conversation {
         // Once a second voice has been heard, user turns say who spoke ("Speaker 2: …"), so
         // instructions can refer to speakers; a lone caller's messages stay unprefixed.
         let prefix_speakers = self.several_speakers();
-        for e in &self.entries {
+        for e in self
+            .entries
+            .iter()
+            .take_while(|e| Some(e.item.id.as_str()) != stop_at)
+        {
             match &e.item.kind {
                 ItemKind::Message { role, content } => {
                     let text: Vec<&str> = content

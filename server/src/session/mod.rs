@@ -386,6 +386,10 @@ fn account(metrics: &Metrics, transport: &'static str, last: &mut TurnCounters, 
             );
         }
     }
+    let merged = now.turns_merged - last.turns_merged;
+    if merged > 0 {
+        metrics.add(Counter::TurnsMerged, transport, &[], merged);
+    }
     let dropped_ms = now.input_audio_dropped_ms - last.input_audio_dropped_ms;
     if dropped_ms > 0 {
         metrics.add(

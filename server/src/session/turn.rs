@@ -179,6 +179,20 @@ struct Speculation {
     held: Vec<(Instant, EngineEvent)>,
 }
 
+/// Semantic turn detection: a caller who speaks again this soon after the end of the speech that
+/// was committed as their turn had only paused (a cut-in). The two halves become one user item
+/// and the reply to the first half goes, instead of two answers. (Both instants are the arrival
+/// of the voiced audio: the gap is the caller's pause.) Mid-sentence pauses run 400–900 ms;
+/// a caller who hears the reply begin (~0.5 s after their speech) and answers it takes longer.
+pub const MERGE_WINDOW: Duration = Duration::from_millis(1000);
+
+/// A user turn committed by turn detection, which the caller may still resume.
+#[derive(Debug)]
+struct Committed {
+    item_id: String,
+    at: Instant,
+}
+
 /// With turn detection on, the most audio heard while nobody speaks that the input buffer
 /// counts: more than any prefix padding plus the recogniser's lag behind the caller.
 const IDLE_INPUT_MS: u64 = 10_000;
@@ -203,6 +217,9 @@ pub struct TurnCounters {
     pub turns_judged_vetoed: u64,
     /// Caller audio the recogniser dropped because it fell behind, in ms.
     pub input_audio_dropped_ms: u64,
+    /// Turns the caller resumed within [`MERGE_WINDOW`] of their commit (cut-ins), merged
+    /// into one user item.
+    pub turns_merged: u64,
 }
 
 /// The turn/response state machine of one session.
@@ -253,6 +270,12 @@ pub struct TurnManager {
     /// Speech began inside the guard: ignored if it ends inside it (most likely our own echo);
     /// a barge-in if it is still going when the guard ends.
     guarded_speech: bool,
+    /// The last turn turn detection committed, while the caller may still resume it.
+    last_committed: Option<Committed>,
+    /// The speech in progress resumes this committed turn (see [`MERGE_WINDOW`]).
+    resumes: Option<String>,
+    /// The item made of a resumed turn, and the first half's transcript to put before its own.
+    merged_prefix: Option<(String, String)>,
     out: VecDeque<Output>,
 }
 
@@ -298,6 +321,9 @@ impl TurnManager {
             counters: TurnCounters::default(),
             guard_until: None,
             guarded_speech: false,
+            last_committed: None,
+            resumes: None,
+            merged_prefix: None,
             out: VecDeque::new(),
         };
         t.emit(ServerEvent::SessionCreated(t.config.clone()));
@@ -888,11 +914,7 @@ impl TurnManager {
             return;
         }
         self.withdraw_speculation();
-        let mut messages = self.conversation.to_chat(&self.config.instructions);
-        messages.push(ChatMessage {
-            role: ChatRole::User,
-            content: text,
-        });
+        let messages = self.chat_with_turn(text);
         self.epoch += 1;
         let spec = Speculation {
             epoch: self.epoch,
@@ -912,6 +934,29 @@ impl TurnManager {
         self.speculation = Some(spec);
         self.speculations_this_turn += 1;
         self.counters.speculations_started += 1;
+    }
+
+    /// The messages the LLM will be given if the caller's turn ends as `text`: the
+    /// conversation, then `text` as the user's message, or, for speech that resumes a turn
+    /// (see [`MERGE_WINDOW`]), the conversation before that turn and both halves as one.
+    fn chat_with_turn(&self, text: String) -> Vec<ChatMessage> {
+        let instructions = &self.config.instructions;
+        let merged = self.resumes.as_deref().and_then(|first_half| {
+            let first_text = self.conversation.user_transcript(first_half)?;
+            let before = self
+                .conversation
+                .to_chat_before(instructions, Some(first_half));
+            Some((before, format!("{first_text} {text}")))
+        });
+        let (mut messages, content) = match merged {
+            Some(merged) => merged,
+            None => (self.conversation.to_chat(instructions), text),
+        };
+        messages.push(ChatMessage {
+            role: ChatRole::User,
+            content,
+        });
+        messages
     }
 
     /// The caller's words so far, while they speak: the LLM may prefill them, so that the
@@ -1302,6 +1347,13 @@ impl TurnManager {
         };
         self.withdraw_speculation();
         self.end_of_turn_probability = None;
+        self.resumes = self
+            .last_committed
+            .take()
+            .filter(|c| {
+                td.semantic.is_some() && now.saturating_duration_since(c.at) <= MERGE_WINDOW
+            })
+            .map(|c| c.item_id);
         let in_guard = self.guard_until.is_some_and(|until| now < until);
         if td.interrupt_response && in_guard {
             // Judged when it ends (or when the guard does).
@@ -1329,6 +1381,7 @@ impl TurnManager {
             return;
         };
         self.speculations_this_turn = 0;
+        let resumed = self.resumes.take();
         if self.guarded_speech {
             // Speech that began and ended inside the echo guard: most likely our own echo.
             self.guarded_speech = false;
@@ -1339,7 +1392,13 @@ impl TurnManager {
             audio_end_ms: audio_ms,
             item_id: item_id.clone(),
         });
-        self.commit_user_audio(now, item_id);
+        if let Some(first_half) = resumed {
+            self.merge_resumed(&first_half, &item_id);
+        }
+        self.commit_user_audio(now, item_id.clone());
+        if td.semantic.is_some() {
+            self.last_committed = Some(Committed { item_id, at: now });
+        }
         if td.create_response && self.response.is_none() {
             let origin = self
                 .last_turn_end
@@ -1352,6 +1411,45 @@ impl TurnManager {
         }
     }
 
+    /// The caller resumed the turn committed as `first_half` (a pause, not an end): unless its
+    /// reply is still running (the client turned interruption off) or its transcript is not in
+    /// yet, that item and every item after it (the reply the caller cut off) are deleted
+    /// (`conversation.item.deleted`), and `item_id`, the resumed speech, will carry the whole
+    /// transcript. The LLM then sees one user message, as if there had been no pause.
+    fn merge_resumed(&mut self, first_half: &str, item_id: &str) {
+        if self.response.is_some() || self.awaiting_transcript.as_deref() == Some(first_half) {
+            return;
+        }
+        let Some(text) = self
+            .conversation
+            .user_transcript(first_half)
+            .map(str::to_owned)
+        else {
+            return;
+        };
+        let gone: Vec<String> = self
+            .conversation
+            .items()
+            .map(|i| i.id.clone())
+            .skip_while(|id| id != first_half)
+            .collect();
+        for id in gone {
+            if self.conversation.delete(&id).is_ok() {
+                self.emit(ServerEvent::ItemDeleted { item_id: id });
+            }
+        }
+        if self
+            .last_played
+            .as_ref()
+            .is_some_and(|(id, _)| self.conversation.get(id).is_none())
+        {
+            self.last_played = None;
+        }
+        tracing::debug!(first_half, item_id, "resumed turn merged");
+        self.merged_prefix = Some((item_id.to_string(), text));
+        self.counters.turns_merged += 1;
+    }
+
     fn transcript_final(&mut self, now: Instant, text: String) {
         let speaker = self.next_speaker.take();
         let Some(item_id) = self.awaiting_transcript.take() else {
@@ -1359,6 +1457,13 @@ impl TurnManager {
             return;
         };
         self.last_asr_final = Some(now);
+        let text = match self.merged_prefix.take() {
+            Some((merged, first_half)) if merged == item_id => format!("{first_half} {text}"),
+            other => {
+                self.merged_prefix = other;
+                text
+            }
+        };
         if let Err(e) = self.conversation.set_user_transcript(&item_id, &text) {
             tracing::debug!(%e, "transcript for a deleted item dropped");
         }

@@ -1564,3 +1564,148 @@ fn the_callers_words_so_far_go_to_the_llm_while_they_speak_only() {
     h.engine(100, EngineEvent::SpeechStarted { audio_ms: 100 });
     assert!(lookaheads(&h.engine(500, partial("please enter"))).is_empty());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Resumed turns (issue 16): a cut-in repaired into one user item
+
+fn semantic_config() -> SessionConfig {
+    SessionConfig {
+        turn_detection: Some(TurnDetection {
+            semantic: Some(antiphon_models::vad::Eagerness::Auto),
+            ..TurnDetection::default()
+        }),
+        ..config()
+    }
+}
+
+/// A turn committed at 1000 ms ("please enter your password") whose reply starts playing at
+/// 1410 ms; the caller speaks again at `resume_ms` and stops at `resume_ms + 1200`.
+fn resume_after_commit(config: SessionConfig, resume_ms: u64) -> (H, Vec<Output>) {
+    let mut h = H::with(config, ALL, TurnSettings::default());
+    h.engine(100, EngineEvent::SpeechStarted { audio_ms: 100 });
+    let rid = response_id(&h.engine(1000, EngineEvent::SpeechStopped { audio_ms: 1000 }));
+    let out = h.engine(1100, final_text("please enter your password"));
+    let (epoch, _) = llm_start(&out);
+    h.engine(1200, token(epoch, "Thank you,"));
+    h.engine(1200, tts(epoch, 600, "Thank you,"));
+    h.tm.audio_sent(h.at(1410), &rid);
+    h.drain();
+    let mut out = h.engine(
+        resume_ms,
+        EngineEvent::SpeechStarted {
+            audio_ms: resume_ms,
+        },
+    );
+    // The echo guard (300 ms after the first audio) may hold the barge-in until it ends.
+    h.tm.handle_timeout(h.at(resume_ms.max(1710)));
+    out.extend(h.drain());
+    let stop = resume_ms + 1200;
+    out.extend(h.engine(stop, EngineEvent::SpeechStopped { audio_ms: stop }));
+    out.extend(h.engine(stop + 100, final_text("followed by the pound key")));
+    (h, out)
+}
+
+#[test]
+fn a_turn_resumed_within_a_second_of_its_commit_becomes_one_user_item() {
+    let (h, out) = resume_after_commit(semantic_config(), 1800);
+    assert_eq!(
+        done_status(&out),
+        Some((ResponseStatus::Cancelled, Some(CancelReason::TurnDetected)))
+    );
+    let deleted: Vec<&str> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Event(ServerEvent::ItemDeleted { item_id }) => Some(item_id.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        deleted.len(),
+        2,
+        "the first half and the reply it got: {deleted:?}"
+    );
+    let whole = "please enter your password followed by the pound key";
+    assert!(
+        out.iter().any(|o| matches!(o,
+            Output::Event(ServerEvent::TranscriptionCompleted { transcript, .. }) if transcript == whole)),
+        "{:?}",
+        trace(&out)
+    );
+    // The LLM is asked once more, with one user message holding both halves.
+    let (_, messages) = llm_start(&out);
+    assert_eq!(
+        messages
+            .iter()
+            .filter(|m| m.role == ChatRole::User)
+            .map(|m| m.content.as_str())
+            .collect::<Vec<_>>(),
+        [whole]
+    );
+    assert!(!messages.iter().any(|m| m.role == ChatRole::Assistant));
+    assert_eq!(
+        h.tm.conversation().len(),
+        2,
+        "the merged user item and its new reply"
+    );
+    assert_eq!(h.tm.counters().turns_merged, 1);
+}
+
+#[test]
+fn a_late_resumption_or_server_vad_answers_each_turn() {
+    // Past the window: a new turn after the first, whose cut-off reply stays (truncated).
+    let (h, out) = resume_after_commit(semantic_config(), 2100);
+    let (_, messages) = llm_start(&out);
+    let users: Vec<&str> = messages
+        .iter()
+        .filter(|m| m.role == ChatRole::User)
+        .map(|m| m.content.as_str())
+        .collect();
+    assert_eq!(
+        users,
+        ["please enter your password", "followed by the pound key"]
+    );
+    assert_eq!(h.tm.counters().turns_merged, 0);
+    // server_vad keeps its exact timer semantics: every endpoint is a turn.
+    let (h, out) = resume_after_commit(config(), 1800);
+    let (_, messages) = llm_start(&out);
+    assert_eq!(
+        messages.iter().filter(|m| m.role == ChatRole::User).count(),
+        2
+    );
+    assert!(
+        !out.iter()
+            .any(|o| matches!(o, Output::Event(ServerEvent::ItemDeleted { .. })))
+    );
+    assert_eq!(h.tm.counters().turns_merged, 0);
+}
+
+#[test]
+fn a_speculation_on_resumed_speech_is_made_for_the_merged_turn_and_adopted() {
+    let mut h = H::with(semantic_config(), ALL, TurnSettings::default());
+    h.engine(100, EngineEvent::SpeechStarted { audio_ms: 100 });
+    h.engine(1000, EngineEvent::SpeechStopped { audio_ms: 1000 });
+    let (epoch, _) = llm_start(&h.engine(1100, final_text("please enter your password")));
+    h.engine(1150, token(epoch, "Thank you."));
+    // The caller goes on 700 ms after their speech ended, before any reply audio.
+    h.engine(1700, EngineEvent::SpeechStarted { audio_ms: 1700 });
+    let out = h.engine(2900, paused("followed by the pound key"));
+    let (spec, messages) = llm_start(&out);
+    let whole = "please enter your password followed by the pound key";
+    assert_eq!(
+        messages
+            .iter()
+            .map(|m| (m.role, m.content.as_str()))
+            .collect::<Vec<_>>(),
+        [(ChatRole::System, "Be brief."), (ChatRole::User, whole)]
+    );
+    h.engine(2950, token(spec, "Done."));
+    h.engine(2700, EngineEvent::SpeechStopped { audio_ms: 2700 });
+    let out = h.engine(3000, final_text("followed by the pound key"));
+    assert!(
+        !trace(&out).contains(&"cmd:llm_start".to_string()),
+        "the speculation is adopted: {:?}",
+        trace(&out)
+    );
+    assert_eq!(h.tm.counters().speculations_adopted, 1);
+    assert_eq!(h.tm.counters().turns_merged, 1);
+}
