@@ -52,7 +52,9 @@ node_config() { # N LLM_SLOTS
     cat <<EOF
 [server]
 port = 1818$1
-max_sessions = 8
+# Above node2's peak in the drain phase (up to 6 sessions and 6 calls at once): the LLM slots,
+# not the session limit, are what make a node full here.
+max_sessions = 16
 node_id = "node$1"
 admin_keys = ["cluster-admin-key"]
 drain_grace_s = 120
